@@ -1,0 +1,181 @@
+"""Min-plus (morphological) convolution on M₂ = ℝ² ⋊ S¹ with a sparse, winner-routed backward.
+
+For feature maps f of shape ``[B, C, Or, H, W]`` (orientation θ_o = 2πo/Or, x along W, y along H)
+and a kernel k of shape ``[C, Or, kθ, kh, kw]`` (one 3D kernel per channel and *output*
+orientation, already evaluated at the left-invariant offset g⁻¹h),
+
+    (k □ f)(c, o, y, x) = min_{d, i, j}  f(c, (o + d - rθ) mod Or, y + i - rh, x + j - rw) + k[c, o, d, i, j],
+
+with r• = k• // 2, periodic in θ and +∞ outside the spatial domain (so pixels outside the image
+never win; the kernel's centre tap always lies inside).
+
+The forward pass is a loop over the kθ·kh·kw offsets of elementwise add / compare / minimum on
+strided views, processed in batch chunks that stay in cache. It saves only the index of the
+winning offset (uint8 for ≤ 256 offsets). The backward pass routes every output gradient to its
+winner: ∂/∂k by one ``bincount`` over (channel, orientation, offset), ∂/∂f by one ``index_add_``
+into the padded input. Memory is O(|f|) instead of the O(|f|·kθ·kh·kw) of an unfold + amin.
+"""
+from typing import List, Tuple
+
+import torch
+from torch.autograd.function import once_differentiable
+
+__all__ = ['min_plus_convolution_m2', 'max_plus_convolution_m2', 'check_m2_kernel']
+
+# elements per chunk of the forward loop (≈ 1 MiB of float32): big enough to amortise the Python
+# loop, small enough that input, candidate and running minimum stay in L2 cache
+_CHUNK_ELEMENTS = 1 << 18
+
+
+def check_m2_kernel(x: torch.Tensor, kernel: torch.Tensor) -> None:
+    """Raise ValueError unless ``x`` is ``[B, C, Or, H, W]`` and ``kernel`` is ``[C, Or, kθ, kh, kw]``
+    with odd kernel sizes and kθ ≤ Or."""
+    if x.dim() != 5:
+        raise ValueError(f"expected M2 feature maps of shape [B, C, Or, H, W] (5 dims), got shape {tuple(x.shape)}")
+    if kernel.dim() != 5:
+        raise ValueError(f"expected a kernel of shape [C, Or, kθ, kh, kw] (5 dims), got shape {tuple(kernel.shape)}")
+    if kernel.shape[0] != x.shape[1] or kernel.shape[1] != x.shape[2]:
+        raise ValueError(
+            f"kernel [C, Or, ...] = {tuple(kernel.shape[:2])} does not match the input's (C, Or) = {tuple(x.shape[1:3])}")
+    for name, size in zip(('kθ', 'kh', 'kw'), kernel.shape[2:]):
+        if size % 2 == 0:
+            raise ValueError(f"kernel size {name} must be odd (centred), got {size}")
+    if kernel.shape[2] > x.shape[2]:
+        raise ValueError(f"orientation kernel size kθ={kernel.shape[2]} exceeds the orientation count Or={x.shape[2]}")
+
+
+def _pad_m2(x: torch.Tensor, rt: int, rh: int, rw: int, value: float) -> torch.Tensor:
+    """Pad θ periodically by ``rt`` and (y, x) with the constant ``value`` by ``rh``, ``rw``."""
+    if rt > 0:
+        x = torch.cat([x[:, :, x.shape[2] - rt:], x, x[:, :, :rt]], dim=2)
+    if rh > 0 or rw > 0:
+        x = torch.nn.functional.pad(x, [rw, rw, rh, rh], value=value)
+    return x
+
+
+def _min_plus_forward(x: torch.Tensor, kernel: torch.Tensor, track: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Running minimum over the kernel offsets; returns (min, winning offset index or empty)."""
+    B, C, Or, H, W = x.shape
+    kt, kh, kw = kernel.shape[2], kernel.shape[3], kernel.shape[4]
+    J = kt * kh * kw
+    xp = _pad_m2(x, kt // 2, kh // 2, kw // 2, float('inf'))
+    # kernel taps as [J, C, Or, 1, 1] so each broadcasts over (B, H, W)
+    taps = kernel.reshape(C, Or, J).permute(2, 0, 1).contiguous().to(x.dtype)[:, :, :, None, None]
+    out = torch.empty_like(x)
+    index_dtype = torch.uint8 if J <= 256 else torch.int32
+    index = torch.empty(x.shape, dtype=index_dtype, device=x.device) if track else x.new_empty(0)
+    per_sample = C * Or * H * W
+    step = max(1, min(B, _CHUNK_ELEMENTS // max(per_sample, 1)))
+    for b0 in range(0, B, step):
+        b1 = min(B, b0 + step)
+        src = xp[b0:b1]
+        best = out[b0:b1]
+        best.fill_(float('inf'))
+        cand = torch.empty_like(best)
+        mask = torch.empty(best.shape, dtype=torch.bool, device=x.device) if track else cand
+        win = index[b0:b1] if track else cand
+        if track:
+            win.zero_()
+        j = 0
+        for d in range(kt):
+            for i in range(kh):
+                for l in range(kw):
+                    torch.add(src[:, :, d:d + Or, i:i + H, l:l + W], taps[j], out=cand)
+                    if track:
+                        torch.lt(cand, best, out=mask)
+                        win.masked_fill_(mask, j)
+                    torch.minimum(best, cand, out=best)
+                    j += 1
+    return out, index
+
+
+class _MinPlusConvolutionM2(torch.autograd.Function):
+    """Autograd function for :func:`min_plus_convolution_m2` (winner index saved, gradient routed)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+        track = bool(ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
+        out, index = _min_plus_forward(x, kernel, track)
+        ctx.save_for_backward(index)
+        ctx.x_shape = tuple(x.shape)
+        ctx.kernel_shape = tuple(kernel.shape)
+        ctx.kernel_dtype = kernel.dtype
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        B, C, Or, H, W = ctx.x_shape
+        _, _, kt, kh, kw = ctx.kernel_shape
+        J = kt * kh * kw
+        dev = grad_out.device
+        grad_out = grad_out.contiguous()
+        win = index.long()
+        grad_x = grad_kernel = None
+        if ctx.needs_input_grad[1]:
+            # ∂L/∂k[c, o, j] = Σ_{b, y, x : winner = j} ∂L/∂out[b, c, o, y, x]
+            co = torch.arange(C * Or, device=dev).view(1, C, Or, 1, 1) * J
+            key = (win + co).reshape(-1)
+            grad_kernel = torch.bincount(key, weights=grad_out.reshape(-1).float(), minlength=C * Or * J)
+            grad_kernel = grad_kernel.view(ctx.kernel_shape).to(ctx.kernel_dtype)
+        if ctx.needs_input_grad[0]:
+            # ∂L/∂f at the winning source position, accumulated in the padded layout then folded back
+            rt, rh, rw = kt // 2, kh // 2, kw // 2
+            Tp, Hp, Wp = Or + 2 * rt, H + 2 * rh, W + 2 * rw
+            d = torch.arange(kt, device=dev).view(kt, 1, 1)
+            i = torch.arange(kh, device=dev).view(1, kh, 1)
+            l = torch.arange(kw, device=dev).view(1, 1, kw)
+            offset = (d * (Hp * Wp) + i * Wp + l).reshape(J)
+            base = (torch.arange(B * C, device=dev).view(B, C, 1, 1, 1) * (Tp * Hp * Wp)
+                    + torch.arange(Or, device=dev).view(1, 1, Or, 1, 1) * (Hp * Wp)
+                    + torch.arange(H, device=dev).view(1, 1, 1, H, 1) * Wp
+                    + torch.arange(W, device=dev).view(1, 1, 1, 1, W))
+            target = (base + offset[win]).reshape(-1)
+            grad_pad = torch.zeros(B * C * Tp * Hp * Wp, dtype=grad_out.dtype, device=dev)
+            grad_pad.index_add_(0, target, grad_out.reshape(-1))
+            grad_pad = grad_pad.view(B, C, Tp, Hp, Wp)[:, :, :, rh:rh + H, rw:rw + W]
+            grad_x = grad_pad[:, :, rt:rt + Or].clone()
+            if rt > 0:  # fold the periodic θ padding back
+                grad_x[:, :, :rt] += grad_pad[:, :, Or + rt:]
+                grad_x[:, :, Or - rt:] += grad_pad[:, :, :rt]
+        return grad_x, grad_kernel
+
+
+def _min_plus_autograd_loop(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Scriptable fallback: the same running minimum with plain autograd (slower backward)."""
+    C, Or, kt, kh, kw = kernel.shape[0], kernel.shape[1], kernel.shape[2], kernel.shape[3], kernel.shape[4]
+    H, W = x.shape[3], x.shape[4]
+    xp = _pad_m2(x, kt // 2, kh // 2, kw // 2, float('inf'))
+    taps = kernel.reshape(C, Or, kt * kh * kw).to(x.dtype)
+    out = torch.full_like(x, float('inf'))
+    j = 0
+    for d in range(kt):
+        for i in range(kh):
+            for l in range(kw):
+                tap = taps[:, :, j].reshape(1, C, Or, 1, 1)
+                out = torch.minimum(out, xp[:, :, d:d + Or, i:i + H, l:l + W] + tap)
+                j += 1
+    return out
+
+
+def min_plus_convolution_m2(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Morphological convolution (erosion) (k □ f)(g) = min_h f(h) + k(g⁻¹h) on M₂.
+
+    Args:
+        x: feature maps f, ``[B, C, Or, H, W]``.
+        kernel: ``[C, Or, kθ, kh, kw]``, ``kernel[c, o, d, i, j]`` = k at the offset
+            (Δθ, Δy, Δx) = (d - kθ//2, i - kh//2, j - kw//2) seen from output orientation o.
+
+    Returns:
+        ``[B, C, Or, H, W]``; periodic in θ, out-of-image positions never contribute.
+    """
+    check_m2_kernel(x, kernel)
+    if torch.jit.is_scripting():
+        return _min_plus_autograd_loop(x, kernel)
+    return _MinPlusConvolutionM2.apply(x, kernel)
+
+
+def max_plus_convolution_m2(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Morphological dilation max_h f(h) - k(g⁻¹h) = -(k □ -f)(g); arguments as in :func:`min_plus_convolution_m2`."""
+    return -min_plus_convolution_m2(-x, kernel)

@@ -1,0 +1,202 @@
+"""Flux activations Φ(s) = g(s²)·s of nonlinear diffusion, with a per-channel contrast λ > 0.
+
+Every flux states the constants the stability theorems need:
+
+* ``sector_bound`` L: 0 ≤ Φ(s)/s = g(s²) ≤ L for all s (Euclidean stability of u − τKᵀΦ(Ku)),
+* ``monotone``: whether Φ is non-decreasing (needed for the Lipschitz guarantee),
+* ``slope_bound``: sup Φ'(s) when monotone, else ``None``.
+
+All take and ignore ``inplace=`` so they work as a timm ``act_layer``.
+"""
+import math
+from typing import Dict, List, Optional, Type
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+from timm.models import register_notrace_function
+
+
+@register_notrace_function
+def channel_view(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Broadcast a per-channel parameter [C] (or a scalar [1]) against x = [B, C, *spatial]."""
+    if p.numel() == 1:
+        return p.reshape([1] * x.dim())
+    shape: List[int] = [1, p.shape[0]] + [1] * (x.dim() - 2)
+    return p.reshape(shape)
+
+
+class Flux(nn.Module):
+    """Base class: Φ(s) = g(s²)·s with a trainable contrast λ = softplus(ρ) (per channel or shared)."""
+
+    sector_bound: float = 1.0
+    monotone: bool = False
+    slope_bound: Optional[float] = None
+    lipschitz_bound: Optional[float] = 1.0  # sup |Φ'(s)|
+    __jit_unused_properties__ = ['contrast']
+
+    def __init__(
+            self,
+            channels: Optional[int] = None,
+            contrast: float = 1.0,
+            trainable: bool = True,
+            inplace: bool = False,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        if contrast <= 0:
+            raise ValueError(f"contrast λ must be > 0, got {contrast}")
+        if channels is not None and channels < 1:
+            raise ValueError(f"channels must be ≥ 1 or None, got {channels}")
+        n = 1 if channels is None else channels
+        # inverse softplus so that λ starts at `contrast`
+        raw = contrast + math.log(-math.expm1(-contrast))
+        self.raw_contrast = nn.Parameter(
+            torch.full((n,), raw, device=device, dtype=dtype), requires_grad=trainable)
+
+    @property
+    def contrast(self) -> torch.Tensor:
+        """λ = softplus(ρ) > 0."""
+        return F.softplus(self.raw_contrast)
+
+    def diffusivity(self, s2: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        lam = channel_view(F.softplus(self.raw_contrast), s).to(s.dtype)
+        return self.diffusivity(s * s, lam) * s
+
+    def extra_repr(self) -> str:
+        return f"channels={self.raw_contrast.numel()}, L={self.sector_bound}, monotone={self.monotone}"
+
+
+class PeronaMalik(Flux):
+    """g(s²) = 1 / (1 + s²/λ²). Forward–backward: Φ decreases for |s| > λ. L = 1."""
+
+    def diffusivity(self, s2: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        return 1.0 / (1.0 + s2 / (lam * lam))
+
+
+class Charbonnier(Flux):
+    """g(s²) = 1 / √(1 + s²/λ²). Monotone, Φ' = (1 + s²/λ²)^{-3/2} ∈ (0, 1]. L = 1."""
+
+    monotone = True
+    slope_bound = 1.0
+
+    def diffusivity(self, s2: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        return torch.rsqrt(1.0 + s2 / (lam * lam))
+
+
+class ExpPeronaMalik(Flux):
+    """g(s²) = exp(−s²/(2λ²)). Nonmonotone. L = 1."""
+
+    def diffusivity(self, s2: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-s2 / (2.0 * lam * lam))
+
+
+class Weickert(Flux):
+    """g(s²) = 1 − exp(−3.31488 / (s/λ)⁸), g(0) = 1. Nonmonotone. L = 1.
+
+    (s/λ)² is clamped to [1e-6, 1e6] before the 4th power: below, g = 1 to float precision;
+    above, g < 1e-23. This keeps values and gradients finite in float32 and bfloat16.
+    """
+
+    def diffusivity(self, s2: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        z = (s2 / (lam * lam)).clamp(1e-6, 1e6)
+        return -torch.expm1(-3.31488 / (z * z * z * z))
+
+
+class ReLUFlux(Flux):
+    """Φ(s) = max(s, 0), i.e. g ∈ {0, 1}. Monotone, slope ≤ 1, L = 1. Has no contrast parameter."""
+
+    monotone = True
+    slope_bound = 1.0
+
+    def __init__(self, channels: Optional[int] = None, contrast: float = 1.0, trainable: bool = True,
+                 inplace: bool = False, device=None, dtype=None):
+        nn.Module.__init__(self)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return F.relu(s)
+
+    def extra_repr(self) -> str:
+        return "L=1.0, monotone=True"
+
+
+class LearnedFlux(Flux):
+    """Free-form trainable flux Φ(s) = g(s²)·s with g ∈ [0, L] by construction.
+
+    g is piecewise linear in |s| with knot values L·sigmoid(a_j) at |s| = j·h, j = 0…K−1,
+    h = ``support``·λ₀/(K−1), and g(s) = g(s_max)·s_max/|s| beyond s_max = (K−1)h, so that Φ is
+    bounded and continuous. Knots start on the Perona–Malik diffusivity with contrast λ₀. Any g of
+    this form satisfies the sector condition 0 ≤ Φ(s)/s ≤ L, including nonmonotone ones.
+    """
+
+    def __init__(self, channels: Optional[int] = None, contrast: float = 1.0, trainable: bool = True,
+                 inplace: bool = False, device=None, dtype=None, knots: int = 16, support: float = 4.0,
+                 sector_bound: float = 1.0):
+        nn.Module.__init__(self)
+        if contrast <= 0:
+            raise ValueError(f"contrast λ must be > 0, got {contrast}")
+        if knots < 2:
+            raise ValueError(f"knots must be ≥ 2, got {knots}")
+        if sector_bound <= 0:
+            raise ValueError(f"sector_bound must be > 0, got {sector_bound}")
+        self.sector_bound = float(sector_bound)
+        self.knots = knots
+        self.spacing = support * contrast / (knots - 1)
+        n = 1 if channels is None else channels
+        s = torch.arange(knots, device=device, dtype=torch.float32) * self.spacing
+        g0 = (1.0 / (1.0 + (s / contrast) ** 2)).clamp(1e-4, 1 - 1e-4)
+        logits = torch.log(g0) - torch.log1p(-g0)
+        if dtype is not None:
+            logits = logits.to(dtype)
+        self.knot_logits = nn.Parameter(logits.repeat(n, 1), requires_grad=trainable)
+
+    def diffusivity_values(self, s: torch.Tensor) -> torch.Tensor:
+        """g evaluated at |s| (per channel), in [0, L]."""
+        n, k = self.knot_logits.shape
+        values = self.sector_bound * torch.sigmoid(self.knot_logits).to(s.dtype)  # [n, K]
+        x = s.abs() / self.spacing
+        last = float(k - 1)
+        idx = x.clamp(max=last - 1e-4).floor()
+        frac = (x.clamp(max=last) - idx)
+        idx_long = idx.long()
+        if n > 1:
+            offset = channel_view(torch.arange(n, device=s.device) * k, s)
+            idx_long = idx_long + offset
+        flat = values.reshape(-1)
+        g = torch.take(flat, idx_long) * (1.0 - frac) + torch.take(flat, idx_long + 1) * frac
+        return torch.where(x > last, g * (last / x.clamp_min(last)), g)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.diffusivity_values(s) * s
+
+    def extra_repr(self) -> str:
+        return f"channels={self.knot_logits.shape[0]}, knots={self.knots}, L={self.sector_bound}"
+
+
+FLUXES: Dict[str, Type[nn.Module]] = {
+    'perona_malik': PeronaMalik,
+    'charbonnier': Charbonnier,
+    'exp_perona_malik': ExpPeronaMalik,
+    'weickert': Weickert,
+    'relu': ReLUFlux,
+    'learned': LearnedFlux,
+}
+
+
+def create_flux(name: str, channels: Optional[int] = None, **kwargs) -> nn.Module:
+    """Build a flux by name: one of ``FLUXES``; unknown names raise a ValueError listing them."""
+    if name not in FLUXES:
+        raise ValueError(f"unknown flux {name!r}; valid names: {sorted(FLUXES)}")
+    return FLUXES[name](channels=channels, **kwargs)
+
+
+def flux_constants(flux: nn.Module):
+    """(sector bound L, monotone, slope bound) of a flux module, raising if it declares none."""
+    if not hasattr(flux, 'sector_bound'):
+        raise ValueError(
+            f"{type(flux).__name__} declares no sector_bound; a flux needs sector_bound, monotone and slope_bound")
+    return float(flux.sector_bound), bool(getattr(flux, 'monotone', False)), getattr(flux, 'slope_bound', None)

@@ -1,0 +1,320 @@
+"""The symmetric residual block u ↦ u − τ Kᵀ Φ(K u + b) of Alt et al. and its timm drop-in.
+
+One explicit step of the nonlinear diffusion ∂ₜu = −Kᵀ Φ(K u): K is a convolution, Kᵀ its exact
+adjoint with the *same* weight tensor (half the parameters of a standard residual block), Φ a flux
+activation (:mod:`pdeblocks.layers.flux`) and τ the step size.
+
+Stability modes (``stability=``):
+
+* ``'euclidean'`` — ‖f(u)‖₂ ≤ ‖u‖₂ for every input (Alt et al., JMIV 2022): bias-free inner layer,
+  any flux with 0 ≤ Φ(s)/s ≤ L (nonmonotone allowed), τ ≤ 2/(L‖K‖²). Proof sketch:
+  ‖u − τKᵀΦ‖² = ‖u‖² − 2τ⟨Ku, Φ(Ku)⟩ + τ²‖KᵀΦ‖², and ‖KᵀΦ‖² ≤ ‖K‖²‖Φ‖² ≤ ‖K‖² L ⟨Ku, Φ(Ku)⟩.
+* ``'lipschitz'`` — ‖f(u) − f(v)‖₂ ≤ ‖u − v‖₂ (convex-potential form, as CPL): monotone flux with
+  slope in [0, L], bias allowed, τ ≤ 2/(L‖K‖²).
+* ``'none'`` — a free trainable τ, for comparison with an unconstrained ResNet.
+
+In both stable modes τ = sigmoid(θ) · 2/(L·B²), B ≥ ‖K‖₂ a rigorous bound
+(:func:`pdeblocks.ops.norms.norm_bound`), so no optimizer step can leave the stable region.
+B is recomputed whenever the weight differs (bitwise) from the one it was computed for.
+"""
+import math
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import torch
+from torch import nn
+from timm.layers import DropPath
+from timm.models import register_notrace_function, register_notrace_module
+
+from ..ops.conv import check_boundary, check_kernel_size, check_signal, conv, conv_adjoint
+from ..ops.norms import bound_settings, symbol_norm_sup
+from .flux import Flux, ReLUFlux, create_flux, flux_constants
+
+STABILITY_MODES = ('euclidean', 'lipschitz', 'none')
+# ‖K‖² of the default initialisation is about 4 (the Marchenko–Pastur edge (1 + 1)²); used only to
+# give the free step of stability='none' the same starting point as the stable modes.
+_TYPICAL_NORM_SQ = 4.0
+
+
+@register_notrace_function
+def check_input(u: torch.Tensor, weight: torch.Tensor, boundary: str) -> torch.Tensor:
+    """Validate u for K (a ValueError naming expected vs got); a leaf for torch.fx."""
+    return check_signal(u, weight, boundary)
+
+
+@register_notrace_module
+class OperatorNormBound(nn.Module):
+    """B(W) ≥ ‖K_W‖₂ for every signal size: Gram iteration on the symbol over an N-grid × Szegő factor.
+
+    Caches B with a copy of the weight it was computed for and recomputes whenever the weight
+    differs bitwise (after an optimizer step, ``load_state_dict``, ``.data`` edits, ``.to()``), so
+    it can never go stale. Under TorchScript it recomputes on every call.
+    """
+
+    __jit_ignored_attributes__ = ['_cache_weight', '_cache_value']
+
+    def __init__(self, kernel_size: List[int], boundary: str, grid: Optional[int] = None,
+                 gram_steps: int = 5, interp_slack: float = 1.1):
+        super().__init__()
+        if gram_steps < 1:
+            raise ValueError(f"gram_steps must be ≥ 1, got {gram_steps}")
+        self.grid, self.factor = bound_settings(kernel_size, boundary, grid, interp_slack)
+        self.gram_steps = gram_steps
+        self._cache_weight: Optional[torch.Tensor] = None
+        self._cache_value: Optional[torch.Tensor] = None
+
+    def compute(self, weight: torch.Tensor) -> torch.Tensor:
+        return symbol_norm_sup(weight, self.grid, self.gram_steps) * self.factor
+
+    @torch.jit.unused
+    def cached(self, weight: torch.Tensor) -> torch.Tensor:
+        w = weight.detach()
+        if w.is_meta:
+            return self.compute(w)
+        c = self._cache_weight
+        if (c is None or c.shape != w.shape or c.dtype != w.dtype or c.device != w.device
+                or not torch.equal(c, w)):
+            self._cache_value = self.compute(w)
+            self._cache_weight = w.clone()
+        return self._cache_value
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self.compute(weight)
+        return self.cached(weight)
+
+    def extra_repr(self) -> str:
+        return f"grid={self.grid}, gram_steps={self.gram_steps}, factor={self.factor:.4f}"
+
+
+def _resolve_flux(flux: Union[str, nn.Module, Callable[..., nn.Module]], channels: int, contrast: float,
+                  device=None, dtype=None) -> nn.Module:
+    if isinstance(flux, str):
+        return create_flux(flux, channels, contrast=contrast, device=device, dtype=dtype)
+    if isinstance(flux, nn.Module):
+        module = flux
+    elif isinstance(flux, type) and issubclass(flux, Flux):
+        module = flux(channels=channels, contrast=contrast, device=device, dtype=dtype)
+    elif flux is nn.ReLU:
+        module = ReLUFlux()
+    else:
+        raise ValueError(
+            f"flux must be a name, a Flux subclass, nn.ReLU or a module declaring sector_bound; got {flux!r}")
+    flux_constants(module)
+    return module
+
+
+class SymmetricResidual(nn.Module):
+    """u ↦ u − τ Kᵀ Φ(K u + b), K a convolution and Kᵀ its exact adjoint sharing one weight.
+
+    Args:
+        channels: C, channels of u (kept by the block).
+        hidden_channels: H, channels of Ku (default C).
+        kernel_size: odd size (even allowed with ``boundary='neumann'``), int or per-axis list.
+        dim: 1, 2 or 3 spatial dimensions.
+        flux: name (``'perona_malik'``, ``'charbonnier'``, ``'exp_perona_malik'``, ``'weickert'``,
+            ``'relu'``, ``'learned'``), a Flux class, or a flux module.
+        boundary: ``'neumann'`` (default), ``'zeros'``, ``'circular'`` or ``'reflect'``.
+        stability: ``'euclidean'`` (default), ``'lipschitz'`` or ``'none'``.
+        bias: trainable b; default False for ``'euclidean'`` (where it is not allowed), else True.
+        step_init: initial fraction sigmoid(θ) of the stable limit (or τ·L·‖K‖²/2 for ``'none'``).
+        contrast: initial λ of the flux (per hidden channel).
+        weight: optional initial kernel ``[H, C, *k]``, e.g. a finite-difference stencil.
+        trainable_weight: whether K is trained.
+        drop_path: stochastic depth on the update τKᵀΦ (dropping it keeps the step stable).
+        grid, gram_steps, interp_slack: settings of the norm bound (see :class:`OperatorNormBound`).
+
+    Input: ``[B, C, *spatial]`` float; output: same shape and dtype.
+
+    NaN/Inf: not checked per call (that would cost a device sync); they propagate to the output
+    (a NaN spreads over the kernel's footprint). The guarantees hold for finite inputs.
+    """
+
+    def __init__(
+            self,
+            channels: int,
+            hidden_channels: Optional[int] = None,
+            kernel_size: Union[int, List[int]] = 3,
+            dim: int = 2,
+            flux: Union[str, nn.Module, Callable[..., nn.Module]] = 'perona_malik',
+            boundary: str = 'neumann',
+            stability: str = 'euclidean',
+            bias: Optional[bool] = None,
+            step_init: float = 0.5,
+            contrast: float = 1.0,
+            weight: Optional[torch.Tensor] = None,
+            trainable_weight: bool = True,
+            drop_path: Union[float, nn.Module] = 0.0,
+            grid: Optional[int] = None,
+            gram_steps: int = 5,
+            interp_slack: float = 1.1,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        if dim not in (1, 2, 3):
+            raise ValueError(f"dim must be 1, 2 or 3, got {dim}")
+        if channels < 1:
+            raise ValueError(f"channels must be ≥ 1, got {channels}")
+        hidden = channels if hidden_channels is None else hidden_channels
+        if hidden < 1:
+            raise ValueError(f"hidden_channels must be ≥ 1, got {hidden_channels}")
+        if stability not in STABILITY_MODES:
+            raise ValueError(f"stability must be one of {STABILITY_MODES}, got {stability!r}")
+        check_boundary(boundary)
+        ks = [kernel_size] * dim if isinstance(kernel_size, int) else list(kernel_size)
+        if len(ks) != dim:
+            raise ValueError(f"kernel_size needs {dim} entries for dim={dim}, got {kernel_size}")
+        check_kernel_size(ks, boundary)
+        if not 0.0 < step_init < 1.0 and stability != 'none':
+            raise ValueError(f"step_init is a fraction of the stable limit, in (0, 1); got {step_init}")
+        if step_init <= 0.0:
+            raise ValueError(f"step_init must be > 0, got {step_init}")
+        use_bias = stability != 'euclidean' if bias is None else bias
+        if use_bias and stability == 'euclidean':
+            raise ValueError("stability='euclidean' needs a bias-free inner layer (bias=False): the theorem "
+                             "bounds ‖u − τKᵀΦ(Ku)‖ ≤ ‖u‖ only without b; use stability='lipschitz' for a bias")
+
+        self.channels = channels
+        self.hidden_channels = hidden
+        self.kernel_size = ks
+        self.dim = dim
+        self.boundary = boundary
+        self.stability = stability
+
+        self.flux = _resolve_flux(flux, hidden, contrast, device=device, dtype=dtype)
+        self.sector_bound, monotone, slope = flux_constants(self.flux)
+        if stability == 'lipschitz':
+            if not monotone or slope is None:
+                raise ValueError(
+                    f"stability='lipschitz' needs a monotone flux with a slope bound (charbonnier, relu); "
+                    f"{type(self.flux).__name__} is nonmonotone. Use stability='euclidean' for nonmonotone fluxes")
+            self.step_constant = float(slope)
+        else:
+            self.step_constant = self.sector_bound
+
+        if weight is not None:
+            expected = [hidden, channels] + ks
+            if list(weight.shape) != expected:
+                raise ValueError(f"weight must have shape {expected}, got {list(weight.shape)}")
+            w = weight.detach().clone().to(device=device, dtype=dtype)
+        else:
+            fan_in = channels * math.prod(ks)
+            w = torch.randn([hidden, channels] + ks, device=device, dtype=dtype) / math.sqrt(fan_in)
+        self.weight = nn.Parameter(w, requires_grad=trainable_weight)
+        self.bias = nn.Parameter(torch.zeros(hidden, device=device, dtype=dtype)) if use_bias else None
+
+        if stability == 'none':
+            tau0 = step_init * 2.0 / (self.step_constant * _TYPICAL_NORM_SQ)
+            self.step_param = nn.Parameter(torch.tensor(tau0, device=device, dtype=dtype))
+        else:
+            self.step_param = nn.Parameter(torch.tensor(math.log(step_init / (1.0 - step_init)),
+                                                        device=device, dtype=dtype))
+        self.bound = OperatorNormBound(ks, boundary, grid=grid, gram_steps=gram_steps, interp_slack=interp_slack)
+        if isinstance(drop_path, nn.Module):
+            self.drop_path = drop_path
+        else:
+            self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def norm_bound(self) -> torch.Tensor:
+        """The rigorous bound B ≥ ‖K‖₂ used for τ (float32, no gradient)."""
+        return self.bound(self.weight)
+
+    def step_size(self) -> torch.Tensor:
+        """τ: sigmoid(θ)·2/(L·B²) in the stable modes, the free parameter for ``'none'``."""
+        if self.stability == 'none':
+            return self.step_param
+        b = self.norm_bound()
+        limit = 2.0 / (self.step_constant * b * b)
+        return torch.sigmoid(self.step_param) * limit.to(self.step_param.dtype)
+
+    def update(self, u: torch.Tensor) -> torch.Tensor:
+        """Kᵀ Φ(K u + b), the (un-scaled) diffusion update."""
+        s = conv(u, self.weight, self.boundary)
+        if self.bias is not None:
+            s = s + self.bias.reshape([1, -1] + [1] * self.dim)
+        return conv_adjoint(self.flux(s), self.weight, self.boundary)
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        u = check_input(u, self.weight, self.boundary)
+        tau = self.step_size().to(u.dtype)
+        return u - self.drop_path(tau * self.update(u))
+
+    def stability_certificate(self) -> Dict[str, Any]:
+        """What this block guarantees, with the numbers it rests on (read by ``pdeblocks.certify``)."""
+        with torch.no_grad():
+            tau = float(self.step_size())
+            bound = float(self.norm_bound())
+        lip_phi = getattr(self.flux, 'lipschitz_bound', None)
+        monotone = bool(getattr(self.flux, 'monotone', False))
+        if self.stability == 'euclidean':
+            norm_factor: Optional[float] = 1.0
+            guarantee = '‖f(u)‖ ≤ ‖u‖'
+            lipschitz = 1.0 if monotone else (None if lip_phi is None else 1.0 + tau * lip_phi * bound ** 2)
+        elif self.stability == 'lipschitz':
+            lipschitz = 1.0
+            norm_factor = 1.0 if self.bias is None else None
+            guarantee = '‖f(u) − f(v)‖ ≤ ‖u − v‖'
+        else:
+            norm_factor = None
+            lipschitz = None if lip_phi is None else 1.0 + abs(tau) * lip_phi * bound ** 2
+            guarantee = 'none (free step)'
+        return dict(mode=self.stability, step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
+                    norm_factor=norm_factor, lipschitz=lipschitz, guarantee=guarantee)
+
+    def extra_repr(self) -> str:
+        return (f"{self.channels}, hidden={self.hidden_channels}, kernel_size={tuple(self.kernel_size)}, "
+                f"dim={self.dim}, boundary={self.boundary!r}, stability={self.stability!r}")
+
+
+class SymmetricBasicBlock(nn.Module):
+    """Drop-in for timm's ``BasicBlock``: the shortcut/downsample path is the connector, then one
+    symmetric step u − τKᵀΦ(Ku) at constant width (3×3, zero padding, Euclidean stability).
+
+    ``timm.models.resnet.ResNet(block=SymmetricBasicBlock, layers=[2, 2, 2, 2])`` builds a
+    symmetric ResNet. ``act_layer`` picks the flux: ``nn.ReLU`` (timm's default) becomes the ReLU
+    flux, a :class:`~pdeblocks.layers.flux.Flux` subclass is used as is. BatchNorm sits in the
+    downsample connector only: a norm inside the step would break the guarantee.
+    """
+
+    expansion = 1
+
+    def __init__(
+            self,
+            inplanes: int,
+            planes: int,
+            stride: int = 1,
+            downsample: Optional[nn.Module] = None,
+            cardinality: int = 1,
+            base_width: int = 64,
+            reduce_first: int = 1,
+            dilation: int = 1,
+            first_dilation: Optional[int] = None,
+            act_layer: Callable[..., nn.Module] = nn.ReLU,
+            norm_layer: Callable[..., nn.Module] = nn.BatchNorm2d,
+            attn_layer: Optional[Callable[..., nn.Module]] = None,
+            aa_layer: Optional[Callable[..., nn.Module]] = None,
+            drop_block: Optional[Callable[..., nn.Module]] = None,
+            drop_path: Optional[nn.Module] = None,
+            device=None,
+            dtype=None,
+            **block_kwargs,
+    ):
+        super().__init__()
+        if cardinality != 1 or base_width != 64:
+            raise ValueError(f"SymmetricBasicBlock supports cardinality=1, base_width=64 (as BasicBlock); "
+                             f"got cardinality={cardinality}, base_width={base_width}")
+        if dilation != 1 or (first_dilation or 1) != 1:
+            raise ValueError(f"SymmetricBasicBlock supports dilation 1, got dilation={dilation}, "
+                             f"first_dilation={first_dilation}")
+        if (stride != 1 or inplanes != planes) and downsample is None:
+            raise ValueError(f"a block from {inplanes} to {planes} channels with stride {stride} needs a "
+                             f"downsample connector")
+        self.downsample = downsample
+        self.step = SymmetricResidual(planes, kernel_size=3, dim=2, flux=act_layer, boundary='zeros',
+                                      drop_path=drop_path if drop_path is not None else 0.0,
+                                      device=device, dtype=dtype, **block_kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return self.step(x)
