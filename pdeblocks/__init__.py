@@ -1,2 +1,10 @@
-"""pdeblocks: numerical schemes for PDEs as neural-network blocks with provable stability."""
+"""pdeblocks: numerical schemes for PDEs as neural-network blocks with provable stability.
+
+``import pdeblocks`` registers the ``pde_*`` architectures with timm. ``pytest -p pdeblocks`` also
+works (the import is the whole plugin).
+"""
+from . import layers, models, ops  # noqa: F401  (models registers the timm architectures)
+from .stability import certify
+
 __version__ = '0.1.0'
+__all__ = ['certify', 'layers', 'models', 'ops']

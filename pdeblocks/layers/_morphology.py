@@ -22,24 +22,23 @@ from torch.autograd.function import once_differentiable
 
 __all__ = ['min_plus_convolution_m2', 'max_plus_convolution_m2', 'check_m2_kernel']
 
-# elements per chunk of the forward loop (≈ 1 MiB of float32): big enough to amortise the Python
+# elements per chunk of the forward loop (≈ 512 KiB of float32): big enough to amortise the Python
 # loop, small enough that input, candidate and running minimum stay in L2 cache
-_CHUNK_ELEMENTS = 1 << 18
+_CHUNK_ELEMENTS = 1 << 17
 
 
 def check_m2_kernel(x: torch.Tensor, kernel: torch.Tensor) -> None:
     """Raise ValueError unless ``x`` is ``[B, C, Or, H, W]`` and ``kernel`` is ``[C, Or, kθ, kh, kw]``
     with odd kernel sizes and kθ ≤ Or."""
     if x.dim() != 5:
-        raise ValueError(f"expected M2 feature maps of shape [B, C, Or, H, W] (5 dims), got shape {tuple(x.shape)}")
+        raise ValueError(f"expected M2 feature maps of shape [B, C, Or, H, W] (5 dims), got shape {list(x.shape)}")
     if kernel.dim() != 5:
-        raise ValueError(f"expected a kernel of shape [C, Or, kθ, kh, kw] (5 dims), got shape {tuple(kernel.shape)}")
+        raise ValueError(f"expected a kernel of shape [C, Or, kθ, kh, kw] (5 dims), got shape {list(kernel.shape)}")
     if kernel.shape[0] != x.shape[1] or kernel.shape[1] != x.shape[2]:
         raise ValueError(
-            f"kernel [C, Or, ...] = {tuple(kernel.shape[:2])} does not match the input's (C, Or) = {tuple(x.shape[1:3])}")
-    for name, size in zip(('kθ', 'kh', 'kw'), kernel.shape[2:]):
-        if size % 2 == 0:
-            raise ValueError(f"kernel size {name} must be odd (centred), got {size}")
+            f"kernel [C, Or, ...] = {list(kernel.shape[:2])} does not match the input's [C, Or] = {list(x.shape[1:3])}")
+    if kernel.shape[2] % 2 == 0 or kernel.shape[3] % 2 == 0 or kernel.shape[4] % 2 == 0:
+        raise ValueError(f"kernel sizes [kθ, kh, kw] must be odd (centred), got {list(kernel.shape[2:])}")
     if kernel.shape[2] > x.shape[2]:
         raise ValueError(f"orientation kernel size kθ={kernel.shape[2]} exceeds the orientation count Or={x.shape[2]}")
 
@@ -54,7 +53,11 @@ def _pad_m2(x: torch.Tensor, rt: int, rh: int, rw: int, value: float) -> torch.T
 
 
 def _min_plus_forward(x: torch.Tensor, kernel: torch.Tensor, track: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Running minimum over the kernel offsets; returns (min, winning offset index or empty)."""
+    """Running minimum over the kernel offsets; returns (min, winning offset index or empty).
+
+    The winner index is tracked with float ops only (comparisons written to a float 0/1 tensor
+    and a running maximum of j·[cand < best]), which vectorise far better than bool masks.
+    """
     B, C, Or, H, W = x.shape
     kt, kh, kw = kernel.shape[2], kernel.shape[3], kernel.shape[4]
     J = kt * kh * kw
@@ -62,30 +65,36 @@ def _min_plus_forward(x: torch.Tensor, kernel: torch.Tensor, track: bool) -> Tup
     # kernel taps as [J, C, Or, 1, 1] so each broadcasts over (B, H, W)
     taps = kernel.reshape(C, Or, J).permute(2, 0, 1).contiguous().to(x.dtype)[:, :, :, None, None]
     out = torch.empty_like(x)
-    index_dtype = torch.uint8 if J <= 256 else torch.int32
-    index = torch.empty(x.shape, dtype=index_dtype, device=x.device) if track else x.new_empty(0)
-    per_sample = C * Or * H * W
-    step = max(1, min(B, _CHUNK_ELEMENTS // max(per_sample, 1)))
-    for b0 in range(0, B, step):
-        b1 = min(B, b0 + step)
-        src = xp[b0:b1]
-        best = out[b0:b1]
-        best.fill_(float('inf'))
-        cand = torch.empty_like(best)
-        mask = torch.empty(best.shape, dtype=torch.bool, device=x.device) if track else cand
-        win = index[b0:b1] if track else cand
-        if track:
-            win.zero_()
-        j = 0
-        for d in range(kt):
-            for i in range(kh):
-                for l in range(kw):
-                    torch.add(src[:, :, d:d + Or, i:i + H, l:l + W], taps[j], out=cand)
-                    if track:
-                        torch.lt(cand, best, out=mask)
-                        win.masked_fill_(mask, j)
-                    torch.minimum(best, cand, out=best)
-                    j += 1
+    winner = torch.empty_like(x) if track else x.new_empty(0)
+    # chunk over (batch, channel) so one chunk holds about _CHUNK_ELEMENTS elements
+    per_channel = Or * H * W
+    c_step = max(1, min(C, _CHUNK_ELEMENTS // max(per_channel, 1)))
+    b_step = max(1, min(B, _CHUNK_ELEMENTS // max(per_channel * C, 1))) if c_step == C else 1
+    for b0 in range(0, B, b_step):
+        b1 = min(B, b0 + b_step)
+        for c0 in range(0, C, c_step):
+            c1 = min(C, c0 + c_step)
+            src = xp[b0:b1, c0:c1]
+            best = out[b0:b1, c0:c1]
+            best.fill_(float('inf'))
+            cand = torch.empty_like(best)
+            better = torch.empty_like(best)
+            win = winner[b0:b1, c0:c1] if track else cand
+            if track:
+                win.zero_()
+            j = 0
+            for d in range(kt):
+                for i in range(kh):
+                    for l in range(kw):
+                        torch.add(src[:, :, d:d + Or, i:i + H, l:l + W], taps[j, c0:c1], out=cand)
+                        if track and j > 0:
+                            # win = max(win, j·[cand < best]): the last strict improvement wins
+                            torch.lt(cand, best, out=better)
+                            better.mul_(float(j))
+                            torch.maximum(win, better, out=win)
+                        torch.minimum(best, cand, out=best)
+                        j += 1
+    index = winner.to(torch.uint8 if J <= 256 else torch.int32) if track else winner
     return out, index
 
 
@@ -117,7 +126,10 @@ class _MinPlusConvolutionM2(torch.autograd.Function):
             # ∂L/∂k[c, o, j] = Σ_{b, y, x : winner = j} ∂L/∂out[b, c, o, y, x]
             co = torch.arange(C * Or, device=dev).view(1, C, Or, 1, 1) * J
             key = (win + co).reshape(-1)
-            grad_kernel = torch.bincount(key, weights=grad_out.reshape(-1).float(), minlength=C * Or * J)
+            weights = grad_out.reshape(-1)
+            if weights.dtype not in (torch.float32, torch.float64):
+                weights = weights.float()
+            grad_kernel = torch.bincount(key, weights=weights, minlength=C * Or * J)
             grad_kernel = grad_kernel.view(ctx.kernel_shape).to(ctx.kernel_dtype)
         if ctx.needs_input_grad[0]:
             # ∂L/∂f at the winning source position, accumulated in the padded layout then folded back

@@ -28,6 +28,7 @@ from timm.models import register_notrace_function, register_notrace_module
 from ..ops.conv import check_boundary, check_kernel_size, check_signal, conv, conv_adjoint
 from ..ops.norms import bound_settings, symbol_norm_sup
 from .flux import Flux, ReLUFlux, create_flux, flux_constants
+from .registry import register_block
 
 STABILITY_MODES = ('euclidean', 'lipschitz', 'none')
 # ‖K‖² of the default initialisation is about 4 (the Marchenko–Pastur edge (1 + 1)²); used only to
@@ -318,3 +319,6 @@ class SymmetricBasicBlock(nn.Module):
         if self.downsample is not None:
             x = self.downsample(x)
         return self.step(x)
+
+
+register_block('symmetric', SymmetricResidual)
