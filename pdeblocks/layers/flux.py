@@ -153,10 +153,11 @@ class LearnedFlux(Flux):
         if dtype is not None:
             logits = logits.to(dtype)
         self.knot_logits = nn.Parameter(logits.repeat(n, 1), requires_grad=trainable)
+        self.num_channels = n
 
     def diffusivity_values(self, s: torch.Tensor) -> torch.Tensor:
         """g evaluated at |s| (per channel), in [0, L]."""
-        n, k = self.knot_logits.shape
+        n, k = self.num_channels, self.knots
         values = self.sector_bound * torch.sigmoid(self.knot_logits).to(s.dtype)  # [n, K]
         x = s.abs() / self.spacing
         last = float(k - 1)

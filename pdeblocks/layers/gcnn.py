@@ -123,19 +123,24 @@ def logarithmic_coordinates_m2(
     return c1, c2, theta
 
 
+def _geometry_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Kernel geometry is computed in float64 for float64 layers and in float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _m2_offsets(orientations: int, kernel_size: int, orientation_kernel_size: int,
-                device: torch.device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logarithmic coordinates of g⁻¹h for every output orientation o and offset (d, i, j).
 
     h = g·… sits at (Δθ, Δy, Δx) = (d − kθ//2, i − k//2, j − k//2)·(2π/Or, 1, 1) from g = (p, θ_o),
-    so g⁻¹h = (R_{θ_o}⁻¹ Δp, Δθ). Returns c₁, c₂, c₃ of shape [Or, kθ, k, k] in float32.
+    so g⁻¹h = (R_{θ_o}⁻¹ Δp, Δθ). Returns c₁, c₂, c₃ of shape [Or, kθ, k, k] in ``dtype``.
     """
     r, rt = kernel_size // 2, orientation_kernel_size // 2
     step = 2 * math.pi / orientations
-    theta_o = torch.arange(orientations, device=device, dtype=torch.float32).view(-1, 1, 1, 1) * step
-    d_theta = (torch.arange(orientation_kernel_size, device=device, dtype=torch.float32) - rt).view(1, -1, 1, 1) * step
-    dy = (torch.arange(kernel_size, device=device, dtype=torch.float32) - r).view(1, 1, -1, 1)
-    dx = (torch.arange(kernel_size, device=device, dtype=torch.float32) - r).view(1, 1, 1, -1)
+    theta_o = torch.arange(orientations, device=device, dtype=dtype).view(-1, 1, 1, 1) * step
+    d_theta = (torch.arange(orientation_kernel_size, device=device, dtype=dtype) - rt).view(1, -1, 1, 1) * step
+    dy = (torch.arange(kernel_size, device=device, dtype=dtype) - r).view(1, 1, -1, 1)
+    dx = (torch.arange(kernel_size, device=device, dtype=dtype) - r).view(1, 1, 1, -1)
     cos_o, sin_o = torch.cos(theta_o), torch.sin(theta_o)
     local_x = cos_o * dx + sin_o * dy  # R_{θ_o}⁻¹ Δp
     local_y = -sin_o * dx + cos_o * dy
@@ -149,8 +154,9 @@ def metric_norm_sq_m2(metric: torch.Tensor, orientations: int, kernel_size: int,
 
     Returns [C, Or, kθ, k, k] (see :func:`_m2_offsets` for the offset layout), in metric's dtype.
     """
-    c1, c2, c3 = _m2_offsets(orientations, kernel_size, orientation_kernel_size, metric.device)
-    w = metric.abs().to(torch.float32).view(-1, 3, 1, 1, 1, 1)
+    gd = _geometry_dtype(metric.dtype)
+    c1, c2, c3 = _m2_offsets(orientations, kernel_size, orientation_kernel_size, metric.device, gd)
+    w = metric.abs().to(gd).view(-1, 3, 1, 1, 1, 1)
     rho2 = w[:, 0] * c1 ** 2 + w[:, 1] * c2 ** 2 + w[:, 2] * c3 ** 2
     return rho2.to(metric.dtype)
 
@@ -158,9 +164,10 @@ def metric_norm_sq_m2(metric: torch.Tensor, orientations: int, kernel_size: int,
 def metric_norm_sq_r2(metric: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """ρ²(Δp) = w₁Δx² + w₂Δy² with w = |metric|, ``metric`` of shape [C, 2]; returns [C, 1, 1, k, k]."""
     r = kernel_size // 2
-    dy = (torch.arange(kernel_size, device=metric.device, dtype=torch.float32) - r).view(-1, 1)
-    dx = (torch.arange(kernel_size, device=metric.device, dtype=torch.float32) - r).view(1, -1)
-    w = metric.abs().to(torch.float32).view(-1, 2, 1, 1)
+    gd = _geometry_dtype(metric.dtype)
+    dy = (torch.arange(kernel_size, device=metric.device, dtype=gd) - r).view(-1, 1)
+    dx = (torch.arange(kernel_size, device=metric.device, dtype=gd) - r).view(1, -1)
+    w = metric.abs().to(gd).view(-1, 2, 1, 1)
     rho2 = w[:, 0] * dx ** 2 + w[:, 1] * dy ** 2
     return rho2.view(-1, 1, 1, kernel_size, kernel_size).to(metric.dtype)
 
@@ -223,7 +230,7 @@ def bspline(t: torch.Tensor, order: int) -> torch.Tensor:
     a = t.abs()
     zero = torch.zeros_like(a)
     if order == 0:
-        return torch.where(a < 0.5, torch.ones_like(a), zero)
+        return torch.where((t >= -0.5) & (t < 0.5), torch.ones_like(a), zero)
     if order == 1:
         return torch.clamp(1 - a, min=0.0)
     if order == 2:
@@ -234,17 +241,18 @@ def bspline(t: torch.Tensor, order: int) -> torch.Tensor:
 
 
 @register_notrace_function
-def _shift_spatial(x: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor) -> torch.Tensor:
+def translate_bilinear(x: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor) -> torch.Tensor:
     """out[b, n, y, x] = f[b, n](x + shift_x[n], y + shift_y[n]), bilinear, zero outside the image.
 
     ``x``: [B, N, H, W]; shifts in pixels, shape [N]. One grid_sample with the N maps as its batch.
     """
     B, N, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
-    gx = torch.linspace(-1.0, 1.0, W, device=x.device, dtype=torch.float32).view(1, 1, W).expand(N, H, W)
-    gy = torch.linspace(-1.0, 1.0, H, device=x.device, dtype=torch.float32).view(1, H, 1).expand(N, H, W)
+    gd = _geometry_dtype(x.dtype)
+    gx = torch.linspace(-1.0, 1.0, W, device=x.device, dtype=gd).view(1, 1, W).expand(N, H, W)
+    gy = torch.linspace(-1.0, 1.0, H, device=x.device, dtype=gd).view(1, H, 1).expand(N, H, W)
     # align_corners=True: pixel u ↦ −1 + 2u/(n − 1)
-    sx = (shift_x.to(torch.float32) * (2.0 / max(W - 1, 1))).view(N, 1, 1)
-    sy = (shift_y.to(torch.float32) * (2.0 / max(H - 1, 1))).view(N, 1, 1)
+    sx = (shift_x.to(gd) * (2.0 / max(W - 1, 1))).view(N, 1, 1)
+    sy = (shift_y.to(gd) * (2.0 / max(H - 1, 1))).view(N, 1, 1)
     grid = torch.stack([gx + sx, gy + sy], dim=-1).to(x.dtype)
     out = F.grid_sample(x.transpose(0, 1), grid, mode='bilinear', padding_mode='zeros', align_corners=True)
     return out.transpose(0, 1)
@@ -294,10 +302,10 @@ class LiftM2Cartesian(nn.Module):
     def interpolation_matrix(self) -> torch.Tensor:
         """A[o, p, n] = Bₛ(R_{θ_o}⁻¹p − n) over grid points p, n (each k² of them); shape [Or, k², k²]."""
         k, r = self.kernel_size, self.kernel_size // 2
-        dev = self.weight.device
-        grid = torch.arange(k, device=dev, dtype=torch.float32) - r
+        dev, gd = self.weight.device, _geometry_dtype(self.weight.dtype)
+        grid = torch.arange(k, device=dev, dtype=gd) - r
         py, px = grid.view(k, 1).expand(k, k).reshape(-1), grid.view(1, k).expand(k, k).reshape(-1)
-        theta = torch.arange(self.orientations, device=dev, dtype=torch.float32) * (2 * math.pi / self.orientations)
+        theta = torch.arange(self.orientations, device=dev, dtype=gd) * (2 * math.pi / self.orientations)
         c, s = torch.cos(theta).view(-1, 1), torch.sin(theta).view(-1, 1)
         ux = c * px + s * py  # R_θ⁻¹ p, [Or, k²]
         uy = -s * px + c * py
@@ -403,13 +411,14 @@ class ConvectionM2(nn.Module):
         f1 = x.gather(2, i1.view(1, C, Or, 1, 1).expand(B, C, Or, H, W))
         x = f0 + a * (f1 - f0)
         # (x, y): per (c, o) shift R_{θ_o}(x₀, y₀)
-        theta = torch.arange(Or, device=x.device, dtype=torch.float32) * (2 * math.pi / Or)
+        gd = _geometry_dtype(x.dtype)
+        theta = torch.arange(Or, device=x.device, dtype=gd) * (2 * math.pi / Or)
         cos_o, sin_o = torch.cos(theta).view(1, Or), torch.sin(theta).view(1, Or)
-        x0 = self.shift[:, 0].to(torch.float32).view(C, 1)
-        y0 = self.shift[:, 1].to(torch.float32).view(C, 1)
+        x0 = self.shift[:, 0].to(gd).view(C, 1)
+        y0 = self.shift[:, 1].to(gd).view(C, 1)
         sx = (cos_o * x0 - sin_o * y0).reshape(C * Or)
         sy = (sin_o * x0 + cos_o * y0).reshape(C * Or)
-        out = _shift_spatial(x.reshape(B, C * Or, H, W), sx, sy)
+        out = translate_bilinear(x.reshape(B, C * Or, H, W), sx, sy)
         return out.reshape(B, C, Or, H, W)
 
     def extra_repr(self) -> str:
@@ -531,7 +540,7 @@ class ConvectionR2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = check_r2_input(x, self.channels)
-        return _shift_spatial(x, self.shift[:, 0], self.shift[:, 1])
+        return translate_bilinear(x, self.shift[:, 0], self.shift[:, 1])
 
     def extra_repr(self) -> str:
         return f"{self.channels}"

@@ -36,6 +36,11 @@ STABILITY_MODES = ('euclidean', 'lipschitz', 'none')
 _TYPICAL_NORM_SQ = 4.0
 
 
+# K and Kᵀ are leaves for torch.fx: their padding logic reads the kernel's shape.
+register_notrace_function(conv)
+register_notrace_function(conv_adjoint)
+
+
 @register_notrace_function
 def check_input(u: torch.Tensor, weight: torch.Tensor, boundary: str) -> torch.Tensor:
     """Validate u for K (a ValueError naming expected vs got); a leaf for torch.fx."""

@@ -111,7 +111,6 @@ class PDEResNet(nn.Module):
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
-        self.grad_checkpointing = False
 
         self.stem = nn.Sequential(
             nn.Conv2d(in_chans, stem_width, 7, stride=2, padding=3, bias=False, **dd),
@@ -122,7 +121,7 @@ class PDEResNet(nn.Module):
         self.feature_info: List[Dict[str, Any]] = [dict(num_chs=stem_width, reduction=2, module='stem.2')]
 
         total = sum(layers)
-        rates = torch.linspace(0, drop_path_rate, total).tolist() if total > 0 else []
+        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         stages = []
         prev, reduction, start = stem_width, 4, 0
         for i, (depth, width) in enumerate(zip(layers, widths)):
@@ -154,7 +153,6 @@ class PDEResNet(nn.Module):
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
         for s in self.stages:
             s.grad_checkpointing = enable
 
@@ -193,10 +191,7 @@ class PDEResNet(nn.Module):
         else:
             stages = self.stages[:max_index]
         for i, stage in enumerate(stages):
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint_seq(stage, x)
-            else:
-                x = stage(x)
+            x = stage(x)  # each stage checkpoints its own blocks when enabled
             if i + 1 in take_indices:
                 intermediates.append(x)
         if intermediates_only:
@@ -220,10 +215,7 @@ class PDEResNet(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem_pool(self.stem(x))
-        if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.stages, x, flatten=True)
-        return self.stages(x)
+        return self.stages(self.stem_pool(self.stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)

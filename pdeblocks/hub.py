@@ -1,0 +1,223 @@
+"""Pretrained pdeblocks models: validated configs, strict safetensors, Hub resolution, bundled copies.
+
+``from_pretrained(name_or_repo_id_or_path)`` accepts
+
+* a **local folder** with ``config.json`` and ``model.safetensors``;
+* a **Hub repo id** ``org/name`` (e.g. ``pdeblocks/denoiser-1d``): the two files are fetched with
+  ``huggingface_hub.hf_hub_download`` and therefore use its cache (``HF_HUB_CACHE``), offline mode
+  (``HF_HUB_OFFLINE=1``) and ``revision``. For ``pdeblocks/<name>`` of a bundled model, if the Hub
+  copy cannot be had (offline and not cached, no network, repository or file missing), the copy
+  bundled in the package (``pdeblocks/pretrained/<name>/``) is used, with a warning;
+* a **bundled name** (``denoiser-1d``, see :func:`list_pretrained`): the Hub cache's copy of
+  ``pdeblocks/<name>`` if one is cached (no network access), else the bundled copy.
+
+``config.json`` is validated before anything is built: ``architecture`` must be one of
+:func:`architectures` and every other key a constructor argument of that class with the declared
+type (int, float, str or bool, ints within [0, 65536], floats finite); anything else raises a
+ValueError. Weights are read with ``safetensors`` only (never pickle): a corrupted or truncated
+file, missing or unexpected keys, shape mismatches and non-finite values raise a ValueError.
+"""
+import inspect
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
+
+import torch
+from torch import nn
+
+CONFIG_NAME = 'config.json'
+WEIGHTS_NAME = 'model.safetensors'
+HUB_ORG = 'pdeblocks'
+BUNDLED_DIR = Path(__file__).resolve().parent / 'pretrained'
+_INT_RANGE = (0, 65536)
+
+
+def architectures() -> Dict[str, Type[nn.Module]]:
+    """The allow-list: architecture name in ``config.json`` → model class."""
+    from .models.denoise1d import ARCHITECTURES
+    table = dict(ARCHITECTURES)
+    try:
+        from .models.multigrid1d import MultigridDenoiser1D
+        table[MultigridDenoiser1D.architecture] = MultigridDenoiser1D
+    except ImportError:  # the multigrid layers are optional
+        pass
+    return table
+
+
+def architecture_class(name: str) -> Type[nn.Module]:
+    table = architectures()
+    if name not in table:
+        raise ValueError(f"unknown architecture {name!r}; known architectures: {sorted(table)}")
+    return table[name]
+
+
+def list_pretrained() -> List[str]:
+    """Names of the pretrained models bundled with the package (each also ``pdeblocks/<name>`` on the Hub)."""
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir()
+                  if (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file())
+
+
+def _check_value(arch: str, key: str, value: Any, annotation: Any) -> Any:
+    def bad(expected: str):
+        return ValueError(f"config.json of {arch!r}: {key!r} must be {expected}, got {value!r} "
+                          f"({type(value).__name__})")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise bad('a boolean')
+    elif annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad('an integer')
+        if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            raise bad(f'an integer in [{_INT_RANGE[0]}, {_INT_RANGE[1]}]')
+    elif annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad('a finite number')
+        value = float(value)
+    elif annotation is str:
+        if not isinstance(value, str):
+            raise bad('a string')
+    else:
+        raise ValueError(f"architecture {arch!r} declares argument {key!r} with unsupported type {annotation!r}")
+    return value
+
+
+def validate_config(config: Any) -> Tuple[Type[nn.Module], Dict[str, Any]]:
+    """(model class, constructor kwargs) from a parsed ``config.json``; raises ValueError on anything unexpected."""
+    if not isinstance(config, dict):
+        raise ValueError(f"config.json must hold a JSON object, got {type(config).__name__}")
+    if 'architecture' not in config:
+        raise ValueError(f"config.json has no 'architecture' key (keys: {sorted(config)})")
+    arch = config['architecture']
+    if not isinstance(arch, str):
+        raise ValueError(f"config.json 'architecture' must be a string, got {arch!r}")
+    cls = architecture_class(arch)
+    params = {k: p for k, p in inspect.signature(cls.__init__).parameters.items() if k != 'self'}
+    unknown = sorted(set(config) - set(params) - {'architecture'})
+    if unknown:
+        raise ValueError(f"config.json of {arch!r} has unknown keys {unknown}; allowed: {sorted(params)}")
+    kwargs = {k: _check_value(arch, k, v, params[k].annotation) for k, v in config.items() if k != 'architecture'}
+    return cls, kwargs
+
+
+def read_config(path: Union[str, Path]) -> Dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding='utf-8')
+    except FileNotFoundError:
+        raise ValueError(f"no {CONFIG_NAME} at {path}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
+def load_weights(model: nn.Module, path: Union[str, Path], map_location: Union[str, torch.device] = 'cpu') -> nn.Module:
+    """Strictly load ``model.safetensors`` into ``model`` (no pickle; every mismatch is a ValueError)."""
+    from safetensors import safe_open
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no weights file {WEIGHTS_NAME} at {path}")
+    try:
+        with safe_open(str(path), framework='pt', device=str(map_location)) as fh:
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # safetensors raises SafetensorError / OSError on corrupted or truncated files
+        raise ValueError(f"{path} is not a valid safetensors file (corrupted or truncated?): {exc}") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"weights in {path} do not match {type(model).__name__}: missing keys {missing[:8]}"
+                         f"{'…' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
+                         f"{'…' if len(unexpected) > 8 else ''}")
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(expected[k].shape):
+            raise ValueError(f"weights in {path}: {k!r} has shape {list(v.shape)}, "
+                             f"{type(model).__name__} expects {list(expected[k].shape)}")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ValueError(f"weights in {path}: {k!r} contains NaN or Inf")
+    model.load_state_dict(tensors, strict=True)
+    return model.to(map_location).eval()
+
+
+def save_folder(model: nn.Module, directory: Union[str, Path]) -> None:
+    """Write ``config.json`` (validated round-trip) and ``model.safetensors``, each atomically."""
+    from safetensors.torch import save_file
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.config()
+    validate_config(config)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = directory / (WEIGHTS_NAME + f'.tmp{os.getpid()}')
+    save_file(tensors, str(tmp), metadata={'format': 'pt', 'architecture': config['architecture']})
+    os.replace(tmp, directory / WEIGHTS_NAME)
+    tmp = directory / (CONFIG_NAME + f'.tmp{os.getpid()}')
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + '\n', encoding='utf-8')
+    os.replace(tmp, directory / CONFIG_NAME)
+
+
+def load_folder(directory: Union[str, Path], map_location='cpu', expected_architecture: Optional[str] = None) -> nn.Module:
+    directory = Path(directory)
+    return _build(directory / CONFIG_NAME, directory / WEIGHTS_NAME, map_location, expected_architecture)
+
+
+def _build(config_path: Path, weights_path: Path, map_location, expected_architecture: Optional[str]) -> nn.Module:
+    cls, kwargs = validate_config(read_config(config_path))
+    if expected_architecture and cls.architecture != expected_architecture:
+        raise ValueError(f"{config_path} holds architecture {cls.architecture!r}, not {expected_architecture!r}")
+    return load_weights(cls(**kwargs), weights_path, map_location)
+
+
+def _hub_files(repo_id: str, revision: Optional[str], cache_dir, force_download: bool, local_files_only: bool,
+               token) -> Tuple[Path, Path]:
+    from huggingface_hub import hf_hub_download
+    paths = [Path(hf_hub_download(repo_id=repo_id, filename=name, revision=revision, cache_dir=cache_dir,
+                                  force_download=force_download, local_files_only=local_files_only, token=token))
+             for name in (CONFIG_NAME, WEIGHTS_NAME)]
+    return paths[0], paths[1]
+
+
+def resolve(name_or_repo_id_or_path: Union[str, Path], revision: Optional[str] = None, cache_dir=None,
+            force_download: bool = False, local_files_only: bool = False, token=None) -> Tuple[Path, Path, str]:
+    """(config path, weights path, where from: 'folder' | 'hub' | 'bundled')."""
+    ident = str(name_or_repo_id_or_path)
+    if os.path.isdir(ident):
+        return Path(ident) / CONFIG_NAME, Path(ident) / WEIGHTS_NAME, 'folder'
+    bundled = list_pretrained()
+    if ident in bundled:  # a bare name: the Hub cache's copy if cached, else the bundled copy; no network
+        try:
+            c, w = _hub_files(f'{HUB_ORG}/{ident}', revision, cache_dir, False, True, token)
+            return c, w, 'hub'
+        except Exception:
+            return BUNDLED_DIR / ident / CONFIG_NAME, BUNDLED_DIR / ident / WEIGHTS_NAME, 'bundled'
+    if ident.count('/') == 1 and not ident.startswith(('.', '/')) and not os.path.exists(ident):
+        org, name = ident.split('/')
+        try:
+            c, w = _hub_files(ident, revision, cache_dir, force_download, local_files_only, token)
+            return c, w, 'hub'
+        except Exception as exc:
+            if org == HUB_ORG and name in bundled:
+                warnings.warn(f"could not get {ident} from the Hub ({type(exc).__name__}); using the copy bundled "
+                              f"with pdeblocks", RuntimeWarning, stacklevel=3)
+                return BUNDLED_DIR / name / CONFIG_NAME, BUNDLED_DIR / name / WEIGHTS_NAME, 'bundled'
+            raise ValueError(f"cannot load {ident!r} from the Hugging Face Hub: {type(exc).__name__}: {exc}") from None
+    raise ValueError(f"{ident!r} is neither a folder, a Hub repo id (org/name) nor a bundled model; "
+                     f"bundled models: {bundled}")
+
+
+def load_pretrained(name_or_repo_id_or_path: Union[str, Path], revision: Optional[str] = None, cache_dir=None,
+                    force_download: bool = False, local_files_only: bool = False, token=None,
+                    map_location='cpu', expected_architecture: Optional[str] = None) -> nn.Module:
+    """Resolve, validate and strictly load a pretrained model (see the module docstring)."""
+    config_path, weights_path, _ = resolve(name_or_repo_id_or_path, revision, cache_dir, force_download,
+                                           local_files_only, token)
+    return _build(config_path, weights_path, map_location, expected_architecture)
+
+
+def from_pretrained(name_or_repo_id_or_path: Union[str, Path], revision: Optional[str] = None,
+                    map_location='cpu', **hub_kwargs) -> nn.Module:
+    """``pdeblocks.from_pretrained``: a bundled name, a Hub repo id or a folder → model in eval mode."""
+    return load_pretrained(name_or_repo_id_or_path, revision=revision, map_location=map_location, **hub_kwargs)

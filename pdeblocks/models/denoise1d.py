@@ -1,0 +1,232 @@
+"""Pretrained-model classes for 1D signals: ``[batch, 1, length]`` in, same shape out.
+
+* :class:`Denoiser1D` (``denoiser-1d``) — a symmetric ResNet: pixel-unshuffle by ``scale``,
+  a lifting convolution, ``blocks`` symmetric steps u ↦ u − τKᵀΦ(Ku) with learned nonmonotone
+  fluxes (Euclidean stability: ‖step(u)‖ ≤ ‖u‖), a projection and pixel-shuffle back; the
+  network predicts the noise, output = f − R(f).
+* :class:`StandardResNet1D` — the same skeleton with standard residual blocks
+  u + W₂Φ(W₁u + b) (two independent convolutions: twice the block parameters), for the
+  comparison with Alt et al.'s "half the parameters" claim.
+* :class:`Diffusion1D` (``diffusion-1d-perona-malik``) — n symmetric steps u ↦ u − τᵢDᵀΦᵢ(Du)
+  with the fixed forward difference D and per-step learned flux Φᵢ and step τᵢ, initialised with
+  the Perona–Malik flux and the FED step sizes of one cycle reaching the stopping time T.
+
+All classes use :class:`huggingface_hub.PyTorchModelHubMixin`: ``save_pretrained`` writes
+``config.json`` (``architecture`` + constructor arguments) and ``model.safetensors``;
+``from_pretrained`` goes through :func:`pdeblocks.hub.load_pretrained` (validated config, strict
+safetensors loading, never pickle).
+"""
+import math
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from ..layers.flux import LearnedFlux
+from ..layers.symmetric import SymmetricResidual
+from ..ops.schedules import fed_step_sizes
+from ..ops.stencils import difference_stencil
+
+CARD_KWARGS = dict(library_name='pdeblocks', license='apache-2.0',
+                   repo_url='https://github.com/pdeblocks/pdeblocks')
+
+
+class Pretrained1D(nn.Module, PyTorchModelHubMixin, **CARD_KWARGS, tags=['pdeblocks', '1d-signal']):
+    """Base class: input checks, config with ``architecture``, strict safetensors save/load."""
+
+    architecture: str = ''
+
+    @property
+    def min_length(self) -> int:
+        raise NotImplementedError
+
+    def check_input(self, f: torch.Tensor) -> None:
+        if not isinstance(f, torch.Tensor) or f.dim() != 3 or f.shape[1] != 1:
+            shape = list(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+            raise ValueError(f"{type(self).__name__} expects a float tensor [batch, 1, length], got {shape}")
+        if not f.is_floating_point():
+            raise ValueError(f"{type(self).__name__} expects a floating point tensor, got {f.dtype}")
+        if f.shape[0] == 0:
+            raise ValueError(f"{type(self).__name__} expects a non-empty batch, got shape {list(f.shape)}")
+        if f.shape[-1] < self.min_length:
+            raise ValueError(f"{type(self).__name__} needs signals of length ≥ {self.min_length}, "
+                             f"got length {f.shape[-1]}")
+
+    def config(self) -> Dict[str, Any]:
+        """``architecture`` + the constructor arguments (what ``config.json`` holds)."""
+        cfg = dict(self._hub_mixin_config or {})
+        cfg.pop('architecture', None)
+        return {'architecture': self.architecture, **cfg}
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        from ..hub import save_folder
+        save_folder(self, save_directory)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, force_download: bool = False, token=None,
+                        cache_dir=None, local_files_only: bool = False, revision: Optional[str] = None,
+                        map_location: str = 'cpu', **unused):
+        """Load with :func:`pdeblocks.hub.load_pretrained` (validated config, strict safetensors, no pickle);
+        the config's architecture must be this class's."""
+        from ..hub import load_pretrained
+        if unused:
+            raise ValueError(f"unexpected arguments {sorted(unused)}: the architecture and its arguments come "
+                             f"from config.json")
+        return load_pretrained(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+                               force_download=force_download, local_files_only=local_files_only, token=token,
+                               map_location=map_location, expected_architecture=cls.architecture)
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def _unshuffle(f: torch.Tensor, scale: int) -> torch.Tensor:
+    """[B, 1, L] (L divisible by s) → [B, s, L/s]: channel j holds samples j, j + s, …"""
+    b, _, n = f.shape
+    return f.reshape(b, n // scale, scale).transpose(1, 2)
+
+
+def _shuffle(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_unshuffle`: [B, s, m] → [B, 1, s·m]."""
+    b, s, m = x.shape
+    return x.transpose(1, 2).reshape(b, 1, m * s)
+
+
+class _Skeleton1D(Pretrained1D):
+    """unshuffle → lift → residual blocks → project → shuffle; output f − R(f)."""
+
+    def build_skeleton(self, scale: int, channels: int, kernel_size: int) -> None:
+        if scale < 1 or channels < 1 or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"need scale ≥ 1, channels ≥ 1 and an odd kernel_size; got scale={scale}, "
+                             f"channels={channels}, kernel_size={kernel_size}")
+        self.scale = scale
+        self.kernel_size = kernel_size
+        pad = kernel_size // 2
+        self.lift = nn.Conv1d(scale, channels, kernel_size, padding=pad, padding_mode='replicate')
+        self.project = nn.Conv1d(channels, scale, kernel_size, padding=pad, padding_mode='replicate')
+
+    @property
+    def min_length(self) -> int:
+        return self.scale * self.kernel_size
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        self.check_input(f)
+        n = f.shape[-1]
+        extra = (-n) % self.scale
+        x = F.pad(f, (0, extra), mode='replicate') if extra else f
+        z = self.lift(_unshuffle(x, self.scale))
+        for block in self.blocks:
+            z = block(z)
+        residual = _shuffle(self.project(z))[..., :n]
+        return f - residual
+
+
+class Denoiser1D(_Skeleton1D, tags=['denoising', 'symmetric-resnet', 'nonlinear-diffusion']):
+    """Symmetric ResNet denoiser for 1D signals with learned nonmonotone fluxes.
+
+    f ∈ [B, 1, L] → unshuffle by s → lift (conv s→C) → ``blocks`` × [u − τKᵀΦ(Ku)] (K: C→H,
+    kernel k, Neumann boundary, :class:`~pdeblocks.layers.flux.LearnedFlux` with g ∈ [0, 1],
+    Euclidean stability) → project (conv C→s) → shuffle → f − R(f).
+
+    Minimum length: ``scale · kernel_size`` samples; any longer length works (padded by edge
+    replication to a multiple of ``scale`` internally, cropped back).
+    """
+
+    architecture = 'denoiser_1d'
+
+    def __init__(self, scale: int = 4, channels: int = 32, hidden_channels: int = 32, blocks: int = 8,
+                 kernel_size: int = 5, knots: int = 16, contrast: float = 1.0, support: float = 4.0,
+                 step_init: float = 0.5):
+        super().__init__()
+        self.build_skeleton(scale, channels, kernel_size)
+        self.blocks = nn.ModuleList([
+            SymmetricResidual(channels, hidden_channels, kernel_size, dim=1,
+                              flux=LearnedFlux(hidden_channels, contrast=contrast, knots=knots, support=support),
+                              boundary='neumann', stability='euclidean', step_init=step_init)
+            for _ in range(blocks)])
+
+
+class StandardBlock1D(nn.Module):
+    """u ↦ u + W₂ Φ(W₁u + b₁): independent convolutions W₁: C→H (with bias) and W₂: H→C."""
+
+    def __init__(self, channels: int, hidden_channels: int, kernel_size: int, knots: int, contrast: float,
+                 support: float):
+        super().__init__()
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv1d(channels, hidden_channels, kernel_size, padding=pad)
+        self.flux = LearnedFlux(hidden_channels, contrast=contrast, knots=knots, support=support)
+        self.conv2 = nn.Conv1d(hidden_channels, channels, kernel_size, padding=pad, bias=False)
+        nn.init.normal_(self.conv2.weight, std=0.5 / math.sqrt(hidden_channels * kernel_size))
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        return u + self.conv2(self.flux(self.conv1(u)))
+
+
+class StandardResNet1D(_Skeleton1D, tags=['denoising', 'resnet']):
+    """The non-symmetric comparison: same skeleton as :class:`Denoiser1D`, standard residual blocks
+    u + W₂Φ(W₁u + b₁) with the same learned flux, hence about twice the block parameters."""
+
+    architecture = 'standard_resnet_1d'
+
+    def __init__(self, scale: int = 4, channels: int = 32, hidden_channels: int = 32, blocks: int = 8,
+                 kernel_size: int = 5, knots: int = 16, contrast: float = 1.0, support: float = 4.0):
+        super().__init__()
+        self.build_skeleton(scale, channels, kernel_size)
+        self.blocks = nn.ModuleList([
+            StandardBlock1D(channels, hidden_channels, kernel_size, knots, contrast, support)
+            for _ in range(blocks)])
+
+
+class Diffusion1D(Pretrained1D, tags=['nonlinear-diffusion', 'perona-malik', 'fed']):
+    """n learned explicit steps u ↦ u − τᵢ Dᵀ Φᵢ(D u) of 1D nonlinear diffusion to time T.
+
+    D: the fixed m-th forward difference (``order`` m, Neumann boundary: zero flux at the ends).
+    Φᵢ: per-step :class:`~pdeblocks.layers.flux.LearnedFlux` initialised on Perona–Malik with
+    contrast λ (``contrast``). τᵢ: per-step free step sizes initialised with the FED cycle
+    ``fed_step_sizes(layers, 3T/(n² + n))`` (Σ τᵢ = T).
+
+    Stability, honestly: FED steps are far beyond the explicit limit 2/(L‖D‖²) (the largest is
+    ≈ 0.2·n²·τ_max), so the steps use ``stability='none'`` and carry no per-step certificate; a
+    FED cycle is only provably stable for a frozen linear operator. The learned network is
+    validated on the test split (error, max–min range) instead — see the model card.
+
+    Minimum length: ``order + 1`` samples.
+    """
+
+    architecture = 'diffusion_1d'
+
+    def __init__(self, layers: int = 8, time: float = 10.0, contrast: float = 0.1, order: int = 1,
+                 knots: int = 32, support: float = 10.0):
+        super().__init__()
+        if layers < 1 or time <= 0 or contrast <= 0 or order not in (1, 2):
+            raise ValueError(f"need layers ≥ 1, time > 0, contrast > 0, order in (1, 2); got layers={layers}, "
+                             f"time={time}, contrast={contrast}, order={order}")
+        self.order = order
+        self.time = time
+        stencil = difference_stencil(order, dim=1, channels=1)
+        taus = fed_step_sizes(layers, 3.0 * time / (layers * layers + layers))
+        self.steps = nn.ModuleList()
+        for tau in taus:
+            step = SymmetricResidual(1, 1, order + 1, dim=1,
+                                     flux=LearnedFlux(1, contrast=contrast, knots=knots, support=support),
+                                     boundary='neumann', stability='none', weight=stencil, trainable_weight=False)
+            with torch.no_grad():
+                step.step_param.fill_(tau)
+            self.steps.append(step)
+
+    @property
+    def min_length(self) -> int:
+        return self.order + 1
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        self.check_input(f)
+        u = f
+        for step in self.steps:
+            u = step(u)
+        return u
+
+
+ARCHITECTURES = {cls.architecture: cls for cls in (Denoiser1D, StandardResNet1D, Diffusion1D)}

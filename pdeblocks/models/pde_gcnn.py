@@ -1,0 +1,210 @@
+"""PDE-G-CNN classifiers (Smets, Portegies, Bekkers, Duits, JMIV 2022, arXiv:2001.09046) as timm models.
+
+    image ─ LiftM2Cartesian + BN ─▶ CDE layer × depth ─▶ ProjectM2 (max over θ) ─▶ pool ─▶ linear
+
+Every stage before the head is roto-translation equivariant (exactly for 90° turns when the
+orientation count is divisible by 4); max over θ followed by global pooling makes the logits
+invariant. There is no ReLU and no pooling inside: dilations and erosions are the nonlinearities.
+No downsampling either, so every feature map (and ``pool_size``) has the input's size.
+"""
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from timm.layers import ClassifierHead, get_device_dtype
+from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+
+from pdeblocks.layers.gcnn import CDELayerM2, LiftM2Cartesian, ProjectM2
+
+__all__ = ['PDEGCNN']
+
+
+class PDEGCNN(nn.Module):
+    """Lift → CDE layers on M₂ → projection to ℝ² → classifier head.
+
+    Args:
+        num_classes: classes of the head (0: no classifier, ``forward`` returns pooled features).
+        in_chans: image channels.
+        channels: channels of every M₂ layer.
+        orientations: orientation count Or (divisible by 4 for exact 90° equivariance).
+        depth: number of CDE layers.
+        kernel_size: spatial size of the M₂ kernels (odd).
+        orientation_kernel_size: θ size of the M₂ kernels (odd, ≤ Or); default min(kernel_size, Or).
+        lift_kernel_size: spatial size of the lifting kernels (odd).
+        alpha: fractional order α ∈ [0.55, 1] of dilation and erosion.
+        iterations: repetitions of convection, dilation, erosion in each CDE layer.
+        projection: 'max' or 'sum' over orientations.
+        global_pool: timm pooling type of the head ('avg', 'max', '' = none, ...).
+        drop_rate: dropout before the classifier.
+    """
+
+    def __init__(
+            self,
+            num_classes: int = 10,
+            in_chans: int = 1,
+            channels: int = 16,
+            orientations: int = 8,
+            depth: int = 4,
+            kernel_size: int = 5,
+            orientation_kernel_size: Optional[int] = None,
+            lift_kernel_size: int = 5,
+            alpha: float = 0.65,
+            iterations: int = 1,
+            projection: str = 'max',
+            global_pool: str = 'avg',
+            drop_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        if not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"depth must be an int >= 2 (feature levels: stem + depth layers), got {depth!r}")
+        dd = {'device': device, 'dtype': dtype}
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.orientations = orientations
+        self.grad_checkpointing = False
+
+        self.stem = nn.Sequential()
+        self.stem.add_module('lift', LiftM2Cartesian(in_chans, channels, orientations, lift_kernel_size, **dd))
+        self.stem.add_module('norm', nn.BatchNorm3d(channels, **dd))
+        self.layers = nn.Sequential(*[
+            CDELayerM2(channels, channels, orientations, kernel_size, orientation_kernel_size, iterations, alpha, **dd)
+            for _ in range(depth)
+        ])
+        self.project = ProjectM2(projection)
+        self.num_features = self.head_hidden_size = channels
+        self.feature_info = [dict(num_chs=channels, reduction=1, module='stem')]
+        self.feature_info += [dict(num_chs=channels, reduction=1, module=f'layers.{i}') for i in range(depth)]
+        self.head = ClassifierHead(channels, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r'^stem', blocks=r'^layers\.(\d+)')
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        # metric weights and shifts are geometric quantities, not filter weights
+        return {n for n, _ in self.named_parameters() if n.endswith('.metric') or n.endswith('.shift')}
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        # factory kwargs from the whole model: the head alone may hold no parameters after reset(0)
+        self.num_classes = num_classes
+        self.head.reset(num_classes, pool_type=global_pool, **get_device_dtype(self))
+        self.head.train(self.training)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Features of the stem and every CDE layer, projected to ℝ² ([B, C, H, W], max/sum over θ).
+
+        Index 0 is the stem (lifting), index i ≥ 1 the i-th CDE layer. ``norm`` has no effect (no final norm).
+        """
+        assert output_fmt in ('NCHW',), 'Output shape must be NCHW.'
+        intermediates = []
+        take_indices, max_index = feature_take_indices(len(self.layers) + 1, indices)
+        x = self.stem(x)
+        if 0 in take_indices:
+            intermediates.append(self.project(x))
+        feat_idx = 0
+        for layer in self.layers:
+            feat_idx += 1
+            if stop_early and feat_idx > max_index:
+                break
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                x = checkpoint(layer, x)
+            else:
+                x = layer(x)
+            if feat_idx in take_indices:
+                intermediates.append(self.project(x))
+        if intermediates_only:
+            return intermediates
+        return self.project(x), intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the CDE layers after the last wanted feature; drop the head if asked (or if layers went)."""
+        take_indices, max_index = feature_take_indices(len(self.layers) + 1, indices)
+        prune_end = max_index < len(self.layers)
+        self.layers = self.layers[:max_index]
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, in_chans, H, W] → projected M₂ features [B, channels, H, W]."""
+        x = self.stem(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.layers, x)
+        else:
+            x = self.layers(x)
+        return self.project(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        x = self.forward_head(x)
+        return x
+
+
+def _create_pde_gcnn(variant: str, pretrained: bool = False, **kwargs) -> PDEGCNN:
+    # one feature level per stage: the stem and each CDE layer
+    feature_cfg = dict(feature_cls='getter')
+    if kwargs.get('features_only', False):
+        feature_cfg['out_indices'] = kwargs.pop('out_indices', tuple(range(kwargs.get('depth', 4) + 1)))
+    return build_model_with_cfg(PDEGCNN, variant, pretrained, feature_cfg=feature_cfg, **kwargs)
+
+
+def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    return {
+        'url': url,
+        'num_classes': 10, 'input_size': (1, 28, 28), 'pool_size': (28, 28),
+        'crop_pct': 1.0, 'interpolation': 'bilinear',
+        'mean': (0.5,), 'std': (0.5,),
+        'first_conv': 'stem.lift', 'classifier': 'head.fc',
+        'license': 'apache-2.0',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'pde_gcnn.untrained': _cfg(),
+    'pde_gcnn_small.untrained': _cfg(),
+})
+
+
+@register_model
+def pde_gcnn(pretrained: bool = False, **kwargs) -> PDEGCNN:
+    """PDE-G-CNN: 16 channels, 8 orientations, 4 CDE layers with 5×5×5 kernels (≈ 3.8k parameters)."""
+    model_args = dict(channels=16, orientations=8, depth=4, kernel_size=5)
+    return _create_pde_gcnn('pde_gcnn', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def pde_gcnn_small(pretrained: bool = False, **kwargs) -> PDEGCNN:
+    """Small PDE-G-CNN: 8 channels, 8 orientations, 3 CDE layers with 3×5×5 kernels (≈ 0.9k parameters)."""
+    model_args = dict(channels=8, orientations=8, depth=3, kernel_size=5, orientation_kernel_size=3)
+    return _create_pde_gcnn('pde_gcnn_small', pretrained=pretrained, **dict(model_args, **kwargs))

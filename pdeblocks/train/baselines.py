@@ -1,0 +1,118 @@
+"""Classical denoising baselines, each tuned on the validation split.
+
+* :func:`tv_denoise` — total-variation denoising min_u ½‖u − f‖² + w‖Du‖₁ (D the forward difference),
+  solved by accelerated projected gradient (FISTA) on the dual: u = f − Dᵀp, |p_i| ≤ w. The
+  iteration stops per batch when every signal's duality gap P(u) − P*(p) ≤ ``tol``·n; since P is
+  1-strongly convex, ‖u − u*‖² ≤ 2·gap, so the MSE of the returned u is within 2·tol of the exact
+  minimiser's neighbourhood (default tol = 1e-7: far below the test MSEs of ~1e-4).
+* :func:`perona_malik_denoise` — explicit Perona–Malik diffusion (τ = 1/4) with contrast λ and
+  stopping time T.
+* :func:`tune_tv`, :func:`tune_perona_malik` — grid search of w, resp. (λ, T), maximising mean
+  PSNR on validation signals. The oracle lives in :func:`pdeblocks.data.oracle_segment_means`.
+"""
+import math
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..data.signals import psnr
+
+
+def _diff(u: torch.Tensor) -> torch.Tensor:
+    return u[..., 1:] - u[..., :-1]
+
+
+def _diff_adjoint(p: torch.Tensor) -> torch.Tensor:
+    """Dᵀp for the (n−1)×n forward difference: (Dᵀp)_i = p_{i−1} − p_i (zero outside)."""
+    z = p.new_zeros(p.shape[:-1] + (1,))
+    return torch.cat([z, p], -1) - torch.cat([p, z], -1)
+
+
+def tv_denoise(f, weight, tol: float = 1e-7, max_iter: int = 20000, check_every: int = 25) -> torch.Tensor:
+    """Exact-to-``tol`` 1D TV denoising of every row of ``f`` ([..., n]) with weight(s) ``weight``.
+
+    ``weight`` is a float or a tensor broadcastable to f's leading shape + (1,).
+    Returns a tensor in f's dtype (computed in float64 for the gap test when f is float64,
+    otherwise in float32).
+    """
+    f = torch.as_tensor(f)
+    if f.shape[-1] < 2:
+        raise ValueError(f"TV denoising needs signals of length ≥ 2, got shape {list(f.shape)}")
+    x = f.to(torch.float64) if f.dtype == torch.float64 else f.float()
+    w = torch.as_tensor(weight, dtype=x.dtype)
+    if w.dim() == 0:
+        w = w.reshape([1] * x.dim())
+    n = x.shape[-1]
+    p = torch.zeros(x.shape[:-1] + (n - 1,), dtype=x.dtype)
+    q = p.clone()
+    t = 1.0
+    step = 0.25  # 1/‖D‖², ‖D‖² < 4
+    u = x
+    for it in range(1, max_iter + 1):
+        p_new = torch.maximum(torch.minimum(q + step * _diff(x - _diff_adjoint(q)), w), -w)
+        t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
+        q = p_new + ((t - 1.0) / t_new) * (p_new - p)
+        p, t = p_new, t_new
+        if it % check_every == 0 or it == max_iter:
+            u = x - _diff_adjoint(p)
+            primal = 0.5 * ((u - x) ** 2).sum(-1) + (w[..., 0] if w.dim() == x.dim() else w) * _diff(u).abs().sum(-1)
+            dual = 0.5 * (x * x).sum(-1) - 0.5 * (u * u).sum(-1)
+            if bool(((primal - dual) <= tol * n).all()):
+                break
+    u = x - _diff_adjoint(p)
+    return u.to(f.dtype)
+
+
+def perona_malik_denoise(f, contrast: float, time: float, tau: float = 0.25) -> torch.Tensor:
+    """Explicit Perona–Malik diffusion u ← u + τ Dᵀ... with g = 1/(1 + s²/λ²), stopping at ``time``."""
+    u = torch.as_tensor(f).double()
+    steps = max(0, round(time / tau))
+    for _ in range(steps):
+        s = _diff(u)
+        u = u - tau * _diff_adjoint(s / (1.0 + (s / contrast) ** 2))
+    return u.to(torch.as_tensor(f).dtype)
+
+
+def perona_malik_path(f, contrast: float, tau: float, steps: int):
+    """Yield (time, u) after each explicit PM step (for tuning the stopping time in one pass)."""
+    u = torch.as_tensor(f).double()
+    for k in range(1, steps + 1):
+        s = _diff(u)
+        u = u - tau * _diff_adjoint(s / (1.0 + (s / contrast) ** 2))
+        yield k * tau, u
+
+
+def tune_tv(noisy: np.ndarray, clean: np.ndarray, weights: Sequence[float] = None) -> Tuple[float, float]:
+    """(best weight, its mean validation PSNR), golden-section refined after a log grid."""
+    if weights is None:
+        weights = np.geomspace(0.01, 1.0, 13)
+    scores = {float(w): float(psnr(tv_denoise(torch.from_numpy(noisy).double(), w).numpy(), clean).mean())
+              for w in weights}
+    best = max(scores, key=scores.get)
+    # refine on a finer log grid around the best
+    for w in best * np.geomspace(0.75, 1.33, 7):
+        scores[float(w)] = float(psnr(tv_denoise(torch.from_numpy(noisy).double(), w).numpy(), clean).mean())
+    best = max(scores, key=scores.get)
+    return best, scores[best]
+
+
+def tune_perona_malik(noisy: np.ndarray, clean: np.ndarray, contrasts: Sequence[float] = None,
+                      max_time: float = 200.0, tau: float = 0.25) -> Tuple[float, float, float]:
+    """(best λ, best T, mean validation PSNR) over a λ grid and every stopping time k·τ ≤ max_time."""
+    if contrasts is None:
+        contrasts = np.geomspace(0.004, 0.4, 15)
+    best = (None, None, -np.inf)
+    f = torch.from_numpy(noisy).double()
+    for lam in contrasts:
+        for t, u in perona_malik_path(f, float(lam), tau, int(max_time / tau)):
+            score = float(psnr(u.numpy(), clean).mean())
+            if score > best[2]:
+                best = (float(lam), t, score)
+    return best
+
+
+def tuned_parameters(val_sets: Dict[float, Tuple[np.ndarray, np.ndarray]]) -> Dict[str, Dict[float, tuple]]:
+    """Tune TV and PM per σ: ``{σ: (noisy, clean)}`` → ``{'tv': {σ: (w, psnr)}, 'pm': {σ: (λ, T, psnr)}}``."""
+    return {'tv': {s: tune_tv(n, c) for s, (n, c) in val_sets.items()},
+            'pm': {s: tune_perona_malik(n, c) for s, (n, c) in val_sets.items()}}

@@ -1,0 +1,207 @@
+"""``pdeblocks train RECIPE``: progress bar, atomic checkpoints, ``--resume``, final evaluation JSON.
+
+Runs unchanged under ``torchrun --nproc_per_node=N``: with ``WORLD_SIZE > 1`` it initialises
+``torch.distributed`` (gloo on CPU, nccl on GPU), wraps the model in DistributedDataParallel and
+gives rank r the signals ``step·B·N + r·B … + B − 1`` of the train split; rank 0 alone writes
+checkpoints, progress and results.
+
+Checkpoint (in ``OUT/``): ``checkpoint.safetensors`` holds the model and Adam tensors and, in its
+safetensors metadata, the JSON training state (step, recipe, optimizer scalars); it is written to
+a temporary file and moved into place with ``os.replace`` (atomic), then ``checkpoint.json`` (a
+readable copy of the state) likewise. ``--resume`` reads the safetensors file only, so the pair
+can never disagree. At the end: ``OUT/model/`` (``save_pretrained``) and ``OUT/eval.json``.
+"""
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..data.signals import make_signals
+from .recipes import Recipe, get_recipe
+
+CHECKPOINT = 'checkpoint.safetensors'
+STATE = 'checkpoint.json'
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
+    with open(tmp, 'wb') as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + '\n').encode())
+
+
+def build_model(recipe: Recipe) -> torch.nn.Module:
+    from ..hub import architecture_class
+    return architecture_class(recipe.architecture)(**recipe.model_kwargs)
+
+
+def learning_rate(recipe: Recipe, step: int) -> float:
+    """Linear warm-up, then cosine decay to 2 % of ``lr`` at the last step."""
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    t = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    return recipe.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
+
+
+def denoise_batch(recipe: Recipe, step: int, rank: int, world: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(noisy, clean) ``[B, 1, length]`` for this step and rank, deterministic."""
+    b = recipe.batch_size
+    rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, 7, step, rank]))
+    sigma = np.exp(rng.uniform(np.log(recipe.sigma_min), np.log(recipe.sigma_max), size=b))
+    kind = recipe.kinds[step % len(recipe.kinds)]
+    s = make_signals(kind, 'train', b, recipe.length, sigma, seed=recipe.seed, offset=(step * world + rank) * b)
+    return torch.from_numpy(s.noisy)[:, None], torch.from_numpy(s.clean)[:, None]
+
+
+def diffusion_pairs(recipe: Recipe, count: int, length: int, split: str, seed: int):
+    """(noisy input, fine reference at T) ``[count, 1, length]`` float64, half of each kind."""
+    from ..data.reference import fine_reference, make_flux
+    kw = recipe.model_kwargs
+    flux = make_flux(recipe.flux, kw.get('contrast', 0.1))
+    xs = []
+    per_kind = [count // len(recipe.kinds) + (i < count % len(recipe.kinds)) for i in range(len(recipe.kinds))]
+    for kind, c in zip(recipe.kinds, per_kind):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 11, len(xs)]))
+        sigma = rng.uniform(recipe.sigma_min, recipe.sigma_max, size=c)
+        xs.append(make_signals(kind, split, c, length, sigma, seed=seed).noisy)
+    f = torch.from_numpy(np.concatenate(xs)).double()[:, None]
+    ref = fine_reference(f, flux, kw.get('time', 10.0), kw.get('order', 1))
+    return f, ref
+
+
+def _save_checkpoint(out: Path, model, opt, state: Dict[str, Any]) -> None:
+    tensors = {f'model.{k}': v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    opt_scalars = {}
+    for idx, st in opt.state_dict()['state'].items():
+        for key, val in st.items():
+            if torch.is_tensor(val) and val.dim() > 0:
+                tensors[f'opt.{idx}.{key}'] = val.detach().contiguous().cpu()
+            else:
+                opt_scalars[f'{idx}.{key}'] = float(val)
+    state = dict(state, optimizer_scalars=opt_scalars)
+    tmp = out / (CHECKPOINT + f'.tmp{os.getpid()}')
+    save_file(tensors, str(tmp), metadata={'state': json.dumps(state)})
+    os.replace(tmp, out / CHECKPOINT)
+    atomic_write_json(out / STATE, state)
+
+
+def _load_checkpoint(out: Path, model, opt) -> Dict[str, Any]:
+    path = out / CHECKPOINT
+    try:
+        with safe_open(str(path), framework='pt') as fh:
+            state = json.loads(fh.metadata()['state'])
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # corrupted or truncated checkpoint
+        raise ValueError(f"cannot resume from {path}: {exc}") from None
+    model_sd = {k[len('model.'):]: v for k, v in tensors.items() if k.startswith('model.')}
+    model.load_state_dict(model_sd, strict=True)
+    opt_sd = opt.state_dict()
+    new_state = {}
+    for idx in range(len(opt_sd['param_groups'][0]['params'])):
+        st = {}
+        for k, v in tensors.items():
+            if k.startswith(f'opt.{idx}.'):
+                st[k.split('.', 2)[2]] = v
+        for k, v in state['optimizer_scalars'].items():
+            i, name = k.split('.', 1)
+            if int(i) == idx:
+                st[name] = torch.tensor(v)
+        if st:
+            new_state[idx] = st
+    opt_sd['state'] = new_state
+    opt.load_state_dict(opt_sd)
+    return state
+
+
+def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, steps: Optional[int] = None,
+          evaluate: bool = True, progress: bool = True, eval_count: Optional[int] = None) -> Dict[str, Any]:
+    """Train a recipe (optionally only ``steps`` steps, e.g. a smoke run) and return the final metrics."""
+    from tqdm import tqdm
+    recipe = get_recipe(recipe_name)
+    world = int(os.environ.get('WORLD_SIZE', '1'))
+    distributed = world > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+    rank = dist.get_rank() if distributed else 0
+    device = torch.device(f'cuda:{int(os.environ.get("LOCAL_RANK", 0))}' if torch.cuda.is_available() and distributed
+                          else 'cpu')
+    total = recipe.steps if steps is None else steps
+    outdir = Path(out or f'runs/{recipe.name}')
+    if rank == 0:
+        outdir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe).to(device)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
+    start, elapsed = 0, 0.0
+    if resume and (outdir / CHECKPOINT).exists():
+        state = _load_checkpoint(outdir, model, opt)
+        if state['recipe'] != recipe.to_dict():
+            raise ValueError(f"checkpoint in {outdir} was written by a different recipe; refusing to resume")
+        start, elapsed = int(state['step']), float(state.get('elapsed', 0.0))
+    net = model
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model)
+
+    pairs = None
+    if recipe.task == 'diffusion':
+        pairs = diffusion_pairs(recipe, recipe.train_signals, recipe.length, 'train', recipe.seed)
+        pairs = (pairs[0].float(), pairs[1].float())
+
+    bar = tqdm(range(start, total), initial=start, total=total, desc=recipe.name, disable=not progress or rank != 0,
+               dynamic_ncols=True)
+    t0 = time.time()
+    loss_ema = None
+    for step in bar:
+        for g in opt.param_groups:
+            g['lr'] = learning_rate(recipe, step)
+        if recipe.task == 'denoise':
+            x, y = denoise_batch(recipe, step, rank, world)
+        else:
+            rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, 13, step, rank]))
+            idx = torch.from_numpy(rng.integers(0, pairs[0].shape[0], size=recipe.batch_size))
+            x, y = pairs[0][idx], pairs[1][idx]
+        x, y = x.to(device), y.to(device)
+        loss = torch.mean((net(x) - y) ** 2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        lv = float(loss.detach())
+        loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
+        if rank == 0:
+            bar.set_postfix(loss=f'{loss_ema:.3g}')
+            done = step + 1
+            if done % recipe.checkpoint_every == 0 or done == total:
+                _save_checkpoint(outdir, model, opt, dict(step=done, recipe=recipe.to_dict(), loss=loss_ema,
+                                                          elapsed=elapsed + time.time() - t0, world_size=world))
+    bar.close()
+    result: Dict[str, Any] = dict(recipe=recipe.to_dict(), steps=total, world_size=world,
+                                  train_seconds=elapsed + time.time() - t0, final_loss=loss_ema,
+                                  parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
+    if rank == 0:
+        model.eval()
+        model.save_pretrained(outdir / 'model')
+        if evaluate:
+            from .evaluate import evaluate_model
+            result['evaluation'] = evaluate_model(model, recipe, count=eval_count)
+        atomic_write_json(outdir / 'eval.json', result)
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
