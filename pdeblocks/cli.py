@@ -1,40 +1,284 @@
-"""Command line: ``pdeblocks certify MODEL`` and ``pdeblocks demo``."""
+"""The ``pdeblocks`` command line.
+
+Subcommands: ``demo``, ``denoise IN OUT``, ``diffuse IN OUT --time T``, ``train RECIPE``,
+``publish NAME --repo-id ORG/NAME``, ``list``, ``certify MODEL_NAME``. Bad input (unreadable,
+empty, ragged, non-numeric, NaN, too short, unknown model) prints one line
+``pdeblocks: error: …`` to stderr and exits with status 2; no partial output file is left.
+"""
 import argparse
+import math
+import os
 import sys
+from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 
-def _certify(name: str) -> int:
-    import timm
-    import torch
+DEFAULT_DENOISER = 'denoiser-1d'
+DEFAULT_DIFFUSION = 'diffusion-1d-perona-malik'
 
-    from . import certify  # noqa: F401  (registers the models)
 
+class UsageError(ValueError):
+    """A user error: reported in one line, exit status 2."""
+
+
+def _load_model(name: str, allowed_tasks=('denoise',)):
+    from .hub import from_pretrained, list_pretrained
     try:
-        model = timm.create_model(name)
-    except RuntimeError as e:  # timm: unknown model
-        print(f"pdeblocks: error: {e}", file=sys.stderr)
-        return 2
-    model.eval()
-    size = model.pretrained_cfg.get('input_size', (3, 224, 224))
+        model = from_pretrained(name)
+    except ValueError as exc:
+        raise UsageError(f"cannot load model {name!r}: {exc}") from None
+    task = 'diffusion' if getattr(model, 'architecture', '') == 'diffusion_1d' else 'denoise'
+    if task not in allowed_tasks:
+        raise UsageError(f"model {name!r} is a {task} model; here a {'/'.join(allowed_tasks)} model is needed "
+                         f"(bundled: {list_pretrained()})")
+    return model
+
+
+def _apply(model, signals: np.ndarray, repeat: int = 1) -> np.ndarray:
+    import torch
+    if signals.shape[-1] < model.min_length:
+        raise UsageError(f"signals have length {signals.shape[-1]}, model needs at least {model.min_length} samples")
+    out = []
     with torch.no_grad():
-        out = model(torch.randn(2, *size))
-    params = sum(p.numel() for p in model.parameters())
-    print(f"{name}: {params:,} parameters, input {tuple(size)} -> output {tuple(out.shape)}")
+        for i in range(0, len(signals), 256):
+            x = torch.from_numpy(signals[i:i + 256].astype(np.float32))[:, None]
+            for _ in range(repeat):
+                x = model(x)
+            out.append(x[:, 0].double().numpy())
+    return np.concatenate(out)
+
+
+def estimate_sigma(signals: np.ndarray) -> np.ndarray:
+    """Robust noise level per signal: median |Δf| / (0.6745·√2) (jumps are rare outliers)."""
+    return np.median(np.abs(np.diff(signals, axis=-1)), axis=-1) / (0.6745 * math.sqrt(2.0))
+
+
+def _tv_weight(sigma: float) -> float:
+    """TV weight for noise level σ: interpolated (log–log) between the validation-tuned weights."""
+    from .train.evaluate import tuned_baselines
+    from .data.signals import SIGMAS
+    table = _bundled_eval(DEFAULT_DENOISER)
+    ws = []
+    for s in SIGMAS:
+        row = (table or {}).get('evaluation', {}).get('table', {}).get('piecewise_constant', {}).get(str(s))
+        ws.append(row['tuned']['tv_weight'] if row else tuned_baselines('piecewise_constant', s)['tv_weight'])
+    return float(np.exp(np.interp(np.log(sigma), np.log(SIGMAS), np.log(ws))))
+
+
+def _bundled_eval(name: str):
+    import json
+    from .hub import BUNDLED_DIR
+    p = BUNDLED_DIR / name / 'eval.json'
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _plot(path: str, curves, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(10, 3.5))
+    for label, y, style in curves:
+        ax.plot(y, style, label=label, lw=1.0 if style != ':' else 0.8)
+    ax.set_title(title)
+    ax.set_xlabel('sample')
+    ax.legend(loc='upper right', fontsize=8)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f'.{Path(path).name}.tmp{os.getpid()}.png')
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def cmd_denoise(args) -> int:
+    from .signal_io import read_signals, write_signals
+    if args.sigma is not None and not (args.sigma > 0 and math.isfinite(args.sigma)):
+        raise UsageError(f"--sigma must be a positive number, got {args.sigma}")
+    if args.plot and not args.plot.lower().endswith('.png'):
+        raise UsageError(f"--plot must name a .png file, got {args.plot}")
+    signals = read_signals(args.input)
+    model = _load_model(args.model)
+    out = _apply(model, signals)
+    write_signals(args.output, out, one_dimensional=signals.shape[0] == 1)
+    sigma = args.sigma if args.sigma is not None else float(np.median(estimate_sigma(signals)))
+    if args.plot:
+        import torch
+        from .train.baselines import tv_denoise
+        tv = tv_denoise(torch.from_numpy(signals[:1]), _tv_weight(sigma)).numpy()[0]
+        _plot(args.plot, [('noisy', signals[0], ':'), (f'TV (w for σ={sigma:.3g})', tv, '-'),
+                          (args.model, out[0], '-')], f'{args.input}: signal 1 of {len(signals)}')
+    print(f"denoised {len(signals)} signal(s) of length {signals.shape[1]} with {args.model} "
+          f"(noise level {'given' if args.sigma is not None else 'estimated'} σ ≈ {sigma:.3g}) → {args.output}")
+    return 0
+
+
+def cmd_diffuse(args) -> int:
+    from .signal_io import read_signals, write_signals
+    if not (args.time > 0 and math.isfinite(args.time)):
+        raise UsageError(f"--time must be a positive number, got {args.time}")
+    signals = read_signals(args.input)
+    if args.method == 'model':
+        model = _load_model(args.model, allowed_tasks=('diffusion',))
+        k = args.time / model.time
+        if abs(k - round(k)) > 1e-9 or round(k) < 1:
+            raise UsageError(f"model {args.model} diffuses to T = {model.time:g}; --time must be a positive multiple "
+                             f"of it (got {args.time:g}), or use --method fed/implicit/reference")
+        out = _apply(model, signals, repeat=int(round(k)))
+    else:
+        import torch
+        from .data import reference as ref
+        if signals.shape[1] < 2:
+            raise UsageError(f"signals have length {signals.shape[1]}, diffusion needs at least 2 samples")
+        flux = ref.make_flux('perona_malik', args.contrast)
+        f = torch.from_numpy(signals)
+        if args.method == 'fed':
+            steps = max(1, math.ceil(math.sqrt(3 * args.time / 0.5)))  # one cycle, τ_max ≤ 1/2
+            u = ref.fed(f, flux, args.time, steps)
+        elif args.method == 'implicit':
+            u = ref.implicit(f, flux, args.time, max(1, math.ceil(args.time)))
+        else:
+            u = ref.fine_reference(f, flux, args.time)
+        out = u.numpy()
+    write_signals(args.output, out, one_dimensional=signals.shape[0] == 1)
+    print(f"diffused {len(signals)} signal(s) to T = {args.time:g} ({args.method}) → {args.output}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import torch
+    from .data.signals import make_signals, oracle_segment_means, psnr
+    from .train.baselines import perona_malik_denoise, tv_denoise
+    model = _load_model(args.model)
+    sigma = 0.1
+    s = make_signals('piecewise_constant', 'test', args.count, 1024, sigma, seed=0)
+    ev = _bundled_eval(args.model) or _bundled_eval(DEFAULT_DENOISER)
+    tuned = ev['evaluation']['table']['piecewise_constant'][str(sigma)]['tuned'] if ev else None
+    if tuned is None:
+        from .train.evaluate import tuned_baselines
+        tuned = tuned_baselines('piecewise_constant', sigma)
+    f = torch.from_numpy(s.noisy).double()
+    results = {
+        'noisy input': s.noisy,
+        f"total variation (w = {tuned['tv_weight']:.3g}, tuned)": tv_denoise(f, tuned['tv_weight']).numpy(),
+        f"Perona–Malik (λ = {tuned['pm_contrast']:.3g}, T = {tuned['pm_time']:g}, tuned)":
+            perona_malik_denoise(f, tuned['pm_contrast'], tuned['pm_time']).numpy(),
+        f"{args.model} ({model.parameter_count():,} parameters)": _apply(model, s.noisy.astype(np.float64)),
+        'oracle (knows the jumps, segment means)': oracle_segment_means(s.noisy, s.starts),
+    }
+    print(f"Denoising {args.count} piecewise-constant test signals, length 1024, σ = {sigma}:\n")
+    print('| method | PSNR (dB) |\n|---|---|')
+    for name, est in results.items():
+        print(f"| {name} | {psnr(est, s.clean).mean():.2f} |")
+    keys = list(results)
+    _plot(args.plot, [('clean', s.clean[0], '-'), ('noisy', s.noisy[0], ':'), ('TV', results[keys[1]][0], '-'),
+                      (args.model, results[keys[3]][0], '-')], f'pdeblocks demo: σ = {sigma}, test signal 0')
+    print(f"\nwrote {args.plot}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train.recipes import get_recipe
+    from .train.trainer import train
+    get_recipe(args.recipe)  # validates the name
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be ≥ 1, got {args.steps}")
+    result = train(args.recipe, out=args.out, resume=args.resume, steps=args.steps, evaluate=not args.no_eval,
+                   eval_count=args.eval_count)
+    if int(os.environ.get('RANK', '0')) == 0:
+        print(f"trained {args.recipe}: {result['steps']} steps, final loss {result['final_loss']:.4g}; "
+              f"results in {args.out or 'runs/' + args.recipe}/eval.json")
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from .publish import assemble, upload
+    folder = assemble(args.name, args.out)
+    print(f"assembled {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
+    if args.dry_run:
+        return 0
+    url = upload(folder, args.repo_id)
+    print(f"uploaded to {url}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .hub import list_pretrained
+    for name in list_pretrained():
+        print(name)
+    return 0
+
+
+def cmd_certify(args) -> int:
+    import timm
+    import pdeblocks  # noqa: F401  (registers the timm models)
+    from .stability import certify
+    try:
+        model = timm.create_model(args.model)
+    except RuntimeError as exc:
+        raise UsageError(str(exc).splitlines()[0]) from None
     print(certify(model))
     return 0
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='pdeblocks', description='PDE schemes as stable neural-network blocks.')
+    sub = p.add_subparsers(dest='command', required=True)
+    d = sub.add_parser('demo', help='denoise bundled example signals, print a PSNR table, write a PNG')
+    d.add_argument('--model', default=DEFAULT_DENOISER)
+    d.add_argument('--plot', default='pdeblocks-demo.png', help='PNG to write (default: %(default)s)')
+    d.add_argument('--count', type=int, default=16, help='number of example signals (default: %(default)s)')
+    d.set_defaults(func=cmd_demo)
+    d = sub.add_parser('denoise', help='denoise signals from .npy/.csv/.txt (one signal per row)')
+    d.add_argument('input')
+    d.add_argument('output')
+    d.add_argument('--model', default=DEFAULT_DENOISER, help='bundled name, Hub repo id or folder')
+    d.add_argument('--sigma', type=float, default=None,
+                   help='noise level of the input (the blind model does not need it; used for the TV curve of '
+                        '--plot; estimated when omitted)')
+    d.add_argument('--plot', default=None, help='write a PNG of the first signal')
+    d.set_defaults(func=cmd_denoise)
+    d = sub.add_parser('diffuse', help='Perona–Malik diffusion of signals to time T')
+    d.add_argument('input')
+    d.add_argument('output')
+    d.add_argument('--time', type=float, required=True)
+    d.add_argument('--method', choices=('model', 'fed', 'implicit', 'reference'), default='model')
+    d.add_argument('--model', default=DEFAULT_DIFFUSION)
+    d.add_argument('--contrast', type=float, default=0.1, help='λ for the classical methods (default: %(default)s)')
+    d.set_defaults(func=cmd_diffuse)
+    d = sub.add_parser('train', help='train a recipe (works under torchrun)')
+    d.add_argument('recipe')
+    d.add_argument('--out', default=None)
+    d.add_argument('--resume', action='store_true')
+    d.add_argument('--steps', type=int, default=None, help='stop after this many steps (smoke runs)')
+    d.add_argument('--no-eval', action='store_true')
+    d.add_argument('--eval-count', type=int, default=None)
+    d.set_defaults(func=cmd_train)
+    d = sub.add_parser('publish', help='assemble a model folder and upload it with HfApi.upload_folder')
+    d.add_argument('name')
+    d.add_argument('--repo-id', required=True)
+    d.add_argument('--out', default=None, help='folder to assemble in (default: build/hub/NAME)')
+    d.add_argument('--dry-run', action='store_true', help='assemble only, do not upload')
+    d.set_defaults(func=cmd_publish)
+    d = sub.add_parser('list', help='list the bundled pretrained models')
+    d.set_defaults(func=cmd_list)
+    d = sub.add_parser('certify', help='print the stability certificate of a timm model')
+    d.add_argument('model')
+    d.set_defaults(func=cmd_certify)
+    return p
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog='pdeblocks', description=__doc__)
-    sub = parser.add_subparsers(dest='command', required=True)
-    p = sub.add_parser('certify', help='build a registered timm model and print its stability certificate')
-    p.add_argument('model', help="a timm model name, e.g. 'pde_resnet18'")
-    sub.add_parser('demo', help='build pde_resnet18 and print its stability certificate')
+    parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == 'certify':
-        return _certify(args.model)
-    return _certify('pde_resnet18')
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as exc:
+        msg = ' '.join(str(exc).split())
+        print(f"pdeblocks: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pdeblocks: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == '__main__':

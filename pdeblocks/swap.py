@@ -17,7 +17,9 @@ u ↦ step(u); ``post`` = ReLU is 1-Lipschitz with ‖ReLU(u)‖ ≤ ‖u‖, so
 
 Initialisation (``init='auto'``): K is taken from the replaced block's first convolution W₁ when its
 shape fits (``[H, C, k..]`` at the step's width and stride 1), with the following BatchNorm's scale
-γ/√(σ²+ε) folded in, i.e. K u equals the original's pre-activation W₁'u up to the dropped bias; for a
+γ/√(σ²+ε) folded in, i.e. K u equals the original's pre-activation W₁'u up to the dropped bias. Where
+W₁ changes width or stride (stage-entry blocks) K is the adjoint kernel of the last convolution W₂'
+(taps flipped, channels swapped), so that Kᵀ = W₂' is the branch's output map. For a
 timm/torchvision ``Bottleneck`` K is the composite 3×3 map conv2∘bn1∘conv1 restricted to its H
 strongest output channels. The step size starts at a small fraction ``AUTO_STEP_INIT`` of the stable
 limit, so a pretrained model starts close to its shortcut path (dropping single residual branches of a
@@ -136,7 +138,8 @@ class SwapReport:
             lines.append(f"  not swapped: {s.path} ({s.old_class}): {s.reason}")
         if self.params_before:
             drop = 1.0 - self.params_after / self.params_before
-            lines.append(f"  parameters: {self.params_before:,} → {self.params_after:,} ({drop:+.1%} fewer)")
+            change = f"{drop:.1%} fewer" if drop >= 0 else f"{-drop:.1%} more"
+            lines.append(f"  parameters: {self.params_before:,} → {self.params_after:,} ({change})")
         return '\n'.join(lines)
 
 
@@ -221,6 +224,12 @@ def folded_kernel(conv: nn.Module, norm: Optional[nn.Module] = None) -> torch.Te
     if scale is not None:
         w = w * scale.reshape([-1] + [1] * (w.dim() - 1))
     return w
+
+
+def adjoint_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """Kernel of the adjoint of a zero-padded 'same' convolution: W'[i, o, j] = W[o, i, −j] (channels
+    swapped, taps flipped), so that K = conv(W') has Kᵀ = conv(W) exactly."""
+    return weight.transpose(0, 1).flip(list(range(2, weight.dim()))).contiguous()
 
 
 def dense_weight(conv: nn.Conv2d) -> torch.Tensor:
@@ -349,19 +358,21 @@ class SwapSpec:
 
 def resnet_basic_rule(block: nn.Module, spec: SwapSpec) -> nn.Module:
     """timm / torchvision ``BasicBlock``: relu(shortcut(x) + bn2 conv2 relu bn1 conv1 x) ↦
-    relu(step(shortcut(x))); K [C, C, 3, 3] from conv1·bn1 when conv1 is C→C with stride 1."""
+    relu(step(shortcut(x))); K [C, C, 3, 3] from conv1·bn1 when conv1 is C→C with stride 1, else the
+    adjoint kernel of bn2·conv2 (so that Kᵀ = bn2·conv2, the branch's output map)."""
     conv1, conv2 = block.conv1, block.conv2
     check_plain_conv(conv1, 'conv1')
     check_plain_conv(conv2, 'conv2')
     if conv1.groups != 1 or conv2.groups != 1:
         raise CannotSwap("grouped convolutions in a BasicBlock are not supported")
     channels = conv2.out_channels
-    weight = None
     if conv1.in_channels == channels and conv1.out_channels == channels and tuple(conv1.stride) == (1, 1):
-        weight = folded_kernel(conv1, getattr(block, 'bn1', None))
+        weight, source = folded_kernel(conv1, getattr(block, 'bn1', None)), 'conv1·bn1'
+    else:  # stage-entry block: conv1 changes width/stride; take K with Kᵀ = bn2·conv2 instead
+        weight, source = adjoint_kernel(folded_kernel(conv2, getattr(block, 'bn2', None))), 'adjoint of bn2·conv2'
     post = getattr(block, 'act2', None) or getattr(block, 'relu', None)
     step, note = spec.make_step(channels, 2, kernel_size=conv_kernel_size(conv2), weight=weight,
-                                weight_source='conv1·bn1', flux=relu_flux_hint(post),
+                                weight_source=source, flux=relu_flux_hint(post),
                                 drop_path=getattr(block, 'drop_path', None), like=block)
     post_act = nn.ReLU() if isinstance(post, nn.ReLU) else (copy.deepcopy(post) if post is not None else None)
     return SwappedResidual(step, connector=block.downsample, post=post_act), note
@@ -448,7 +459,7 @@ def monai_residual_unit_rule(unit: nn.Module, spec: SwapSpec) -> nn.Module:
 def diffusers_resnet2d_rule(block: nn.Module, spec: SwapSpec) -> nn.Module:
     """diffusers ``ResnetBlock2D`` (time_embedding_norm 'default', no up/down): (shortcut(x) + branch(x,
     temb)) / s ↦ step(shortcut(x) + W·act(temb)) / s: the time embedding enters as a per-channel
-    shift of the step's initial value. K from conv1 when it is C→C."""
+    shift of the step's initial value. K from conv1 when it is C→C, else the adjoint kernel of conv2."""
     if block.upsample is not None or block.downsample is not None:
         raise CannotSwap("resampling inside the block (up=True/down=True) is not supported")
     if block.time_embedding_norm not in ('default',) and block.time_emb_proj is not None:
@@ -457,42 +468,52 @@ def diffusers_resnet2d_rule(block: nn.Module, spec: SwapSpec) -> nn.Module:
     check_plain_conv(conv1, 'conv1')
     check_plain_conv(conv2, 'conv2')
     channels = conv2.out_channels
-    weight = folded_kernel(conv1) if conv1.in_channels == channels and conv1.groups == 1 else None
+    if conv1.in_channels == channels and conv1.groups == 1:
+        weight, source = folded_kernel(conv1), 'conv1'
+    else:
+        weight, source = adjoint_kernel(folded_kernel(conv2)), 'adjoint of conv2'
     time_proj = None
     if block.time_emb_proj is not None:
         act = nn.Identity() if block.skip_time_act else block.nonlinearity
         time_proj = nn.Sequential(act, block.time_emb_proj)
     step, note = spec.make_step(channels, 2, kernel_size=conv_kernel_size(conv2), weight=weight,
-                                weight_source='conv1', like=block)
+                                weight_source=source, like=block)
     return SwappedResidual(step, connector=block.conv_shortcut, time_proj=time_proj,
                            output_scale=block.output_scale_factor), note
 
 
 def diffusers_resconv1d_rule(block: nn.Module, spec: SwapSpec) -> nn.Module:
     """diffusers ``ResConvBlock`` (UNet1DModel): skip(x) + conv-GN-GELU-conv(x) ↦ step(skip(x)), 1D,
-    kernel 5, hidden width = the block's mid channels; K from conv_1 when it is C→mid."""
+    kernel 5, hidden width = the block's mid channels; K from conv_1 when it is C→mid, else the adjoint
+    kernel of conv_2."""
     conv1, conv2 = block.conv_1, block.conv_2
     check_plain_conv(conv1, 'conv_1')
     check_plain_conv(conv2, 'conv_2')
     channels, hidden = conv2.out_channels, conv1.out_channels
-    weight = folded_kernel(conv1) if conv1.in_channels == channels else None
+    if conv1.in_channels == channels:
+        weight, source = folded_kernel(conv1), 'conv_1'
+    else:
+        weight, source = adjoint_kernel(folded_kernel(conv2)), 'adjoint of conv_2'
     step, note = spec.make_step(channels, 1, kernel_size=conv_kernel_size(conv2), hidden_channels=hidden,
-                                weight=weight, weight_source='conv_1', like=block)
+                                weight=weight, weight_source=source, like=block)
     connector = block.conv_skip if block.has_conv_skip else None
     return SwappedResidual(step, connector=connector), note
 
 
 def diffusers_temporal1d_rule(block: nn.Module, spec: SwapSpec) -> nn.Module:
     """diffusers ``ResidualTemporalBlock1D`` (UNet1DModel resnet variants): residual_conv(x) + branch(x, t)
-    ↦ step(residual_conv(x) + W·act(t)); K from conv_in when it is C→C."""
-    conv_in = block.conv_in.block[0]
-    conv_out = block.conv_out.block[0]
+    ↦ step(residual_conv(x) + W·act(t)); K from conv_in when it is C→C, else the adjoint of conv_out."""
+    conv_in = block.conv_in.conv1d
+    conv_out = block.conv_out.conv1d
     check_plain_conv(conv_in, 'conv_in')
     check_plain_conv(conv_out, 'conv_out')
     channels = conv_out.out_channels
-    weight = folded_kernel(conv_in) if conv_in.in_channels == channels else None
+    if conv_in.in_channels == channels:
+        weight, source = folded_kernel(conv_in), 'conv_in'
+    else:
+        weight, source = adjoint_kernel(folded_kernel(conv_out)), 'adjoint of conv_out'
     step, note = spec.make_step(channels, 1, kernel_size=conv_kernel_size(conv_out), weight=weight,
-                                weight_source='conv_in', like=block)
+                                weight_source=source, like=block)
     time_proj = nn.Sequential(block.time_emb_act, block.time_emb)
     return SwappedResidual(step, connector=block.residual_conv, time_proj=time_proj), note
 

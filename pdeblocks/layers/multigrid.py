@@ -14,7 +14,8 @@ coarse-grid correction the additive skip connection.
       x ← x + P (c − R x),    c = coarse levels applied to R x (γ times for a W-cycle),
 
   so that a coarse level that changes nothing corrects nothing. Any input size is padded by the
-  boundary condition to a multiple of 2^(levels−1) and cropped back.
+  boundary condition to a multiple of 2^(levels−1) and cropped back. ``certify(unet)`` lists its
+  SymmetricResidual blocks; :meth:`MultigridUNet.network_certificate` bounds the whole net.
 """
 import math
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -25,7 +26,14 @@ from torch import nn
 
 from ..ops.conv import check_boundary, min_signal_size
 from ..ops.multigrid import (
-    COARSE_OPERATORS, COARSE_SOLVES, CYCLES, GRID_BOUNDARIES, SMOOTHERS, GramOperator, Multigrid, StencilOperator,
+    COARSE_OPERATORS,
+    COARSE_SOLVES,
+    CYCLES,
+    GRID_BOUNDARIES,
+    SMOOTHERS,
+    GramOperator,
+    Multigrid,
+    StencilOperator,
     poisson_stencil,
 )
 from ..ops.norms import norm_bound
@@ -255,7 +263,7 @@ class MultigridUNet(nn.Module):
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be ≥ 1, got {in_channels}, {out_channels}")
         if isinstance(channels, int):
-            widths = [channels * 2 ** l for l in range(levels if levels is not None else 3)]
+            widths = [channels * 2 ** lev for lev in range(levels if levels is not None else 3)]
         else:
             widths = [int(c) for c in channels]
             if levels is not None and levels != len(widths):
@@ -292,13 +300,13 @@ class MultigridUNet(nn.Module):
         self.head = nn.Parameter(torch.randn([out_channels, widths[0]] + [1] * dim, device=device, dtype=dtype)
                                  / math.sqrt(widths[0]))
         last = self.levels - 1
-        self.pre = nn.ModuleList([steps(w, coarse_steps if l == last else pre_smooth) for l, w in enumerate(widths)])
+        self.pre = nn.ModuleList([steps(w, coarse_steps if lev == last else pre_smooth) for lev, w in enumerate(widths)])
         self.post = nn.ModuleList([steps(w, post_smooth) for w in widths[:-1]])
         self.transfer = nn.ModuleList([
-            GridTransfer(widths[l], widths[l + 1], dim, TRANSFER_PADDING[boundary], learned=restriction == 'learned',
-                         device=device, dtype=dtype) for l in range(last)])
-        self.feature_info = [dict(num_chs=w, reduction=2 ** l, module=f'pre.{l}' if l == last else f'post.{l}')
-                             for l, w in enumerate(widths)]
+            GridTransfer(widths[lev], widths[lev + 1], dim, TRANSFER_PADDING[boundary], learned=restriction == 'learned',
+                         device=device, dtype=dtype) for lev in range(last)])
+        self.feature_info = [dict(num_chs=w, reduction=2 ** lev, module=f'pre.{lev}' if lev == last else f'post.{lev}')
+                             for lev, w in enumerate(widths)]
 
     def max_levels(self, n: int) -> int:
         """How many levels a spatial size n allows: ⌈n/2^(L−1)⌉ must be ≥ the coarsest-grid minimum."""
@@ -353,10 +361,10 @@ class MultigridUNet(nn.Module):
         features: List[Optional[torch.Tensor]] = [None] * self.levels
         self._level(0, self.pad(self._lift(x)), features)
         out: List[torch.Tensor] = []
-        for l, feat in enumerate(features):
+        for lev, feat in enumerate(features):
             assert feat is not None
             for a, n in enumerate(size):
-                feat = feat.narrow(2 + a, 0, math.ceil(n / 2 ** l))
+                feat = feat.narrow(2 + a, 0, math.ceil(n / 2 ** lev))
             out.append(feat)
         return out
 
@@ -364,12 +372,16 @@ class MultigridUNet(nn.Module):
         fine = self.forward_features(x)[0]
         return torch.tensordot(self.head.flatten(1), fine, dims=([1], [1])).movedim(0, 1)
 
-    def stability_certificate(self) -> Dict[str, Any]:
-        """Rigorous (loose) bounds for the whole net, composed from the blocks' certificates:
+    def network_certificate(self) -> Dict[str, Any]:
+        """Rigorous (loose) bounds for the whole net, in the certificate format, composed from the blocks':
 
         level map T_l = post ∘ (x ↦ x + P(G(Rx) − Rx)) ∘ pre with G = T_{l+1}^γ, so
         Lip(T_l) ≤ Lip(post)·(1 + ‖P‖‖R‖(Lip(G) + 1))·Lip(pre), ‖P‖ = 2^d‖R‖, and the same for the
         norm factor (all maps vanish at 0 when the blocks are bias-free); lift and head are linear.
+
+        Deliberately not named ``stability_certificate``: :func:`pdeblocks.stability.certify` stops at a
+        certified module, and should list the SymmetricResidual blocks themselves. Its chain product
+        of the blocks is *not* a bound for the U-net (R, P and the skips sit between them); this is.
         """
         with torch.no_grad():
             lip_c: Optional[float] = None

@@ -29,7 +29,7 @@ from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 
-from .conv import check_boundary, conv, conv_adjoint
+from .conv import check_boundary, conv
 from .norms import norm_bound
 from .transfer import full_weighting, interpolation_scale, strided_conv, strided_conv_adjoint
 
@@ -156,36 +156,54 @@ class StencilOperator:
         return StencilOperator(self.weight * 2.0 ** (-order), self.boundary)
 
 
-class GramOperator:
-    """A u = σ u + Kᵀ K u, K the convolution of ``weight`` ``[H, C, k, …]`` (symmetric positive
-    semi-definite; definite for σ > 0). σI + τKᵀK is the implicit diffusion step's matrix."""
+def gram_stencil(weight: torch.Tensor) -> torch.Tensor:
+    """Stencil G ``[C, C, 2k−1, …]`` of KᵀK for K the *full* convolution (zero extension) of ``weight``
+    ``[H, C, k, …]``: G[o, c, j] = Σ_h Σ_i K[h, o, i]·K[h, c, i + j − (k − 1)] (the autocorrelation).
+
+    conv(u, G, 'zeros') = TᵀT u with T the full convolution (output n + k − 1, every difference across
+    the ends included: homogeneous Dirichlet), and conv(u, G, 'circular') = KᵀK u for the periodic K.
+    """
+    dim = weight.dim() - 2
+    w = weight.transpose(0, 1)  # [C, H, k, …]
+    pad = [k - 1 for k in weight.shape[2:]]
+    if dim == 1:
+        g = torch.nn.functional.conv1d(w, w, padding=pad)
+    elif dim == 2:
+        g = torch.nn.functional.conv2d(w, w, padding=pad)
+    else:
+        g = torch.nn.functional.conv3d(w, w, padding=pad)
+    return g.transpose(0, 1).contiguous()
+
+
+class GramOperator(StencilOperator):
+    """A u = σ u + Kᵀ K u with K the convolution of ``weight`` ``[H, C, k, …]`` (symmetric positive
+    semi-definite; definite for σ > 0). σI + τKᵀK is the implicit diffusion step's matrix.
+
+    K is the full convolution for ``'zeros'`` (homogeneous Dirichlet: the differences across both ends
+    count, so the forward difference gives the Dirichlet Laplacian) and the periodic one for
+    ``'circular'``; A is applied as the stencil :func:`gram_stencil` + σ at the centre.
+    """
 
     def __init__(self, weight: torch.Tensor, boundary: str = 'zeros', shift: float = 0.0):
         if weight.dim() < 3:
             raise ValueError(f"expected a weight [H, C, k, ...], got shape {list(weight.shape)}")
         if shift < 0:
             raise ValueError(f"shift σ must be ≥ 0 (σI + KᵀK positive semi-definite), got {shift}")
-        self.weight = weight
-        self.boundary = check_boundary(boundary)
+        if boundary not in GRID_BOUNDARIES:
+            raise ValueError(f"a Gram operator supports boundary {GRID_BOUNDARIES}, got {boundary!r}")
+        g = gram_stencil(weight)
+        if shift != 0.0:
+            centre = (slice(None), slice(None)) + tuple((k - 1) // 2 for k in g.shape[2:])
+            eye = torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
+            g = g.clone()
+            g[centre] = g[centre] + shift * eye
+        super().__init__(g, boundary)
+        self.kernel = weight
         self.shift = float(shift)
-        self.dim = weight.dim() - 2
-        self.channels = weight.shape[1]
-
-    def __call__(self, u: torch.Tensor) -> torch.Tensor:
-        au = conv_adjoint(conv(u, self.weight, self.boundary), self.weight, self.boundary)
-        return au + self.shift * u if self.shift != 0.0 else au
-
-    @property
-    def half_width(self) -> int:
-        return max(k - 1 for k in self.weight.shape[2:])
-
-    def diagonal(self) -> torch.Tensor:
-        """Interior diagonal of σI + KᵀK per channel: σ + Σ_{h, taps} K[h, c, taps]², shape [C]."""
-        return self.shift + self.weight.pow(2).transpose(0, 1).flatten(1).sum(1)
 
     def bound(self) -> torch.Tensor:
-        """B ≥ ‖A‖₂: σ + norm_bound(K)², the rigorous bound of :mod:`pdeblocks.ops.norms`."""
-        b = norm_bound(self.weight, self.boundary).to(self.weight.dtype)
+        """B ≥ ‖A‖₂: σ + norm_bound(K)² (the full and periodic convolutions are bounded by the symbol sup)."""
+        b = norm_bound(self.kernel.detach(), 'zeros').to(self.weight.dtype)
         return self.shift + b * b
 
 
@@ -283,7 +301,8 @@ def galerkin_operator(op: Operator, transfer: Transfer) -> StencilOperator:
     dim = op.dim
     c = op.channels
     hr = (transfer.weight.shape[-1] - 1) // 2
-    width = (2 * max(hr, 1) + op.half_width) // 2 + 1  # coarse half-width of R A P (one spare tap)
+    # R A P δ_j reaches coarse i only if |2(i − j)| ≤ 2·h_R + h_A (fine half-widths of R, Rᵀ and A)
+    width = (2 * hr + op.half_width) // 2
     m = 2 * width + 3
     fine = 2 * m + 1 if transfer.mode == 'neumann' else 2 * m
     w = transfer.weight

@@ -4,7 +4,7 @@ Denoisers: mean PSNR per kind and σ ∈ {0.05, 0.1, 0.2} of the noisy input, th
 denoising and Perona–Malik diffusion with parameters tuned on the validation split, and (piecewise
 constant only) the segment-means oracle. Diffusion: mean relative L2 error against the RK4 fine
 reference for the model, one FED cycle with as many steps as the model has layers (lagged and
-non-lagged), the explicit scheme with that many steps, and the semi-implicit scheme with that many
+non-lagged), the FED schedule the model starts from (``cycles`` cycles of n/cycles steps), the explicit scheme with that many steps, and the semi-implicit scheme with that many
 steps.
 """
 import functools
@@ -76,7 +76,7 @@ def evaluate_diffusion(model: torch.nn.Module, recipe, count: int = 64, length: 
     from ..data.reference import (explicit_steps, fed, implicit, make_flux, reference_error, relative_error)
     from .trainer import diffusion_pairs
     kw = recipe.model_kwargs
-    n, T, order = kw['layers'], kw['time'], kw.get('order', 1)
+    n, T, order, cycles = kw['layers'], kw['time'], kw.get('order', 1), kw.get('cycles', 1)
     flux = make_flux(recipe.flux, kw['contrast'])
     f, ref = diffusion_pairs(recipe, count, length, 'test', EVAL_SEED)
     with torch.no_grad():
@@ -85,6 +85,8 @@ def evaluate_diffusion(model: torch.nn.Module, recipe, count: int = 64, length: 
         'model': relative_error(u_model, ref),
         'fed_cycle': relative_error(fed(f, flux, T, n, order=order, lagged=True), ref),
         'fed_cycle_nonlagged': relative_error(fed(f, flux, T, n, order=order, lagged=False), ref),
+        'fed_model_init': relative_error(fed(f, flux, T, n // cycles, cycles, order=order, lagged=False), ref),
+        'fed_model_init_lagged': relative_error(fed(f, flux, T, n // cycles, cycles, order=order, lagged=True), ref),
         'explicit_same_steps': relative_error(explicit_steps(f, flux, T, n, order=order), ref),
         'implicit_same_steps': relative_error(implicit(f, flux, T, n, order=order), ref),
     }
@@ -93,7 +95,7 @@ def evaluate_diffusion(model: torch.nn.Module, recipe, count: int = 64, length: 
     hi = f.amax(dim=-1, keepdim=True) + 1e-6
     violations = ((u_model < lo) | (u_model > hi)).any(dim=-1).double().mean()
     return dict(task='diffusion', metric='relative_l2_error', count=count, length=length, data_seed=EVAL_SEED,
-                layers=n, time=T, contrast=kw['contrast'], flux=recipe.flux, order=order,
+                layers=n, cycles=cycles, time=T, contrast=kw['contrast'], flux=recipe.flux, order=order,
                 errors=out, ratio_model_to_fed=out['model']['mean'] / out['fed_cycle']['mean'],
                 reference_error=reference_error(f[:4], flux, T, order),
                 max_min_violation_fraction=float(violations))

@@ -49,22 +49,22 @@ def register_recipe(recipe: Recipe) -> Recipe:
 
 register_recipe(Recipe(
     name='denoiser-1d', task='denoise', architecture='denoiser_1d',
-    model_kwargs=dict(scale=4, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16),
-    seed=0, steps=3000, batch_size=32, length=512, lr=2e-3,
+    model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16),
+    seed=0, steps=1200, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100,
     description='symmetric ResNet denoiser, learned nonmonotone fluxes, blind σ ∈ [0.04, 0.25]'))
 
 register_recipe(Recipe(
     name='denoiser-1d-standard', task='denoise', architecture='standard_resnet_1d',
-    model_kwargs=dict(scale=4, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16),
-    seed=0, steps=3000, batch_size=32, length=512, lr=2e-3, published=False,
+    model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16),
+    seed=0, steps=1200, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100, published=False,
     description='comparison: standard (non-symmetric) ResNet, same skeleton and recipe, 2× block parameters'))
 
 register_recipe(Recipe(
     name='diffusion-1d-perona-malik', task='diffusion', architecture='diffusion_1d',
-    model_kwargs=dict(layers=8, time=10.0, contrast=0.1, order=1, knots=32, support=10.0),
-    seed=0, steps=1500, batch_size=32, length=256, lr=3e-3, warmup=50, train_signals=512,
+    model_kwargs=dict(layers=16, time=10.0, contrast=0.1, order=1, knots=32, support=10.0, cycles=4),
+    seed=0, steps=2000, batch_size=32, length=256, lr=3e-3, warmup=50, train_signals=512,
     kinds=('piecewise_constant', 'piecewise_smooth'), sigma_min=0.05, sigma_max=0.1,
-    description='8 learned explicit steps reproducing Perona–Malik diffusion (λ = 0.1) to T = 10'))
+    description='16 learned explicit steps (FED-initialised, 4 cycles of 4) reproducing Perona–Malik diffusion (λ = 0.1) to T = 10'))
 
 
 def get_recipe(name: str) -> Recipe:

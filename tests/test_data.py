@@ -1,0 +1,172 @@
+"""Signal generators, splits, the oracle, reference diffusion solvers and the TV baseline."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import expm
+
+from pdeblocks.data import make_signals, oracle_segment_means, psnr, signal_rng
+from pdeblocks.data import reference as ref
+from pdeblocks.train.baselines import perona_malik_denoise, tv_denoise
+
+
+# ---------------------------------------------------------------- generators
+@pytest.mark.parametrize('kind', ['piecewise_constant', 'piecewise_smooth'])
+@pytest.mark.parametrize('length', [256, 1024, 4096])
+def test_signals_deterministic_and_in_range(kind, length):
+    a = make_signals(kind, 'train', 3, length, 0.1, seed=5)
+    b = make_signals(kind, 'train', 3, length, 0.1, seed=5)
+    assert a.clean.shape == (3, length) and a.noisy.dtype == np.float32
+    np.testing.assert_array_equal(a.noisy, b.noisy)
+    assert a.clean.min() >= 0.0 and a.clean.max() <= 1.0
+    # every signal is regenerated alone by its index
+    c = make_signals(kind, 'train', 1, length, 0.1, seed=5, offset=2)
+    np.testing.assert_array_equal(c.noisy[0], a.noisy[2])
+
+
+def test_splits_and_seeds_differ():
+    sets = [make_signals('piecewise_constant', s, 2, 512, 0.1).clean for s in ('train', 'val', 'test')]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not np.array_equal(sets[i], sets[j])
+    assert not np.array_equal(make_signals('piecewise_constant', 'test', 2, 512, 0.1, seed=1).clean, sets[2])
+
+
+def test_piecewise_constant_jumps_only_at_segment_starts():
+    s = make_signals('piecewise_constant', 'test', 4, 2048, 0.05)
+    for clean, starts in zip(s.clean, s.starts):
+        jumps = np.flatnonzero(np.diff(clean) != 0) + 1
+        assert set(jumps) <= set(starts[1:].tolist())
+        assert len(starts) > 5  # mean segment 64 → about 32 segments
+        assert np.all(np.diff(starts) >= 8)
+
+
+def test_clean_signal_does_not_depend_on_sigma_and_noise_is_gaussian():
+    a = make_signals('piecewise_smooth', 'val', 8, 4096, 0.05)
+    b = make_signals('piecewise_smooth', 'val', 8, 4096, 0.2)
+    np.testing.assert_array_equal(a.clean, b.clean)
+    z = (b.noisy.astype(np.float64) - b.clean) / 0.2
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1.0) < 0.02
+    z2 = (a.noisy.astype(np.float64) - a.clean) / 0.05
+    np.testing.assert_allclose(z2, z, atol=1e-4)  # same draws, scaled
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='split'):
+        signal_rng('piecewise_constant', 'holdout', 0)
+    with pytest.raises(ValueError, match='kind'):
+        make_signals('sawtooth', 'train', 1, 256, 0.1)
+    with pytest.raises(ValueError, match='length'):
+        make_signals('piecewise_constant', 'train', 1, 4, 0.1)
+    with pytest.raises(ValueError, match='sigma'):
+        make_signals('piecewise_constant', 'train', 1, 256, float('nan'))
+
+
+def test_oracle_and_psnr_against_hand_computation():
+    s = make_signals('piecewise_constant', 'test', 2, 300, 0.1)
+    o = oracle_segment_means(s.noisy, s.starts)
+    st = s.starts[1]
+    a, b = st[1], st[2]
+    assert o[1, a] == pytest.approx(float(np.mean(s.noisy[1, a:b].astype(np.float64))))
+    mse = float(np.mean((o[0] - s.clean[0].astype(np.float64)) ** 2))
+    assert psnr(o, s.clean)[0] == pytest.approx(10 * math.log10(1 / mse))
+    # the oracle's MSE is about σ²·segments/length
+    big = make_signals('piecewise_constant', 'test', 64, 1024, 0.1)
+    mse = np.mean((oracle_segment_means(big.noisy, big.starts) - big.clean) ** 2)
+    expect = 0.01 * np.mean([len(x) for x in big.starts]) / 1024
+    assert 0.8 < mse / expect < 1.2
+
+
+# ---------------------------------------------------------------- diffusion references
+def _linear_exact(f: np.ndarray, time: float, order: int) -> np.ndarray:
+    """exp(−T DᵀD) f with D the m-th difference matrix, built by hand (independent of pdeblocks)."""
+    n = f.shape[-1]
+    d = np.eye(n)
+    for _ in range(order):
+        d = d[1:] - d[:-1]
+    return f @ expm(-time * d.T @ d).T
+
+
+def _linear_flux():
+    # Charbonnier with an enormous contrast: g(s²) = 1/√(1 + s²/λ²) = 1 − O(1e-12) on these signals
+    return ref.make_flux('charbonnier', 1e6)
+
+
+@pytest.mark.parametrize('order,time', [(1, 3.0), (2, 0.5)])
+def test_schemes_converge_to_the_exact_linear_solution(order, time):
+    f = make_signals('piecewise_smooth', 'test', 2, 64, 0.1).noisy.astype(np.float64)
+    exact = _linear_exact(f, time, order)
+    flux = _linear_flux()
+    ft = torch.from_numpy(f)
+    rk = ref.fine_reference(ft, flux, time, order).numpy()
+    assert np.abs(rk - exact).max() < 1e-8
+    ex = ref.explicit(ft, flux, time, order).numpy()
+    assert np.abs(ex - exact).max() < 0.05
+    imp1 = ref.implicit(ft, flux, time, 20, order).numpy()
+    imp2 = ref.implicit(ft, flux, time, 40, order).numpy()
+    e1, e2 = np.abs(imp1 - exact).max(), np.abs(imp2 - exact).max()
+    assert e2 < e1 and 1.6 < e1 / e2 < 2.4  # first order in time
+    # a FED cycle with τ_max below the stability limit is stable and accurate for a linear problem
+    cycles = 3
+    steps = math.ceil(math.sqrt(3 * time / cycles / ref.stable_step(flux, order, 0.9)))
+    fed = ref.fed(ft, flux, time, steps, cycles, order).numpy()
+    assert np.abs(fed - exact).max() < 0.05
+
+
+@pytest.mark.parametrize('scheme', ['explicit', 'fed', 'implicit', 'reference'])
+def test_mass_is_conserved_with_neumann_boundaries(scheme):
+    f = torch.from_numpy(make_signals('piecewise_constant', 'test', 3, 128, 0.1).noisy).double()
+    flux = ref.make_flux('perona_malik', 0.1)
+    u = {'explicit': lambda: ref.explicit(f, flux, 5.0), 'fed': lambda: ref.fed(f, flux, 5.0, 4, 2),
+         'implicit': lambda: ref.implicit(f, flux, 5.0, 5), 'reference': lambda: ref.fine_reference(f, flux, 5.0)}[scheme]()
+    torch.testing.assert_close(u.sum(-1), f.sum(-1), atol=1e-9, rtol=0)
+
+
+def test_fine_reference_error_is_documented_small_and_explicit_converges_to_it():
+    f = torch.from_numpy(make_signals('piecewise_smooth', 'test', 2, 256, 0.1).noisy).double()
+    flux = ref.make_flux('perona_malik', 0.1)
+    assert ref.reference_error(f, flux, 10.0) < 1e-8
+    r = ref.fine_reference(f, flux, 10.0)
+    e1 = ref.relative_error(ref.explicit_steps(f, flux, 10.0, 100), r).max()
+    e2 = ref.relative_error(ref.explicit_steps(f, flux, 10.0, 200), r).max()
+    assert e2 < e1 and 1.5 < e1 / e2 < 2.5
+
+
+def test_perona_malik_reference_keeps_max_min():
+    f = torch.from_numpy(make_signals('piecewise_constant', 'test', 4, 256, 0.1).noisy).double()
+    u = ref.fine_reference(f, ref.make_flux('perona_malik', 0.1), 10.0)
+    assert bool((u.amax(-1) <= f.amax(-1) + 1e-9).all()) and bool((u.amin(-1) >= f.amin(-1) - 1e-9).all())
+
+
+# ---------------------------------------------------------------- TV denoising
+def test_tv_closed_form_for_a_single_step():
+    # f = a on n1 samples, b on n2 samples, |b − a| large: the minimiser moves each plateau by w/nᵢ
+    n1, n2, a, b, w = 30, 50, 0.2, 0.9, 1.5
+    f = torch.tensor([a] * n1 + [b] * n2, dtype=torch.float64)
+    u = tv_denoise(f[None], w, tol=1e-12)[0]
+    expect = torch.tensor([a + w / n1] * n1 + [b - w / n2] * n2, dtype=torch.float64)
+    torch.testing.assert_close(u, expect, atol=1e-5, rtol=0)
+
+
+def test_tv_optimality_conditions_on_noisy_signals():
+    s = make_signals('piecewise_constant', 'test', 3, 200, 0.1)
+    f = torch.from_numpy(s.noisy).double()
+    w = 0.3
+    u = tv_denoise(f, w, tol=1e-12).numpy()
+    fn = f.numpy()
+    # KKT: u = f − Dᵀp with |p| ≤ w and p = w·sign(Du) where Du ≠ 0; (Dᵀp)ᵢ = pᵢ₋₁ − pᵢ, so p = −cumsum(f − u)
+    p = -np.cumsum(fn - u, axis=-1)[:, :-1]
+    assert np.all(np.abs(p) <= w + 1e-5)
+    du = np.diff(u, axis=-1)
+    jump = np.abs(du) > 1e-5
+    np.testing.assert_allclose(p[jump], w * np.sign(du[jump]), atol=1e-4)
+    assert np.all(np.abs(np.sum(fn - u, axis=-1)) < 1e-6)  # the mean is kept
+
+
+def test_tuned_baselines_denoise():
+    s = make_signals('piecewise_constant', 'test', 8, 1024, 0.1)
+    f = torch.from_numpy(s.noisy).double()
+    noisy = psnr(s.noisy, s.clean).mean()
+    assert psnr(tv_denoise(f, 0.35).numpy(), s.clean).mean() > noisy + 8
+    assert psnr(perona_malik_denoise(f, 0.03, 100.0).numpy(), s.clean).mean() > noisy + 8

@@ -1,0 +1,99 @@
+"""Flux activations: formulas, declared constants (checked numerically), timm act_layer use."""
+import pytest
+import torch
+
+from pdeblocks.layers import FLUXES, LearnedFlux, create_flux
+
+S = torch.linspace(-30, 30, 120001, dtype=torch.float64)
+
+
+def _phi(name, lam=0.7, **kw):
+    f = create_flux(name, contrast=lam, **kw).double()
+    with torch.no_grad():
+        return f, f(S.reshape(1, 1, -1)).reshape(-1)
+
+
+@pytest.mark.parametrize('name,g', [
+    ('perona_malik', lambda s, l: 1 / (1 + s ** 2 / l ** 2)),
+    ('charbonnier', lambda s, l: 1 / torch.sqrt(1 + s ** 2 / l ** 2)),
+    ('exp_perona_malik', lambda s, l: torch.exp(-s ** 2 / (2 * l ** 2))),
+    ('weickert', lambda s, l: torch.where(s == 0, torch.ones_like(s), 1 - torch.exp(-3.31488 / (s / l) ** 8))),
+    ('relu', lambda s, l: (s > 0).double()),
+])
+def test_flux_formula(name, g):
+    f, phi = _phi(name)
+    assert torch.allclose(phi, g(S, 0.7) * S, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize('name', sorted(FLUXES))
+def test_declared_constants_hold(name):
+    """Sector bound 0 ≤ Φ(s)/s ≤ L everywhere; monotone and slope bounds where declared."""
+    f, phi = _phi(name)
+    nz = S != 0
+    ratio = phi[nz] / S[nz]
+    assert ratio.min() >= 0 and ratio.max() <= f.sector_bound + 1e-12
+    slope = torch.diff(phi) / torch.diff(S)
+    if f.monotone:
+        assert slope.min() >= -1e-9
+        assert slope.max() <= f.slope_bound + 1e-6
+    else:
+        assert slope.min() < 0, f"{name} is declared nonmonotone but is monotone on the grid"
+    if f.lipschitz_bound is not None:
+        assert slope.abs().max() <= f.lipschitz_bound + 1e-6
+
+
+def test_learned_flux_stays_in_sector_for_any_parameters():
+    f = LearnedFlux(channels=3, contrast=0.5, sector_bound=2.0).double()
+    with torch.no_grad():
+        f.knot_logits.copy_(torch.randn_like(f.knot_logits) * 50)
+    s = torch.randn(4, 3, 1000, dtype=torch.float64) * 10
+    phi = f(s)
+    ratio = phi / s
+    assert ratio.min() >= 0 and ratio.max() <= 2.0
+    # and it is genuinely free-form: nonmonotone for these knots
+    grid = torch.linspace(0, 5, 5000, dtype=torch.float64).reshape(1, 1, -1).expand(1, 3, -1)
+    assert (torch.diff(f(grid), dim=-1) < 0).any()
+
+
+def test_learned_flux_starts_near_perona_malik_and_is_continuous():
+    f = LearnedFlux(contrast=1.0).double()
+    pm = create_flux('perona_malik', contrast=1.0).double()
+    s = torch.linspace(-3, 3, 601, dtype=torch.float64).reshape(1, 1, -1)
+    assert (f(s) - pm(s)).abs().max() < 0.03
+    far = torch.linspace(4.0, 40, 2000, dtype=torch.float64).reshape(1, 1, -1)  # beyond s_max = 4λ
+    assert torch.diff(f(far)).abs().max() < 1e-12  # constant flux beyond the knots
+    edge = torch.tensor([4.0 - 1e-9, 4.0 + 1e-9], dtype=torch.float64).reshape(1, 1, -1)
+    assert torch.diff(f(edge)).abs().max() < 1e-8  # and no jump at s_max
+
+
+def test_contrast_is_trainable_per_channel():
+    f = create_flux('perona_malik', channels=4, contrast=0.3)
+    assert f.raw_contrast.shape == (4,)
+    assert torch.allclose(f.contrast, torch.full((4,), 0.3), atol=1e-6)
+    s = torch.randn(2, 4, 16, requires_grad=True)
+    f(s).sum().backward()
+    assert f.raw_contrast.grad is not None and f.raw_contrast.grad.abs().sum() > 0
+
+
+def test_unknown_flux_lists_valid_names():
+    with pytest.raises(ValueError) as e:
+        create_flux('tanh')
+    for name in FLUXES:
+        assert name in str(e.value)
+
+
+def test_flux_as_timm_act_layer():
+    """timm blocks call act_layer(inplace=True); a flux works there (scalar contrast)."""
+    import timm
+    from pdeblocks.layers import Charbonnier
+    model = timm.create_model('resnet18', act_layer=Charbonnier, num_classes=3)
+    assert isinstance(model.act1, Charbonnier)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_weickert_gradients_finite_in_float32_and_bf16():
+    f = create_flux('weickert', contrast=1.0)
+    for dtype in (torch.float32, torch.bfloat16):
+        s = torch.tensor([0.0, 1e-8, 1e-3, 1.0, 1e3, 1e8], dtype=dtype, requires_grad=True)
+        f(s.reshape(1, 1, -1)).sum().backward()
+        assert torch.isfinite(s.grad).all()

@@ -1,0 +1,280 @@
+"""SymmetricResidual: the stability guarantees, tested adversarially, and the block's contract."""
+import copy
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pdeblocks.layers import SymmetricResidual
+from pdeblocks.ops import norm_bound
+
+ALL_FLUXES = ['perona_malik', 'charbonnier', 'exp_perona_malik', 'weickert', 'relu', 'learned']
+MONOTONE_FLUXES = ['charbonnier', 'relu']
+BOUNDARIES = ['neumann', 'zeros', 'circular', 'reflect']
+HYP = settings(max_examples=2000, deadline=None, derandomize=True,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+@st.composite
+def block_and_inputs(draw, stability):
+    dim = draw(st.sampled_from([1, 2]))
+    boundary = draw(st.sampled_from(BOUNDARIES))
+    k = draw(st.sampled_from([3, 5]))
+    c = draw(st.integers(1, 4))
+    h = draw(st.integers(1, 4))
+    flux = draw(st.sampled_from(MONOTONE_FLUXES if stability == 'lipschitz' else ALL_FLUXES))
+    n = draw(st.integers(k + 1, k + 6))
+    seed = draw(st.integers(0, 2 ** 31 - 1))
+    weight_scale = 10 ** draw(st.floats(-3, 3))
+    amplitude = 10 ** draw(st.floats(-3, 2))
+    logit = draw(st.floats(-5, 30))  # up to τ at the limit itself (sigmoid(30) = 1 in float64 to 1e-13)
+    gen = torch.Generator().manual_seed(seed)
+    blk = SymmetricResidual(c, hidden_channels=h, kernel_size=k, dim=dim, flux=flux, boundary=boundary,
+                            stability=stability, contrast=float(10 ** draw(st.floats(-2, 1)))).double()
+    with torch.no_grad():
+        blk.weight.copy_(torch.randn(blk.weight.shape, generator=gen, dtype=torch.float64) * weight_scale)
+        blk.step_param.fill_(logit)
+        if blk.bias is not None:
+            blk.bias.copy_(torch.randn(blk.bias.shape, generator=gen, dtype=torch.float64) * weight_scale)
+        if hasattr(blk.flux, 'knot_logits'):
+            blk.flux.knot_logits.copy_(torch.randn(blk.flux.knot_logits.shape, generator=gen) * 5)
+    shape = [3, c] + [n] * dim
+    u = torch.randn(shape, generator=gen, dtype=torch.float64) * amplitude
+    v = u + torch.randn(shape, generator=gen, dtype=torch.float64) * amplitude * 10 ** draw(st.floats(-4, 0))
+    return blk, u, v
+
+
+def _norms(x):
+    return x.flatten(1).norm(dim=1)
+
+
+@HYP
+@given(block_and_inputs('euclidean'))
+def test_euclidean_norm_never_grows(case):
+    """‖f(u)‖ ≤ ‖u‖ for random weights up to 1e3, any flux (nonmonotone too), any boundary, τ up to the limit."""
+    blk, u, _ = case
+    with torch.no_grad():
+        out = blk(u)
+    assert (_norms(out) <= _norms(u) * (1 + 1e-12)).all()
+
+
+@HYP
+@given(block_and_inputs('lipschitz'))
+def test_lipschitz_never_expands(case):
+    """‖f(u) − f(v)‖ ≤ ‖u − v‖ for monotone fluxes, with bias, for close and distant pairs."""
+    blk, u, v = case
+    with torch.no_grad():
+        d_out = _norms(blk(u) - blk(v))
+    assert (d_out <= _norms(u - v) * (1 + 1e-9) + 1e-300).all()
+
+
+@pytest.mark.parametrize('stability,flux', [('euclidean', 'perona_malik'), ('euclidean', 'weickert'),
+                                            ('euclidean', 'learned'), ('lipschitz', 'charbonnier')])
+def test_guarantee_survives_absurd_training(stability, flux):
+    """100 SGD steps at lr=10 on a loss that rewards growth: the guarantee still holds afterwards."""
+    torch.manual_seed(0)
+    blk = SymmetricResidual(4, kernel_size=3, dim=2, flux=flux, boundary='zeros', stability=stability).double()
+    opt = torch.optim.SGD(blk.parameters(), lr=10.0)
+    x = torch.randn(4, 4, 10, 10, dtype=torch.float64)
+    y = torch.randn_like(x)
+    for _ in range(100):
+        if stability == 'euclidean':
+            loss = -blk(x).pow(2).sum() / x.pow(2).sum()
+        else:
+            loss = -(blk(x) - blk(y)).pow(2).sum() / (x - y).pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(torch.isfinite(p).all() for p in blk.parameters())
+    with torch.no_grad():
+        u = torch.randn(64, 4, 10, 10, dtype=torch.float64) * 10
+        v = u + torch.randn_like(u) * 0.1
+        if stability == 'euclidean':
+            assert (_norms(blk(u)) <= _norms(u) * (1 + 1e-12)).all()
+            assert (_norms(blk(x)) <= _norms(x) * (1 + 1e-12)).all()
+        else:
+            assert (_norms(blk(u) - blk(v)) <= _norms(u - v) * (1 + 1e-9)).all()
+
+
+@pytest.mark.parametrize('boundary', BOUNDARIES)
+def test_inputs_optimised_to_break_the_bound(boundary):
+    """Gradient ascent on ‖f(u)‖/‖u‖ over u, weights ×100 and τ at the limit: the ratio stays ≤ 1."""
+    torch.manual_seed(1)
+    blk = SymmetricResidual(3, kernel_size=3, dim=1, flux='exp_perona_malik', boundary=boundary,
+                            contrast=0.1).double()
+    with torch.no_grad():
+        blk.weight.mul_(100)
+        blk.step_param.fill_(40.0)
+    blk.requires_grad_(False)
+    u = torch.randn(16, 3, 12, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([u], lr=0.05)
+    best = 0.0
+    for _ in range(300):
+        ratio = _norms(blk(u)) / _norms(u)
+        best = max(best, float(ratio.detach().max()))
+        opt.zero_grad()
+        (-ratio.sum()).backward()
+        opt.step()
+    assert best <= 1 + 1e-12
+    assert best > 0.5  # the search found inputs the block barely shrinks: the test has teeth
+
+
+def test_thousand_block_stack_is_monotone_layer_by_layer():
+    torch.manual_seed(2)
+    blocks = [SymmetricResidual(2, kernel_size=3, dim=1, flux='perona_malik', contrast=0.3).double()
+              for _ in range(1000)]
+    u = torch.randn(2, 2, 24, dtype=torch.float64) * 5
+    norms = [_norms(u)]
+    with torch.no_grad():
+        for b in blocks:
+            b.weight.mul_(torch.rand(()) * 100)
+            u = b(u)
+            norms.append(_norms(u))
+    norms = torch.stack(norms)
+    assert (norms[1:] <= norms[:-1] * (1 + 1e-12)).all()
+    assert (norms[-1] < 0.99 * norms[0]).all()  # and it does diffuse
+
+
+def test_none_mode_can_blow_up():
+    """The free step has no guarantee: a large τ expands the norm (shows the other tests can fail)."""
+    blk = SymmetricResidual(2, dim=1, flux='charbonnier', stability='none').double()
+    with torch.no_grad():
+        blk.step_param.fill_(50.0)
+    u = torch.randn(4, 2, 16, dtype=torch.float64)
+    with torch.no_grad():
+        assert (_norms(blk(u)) > _norms(u)).any()
+
+
+# ------------------------------------------------------------------------------------------ the bound's cache
+
+def test_step_size_formula_and_bound():
+    blk = SymmetricResidual(4, dim=2, boundary='zeros', flux='perona_malik')
+    with torch.no_grad():
+        blk.step_param.fill_(0.3)
+    b = float(norm_bound(blk.weight, 'zeros'))
+    assert abs(float(blk.norm_bound()) - b) <= 1e-6 * b
+    expected = torch.sigmoid(torch.tensor(0.3)).item() * 2 / (1.0 * b * b)
+    assert abs(float(blk.step_size()) - expected) <= 1e-6 * expected
+
+
+@pytest.mark.parametrize('edit', ['optimizer', 'data', 'load_state_dict', 'to_double', 'copy_'])
+def test_cached_bound_never_goes_stale(edit):
+    torch.manual_seed(0)
+    blk = SymmetricResidual(4, dim=1)
+    blk.eval()
+    blk(torch.randn(2, 4, 16))  # fills the cache
+    before = float(blk.norm_bound())
+    if edit == 'optimizer':
+        blk.train()
+        opt = torch.optim.SGD(blk.parameters(), lr=100.0)
+        blk(torch.randn(2, 4, 16)).pow(2).sum().backward()
+        opt.step()
+    elif edit == 'data':
+        blk.weight.data.mul_(7.0)
+    elif edit == 'load_state_dict':
+        sd = copy.deepcopy(blk.state_dict())
+        sd['weight'] = sd['weight'] * 3.0
+        blk.load_state_dict(sd)
+    elif edit == 'to_double':
+        with torch.no_grad():
+            blk.weight.data = blk.weight.data * 2.0
+        blk.double()
+    else:
+        with torch.no_grad():
+            blk.weight.copy_(torch.flip(blk.weight, [-1]) * 5.0)
+    after = float(blk.norm_bound())
+    fresh = float(norm_bound(blk.weight, blk.boundary))
+    assert abs(after - fresh) <= 1e-5 * fresh
+    assert abs(after - before) > 1e-3 * before
+
+
+# ------------------------------------------------------------------------------------------ contract
+
+def test_half_the_parameters():
+    blk = SymmetricResidual(16, dim=2)
+    standard = 2 * 16 * 16 * 9
+    assert blk.weight.numel() == standard // 2
+
+
+def test_shapes_dtypes_and_grad():
+    for boundary in BOUNDARIES:
+        blk = SymmetricResidual(3, hidden_channels=5, dim=2, boundary=boundary, stability='lipschitz',
+                                flux='charbonnier')
+        x = torch.randn(2, 3, 9, 11, requires_grad=True)
+        y = blk(x)
+        assert y.shape == x.shape and y.dtype == x.dtype
+        y.sum().backward()
+        assert x.grad is not None and blk.weight.grad is not None and blk.step_param.grad is not None
+    bf = SymmetricResidual(3, dim=1).to(torch.bfloat16)
+    assert bf(torch.randn(2, 3, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
+def test_initial_kernel_from_stencil():
+    from pdeblocks.ops import difference_stencil
+    w = difference_stencil(1)
+    blk = SymmetricResidual(1, kernel_size=2, dim=1, weight=w, trainable_weight=False, flux='perona_malik',
+                            contrast=0.1)
+    assert not blk.weight.requires_grad
+    # a step preserves the mean (Neumann: zero flux over the boundary) and smooths
+    u = torch.rand(1, 1, 64, dtype=torch.float32)
+    out = blk(u)
+    assert torch.allclose(out.mean(), u.mean(), atol=1e-6)
+    assert torch.diff(out).abs().sum() < torch.diff(u).abs().sum()
+
+
+def test_scriptable_and_traceable():
+    from timm.models import get_notrace_functions, get_notrace_modules
+    from torchvision.models.feature_extraction import NodePathTracer
+    blk = SymmetricResidual(4, dim=2, boundary='reflect', flux='learned')
+    x = torch.randn(2, 4, 8, 8)
+    scripted = torch.jit.script(blk)
+    assert torch.allclose(scripted(x), blk(x), atol=1e-6)
+    tracer = NodePathTracer(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions())
+    gm = torch.fx.GraphModule(blk, tracer.trace(blk))
+    assert torch.allclose(gm(x), blk(x))
+
+
+def test_meta_device():
+    blk = SymmetricResidual(4, dim=2, device='meta')
+    assert blk(torch.randn(2, 4, 8, 8, device='meta')).is_meta
+
+
+def test_nan_input_propagates():
+    """Documented: NaN/Inf are not checked per call; they propagate to the output, nothing else breaks."""
+    blk = SymmetricResidual(2, dim=1)
+    x = torch.randn(1, 2, 16)
+    x[0, 0, 5] = float('nan')
+    y = blk(x)
+    assert torch.isnan(y).any()
+    assert torch.isfinite(blk(torch.randn(1, 2, 16))).all()
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(stability='lipschitz', flux='perona_malik'), 'nonmonotone'),
+    (dict(stability='euclidean', bias=True), 'bias-free'),
+    (dict(stability='stable'), 'stability must be one of'),
+    (dict(boundary='zeros', kernel_size=4), 'odd kernel size'),
+    (dict(flux='tanh'), 'valid names'),
+    (dict(dim=4), 'dim must be'),
+    (dict(weight=torch.randn(3, 3, 3)), 'weight must have shape'),
+    (dict(step_init=1.5), 'fraction'),
+])
+def test_bad_construction(kwargs, match):
+    args = dict(channels=2, dim=1)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        SymmetricResidual(**args)
+
+
+@pytest.mark.parametrize('x,match', [
+    (torch.randn(2, 2, 8, 8), 'expected a 3D tensor'),
+    (torch.randn(2, 3, 8), 'expected 2 input channels, got 3'),
+    (torch.ones(2, 2, 8, dtype=torch.int32), 'floating point'),
+    (torch.randn(0, 2, 8), 'non-empty batch'),
+    (torch.randn(2, 2, 2), 'too small for kernel size 3'),
+])
+def test_bad_input(x, match):
+    blk = SymmetricResidual(2, dim=1)
+    with pytest.raises(ValueError, match=match):
+        blk(x)
