@@ -1,7 +1,7 @@
 """Activation memory and time of reversible vs plain-autograd hyperbolic / Hamiltonian stacks.
 
 Stacks: :class:`pdeblocks.layers.HyperbolicBlock` (leapfrog) and
-:class:`pdeblocks.layers.HamiltonianBlock` (Verlet) with depth 8 and 64 (steps), 16 channels,
+:class:`pdeblocks.layers.HamiltonianBlock` (Verlet) with depth 8 and 64 (steps), 32 channels,
 batch 4 × 32 × 32, float32, h = 0.1, zero padding; one training step = forward, loss = mean(out²),
 backward.
 
@@ -10,8 +10,10 @@ Activation memory, two measurements of the same training step:
 1. **saved tensors** — every tensor autograd keeps for backward passes through
    ``torch.autograd.graph.saved_tensors_hooks``; we sum the bytes of the distinct storages
    (several saved views of one storage count once) that are not parameters. This is exactly the
-   activation memory held between forward and backward. For the reversible stack it is what
-   :class:`~pdeblocks.layers.hyperbolic.ReversibleStack` saves (the final two states).
+   activation memory autograd holds between forward and backward. The reversible steps
+   (:class:`~pdeblocks.layers.hyperbolic.ReversibleStep`) save nothing through autograd: they keep
+   only the final two states (aliases of the stack's outputs, one input-sized tensor each) in a
+   shared object, so this column reads 0 for them and the profiler peak is the measure to compare.
 2. **profiler peak** — ``torch.profiler`` with ``profile_memory=True`` records the CPU bytes
    allocated minus freed by every op (its *self* usage, children excluded) and by allocations
    outside ops; their running sum in start-time order is the live memory of the step and its
@@ -20,7 +22,7 @@ Activation memory, two measurements of the same training step:
    so the peak excludes parameters and their gradients: it is the peak of activations and
    temporaries.
 
-Time: median of 7 interleaved repeats (reversible, plain, reversible, …) of the whole training step.
+Time: median of 9 interleaved repeats (reversible, plain, reversible, …) of the whole training step.
 
 Run: ``PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/bench_reversible.py``; writes
 ``benchmarks/results/bench_reversible.md`` and ``.json``.
@@ -40,8 +42,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from pdeblocks.layers.hyperbolic import HamiltonianBlock, HyperbolicBlock  # noqa: E402
 
 DEPTHS = (8, 64)
-SHAPE = (4, 16, 32, 32)
-REPEATS = 7
+SHAPE = (4, 32, 32, 32)  # batch 4 at the width and resolution of the first Ruthotto–Haber CIFAR unit
+REPEATS = 9
 
 
 def make(kind: str, depth: int, reversible: bool) -> nn.Module:

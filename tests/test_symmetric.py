@@ -189,6 +189,33 @@ def test_cached_bound_never_goes_stale(edit):
     assert abs(after - before) > 1e-3 * before
 
 
+def test_small_changes_reuse_the_bound_rigorously():
+    """Below the refresh threshold the bound is B(W₀) + Σ‖ΔW_j‖_F: still above the true norm."""
+    from pdeblocks.ops import power_iteration_norm
+    torch.manual_seed(0)
+    blk = SymmetricResidual(6, dim=1, boundary='reflect').double()
+    b0 = float(blk.norm_bound())
+    assert blk.bound.recomputations == 1
+    for step in range(20):  # many small steps accumulate against W₀, never against the last step
+        with torch.no_grad():
+            blk.weight.add_(torch.randn_like(blk.weight) * 2e-5)
+        b = float(blk.norm_bound())
+        true = float(power_iteration_norm(blk.weight, 'reflect', [12], iters=2000, tol=1e-14))
+        assert b >= true
+        assert b >= b0
+    assert blk.bound.recomputations == 1
+    with torch.no_grad():
+        blk.weight.mul_(1.5)  # beyond 2%: recomputed
+    assert abs(float(blk.norm_bound()) - float(norm_bound(blk.weight, 'reflect'))) < 1e-9
+    assert blk.bound.recomputations == 2
+    strict = SymmetricResidual(6, dim=1, bound_refresh=0.0)
+    strict.norm_bound()
+    with torch.no_grad():
+        strict.weight.add_(1e-7)
+    strict.norm_bound()
+    assert strict.bound.recomputations == 2
+
+
 # ------------------------------------------------------------------------------------------ contract
 
 def test_half_the_parameters():

@@ -10,8 +10,9 @@ the rigorous bound), so the recurrence needs no knowledge of the data:
 
 * ``solver='chebyshev'`` (default): Chebyshev semi-iteration on [1, 1 + τLB²] — the FSI-type
   momentum recurrence x_{k+1} = x_k + d_k, r_{k+1} = r_k − M d_k,
-  d_{k+1} = ρ_{k+1}ρ_k d_k + (2ρ_{k+1}/δ) r_{k+1}; error reduction ≈ ((√κ − 1)/(√κ + 1))^k,
-  κ = 1 + τLB².
+  d_{k+1} = ρ_{k+1}ρ_k d_k + (2ρ_{k+1}/δ) r_{k+1} (centre θ = (1 + κ)/2, half-width δ = (κ − 1)/2,
+  ρ₀ = δ/θ, ρ_{k+1} = 1/(2θ/δ − ρ_k), d₀ = r₀/θ); error reduction ≈ ((√κ − 1)/(√κ + 1))^k,
+  κ = 1 + τLB² (about 120 iterations to 1e-6 at τ = 100× the explicit limit).
 * ``solver='richardson'``: the damped fixed point x ← (1 − ω)x + ω(u⁰ − τ A x), ω = 2/(2 + τLB²),
   error reduction ((κ − 1)/(κ + 1))^k.
 
@@ -33,9 +34,11 @@ Gradients (``gradient=``):
   grows with the number of iterations (every iterate's K x and G ⊙ K x are saved).
 * ``'implicit'``: the solve runs without a graph; backward solves the adjoint system
   Mᵀ v = ∂ℓ/∂u (M is symmetric, so the same solver) and back-propagates v through one application
-  of u⁰ − τKᵀG(u⁰)K u. Memory of one iteration; exact for the solution of the system, so the
-  gradient error is of the order of the residuals of the forward and adjoint solves
-  (only with ``outer_iterations=1``).
+  of u⁰ − τKᵀG(u⁰)K u (including the dependence of G on u⁰). The adjoint solve uses the same
+  ``tol`` and ``max_iterations``. Memory of one iteration; exact for the solution of the system,
+  so the gradient error is of the order of the residuals of the forward and adjoint solves
+  (tested against a dense solve to 1e-6). Only with ``outer_iterations=1``; not under TorchScript
+  (scripted modules use the unrolled path).
 """
 import math
 import warnings
@@ -176,7 +179,7 @@ class ImplicitBlock(LaggedDiffusion):
                 r = r - self.system(d, g, tau)
                 iterations += 1
                 residual = self.relative_residual(r, rhs_norm)
-                if check and float(residual) <= self.tol:
+                if check and float(residual.detach()) <= self.tol:
                     break
                 rho_next = 1.0 / (2.0 * sigma - rho)
                 d = (rho_next * rho) * d + (2.0 * rho_next / half_width.clamp_min(1e-30)) * r
@@ -188,7 +191,7 @@ class ImplicitBlock(LaggedDiffusion):
                 r = rhs - self.system(x, g, tau)
                 iterations += 1
                 residual = self.relative_residual(r, rhs_norm)
-                if check and float(residual) <= self.tol:
+                if check and float(residual.detach()) <= self.tol:
                     break
         return x, iterations, residual
 

@@ -54,7 +54,8 @@ class MultigridCycle(nn.Module):
         channels: C, channels of u and f.
         operator: ``'poisson'`` (−Δ_h with ``spacing`` h), a stencil weight ``[C, C, k, …]``, or
             ``'gram'``: A = σI + KᵀK with K ``[H, C, k, …]`` trainable, initialised to the forward
-            differences along each axis (so A starts as σI − Δ, the implicit diffusion matrix).
+            differences along each axis (so A starts as σI − Δ_h, the implicit diffusion matrix);
+            K is the full convolution for ``'zeros'`` (Dirichlet), see :class:`~pdeblocks.ops.multigrid.GramOperator`.
         kernel_size, hidden_channels: K's size and H for ``'gram'`` (default k = 3, H = dim·C).
         shift: σ ≥ 0 for ``'gram'``.
         boundary: ``'zeros'`` (Dirichlet, sizes 2^(levels−1)·m − 1) or ``'circular'`` (periodic).

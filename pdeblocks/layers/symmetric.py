@@ -15,7 +15,7 @@ Stability modes (``stability=``):
 
 In both stable modes τ = sigmoid(θ) · 2/(L·B²), B ≥ ‖K‖₂ a rigorous bound
 (:func:`pdeblocks.ops.norms.norm_bound`), so no optimizer step can leave the stable region.
-B is recomputed whenever the weight differs (bitwise) from the one it was computed for.
+B follows every change of the weight (see :class:`OperatorNormBound`); it carries no gradient.
 """
 import math
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -26,7 +26,7 @@ from timm.layers import DropPath
 from timm.models import register_notrace_function, register_notrace_module
 
 from ..ops.conv import check_boundary, check_kernel_size, check_signal, conv, conv_adjoint
-from ..ops.norms import bound_settings, symbol_norm_sup
+from ..ops.norms import bound_settings, symbol_norm_sup, tap_norm_sum
 from .flux import Flux, ReLUFlux, create_flux, flux_constants
 from .registry import register_block
 
@@ -51,20 +51,31 @@ def check_input(u: torch.Tensor, weight: torch.Tensor, boundary: str) -> torch.T
 class OperatorNormBound(nn.Module):
     """B(W) ≥ ‖K_W‖₂ for every signal size: Gram iteration on the symbol over an N-grid × Szegő factor.
 
-    Caches B with a copy of the weight it was computed for and recomputes whenever the weight
-    differs bitwise (after an optimizer step, ``load_state_dict``, ``.data`` edits, ``.to()``), so
-    it can never go stale. Under TorchScript it recomputes on every call.
+    The full bound B(W₀) is cached with a copy of W₀. For the current weight W,
+
+        ‖K_W‖ ≤ ‖K_W₀‖ + ‖K_{W−W₀}‖ ≤ B(W₀) + c·Σ_j ‖W_j − W₀_j‖_F        (c = 2^{d/2} for reflect, else 1),
+
+    which costs O(weights); when that slack exceeds ``refresh``·B(W₀) the full bound is recomputed
+    at W. The returned value is therefore rigorous for the current weights whatever changed them
+    (optimizer steps, ``load_state_dict``, ``.data`` edits, ``.to()``), and at most (1 + refresh)
+    looser than a fresh bound. ``refresh=0`` recomputes on every change. Under TorchScript the
+    full bound is recomputed on every call.
     """
 
     __jit_ignored_attributes__ = ['_cache_weight', '_cache_value']
 
     def __init__(self, kernel_size: List[int], boundary: str, grid: Optional[int] = None,
-                 gram_steps: int = 5, interp_slack: float = 1.1):
+                 gram_steps: int = 5, interp_slack: float = 1.1, refresh: float = 0.02):
         super().__init__()
         if gram_steps < 1:
             raise ValueError(f"gram_steps must be ≥ 1, got {gram_steps}")
+        if refresh < 0:
+            raise ValueError(f"refresh must be ≥ 0, got {refresh}")
         self.grid, self.factor = bound_settings(kernel_size, boundary, grid, interp_slack)
+        self.padding_factor = 2.0 ** (len(kernel_size) / 2.0) if boundary == 'reflect' else 1.0
         self.gram_steps = gram_steps
+        self.refresh = refresh
+        self.recomputations = 0  # how often the full bound was computed (for benchmarks)
         self._cache_weight: Optional[torch.Tensor] = None
         self._cache_value: Optional[torch.Tensor] = None
 
@@ -76,11 +87,18 @@ class OperatorNormBound(nn.Module):
         w = weight.detach()
         if w.is_meta:
             return self.compute(w)
-        c = self._cache_weight
-        if (c is None or c.shape != w.shape or c.dtype != w.dtype or c.device != w.device
-                or not torch.equal(c, w)):
-            self._cache_value = self.compute(w)
-            self._cache_weight = w.clone()
+        c, value = self._cache_weight, self._cache_value
+        if c is not None and value is not None and c.shape == w.shape and c.dtype == w.dtype \
+                and c.device == w.device:
+            if torch.equal(c, w):
+                return value
+            # 1e-5: rounding of the difference and the norms (float32), far below any refresh
+            slack = tap_norm_sum(w - c) * (self.padding_factor * (1.0 + 1e-5))
+            if float(slack) <= self.refresh * float(value):
+                return value + slack
+        self.recomputations += 1
+        self._cache_value = self.compute(w)
+        self._cache_weight = w.clone()
         return self._cache_value
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
@@ -89,7 +107,7 @@ class OperatorNormBound(nn.Module):
         return self.cached(weight)
 
     def extra_repr(self) -> str:
-        return f"grid={self.grid}, gram_steps={self.gram_steps}, factor={self.factor:.4f}"
+        return f"grid={self.grid}, gram_steps={self.gram_steps}, factor={self.factor:.4f}, refresh={self.refresh}"
 
 
 def _resolve_flux(flux: Union[str, nn.Module, Callable[..., nn.Module]], channels: int, contrast: float,
@@ -127,7 +145,8 @@ class SymmetricResidual(nn.Module):
         weight: optional initial kernel ``[H, C, *k]``, e.g. a finite-difference stencil.
         trainable_weight: whether K is trained.
         drop_path: stochastic depth on the update τKᵀΦ (dropping it keeps the step stable).
-        grid, gram_steps, interp_slack: settings of the norm bound (see :class:`OperatorNormBound`).
+        grid, gram_steps, interp_slack, bound_refresh: settings of the norm bound (see
+            :class:`OperatorNormBound`).
 
     Input: ``[B, C, *spatial]`` float; output: same shape and dtype.
 
@@ -153,6 +172,7 @@ class SymmetricResidual(nn.Module):
             grid: Optional[int] = None,
             gram_steps: int = 5,
             interp_slack: float = 1.1,
+            bound_refresh: float = 0.02,
             device=None,
             dtype=None,
     ):
@@ -215,7 +235,8 @@ class SymmetricResidual(nn.Module):
         else:
             self.step_param = nn.Parameter(torch.tensor(math.log(step_init / (1.0 - step_init)),
                                                         device=device, dtype=dtype))
-        self.bound = OperatorNormBound(ks, boundary, grid=grid, gram_steps=gram_steps, interp_slack=interp_slack)
+        self.bound = OperatorNormBound(ks, boundary, grid=grid, gram_steps=gram_steps, interp_slack=interp_slack,
+                                       refresh=bound_refresh)
         if isinstance(drop_path, nn.Module):
             self.drop_path = drop_path
         else:

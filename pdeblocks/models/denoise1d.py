@@ -131,7 +131,7 @@ class Denoiser1D(_Skeleton1D, tags=['denoising', 'symmetric-resnet', 'nonlinear-
 
     f ∈ [B, 1, L] → unshuffle by s → lift (conv s→C) → ``blocks`` × [u − τKᵀΦ(Ku)] (K: C→H,
     kernel k, Neumann boundary, :class:`~pdeblocks.layers.flux.LearnedFlux` with g ∈ [0, 1],
-    Euclidean stability) → project (conv C→s) → shuffle → f − R(f).
+    Euclidean stability, or ``stability='none'``: a free step, no guarantee) → project (conv C→s) → shuffle → f − R(f).
 
     Minimum length: ``scale · kernel_size`` samples; any longer length works (padded by edge
     replication to a multiple of ``scale`` internally, cropped back).
@@ -141,13 +141,15 @@ class Denoiser1D(_Skeleton1D, tags=['denoising', 'symmetric-resnet', 'nonlinear-
 
     def __init__(self, scale: int = 8, channels: int = 32, hidden_channels: int = 32, blocks: int = 8,
                  kernel_size: int = 5, knots: int = 16, contrast: float = 1.0, support: float = 4.0,
-                 step_init: float = 0.5):
+                 step_init: float = 0.5, stability: str = 'euclidean'):
         super().__init__()
+        if stability not in ('euclidean', 'none'):
+            raise ValueError(f"stability must be 'euclidean' or 'none' (nonmonotone fluxes), got {stability!r}")
         self.build_skeleton(scale, channels, kernel_size)
         self.blocks = nn.ModuleList([
             SymmetricResidual(channels, hidden_channels, kernel_size, dim=1,
                               flux=LearnedFlux(hidden_channels, contrast=contrast, knots=knots, support=support),
-                              boundary='neumann', stability='euclidean', step_init=step_init)
+                              boundary='neumann', stability=stability, step_init=step_init)
             for _ in range(blocks)])
 
 

@@ -1,10 +1,12 @@
 """Discrete operators: convolutions with exact adjoints, finite-difference stencils, norm bounds."""
 from .conv import BOUNDARIES, check_signal, conv, conv_adjoint, min_signal_size
-from .norms import bound_settings, gram_spectral_bound, norm_bound, power_iteration_norm, symbol_norm_sup
+from .norms import (
+    bound_settings, gram_spectral_bound, norm_bound, power_iteration_norm, symbol_norm_sup, tap_norm_sum,
+)
 from .stencils import difference_stencil
 
 __all__ = [
     'BOUNDARIES', 'check_signal', 'conv', 'conv_adjoint', 'min_signal_size',
-    'bound_settings', 'gram_spectral_bound', 'norm_bound', 'power_iteration_norm', 'symbol_norm_sup',
+    'bound_settings', 'gram_spectral_bound', 'norm_bound', 'power_iteration_norm', 'symbol_norm_sup', 'tap_norm_sum',
     'difference_stencil',
 ]

@@ -102,6 +102,18 @@ def symbol_norm_sup(weight: torch.Tensor, grid: int, gram_steps: int) -> torch.T
         return gram_spectral_bound(symbol, gram_steps).amax() * margin
 
 
+def tap_norm_sum(weight: torch.Tensor) -> torch.Tensor:
+    """Σ_j ‖W_j‖_F over the kernel taps: a cheap (O(weights)) but loose bound on the symbol sup.
+
+    sup_ω ‖Σ_j W_j e^{-i⟨ω,j⟩}‖₂ ≤ Σ_j ‖W_j‖₂ ≤ Σ_j ‖W_j‖_F. Used to bound ‖K_W − K_W₀‖ for a small
+    change of weights (see :class:`pdeblocks.layers.symmetric.OperatorNormBound`).
+    """
+    with torch.no_grad():
+        w = weight.detach()
+        w = w if w.dtype == torch.float64 else w.float()
+        return w.flatten(2).norm(dim=(0, 1)).sum()
+
+
 def norm_bound(
         weight: torch.Tensor,
         boundary: str = 'neumann',

@@ -54,6 +54,12 @@ register_recipe(Recipe(
     description='symmetric ResNet denoiser, learned nonmonotone fluxes, blind σ ∈ [0.04, 0.25]'))
 
 register_recipe(Recipe(
+    name='denoiser-1d-free-step', task='denoise', architecture='denoiser_1d',
+    model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16, stability='none'),
+    seed=0, steps=1000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100, published=False,
+    description='ablation: the symmetric ResNet with free (unconstrained) step sizes'))
+
+register_recipe(Recipe(
     name='denoiser-1d-standard', task='denoise', architecture='standard_resnet_1d',
     model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16),
     seed=0, steps=1200, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100, published=False,
@@ -65,6 +71,13 @@ register_recipe(Recipe(
     seed=0, steps=2000, batch_size=32, length=256, lr=3e-3, warmup=50, train_signals=512,
     kinds=('piecewise_constant', 'piecewise_smooth'), sigma_min=0.05, sigma_max=0.1,
     description='16 learned explicit steps (FED-initialised, 4 cycles of 4) reproducing Perona–Malik diffusion (λ = 0.1) to T = 10'))
+
+register_recipe(Recipe(
+    name='denoiser-1d-multigrid', task='denoise', architecture='multigrid_denoiser_1d',
+    model_kwargs=dict(channels=12, levels=3, kernel_size=5, pre_smooth=2, post_smooth=2, coarse_steps=2, cycle='V',
+                      flux='learned'),
+    seed=0, steps=800, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100,
+    description='multigrid U-net (V-cycle of symmetric steps, 3 grids) as a blind denoiser'))
 
 
 def get_recipe(name: str) -> Recipe:

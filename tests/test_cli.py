@@ -1,0 +1,211 @@
+"""The ``pdeblocks`` command line: file formats, bad input (exit 2, one line, no partial output), train/resume,
+torchrun smoke run, publish --dry-run, demo."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pdeblocks.cli import main
+from pdeblocks.data import make_signals
+from pdeblocks.hub import from_pretrained
+from pdeblocks.signal_io import read_signals
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([sys.executable, '-m', 'pdeblocks.cli', *map(str, args)], env=ENV, capture_output=True,
+                          text=True, timeout=kw.pop('timeout', 120), cwd=kw.pop('cwd', None))
+
+
+@pytest.fixture(scope='module')
+def signals():
+    return make_signals('piecewise_constant', 'test', 3, 256, 0.1).noisy.astype(np.float64)
+
+
+def _write(path: Path, arr: np.ndarray):
+    if path.suffix == '.npy':
+        np.save(path, arr)
+    else:
+        np.savetxt(path, np.atleast_2d(arr), delimiter=',' if path.suffix == '.csv' else ' ', fmt='%.9g')
+
+
+@pytest.mark.parametrize('suffix', ['.npy', '.csv', '.txt'])
+@pytest.mark.parametrize('many', [False, True])
+def test_denoise_formats(tmp_path, signals, suffix, many, capsys):
+    arr = signals if many else signals[0]
+    src, dst = tmp_path / f'in{suffix}', tmp_path / f'out{suffix}'
+    _write(src, arr)
+    assert main(['denoise', str(src), str(dst)]) == 0
+    out = read_signals(dst)
+    assert out.shape == np.atleast_2d(arr).shape
+    model = from_pretrained('denoiser-1d')
+    with torch.no_grad():
+        expect = model(torch.from_numpy(np.atleast_2d(arr)).float()[:, None])[:, 0].double().numpy()
+    np.testing.assert_allclose(out, expect, atol=2e-6)
+    assert 'denoised' in capsys.readouterr().out
+
+
+def test_single_column_is_one_signal(tmp_path, signals):
+    src, dst = tmp_path / 'in.csv', tmp_path / 'out.csv'
+    np.savetxt(src, signals[0][:, None], delimiter=',')
+    assert main(['denoise', str(src), str(dst)]) == 0
+    assert read_signals(dst).shape == (1, 256)
+
+
+def test_denoise_plot_and_sigma(tmp_path, signals):
+    src, dst, png = tmp_path / 'in.npy', tmp_path / 'out.npy', tmp_path / 'p.png'
+    np.save(src, signals)
+    assert main(['denoise', str(src), str(dst), '--sigma', '0.1', '--plot', str(png)]) == 0
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+BAD_INPUTS = {
+    'empty.csv': '',
+    'blank.txt': '\n\n   \n',
+    'ragged.csv': '0.1,0.2,0.3\n0.1,0.2\n',
+    'text.csv': '0.1,abc,0.3\n',
+    'nan.txt': '0.1 nan 0.3 0.4\n',
+    'inf.csv': '0.1,inf,0.3\n',
+    'short.csv': '0.1,0.2,0.3\n',
+}
+
+
+@pytest.mark.parametrize('name', sorted(BAD_INPUTS))
+def test_bad_input_files(tmp_path, name, capsys):
+    src, dst = tmp_path / name, tmp_path / ('out' + Path(name).suffix)
+    src.write_text(BAD_INPUTS[name])
+    assert main(['denoise', str(src), str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('pdeblocks: error: ') and err.count('\n') == 1 and 'Traceback' not in err
+    assert not dst.exists() and sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+@pytest.mark.parametrize('args,match', [
+    (['--model', 'no-such-model'], 'cannot load model'),
+    (['--model', 'diffusion-1d-perona-malik'], 'is a diffusion model'),
+    (['--sigma', '-1'], '--sigma must be a positive number'),
+])
+def test_bad_options(tmp_path, signals, args, match, capsys):
+    src, dst = tmp_path / 'in.npy', tmp_path / 'out.npy'
+    np.save(src, signals)
+    assert main(['denoise', str(src), str(dst), *args]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count('\n') == 1 and not dst.exists()
+
+
+def test_bad_npy_and_extensions(tmp_path, capsys):
+    obj = tmp_path / 'obj.npy'
+    np.save(obj, np.array([{'a': 1}], dtype=object), allow_pickle=True)
+    assert main(['denoise', str(obj), str(tmp_path / 'o.npy')]) == 2
+    assert main(['denoise', str(tmp_path / 'missing.csv'), str(tmp_path / 'o.csv')]) == 2
+    good = tmp_path / 'g.npy'
+    np.save(good, np.zeros((2, 64)))
+    assert main(['denoise', str(good), str(tmp_path / 'o.json')]) == 2
+    np.save(good, np.zeros((2, 3, 64)))
+    assert main(['denoise', str(good), str(tmp_path / 'o.npy')]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4 and all(ln.startswith('pdeblocks: error: ') for ln in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['g.npy', 'obj.npy']
+
+
+def test_entry_point_error_is_one_line_exit_2(tmp_path):
+    src = tmp_path / 'bad.csv'
+    src.write_text('1,2\n3\n')
+    proc = run_cli('denoise', src, tmp_path / 'out.csv')
+    assert proc.returncode == 2 and proc.stdout == ''
+    assert proc.stderr.count('\n') == 1 and 'ragged rows' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_diffuse(tmp_path, signals, capsys):
+    src, dst = tmp_path / 'in.txt', tmp_path / 'out.txt'
+    _write(src, signals)
+    assert main(['diffuse', str(src), str(dst), '--time', '10']) == 0
+    out = read_signals(dst)
+    model = from_pretrained('diffusion-1d-perona-malik')
+    with torch.no_grad():
+        expect = model(torch.from_numpy(signals).float()[:, None])[:, 0].double().numpy()
+    np.testing.assert_allclose(out, expect, atol=2e-6)
+    np.testing.assert_allclose(out.sum(-1), signals.sum(-1), rtol=1e-4)  # Neumann: mass kept
+    # twice the model's time: applied twice
+    assert main(['diffuse', str(src), str(dst), '--time', '20']) == 0
+    assert main(['diffuse', str(src), str(tmp_path / 'x.txt'), '--time', '7']) == 2
+    assert 'positive multiple' in capsys.readouterr().err and not (tmp_path / 'x.txt').exists()
+    assert main(['diffuse', str(src), str(dst), '--time', '7', '--method', 'fed']) == 0
+    assert read_signals(dst).shape == signals.shape
+
+
+def test_demo_prints_table_and_writes_png(tmp_path, capsys):
+    png = tmp_path / 'demo.png'
+    assert main(['demo', '--plot', str(png), '--count', '2']) == 0
+    out = capsys.readouterr().out
+    assert '| total variation' in out and '| oracle' in out and '| denoiser-1d' in out
+    assert png.read_bytes()[:4] == b'\x89PNG'
+
+
+def test_train_resume_and_checkpoint(tmp_path):
+    out = tmp_path / 'run'
+    assert main(['train', 'diffusion-1d-perona-malik', '--out', str(out), '--steps', '2', '--no-eval']) == 0
+    state = json.loads((out / 'checkpoint.json').read_text())
+    assert state['step'] == 2 and not list(out.glob('*.tmp*'))
+    assert main(['train', 'diffusion-1d-perona-malik', '--out', str(out), '--steps', '4', '--no-eval',
+                 '--resume']) == 0
+    assert json.loads((out / 'checkpoint.json').read_text())['step'] == 4
+    res = json.loads((out / 'eval.json').read_text())
+    assert res['steps'] == 4
+    m = from_pretrained(out / 'model')
+    assert m.architecture == 'diffusion_1d'
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    """2 + 2 steps with --resume give bitwise the weights of 4 uninterrupted steps (deterministic data)."""
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    common = ['train', 'diffusion-1d-perona-malik', '--no-eval']
+    assert main([*common, '--out', str(a), '--steps', '4']) == 0
+    assert main([*common, '--out', str(b), '--steps', '2']) == 0
+    assert main([*common, '--out', str(b), '--steps', '4', '--resume']) == 0
+    ma, mb = from_pretrained(a / 'model'), from_pretrained(b / 'model')
+    for (ka, va), (kb, vb) in zip(ma.state_dict().items(), mb.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_unknown_recipe(capsys):
+    assert main(['train', 'no-such-recipe']) == 2
+    assert 'unknown recipe' in capsys.readouterr().err
+
+
+def test_torchrun_two_processes(tmp_path):
+    out = tmp_path / 'ddp'
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=0',
+                           '-m', 'pdeblocks.cli', 'train', 'diffusion-1d-perona-malik', '--out', str(out),
+                           '--steps', '3', '--no-eval'], env=ENV, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((out / 'eval.json').read_text())
+    assert res['world_size'] == 2 and res['steps'] == 3
+    from_pretrained(out / 'model')
+
+
+def test_publish_dry_run(tmp_path, capsys):
+    out = tmp_path / 'hub'
+    assert main(['publish', 'denoiser-1d', '--repo-id', 'pdeblocks/denoiser-1d', '--dry-run', '--out', str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ['README.md', 'config.json', 'eval.json', 'examples.png', 'flux.png', 'model.safetensors']
+    card = (out / 'README.md').read_text()
+    assert card.startswith('---\n') and 'library_name: pdeblocks' in card and 'model-index' in card
+    ev = json.loads((out / 'eval.json').read_text())
+    # the model-index numbers are the evaluation's, not typed by hand
+    psnr = ev['evaluation']['table']['piecewise_constant']['0.1']['model']
+    assert f'value: {round(psnr, 2)}' in card
+    from_pretrained(out)
+    assert main(['publish', 'nope', '--repo-id', 'a/b', '--dry-run', '--out', str(tmp_path / 'x')]) == 2
+
+
+def test_list(capsys):
+    assert main(['list']) == 0
+    assert 'denoiser-1d' in capsys.readouterr().out.split()

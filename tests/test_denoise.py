@@ -1,0 +1,114 @@
+"""The 1D model classes: shapes, minimum length, stability of the symmetric steps, parameter budgets,
+and the bundled models' quality against independent baselines."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pdeblocks.data import make_signals, psnr
+from pdeblocks.data import reference as ref
+from pdeblocks.hub import from_pretrained
+from pdeblocks.layers.symmetric import SymmetricResidual
+from pdeblocks.models.denoise1d import Denoiser1D, Diffusion1D, StandardResNet1D
+from pdeblocks.ops.schedules import fed_step_sizes
+from pdeblocks.train.baselines import tv_denoise
+
+
+@pytest.mark.parametrize('length', [40, 41, 47, 256, 1000])
+def test_shapes_any_length_from_minimum(length):
+    m = Denoiser1D(scale=8, channels=8, hidden_channels=8, blocks=2, kernel_size=5)
+    assert m.min_length == 40
+    x = torch.rand(2, 1, length)
+    assert m(x).shape == x.shape
+    s = StandardResNet1D(scale=8, channels=8, hidden_channels=8, blocks=2, kernel_size=5)
+    assert s(x).shape == x.shape
+
+
+def test_minimum_length_and_bad_shapes():
+    m = Denoiser1D(scale=4, channels=4, hidden_channels=4, blocks=1, kernel_size=3)
+    with pytest.raises(ValueError, match='length ≥ 12'):
+        m(torch.rand(1, 1, 11))
+    for bad in (torch.rand(4, 100), torch.rand(1, 3, 100), torch.zeros(1, 1, 100, dtype=torch.long),
+                torch.zeros(0, 1, 100)):
+        with pytest.raises(ValueError):
+            m(bad)
+
+
+def test_initial_model_is_identity():
+    m = Denoiser1D(scale=4, channels=8, hidden_channels=8, blocks=2)
+    x = torch.rand(3, 1, 123)
+    torch.testing.assert_close(m(x), x)
+
+
+def test_symmetric_steps_are_euclidean_stable_under_adversarial_weights():
+    torch.manual_seed(0)
+    m = Denoiser1D(scale=4, channels=8, hidden_channels=12, blocks=3, kernel_size=5)
+    steps = [b for b in m.blocks if isinstance(b, SymmetricResidual)]
+    assert len(steps) == 3 and all(b.stability == 'euclidean' and b.bias is None for b in steps)
+    with torch.no_grad():
+        for b in steps:
+            b.weight.mul_(1e3).add_(torch.randn_like(b.weight) * 50)
+            b.step_param.fill_(30.0)  # step at the limit
+            b.flux.knot_logits.copy_(torch.randn_like(b.flux.knot_logits) * 10)  # wild nonmonotone flux
+    for b in steps:
+        u = torch.randn(16, 8, 64) * 100
+        ratio = torch.linalg.vector_norm(b(u).flatten(1), dim=1) / torch.linalg.vector_norm(u.flatten(1), dim=1)
+        assert float(ratio.max()) <= 1.0 + 1e-5
+
+
+def _block_params(c, h, k, knots):
+    return h * c * k + h * knots + 1  # shared K, flux knots, step parameter
+
+
+def test_parameter_counts_and_standard_resnet_has_twice_the_block_weights():
+    c, h, k, kn, blocks, s = 32, 32, 5, 16, 8, 8
+    m = Denoiser1D(scale=s, channels=c, hidden_channels=h, blocks=blocks, kernel_size=k, knots=kn)
+    skeleton = (s * c * k + c) + (c * s * k + s)
+    assert m.parameter_count() == blocks * _block_params(c, h, k, kn) + skeleton
+    std = StandardResNet1D(scale=s, channels=c, hidden_channels=h, blocks=blocks, kernel_size=k, knots=kn)
+    std_blocks = blocks * (2 * h * c * k + h + h * kn)
+    assert std.parameter_count() == std_blocks + skeleton
+    conv_sym = blocks * h * c * k
+    assert std_blocks - blocks * (h + h * kn) == 2 * conv_sym
+
+
+def test_diffusion_model_initialisation_is_the_fed_schedule():
+    m = Diffusion1D(layers=12, time=6.0, cycles=3)
+    taus = [float(s.step_size()) for s in m.steps]
+    expect = fed_step_sizes(4, 3 * 6.0 / (3 * 20)) * 3
+    np.testing.assert_allclose(taus, expect, rtol=1e-6)
+    assert math.isclose(sum(taus), 6.0, rel_tol=1e-5)
+    for s in m.steps:
+        assert not s.weight.requires_grad
+        torch.testing.assert_close(s.weight, torch.tensor([[[-1.0, 1.0]]]))
+    # at initialisation the network is the (non-lagged) FED scheme with a learned-flux approximation of PM
+    f = torch.from_numpy(make_signals('piecewise_smooth', 'test', 2, 128, 0.05).noisy).double()[:, None]
+    flux = ref.make_flux('perona_malik', 0.1)
+    fed = ref.fed(f, flux, 6.0, 4, 3, lagged=False)
+    err = ref.relative_error(m(f.float()).double(), fed).max()
+    assert float(err) < 0.05
+
+
+# ---------------------------------------------------------------- bundled models
+def test_bundled_denoiser_beats_tv_and_budget():
+    m = from_pretrained('denoiser-1d')
+    assert m.parameter_count() <= 65_000
+    s = make_signals('piecewise_constant', 'test', 8, 1024, 0.1, offset=100)
+    with torch.no_grad():
+        out = m(torch.from_numpy(s.noisy)[:, None])[:, 0].numpy()
+    f = torch.from_numpy(s.noisy).double()
+    best_tv = max(psnr(tv_denoise(f, w).numpy(), s.clean).mean() for w in (0.25, 0.35, 0.45))  # TV's best on these
+    assert psnr(out, s.clean).mean() > best_tv + 1.0
+
+
+def test_bundled_diffusion_beats_fed_cycle():
+    m = from_pretrained('diffusion-1d-perona-malik')
+    n, T = len(m.steps), m.time
+    flux = ref.make_flux('perona_malik', 0.1)
+    f = torch.from_numpy(make_signals('piecewise_constant', 'test', 6, 512, 0.08, offset=200).noisy).double()[:, None]
+    r = ref.fine_reference(f, flux, T)
+    with torch.no_grad():
+        e_model = ref.relative_error(m(f.float()).double(), r).mean()
+    e_fed = ref.relative_error(ref.fed(f, flux, T, n), r).mean()
+    assert float(e_model) <= 0.5 * float(e_fed)
