@@ -90,11 +90,13 @@ def _make_layer_and_input(seed: int = 0):
     return layer, x
 
 
-def _fwd_bwd(layer: nn.Module, x: torch.Tensor) -> float:
+def _fwd_bwd(layer: nn.Module, x: torch.Tensor):
+    """Time one forward + backward; returns (seconds, output, input gradient)."""
+    x.grad = None
     t0 = time.perf_counter()
     y = layer(x)
     y.square().mean().backward()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, y.detach(), x.grad
 
 
 def _rss_kib(field: str) -> int:
@@ -105,7 +107,8 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(field)
 
 
-def _memory_child(which: str) -> None:
+def _memory_child(which: str, threads: int) -> None:
+    torch.set_num_threads(threads)
     layer, x = _make_layer_and_input()
     net = layer if which == 'ours' else reference_cde_layer(layer)
     base = _rss_kib('VmRSS:')
@@ -114,7 +117,7 @@ def _memory_child(which: str) -> None:
 
 
 def _peak_memory(which: str) -> float:
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), '_memchild', which],
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), '_memchild', which, str(torch.get_num_threads())],
                          capture_output=True, text=True, check=True, env=dict(os.environ))
     return json.loads(out.stdout.strip().splitlines()[-1])['peak_extra_mib']
 
@@ -122,18 +125,18 @@ def _peak_memory(which: str) -> float:
 def bench_speed(repeats: int = 3) -> str:
     layer, x = _make_layer_and_input()
     ref = reference_cde_layer(layer)
-    # same outputs and gradients (no ties in random data)
-    y, y_ref = layer(x), ref(x)
-    g, g_ref = torch.autograd.grad(y.sum(), x), torch.autograd.grad(y_ref.sum(), x)
-    max_out = (y - y_ref).abs().max().item()
-    max_grad = (g[0] - g_ref[0]).abs().max().item()
     _fwd_bwd(layer, x)  # warm-up
     t_ours, t_ref = [], []
+    max_out = max_grad = 0.0
     for _ in range(repeats):  # interleaved
-        x.grad = None
-        t_ours.append(_fwd_bwd(layer, x))
-        x.grad = None
-        t_ref.append(_fwd_bwd(ref, x))
+        t, y, g = _fwd_bwd(layer, x)
+        t_ours.append(t)
+        t, y_ref, g_ref = _fwd_bwd(ref, x)
+        t_ref.append(t)
+        # same outputs and gradients (no ties in random data)
+        max_out = max(max_out, (y - y_ref).abs().max().item())
+        max_grad = max(max_grad, (g - g_ref).abs().max().item())
+        print(f'ours {t_ours[-1]:.3f} s, reference {t_ref[-1]:.3f} s', flush=True)
     m_ours, m_ref = _peak_memory('ours'), _peak_memory('unfold')
     ours, refm = statistics.median(t_ours), statistics.median(t_ref)
     c = SPEED_CFG
@@ -296,14 +299,17 @@ def bench_digits(epochs: int = 8) -> str:
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == '_memchild':
-        _memory_child(sys.argv[2])
+    if len(sys.argv) > 3 and sys.argv[1] == '_memchild':
+        _memory_child(sys.argv[2], int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('section', choices=['speed', 'rotation', 'digits', 'all'])
     parser.add_argument('--repeats', type=int, default=3)
     parser.add_argument('--epochs', type=int, default=8)
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch intra-op threads (default 1: robust timings on a shared, oversubscribed CPU)')
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.section in ('speed', 'all'):
         bench_speed(args.repeats)
     if args.section in ('rotation', 'all'):

@@ -97,6 +97,13 @@ def profiler_peak_bytes(block: nn.Module, x: torch.Tensor) -> int:
     return peak
 
 
+def ratio(small: float, large: float) -> str:
+    """'large/small ×' with both values, or 'none saved' when both are 0."""
+    if small == 0:
+        return 'none saved (0 → 0)' if large == 0 else f'0 → {large:.3f} MiB'
+    return f'{large / small:.2f}× ({small:.3f} → {large:.3f} MiB)'
+
+
 def main() -> None:
     torch.set_num_threads(1)
     x = torch.randn(SHAPE)
@@ -132,8 +139,8 @@ def main() -> None:
     for kind in ('hyperbolic', 'hamiltonian'):
         for mode in ('reversible', 'plain autograd'):
             a, b = key[(kind, DEPTHS[0], mode)], key[(kind, DEPTHS[1], mode)]
-            growth.append(f"| {kind} | {mode} | {b['saved_MiB'] / a['saved_MiB']:.2f}× | "
-                          f"{b['peak_MiB'] / a['peak_MiB']:.2f}× |")
+            growth.append(f"| {kind} | {mode} | {ratio(a['saved_MiB'], b['saved_MiB'])} | "
+                          f"{ratio(a['peak_MiB'], b['peak_MiB'])} |")
     header = (f"Training step (forward + backward) of one stack, input {list(SHAPE)} float32, h = 0.1; "
               f"torch {torch.__version__}, 1 thread, median of {REPEATS} interleaved repeats.\n\n")
     text = header + '\n'.join(lines + growth)

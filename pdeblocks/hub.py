@@ -221,3 +221,31 @@ def from_pretrained(name_or_repo_id_or_path: Union[str, Path], revision: Optiona
                     map_location='cpu', **hub_kwargs) -> nn.Module:
     """``pdeblocks.from_pretrained``: a bundled name, a Hub repo id or a folder → model in eval mode."""
     return load_pretrained(name_or_repo_id_or_path, revision=revision, map_location=map_location, **hub_kwargs)
+
+
+def _entrypoint(name: str, architecture: str, pretrained: bool, kwargs: Dict[str, Any]) -> nn.Module:
+    if pretrained:
+        if kwargs:
+            raise ValueError(f"pretrained=True takes no model arguments (got {sorted(kwargs)}); the bundled config "
+                             f"fixes them")
+        if name not in list_pretrained():
+            raise ValueError(f"no pretrained weights for {name!r} in this version; bundled: {list_pretrained()}. "
+                             f"Use pretrained=False for an untrained model")
+        return from_pretrained(name)
+    return architecture_class(architecture)(**kwargs)
+
+
+def denoiser_1d(pretrained: bool = True, **kwargs) -> nn.Module:
+    """torch.hub entrypoint: the bundled ``denoiser-1d`` (offline), or an untrained Denoiser1D(**kwargs)."""
+    return _entrypoint('denoiser-1d', 'denoiser_1d', pretrained, kwargs)
+
+
+def diffusion_1d(pretrained: bool = True, **kwargs) -> nn.Module:
+    """torch.hub entrypoint: the bundled ``diffusion-1d-perona-malik``, or an untrained Diffusion1D(**kwargs)."""
+    return _entrypoint('diffusion-1d-perona-malik', 'diffusion_1d', pretrained, kwargs)
+
+
+def denoiser_1d_multigrid(pretrained: bool = True, **kwargs) -> nn.Module:
+    """torch.hub entrypoint: ``denoiser-1d-multigrid`` (weights only if bundled), or an untrained
+    MultigridDenoiser1D(**kwargs)."""
+    return _entrypoint('denoiser-1d-multigrid', 'multigrid_denoiser_1d', pretrained, kwargs)

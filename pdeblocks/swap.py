@@ -26,8 +26,8 @@ limit, so a pretrained model starts close to its shortcut path (dropping single 
 trained ResNet costs little) and fine-tuning grows the step along the pretrained features rather than
 from noise. Where no shape fits, K is random (``init='random'`` always is); the report says which.
 
-Rules are small functions ``rule(module, spec) -> nn.Module`` (or ``(module, init_note)``) registered per class with
-:func:`register_swap`; class names are stored as strings, so optional packages are never imported
+Rules are small functions ``rule(module, spec) -> nn.Module`` (or ``(module, init_note)``) registered
+per class with :func:`register_swap`; class names are stored as strings, so optional packages are never imported
 here. A rule raises :class:`CannotSwap` to decline (the report lists the reason).
 """
 import copy
@@ -120,7 +120,7 @@ class SwapReport:
     @property
     def step_paths(self) -> List[str]:
         """Module paths of the PDE steps, the modules carrying ``stability_certificate()``."""
-        return [r.path + '.step' for r in self.swapped]
+        return [f"{r.path}.step" if r.path else 'step' for r in self.swapped]
 
     def __str__(self) -> str:
         lines = [f"swap_blocks(block={self.block!r}): {len(self.swapped)} swapped, {len(self.skipped)} skipped"]
@@ -129,11 +129,11 @@ class SwapReport:
                          + ("" if self.skipped else " (no module with a swap rule was found; "
                             f"rules exist for {len(SWAP_RULES)} classes, see pdeblocks.swap.SWAP_RULES)"))
         if self.swapped:
-            w = max(len(r.path) for r in self.swapped)
+            w = max(len(r.path or '(root)') for r in self.swapped)
             lines.append(f"  {'path':<{w}}  {'old → new':<40} {'params':>21}  init")
             for r in self.swapped:
                 change = f"{r.old_class} → {r.new_class}"
-                lines.append(f"  {r.path:<{w}}  {change:<40} {r.params_before:>9,} → {r.params_after:>9,}  {r.init}")
+                lines.append(f"  {r.path or '(root)':<{w}}  {change:<40} {r.params_before:>9,} → {r.params_after:>9,}  {r.init}")
         for s in self.skipped:
             lines.append(f"  not swapped: {s.path} ({s.old_class}): {s.reason}")
         if self.params_before:
@@ -267,9 +267,12 @@ def check_plain_conv(conv: nn.Module, what: str) -> None:
     dil = conv.dilation if isinstance(conv.dilation, (tuple, list)) else (conv.dilation,)
     if any(d != 1 for d in dil):
         raise CannotSwap(f"{what} is dilated ({tuple(dil)}); the PDE step has no dilation")
-    if any(k % 2 == 0 for k in conv_kernel_size(conv)):
-        raise CannotSwap(f"{what} has an even kernel {tuple(conv_kernel_size(conv))}; "
-                         f"a zero-padded step needs an odd (centred) stencil")
+    ks = conv_kernel_size(conv)
+    if any(k % 2 == 0 for k in ks):
+        raise CannotSwap(f"{what} has an even kernel {tuple(ks)}; a zero-padded step needs an odd (centred) stencil")
+    pad = conv.padding
+    if pad != 'same' and list(pad if isinstance(pad, (tuple, list)) else [pad] * len(ks)) != [k // 2 for k in ks]:
+        raise CannotSwap(f"{what} has padding {pad}, not the size-preserving {tuple(k // 2 for k in ks)}")
 
 
 def relu_flux_hint(act: Optional[nn.Module]) -> Optional[str]:
@@ -311,7 +314,8 @@ class SwapSpec:
         ``block_kwargs`` always win. Returns the module (dtype/device/mode of ``like``) and an init note.
         """
         dtype, device = module_dtype_device(like) if like is not None else (None, None)
-        defaults: Dict[str, Any] = dict(boundary='zeros', kernel_size=list(kernel_size))
+        square = all(k == kernel_size[0] for k in kernel_size)   # int where square: blocks may take only int
+        defaults: Dict[str, Any] = dict(boundary='zeros', kernel_size=kernel_size[0] if square else list(kernel_size))
         if hidden_channels is not None:
             defaults['hidden_channels'] = hidden_channels
         if flux is not None:
@@ -321,10 +325,13 @@ class SwapSpec:
         user = self.block_kwargs
         note = 'random'
         if self.init == 'auto' and weight is not None and 'weight' not in user:
-            ks = list(user.get('kernel_size', kernel_size))
-            ks = ks * dim if len(ks) == 1 and dim > 1 else ks
+            ks = user.get('kernel_size', kernel_size)
+            ks = [ks] * dim if isinstance(ks, int) else list(ks)
             hidden = user.get('hidden_channels', hidden_channels) or channels
-            if list(weight.shape) == [hidden, channels] + ks:
+            finite_nonzero = bool(torch.isfinite(weight).all()) and float(weight.abs().max()) > 0.0
+            if not finite_nonzero:    # e.g. a zero-initialised last BatchNorm: a zero K is a dead step
+                note = f'random ({weight_source} is zero or not finite)'
+            elif list(weight.shape) == [hidden, channels] + ks:
                 defaults['weight'] = weight
                 defaults['step_init'] = AUTO_STEP_INIT
                 note = f'auto: {weight_source}'
@@ -531,6 +538,19 @@ register_swap('diffusers.models.resnet.ResidualTemporalBlock1D', diffusers_tempo
 
 # --------------------------------------------------------------------------------------- the walker
 
+def load_block_modules() -> None:
+    """Import every module of :mod:`pdeblocks.layers` so that all residual blocks have registered."""
+    import importlib
+    import pkgutil
+
+    from . import layers
+    for info in pkgutil.iter_modules(layers.__path__):
+        try:
+            importlib.import_module(f"{layers.__name__}.{info.name}")
+        except Exception as err:  # a broken optional module must not hide the valid names
+            warnings.warn(f"could not import pdeblocks.layers.{info.name}: {err}", stacklevel=3)
+
+
 def _patterns(value: Union[None, str, Iterable[str]], name: str) -> Optional[List[str]]:
     if value is None:
         return None
@@ -549,6 +569,8 @@ def _matches(path: str, pattern: str) -> bool:
 def _candidates(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     """(path, module) of modules with a rule, outermost first; the inside of a candidate is not searched."""
     found: List[Tuple[str, nn.Module]] = []
+    if class_key(type(model)) in SWAP_RULES:     # the model is itself one block
+        return [('', model)]
 
     def walk(module: nn.Module, prefix: str) -> None:
         for name, child in module.named_children():
@@ -594,6 +616,8 @@ def swap_blocks(
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(block, str):
         if block not in RESIDUAL_BLOCKS:
+            load_block_modules()
+        if block not in RESIDUAL_BLOCKS:
             raise ValueError(f"unknown block {block!r}; valid names: {sorted(RESIDUAL_BLOCKS)}")
     elif not callable(block):
         raise ValueError(f"block must be a registered name {sorted(RESIDUAL_BLOCKS)} or a constructor, got {block!r}")
@@ -636,12 +660,19 @@ def swap_blocks(
         if not isinstance(new, nn.Module):
             raise ValueError(f"the swap rule for {class_key(type(module))} returned {type(new).__name__}, "
                              f"expected an nn.Module")
+        reused = {id(m) for m in module.modules()}
+        for m in new.modules():           # new parts take the replaced block's train/eval mode
+            if id(m) not in reused:
+                m.training = module.training
         replacements.append((path, new))
         taken.append(path)
         report.swapped.append(SwapRecord(path, cls, type(new).__name__, count_params(module),
                                          count_params(new), note))
 
     for path, new in replacements:
+        if not path:
+            target = new
+            continue
         parent_path, _, name = path.rpartition('.')
         parent = target.get_submodule(parent_path) if parent_path else target
         setattr(parent, name, new)

@@ -209,3 +209,11 @@ def test_publish_dry_run(tmp_path, capsys):
 def test_list(capsys):
     assert main(['list']) == 0
     assert 'denoiser-1d' in capsys.readouterr().out.split()
+
+
+def test_certify(capsys):
+    assert main(['certify', 'no_such_model']) == 2
+    assert capsys.readouterr().err.startswith('pdeblocks: error: ')
+    pytest.importorskip('pdeblocks.stability')
+    assert main(['certify', 'pde_resnet18']) == 0
+    assert 'SymmetricResidual' in capsys.readouterr().out

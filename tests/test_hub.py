@@ -270,3 +270,17 @@ def test_corrupted_hub_copy_is_an_error_not_a_fallback(tmp_path):
     fill_hub_cache(cache, 'pdeblocks/denoiser-1d', a, 'c' * 40)
     res = run_offline(cache, [['bad', 'pdeblocks/denoiser-1d', {}]])
     assert 'not a valid safetensors file' in res['bad']['error']
+
+
+def test_torch_hub_entrypoints_offline():
+    from pdeblocks.hub import denoiser_1d, denoiser_1d_multigrid, diffusion_1d
+    assert denoiser_1d().architecture == 'denoiser_1d'
+    assert diffusion_1d(pretrained=True).architecture == 'diffusion_1d'
+    assert diffusion_1d(pretrained=False, layers=4, cycles=2).parameter_count() > 0
+    m = denoiser_1d_multigrid(pretrained=False, channels=4, levels=2, kernel_size=3)
+    assert m(torch.rand(1, 1, 64)).shape == (1, 1, 64)
+    if 'denoiser-1d-multigrid' not in list_pretrained():
+        with pytest.raises(ValueError, match='no pretrained weights'):
+            denoiser_1d_multigrid()
+    with pytest.raises(ValueError, match='takes no model arguments'):
+        denoiser_1d(channels=3)

@@ -90,8 +90,9 @@ def test_certify_reports_every_block_and_composes():
 def test_symmetric_basic_block_in_timm_resnet_trains():
     from timm.models.resnet import ResNet
     torch.manual_seed(0)
-    model = ResNet(block=SymmetricBasicBlock, layers=[2, 2, 2, 2], num_classes=4)
-    assert len(pdeblocks.certify(model)) == 8
+    assert len(pdeblocks.certify(ResNet(block=SymmetricBasicBlock, layers=[2, 2, 2, 2], device='meta'))) == 8
+    model = ResNet(block=SymmetricBasicBlock, layers=[2, 2, 2, 2], channels=(8, 16, 24, 32), stem_width=8,
+                   num_classes=4)
     x = torch.randn(8, 3, 32, 32)
     y = torch.randint(0, 4, (8,))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -110,9 +111,14 @@ def test_symmetric_basic_block_in_timm_resnet_trains():
 def test_torch_hub_local():
     m = torch.hub.load(REPO, 'pde_resnet_tiny', source='local', num_classes=5)
     assert m(torch.randn(1, 3, 64, 64)).shape == (1, 5)
-    names = torch.hub.list(REPO, source='local')
-    assert {'pde_resnet', 'pde_resnet18', 'pde_resnet34', 'pde_resnet_tiny'} <= set(names)
-    assert not any(n.startswith('_') for n in names)
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('hubconf', os.path.join(REPO, 'hubconf.py'))
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    entrypoints = {n for n, f in vars(hubconf).items() if callable(f) and not n.startswith('_')}
+    assert {'pde_resnet', 'pde_resnet18', 'pde_resnet34', 'pde_resnet_tiny'} <= entrypoints
+    for name in entrypoints:
+        assert getattr(hubconf, name).__doc__, f'entrypoint {name} has no docstring'
 
 
 def test_cli_certify():

@@ -8,17 +8,22 @@ import copy
 import warnings
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-import timm
 from timm.models.resnet import BasicBlock as TimmBasicBlock
+from torch import nn
 
 from pdeblocks.layers.registry import RESIDUAL_BLOCKS
 from pdeblocks.ops.conv import conv_adjoint
 from pdeblocks.swap import (
-    SWAP_RULES, CannotSwap, SwappedResidual, SwapReport, register_swap, swap_blocks,
+    SWAP_RULES,
+    CannotSwap,
+    SwappedResidual,
+    SwapReport,
+    load_block_modules,
+    register_swap,
+    swap_blocks,
 )
 
 # cheap but rigorous bound settings for tests of wide layers (grid 6, one Gram step)
@@ -125,7 +130,7 @@ def test_timm_auto_init_takes_the_pretrained_convolutions():
 
 @pytest.mark.parametrize('name, kw', [
     ('resnet50', dict(channels=(8, 16, 32, 64))),
-    ('resnext50_32x4d', dict(channels=(8, 16, 32, 64))),
+    ('resnext50_32x4d', dict(channels=(16, 32, 64, 128))),
     ('seresnet18', dict(channels=(8, 16, 32, 64))),
     ('resnet26d', dict(channels=(8, 16, 32, 64))),
 ])
@@ -160,6 +165,8 @@ def test_preserves_dtype_mode_and_original():
     swapped, report = swap_blocks(model)
     assert all(p.dtype == torch.float64 for p in swapped.parameters())
     assert swapped.layer1[0].step.training and not swapped.layer2[0].step.training
+    assert swapped.layer1[0].training and not swapped.layer2[0].training and not swapped.layer2[0].post.training
+    assert not swapped.layer2[0].connector.training and swapped.layer3[0].connector.training
     out = swapped(torch.randn(2, 3, 16, 16, dtype=torch.float64))
     assert out.dtype == torch.float64
     # inplace=False leaves the original untouched
@@ -167,6 +174,20 @@ def test_preserves_dtype_mode_and_original():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     same, _ = swap_blocks(model, inplace=True)
     assert same is model and isinstance(model.layer1[0], SwappedResidual)
+
+
+def test_single_block_and_declined_convolutions():
+    block = TimmBasicBlock(8, 8).eval()
+    randomise_batchnorm(block)
+    swapped, report = swap_blocks(block)
+    assert isinstance(swapped, SwappedResidual) and report.step_paths == ['step']
+    assert '(root)' in str(report)
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        assert swapped(x).shape == block(x).shape
+    dilated = TimmBasicBlock(8, 8, dilation=2)
+    same, rep = swap_blocks(dilated)
+    assert isinstance(same, TimmBasicBlock) and 'dilated' in rep.skipped[0].reason
 
 
 def test_include_exclude_and_warnings():
@@ -213,12 +234,20 @@ def test_block_kwargs_and_registry_constructors():
     swapped, report = swap_blocks(model, stability='lipschitz', flux='charbonnier', boundary='circular')
     steps = steps_of(swapped, report)
     assert all(s.stability == 'lipschitz' and s.boundary == 'circular' for s in steps)
-    # every registered name works through the registry
+    # every registered residual block works through the registry, with the swap defaults it accepts
+    load_block_modules()
+    assert 'symmetric' in RESIDUAL_BLOCKS
+    model.eval()
+    x = torch.randn(2, 3, 16, 16)
     for name in sorted(RESIDUAL_BLOCKS):
-        s, rep = swap_blocks(model, name, include='layer1.0')
+        s, rep = swap_blocks(model, name, include='layer1.1')
         assert len(rep.swapped) == 1
+        step = s.layer1[1].step
+        assert type(step) is RESIDUAL_BLOCKS[name] or isinstance(step, RESIDUAL_BLOCKS[name])
+        assert getattr(step, 'boundary', 'zeros') == 'zeros'
         with torch.no_grad():
-            assert s(torch.randn(1, 3, 16, 16)).shape == (1, 7)
+            y = s(x)
+        assert y.shape == (2, 7) and torch.isfinite(y).all()
 
     class ScaleStep(nn.Module):            # a constructor without weight=: K cannot be initialised
         def __init__(self, channels, dim=2, boundary='zeros', kernel_size=(3, 3)):
@@ -229,9 +258,9 @@ def test_block_kwargs_and_registry_constructors():
         def forward(self, u):
             return self.scale * u
 
-    s, rep = swap_blocks(model, ScaleStep, include='layer1')
-    assert all(r.init == 'random (block takes no weight=)' for r in rep.swapped)
-    assert isinstance(s.layer1[0].step, ScaleStep) and s.layer1[0].step.boundary == 'zeros'
+    s, rep = swap_blocks(model, ScaleStep, include='layer1.1')      # conv1 is C→C: K would fit
+    assert [r.init for r in rep.swapped] == ['random (block takes no weight=)']
+    assert isinstance(s.layer1[1].step, ScaleStep) and s.layer1[1].step.boundary == 'zeros'
 
 
 def test_user_rule_decline_and_atomicity():
@@ -282,12 +311,10 @@ def test_certificates_cover_every_swapped_block():
         u = 1e3 * torch.randn(4, step.channels, 7, 7).sign() * torch.rand(4, step.channels, 7, 7)
         with torch.no_grad():
             assert (step(u).flatten(1).norm(dim=1) <= u.flatten(1).norm(dim=1) * (1 + 1e-5)).all()
-    try:
-        from pdeblocks.stability import certify
-    except ImportError:
-        return
-    listing = str(certify(swapped))
-    assert all(p in listing for p in report.step_paths)
+    from pdeblocks.stability import certify
+    certified = {b.path: b for b in certify(swapped).blocks}
+    assert set(report.step_paths) <= set(certified)
+    assert all(certified[p].guarantee == '‖f(u)‖ ≤ ‖u‖' for p in report.step_paths)
 
 
 def test_torch_compile_eager_backend():
@@ -372,9 +399,11 @@ def test_smp_unet_decoder():
     compiled = torch.compile(swapped.eval(), backend='eager')
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), swapped(x))
-    # without include the torchvision-style encoder blocks are found too
+    # without include the encoder's (torchvision) BasicBlocks are swapped too
+    from torchvision.models.resnet import BasicBlock
     _, rep_all = swap_blocks(model, **CHEAP)
-    assert len(rep_all.swapped) == 3 + 4
+    n_basic = sum(isinstance(m, BasicBlock) for m in model.encoder.modules())
+    assert n_basic > 0 and len(rep_all.swapped) == 3 + n_basic
 
 
 # ----------------------------------------------------------------------------------------- MONAI
@@ -382,8 +411,8 @@ def test_smp_unet_decoder():
 @pytest.mark.parametrize('dims', [2, 3])
 def test_monai_unet_residual_units(dims):
     pytest.importorskip('monai')
-    from monai.networks.nets import UNet
     from monai.networks.blocks import ResidualUnit
+    from monai.networks.nets import UNet
     torch.manual_seed(0)
     model = UNet(spatial_dims=dims, in_channels=1, out_channels=2, channels=(4, 8, 16), strides=(2, 2),
                  num_res_units=2).eval()
@@ -469,4 +498,4 @@ def test_diffusers_unet1d_both_block_kinds():
         assert report.params_after < 0.7 * report.params_before
         swapped.train()
         check_backward(swapped, swapped(x, 5).sample, report)
-        check_roundtrip(model, swapped, lambda m: m(x, 5).sample)
+        check_roundtrip(model, swapped, lambda m, x=x: m(x, 5).sample)

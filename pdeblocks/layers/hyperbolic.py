@@ -178,8 +178,9 @@ class ReversibleStep(torch.autograd.Function):
     (the final states for the last step, else the states rebuilt by step j + 1), rebuilds its
     input states with ``block.step_reverse`` (one evaluation of each F, which also gives the
     vector–Jacobian products) and leaves them for step j − 1. Parameter gradients are returned per
-    step, so autograd accumulates them at once: nothing grows with depth. One backward per forward
-    pass (``retain_graph`` double backward is supported, as the final states are kept).
+    step, so autograd accumulates them at once: nothing grows with depth. Repeated backward passes
+    (``retain_graph=True``) work, since the final states are kept; an in-place edit of the outputs
+    before backward raises a RuntimeError instead of giving wrong gradients.
     """
 
     @staticmethod

@@ -41,6 +41,8 @@ from ..ops.stencils import difference_stencil
 from ..ops.transfer import full_weighting, interpolation_scale, strided_conv, strided_conv_adjoint
 from .symmetric import SymmetricResidual
 
+__all__ = ['GridTransfer', 'MultigridCycle', 'MultigridUNet']
+
 # the transfer's padding for each U-net boundary: Neumann (zero flux) extends by mirroring
 TRANSFER_PADDING = {'neumann': 'reflect', 'reflect': 'reflect', 'zeros': 'zeros', 'circular': 'circular'}
 SIGNAL_PADDING = {'neumann': 'reflect', 'reflect': 'reflect', 'zeros': 'constant', 'circular': 'circular'}

@@ -268,9 +268,12 @@ class SymmetricResidual(nn.Module):
 
     def stability_certificate(self) -> Dict[str, Any]:
         """What this block guarantees, with the numbers it rests on (read by ``pdeblocks.certify``)."""
-        with torch.no_grad():
-            tau = float(self.step_size())
-            bound = float(self.norm_bound())
+        if self.weight.is_meta:  # no values to certify yet
+            tau = bound = float('nan')
+        else:
+            with torch.no_grad():
+                tau = float(self.step_size())
+                bound = float(self.norm_bound())
         lip_phi = getattr(self.flux, 'lipschitz_bound', None)
         monotone = bool(getattr(self.flux, 'monotone', False))
         if self.stability == 'euclidean':

@@ -2,14 +2,14 @@
 
 * :class:`Denoiser1D` (``denoiser-1d``) — a symmetric ResNet: pixel-unshuffle by ``scale``,
   a lifting convolution, ``blocks`` symmetric steps u ↦ u − τKᵀΦ(Ku) with learned nonmonotone
-  fluxes (Euclidean stability: ‖step(u)‖ ≤ ‖u‖), a projection and pixel-shuffle back; the
-  network predicts the noise, output = f − R(f).
+  fluxes (Euclidean stability: ‖step(u)‖ ≤ ‖u‖), a projection of the change the steps made and
+  pixel-shuffle back: output = f − P(z₀ − z_N).
 * :class:`StandardResNet1D` — the same skeleton with standard residual blocks
   u + W₂Φ(W₁u + b) (two independent convolutions: twice the block parameters), for the
   comparison with Alt et al.'s "half the parameters" claim.
 * :class:`Diffusion1D` (``diffusion-1d-perona-malik``) — n symmetric steps u ↦ u − τᵢDᵀΦᵢ(Du)
   with the fixed forward difference D and per-step learned flux Φᵢ and step τᵢ, initialised with
-  the Perona–Malik flux and the FED step sizes of one cycle reaching the stopping time T.
+  the Perona–Malik flux and the FED step sizes of ``cycles`` cycles reaching the stopping time T.
 
 All classes use :class:`huggingface_hub.PyTorchModelHubMixin`: ``save_pretrained`` writes
 ``config.json`` (``architecture`` + constructor arguments) and ``model.safetensors``;
@@ -96,7 +96,13 @@ def _shuffle(x: torch.Tensor) -> torch.Tensor:
 
 
 class _Skeleton1D(Pretrained1D):
-    """unshuffle → lift → residual blocks → project → shuffle; output f − R(f)."""
+    """unshuffle → lift → residual blocks → project the change → shuffle: f − P(z₀ − z_N).
+
+    z₀ = lift(f) and z_N the output of the blocks: the network returns f minus the projected change
+    the blocks made. For symmetric (diffusion) blocks this lets the output be the diffused signal
+    (if P inverts the lift, f − P(z₀ − z_N) = P z_N) instead of a noise estimate read off
+    smoothed features.
+    """
 
     def build_skeleton(self, scale: int, channels: int, kernel_size: int) -> None:
         if scale < 1 or channels < 1 or kernel_size < 1 or kernel_size % 2 == 0:
@@ -119,10 +125,12 @@ class _Skeleton1D(Pretrained1D):
         n = f.shape[-1]
         extra = (-n) % self.scale
         x = F.pad(f, (0, extra), mode='replicate') if extra else f
-        z = self.lift(_unshuffle(x, self.scale))
+        z0 = self.lift(_unshuffle(x, self.scale))
+        z = z0
         for block in self.blocks:
             z = block(z)
-        residual = _shuffle(self.project(z))[..., :n]
+        # the change the blocks made to the lifted signal, projected back: out = f − P(z₀ − z_N)
+        residual = _shuffle(self.project(z0 - z))[..., :n]
         return f - residual
 
 
@@ -131,7 +139,8 @@ class Denoiser1D(_Skeleton1D, tags=['denoising', 'symmetric-resnet', 'nonlinear-
 
     f ∈ [B, 1, L] → unshuffle by s → lift (conv s→C) → ``blocks`` × [u − τKᵀΦ(Ku)] (K: C→H,
     kernel k, Neumann boundary, :class:`~pdeblocks.layers.flux.LearnedFlux` with g ∈ [0, 1],
-    Euclidean stability, or ``stability='none'``: a free step, no guarantee) → project (conv C→s) → shuffle → f − R(f).
+    Euclidean stability, or ``stability='none'``: a free step, no guarantee) → project the change
+    z₀ − z_N (conv C→s) → shuffle → f − P(z₀ − z_N).
 
     Minimum length: ``scale · kernel_size`` samples; any longer length works (padded by edge
     replication to a multiple of ``scale`` internally, cropped back).

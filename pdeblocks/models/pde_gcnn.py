@@ -198,13 +198,13 @@ default_cfgs = generate_default_cfgs({
 
 @register_model
 def pde_gcnn(pretrained: bool = False, **kwargs) -> PDEGCNN:
-    """PDE-G-CNN: 16 channels, 8 orientations, 4 CDE layers with 5×5×5 kernels (≈ 3.8k parameters)."""
+    """PDE-G-CNN: 16 channels, 8 orientations, 4 CDE layers with 5×5×5 kernels (2,330 parameters)."""
     model_args = dict(channels=16, orientations=8, depth=4, kernel_size=5)
     return _create_pde_gcnn('pde_gcnn', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def pde_gcnn_small(pretrained: bool = False, **kwargs) -> PDEGCNN:
-    """Small PDE-G-CNN: 8 channels, 8 orientations, 3 CDE layers with 3×5×5 kernels (≈ 0.9k parameters)."""
-    model_args = dict(channels=8, orientations=8, depth=3, kernel_size=5, orientation_kernel_size=3)
+    """Small PDE-G-CNN: 8 channels, 8 orientations, 3 CDE layers with 3×3×3 kernels (762 parameters)."""
+    model_args = dict(channels=8, orientations=8, depth=3, kernel_size=3, orientation_kernel_size=3)
     return _create_pde_gcnn('pde_gcnn_small', pretrained=pretrained, **dict(model_args, **kwargs))

@@ -33,6 +33,10 @@ from .conv import check_boundary, conv
 from .norms import norm_bound
 from .transfer import full_weighting, interpolation_scale, strided_conv, strided_conv_adjoint
 
+__all__ = ['COARSE_OPERATORS', 'COARSE_SOLVES', 'CYCLES', 'GRID_BOUNDARIES', 'SMOOTHERS', 'GramOperator', 'Multigrid',
+           'Smoother', 'StencilOperator', 'Transfer', 'conjugate_gradient', 'default_damping', 'dense_matrix',
+           'galerkin_operator', 'gram_stencil', 'grid_sizes', 'jacobi_solve', 'max_levels', 'poisson_stencil']
+
 SMOOTHERS = ('jacobi', 'richardson', 'red_black')
 CYCLES = {'V': 1, 'W': 2}
 GRID_BOUNDARIES = ('zeros', 'circular')

@@ -163,15 +163,20 @@ def power_iteration_norm(
         iters: int = 500,
         tol: float = 1e-10,
         seed: int = 0,
+        init: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Lower bound on ‖K‖₂ on signals of ``size`` by power iteration on KᵀK (float64).
 
     Converges to the true norm; useful to measure how tight :func:`norm_bound` is, never as the
-    bound itself (any finite number of steps underestimates).
+    bound itself (any finite number of steps underestimates). ``init``: a start vector
+    ``[1, C, *size]`` (e.g. :func:`symbol_plane_wave`), random if None.
     """
     w = weight.detach().double()
-    gen = torch.Generator(device='cpu').manual_seed(seed)
-    u = torch.randn([1, w.shape[1]] + list(size), generator=gen, dtype=torch.float64).to(w.device)
+    if init is None:
+        gen = torch.Generator(device='cpu').manual_seed(seed)
+        u = torch.randn([1, w.shape[1]] + list(size), generator=gen, dtype=torch.float64).to(w.device)
+    else:
+        u = init.detach().double().to(w.device)
     u = u / u.norm()
     estimate = torch.zeros((), dtype=torch.float64, device=w.device)
     with torch.no_grad():
@@ -184,3 +189,21 @@ def power_iteration_norm(
                 break
             estimate = new
     return estimate
+
+
+def symbol_plane_wave(weight: torch.Tensor, size: List[int]) -> torch.Tensor:
+    """Start vector for :func:`power_iteration_norm`: Re(v e^{i⟨ω*, x⟩}) for the frequency ω* of the
+    ``size`` grid and the right singular vector v where σ_max(K̂) is largest (float64)."""
+    w = weight.detach().double()
+    dims = list(range(2, w.dim()))
+    symbol = torch.fft.fftn(w, s=list(size), dim=dims).flatten(2).permute(2, 0, 1)  # [freq, H, C]
+    _, sv, vh = torch.linalg.svd(symbol)
+    best = int(sv[:, 0].argmax())
+    v = vh[best, 0].conj()  # right singular vector, [C]
+    index = list(torch.unravel_index(torch.tensor(best), tuple(size)))
+    phase = torch.zeros(size, dtype=torch.float64)
+    for a, n in enumerate(size):
+        coord = torch.arange(n, dtype=torch.float64).reshape([-1 if b == a else 1 for b in range(len(size))])
+        phase = phase + 2 * math.pi * float(index[a]) * coord / n
+    wave = torch.exp(1j * phase)  # conv is a correlation: K̂ uses e^{-iωj}, inputs e^{+iωx}
+    return (v.reshape([-1] + [1] * len(size)) * wave).real.unsqueeze(0)

@@ -29,6 +29,9 @@ import torch.nn.functional as F
 
 from .conv import _fold_pad, _half_widths, _pad_spec, check_boundary
 
+__all__ = ['FULL_WEIGHTING_1D', 'check_restriction_input', 'coarse_size', 'full_weighting', 'interpolation_scale',
+           'prolong', 'restrict', 'strided_conv', 'strided_conv_adjoint']
+
 FULL_WEIGHTING_1D = (0.25, 0.5, 0.25)
 
 

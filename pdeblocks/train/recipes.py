@@ -50,7 +50,7 @@ def register_recipe(recipe: Recipe) -> Recipe:
 register_recipe(Recipe(
     name='denoiser-1d', task='denoise', architecture='denoiser_1d',
     model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16),
-    seed=0, steps=1200, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100,
+    seed=0, steps=1000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100,
     description='symmetric ResNet denoiser, learned nonmonotone fluxes, blind σ ∈ [0.04, 0.25]'))
 
 register_recipe(Recipe(
@@ -62,7 +62,7 @@ register_recipe(Recipe(
 register_recipe(Recipe(
     name='denoiser-1d-standard', task='denoise', architecture='standard_resnet_1d',
     model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16),
-    seed=0, steps=1200, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100, published=False,
+    seed=0, steps=1000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100, published=False,
     description='comparison: standard (non-symmetric) ResNet, same skeleton and recipe, 2× block parameters'))
 
 register_recipe(Recipe(

@@ -153,6 +153,9 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
         if state['recipe'] != recipe.to_dict():
             raise ValueError(f"checkpoint in {outdir} was written by a different recipe; refusing to resume")
         start, elapsed = int(state['step']), float(state.get('elapsed', 0.0))
+        loss_resumed = state.get('loss')
+    else:
+        loss_resumed = None
     net = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -166,7 +169,7 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
     bar = tqdm(range(start, total), initial=start, total=total, desc=recipe.name, disable=not progress or rank != 0,
                dynamic_ncols=True)
     t0 = time.time()
-    loss_ema = None
+    loss_ema = loss_resumed
     for step in bar:
         for g in opt.param_groups:
             g['lr'] = learning_rate(recipe, step)
