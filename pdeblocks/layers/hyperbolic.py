@@ -406,7 +406,8 @@ class HamiltonianBlock(_ReversibleBase):
                             'exactly invertible (symplectic Verlet, reversible); no norm/Lipschitz bound')
 
     def extra_repr(self) -> str:
-        return f"{self.channels} = 2×{self.half}, steps={self.steps}, h={self.step_size:g}, reversible={self.reversible}"
+        return (f"{self.channels} = 2×{self.half}, steps={self.steps}, h={self.step_size:g}, "
+                f"reversible={self.reversible}")
 
 
 register_block('hyperbolic', HyperbolicBlock)

@@ -35,7 +35,9 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def _with_block(block: str, block_kwargs: Dict[str, Any], args: Dict[str, Any], kwargs: Dict[str, Any]) -> Dict[str, Any]:
+def _with_block(block: str, block_kwargs: Dict[str, Any], args: Dict[str, Any],
+                kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """Model kwargs: ``args`` with the block, its default kwargs updated by the caller's, then the caller's."""
     merged = dict(block_kwargs, **(kwargs.pop('block_kwargs', None) or {}))
     return dict(dict(args, block=block, block_kwargs=merged), **kwargs)
 
