@@ -74,7 +74,7 @@ def linear_cost(quick: bool) -> List[Dict]:
         solvers.append((mg, u, f))
         c['levels'] = mg.levels
         c['times'] = []
-    repeats = 5 if quick else 15
+    repeats = 5 if quick else 25
     for _ in range(repeats):  # interleaved: every size once per round, N then 2N back to back
         for c, (mg, u, f) in zip(cases, solvers):
             t0 = time.perf_counter()

@@ -356,6 +356,27 @@ def test_multigrid_cycle_gram_learns_and_converges():
     assert m.weight.grad is not None and torch.isfinite(m.weight.grad).all() and m.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize('cycle', ['V', 'W'])
+def test_multigrid_cycle_periodic_gram_with_smoothed_coarsest(cycle):
+    k = torch.randn(3, 2, 3, generator=gen(5), dtype=f64) / 3
+    m = MultigridCycle(1, 2, 'gram', kernel_size=3, hidden_channels=3, shift=0.5, boundary='circular', levels=4,
+                       cycle=cycle, coarse_solve='smooth', coarse_steps=30, dtype=f64)
+    with torch.no_grad():
+        m.weight.copy_(k)
+    f = torch.randn(2, 2, 64, generator=gen(), dtype=f64)
+    with torch.no_grad():
+        u = m(f)
+        first = float(m.residual(u, f).norm() / f.norm())
+        for _ in range(4):
+            u = m(f, u)
+    # the dense solve of σI + KᵀK (periodic K built as a dense circulant by autograd-free probing)
+    eye = torch.eye(128, dtype=f64).reshape(128, 2, 64)
+    a = (conv_adjoint(conv(eye, k, 'circular'), k, 'circular') + 0.5 * eye).reshape(128, 128).T
+    exact = torch.linalg.solve(a, f.reshape(2, 128).T).T.reshape(f.shape)
+    assert first < 0.5
+    assert torch.allclose(u, exact, rtol=1e-4, atol=1e-4 * float(exact.abs().max()))
+
+
 def test_multigrid_cycle_poisson_matches_solver_and_learned_restriction_grads():
     m = MultigridCycle(1, 1, 'poisson', spacing=1 / 64, levels=4, coarse_solve='direct', dtype=f64, cycles=2)
     f = torch.rand(1, 1, 63, generator=gen(), dtype=f64)
