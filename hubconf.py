@@ -7,6 +7,7 @@ dependencies = ['torch', 'timm', 'huggingface_hub', 'safetensors']
 import timm as _timm  # noqa: E402
 
 import pdeblocks as _pdeblocks  # noqa: E402,F401  (registers the pde_* architectures with timm)
+from pdeblocks.models.multigrid_unet import multigrid_unet_1d, multigrid_unet_2d  # noqa: E402,F401
 
 
 def _create(name: str, pretrained: bool, **kwargs):
@@ -31,3 +32,38 @@ def pde_resnet34(pretrained: bool = False, **kwargs):
 def pde_resnet_tiny(pretrained: bool = False, **kwargs):
     """A tiny PDE-ResNet (widths 16–64, one block per stage) for quick experiments and tests."""
     return _create('pde_resnet_tiny', pretrained, **kwargs)
+
+
+def pde_fsi_resnet(pretrained: bool = False, **kwargs):
+    """PDE-ResNet of fast semi-iterative (FSI) blocks: explicit steps with an extra skip from two steps back."""
+    return _create('pde_fsi_resnet', pretrained, **kwargs)
+
+
+def pde_fsi_resnet_tiny(pretrained: bool = False, **kwargs):
+    """A tiny FSI PDE-ResNet for quick experiments."""
+    return _create('pde_fsi_resnet_tiny', pretrained, **kwargs)
+
+
+def pde_implicit_resnet(pretrained: bool = False, **kwargs):
+    """PDE-ResNet of implicit steps solved by a recurrent fixed-point iteration (stable for every τ)."""
+    return _create('pde_implicit_resnet', pretrained, **kwargs)
+
+
+def pde_implicit_resnet_tiny(pretrained: bool = False, **kwargs):
+    """A tiny implicit PDE-ResNet for quick experiments."""
+    return _create('pde_implicit_resnet_tiny', pretrained, **kwargs)
+
+
+def pde_parabolic_cnn(pretrained: bool = False, **kwargs):
+    """Ruthotto & Haber parabolic CNN, CIFAR-10 layout (widths 32, 64, 112, 112; 3 units × 3 steps)."""
+    return _create('pde_parabolic_cnn', pretrained, **kwargs)
+
+
+def pde_hyperbolic_cnn(pretrained: bool = False, **kwargs):
+    """Ruthotto & Haber second-order (leapfrog) CNN with reversible backprop, CIFAR-10 layout."""
+    return _create('pde_hyperbolic_cnn', pretrained, **kwargs)
+
+
+def pde_hamiltonian_cnn(pretrained: bool = False, **kwargs):
+    """Ruthotto & Haber Hamiltonian (Verlet) CNN with reversible backprop, CIFAR-10 layout."""
+    return _create('pde_hamiltonian_cnn', pretrained, **kwargs)

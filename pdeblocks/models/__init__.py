@@ -1,4 +1,7 @@
 """Registered timm architectures (registered on ``import pdeblocks``) and 1D models."""
+from . import pde_schemes, ruthotto_haber  # noqa: F401  (register pde_fsi_*, pde_implicit_*, pde_*_cnn)
+from .multigrid_unet import multigrid_unet_1d, multigrid_unet_2d
 from .pde_resnet import Connector, PDEResNet, PDEStage
+from .ruthotto_haber import RuthottoHaberNet
 
-__all__ = ['Connector', 'PDEResNet', 'PDEStage']
+__all__ = ['Connector', 'PDEResNet', 'PDEStage', 'RuthottoHaberNet', 'multigrid_unet_1d', 'multigrid_unet_2d']
