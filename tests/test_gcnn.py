@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from pdeblocks.layers import gcnn
 from pdeblocks.layers._morphology import _min_plus_autograd_loop
 from pdeblocks.layers.gcnn import (
     CDELayerM2, CDELayerR2, ConvectionM2, ConvectionR2, DiffusionM2, DiffusionR2, FractionalDilationM2,

@@ -15,7 +15,7 @@ winning offset (uint8 for ≤ 256 offsets). The backward pass routes every outpu
 winner: ∂/∂k by one ``bincount`` over (channel, orientation, offset), ∂/∂f by one ``index_add_``
 into the padded input. Memory is O(|f|) instead of the O(|f|·kθ·kh·kw) of an unfold + amin.
 """
-from typing import List, Tuple
+from typing import Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -66,10 +66,12 @@ def _min_plus_forward(x: torch.Tensor, kernel: torch.Tensor, track: bool) -> Tup
     taps = kernel.reshape(C, Or, J).permute(2, 0, 1).contiguous().to(x.dtype)[:, :, :, None, None]
     out = torch.empty_like(x)
     winner = torch.empty_like(x) if track else x.new_empty(0)
-    # chunk over (batch, channel) so one chunk holds about _CHUNK_ELEMENTS elements
+    # on CPU chunk over (batch, channel) so one chunk (≈ _CHUNK_ELEMENTS) stays in cache; on an
+    # accelerator one chunk holds everything (fewer kernel launches)
+    chunk = _CHUNK_ELEMENTS if x.device.type == 'cpu' else max(x.numel(), 1)
     per_channel = Or * H * W
-    c_step = max(1, min(C, _CHUNK_ELEMENTS // max(per_channel, 1)))
-    b_step = max(1, min(B, _CHUNK_ELEMENTS // max(per_channel * C, 1))) if c_step == C else 1
+    c_step = max(1, min(C, chunk // max(per_channel, 1)))
+    b_step = max(1, min(B, chunk // max(per_channel * C, 1))) if c_step == C else 1
     for b0 in range(0, B, b_step):
         b1 = min(B, b0 + b_step)
         for c0 in range(0, C, c_step):

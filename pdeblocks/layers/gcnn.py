@@ -22,7 +22,7 @@ Logarithmic coordinates of q = (x, y, θ), θ ∈ (−π, π]:
 and the (left-invariant, diagonal) metric estimate ρ̃²(q) = w₁c₁² + w₂c₂² + w₃c₃².
 """
 import math
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -40,9 +40,10 @@ __all__ = [
     'logarithmic_coordinates_m2', 'metric_norm_sq_m2', 'metric_norm_sq_r2',
     'fractional_morphological_kernel', 'heat_kernel', 'morphological_exponent',
     'linear_convolution_m2', 'min_plus_convolution_m2', 'max_plus_convolution_m2', 'rotate_m2',
-    'bspline', 'LiftM2Cartesian', 'ProjectM2', 'LinearM2', 'ConvectionM2', 'DiffusionM2',
+    'bspline', 'bspline_rotation_matrix', 'left_invariant_shift_m2', 'translate_bilinear', 'LiftM2Cartesian', 'ProjectM2', 'LinearM2', 'ConvectionM2', 'DiffusionM2',
     'FractionalDilationM2', 'FractionalErosionM2', 'CDELayerM2', 'CDELayer',
     'ConvectionR2', 'DiffusionR2', 'FractionalDilationR2', 'FractionalErosionR2', 'CDELayerR2',
+    'check_m2_input', 'check_r2_input',
 ]
 
 register_notrace_function(min_plus_convolution_m2)
@@ -148,6 +149,7 @@ def _m2_offsets(orientations: int, kernel_size: int, orientation_kernel_size: in
     return logarithmic_coordinates_m2(local_x.expand(shape), local_y.expand(shape), d_theta.expand(shape))
 
 
+@register_notrace_function
 def metric_norm_sq_m2(metric: torch.Tensor, orientations: int, kernel_size: int,
                       orientation_kernel_size: int) -> torch.Tensor:
     """ρ̃²(g⁻¹h) = w₁c₁² + w₂c₂² + w₃c₃² with w = |metric|, ``metric`` of shape [C, 3].
@@ -161,6 +163,7 @@ def metric_norm_sq_m2(metric: torch.Tensor, orientations: int, kernel_size: int,
     return rho2.to(metric.dtype)
 
 
+@register_notrace_function
 def metric_norm_sq_r2(metric: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """ρ²(Δp) = w₁Δx² + w₂Δy² with w = |metric|, ``metric`` of shape [C, 2]; returns [C, 1, 1, k, k]."""
     r = kernel_size // 2
@@ -258,6 +261,55 @@ def translate_bilinear(x: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Te
     return out.transpose(0, 1)
 
 
+@register_notrace_function
+def bspline_rotation_matrix(reference: torch.Tensor, orientations: int, kernel_size: int, order: int) -> torch.Tensor:
+    """A[o, p, n] = Bₛ(R_{θ_o}⁻¹p − n), θ_o = 2πo/Or, for grid points p, n of the k×k grid (row-major).
+
+    Maps spline coefficients w (flattened k×k) to the kernel rotated by θ_o: K_o = A[o] w.
+    Shape [Or, k², k²], on ``reference``'s device; float64 if it is float64, else float32.
+    """
+    k, r = kernel_size, kernel_size // 2
+    dev, gd = reference.device, _geometry_dtype(reference.dtype)
+    grid = torch.arange(k, device=dev, dtype=gd) - r
+    py, px = grid.view(k, 1).expand(k, k).reshape(-1), grid.view(1, k).expand(k, k).reshape(-1)
+    theta = torch.arange(orientations, device=dev, dtype=gd) * (2 * math.pi / orientations)
+    c, s = torch.cos(theta).view(-1, 1), torch.sin(theta).view(-1, 1)
+    ux = c * px + s * py  # R_θ⁻¹ p, [Or, k²]
+    uy = -s * px + c * py
+    bx = bspline(ux.unsqueeze(-1) - px.view(1, 1, -1), order)
+    by = bspline(uy.unsqueeze(-1) - py.view(1, 1, -1), order)
+    return bx * by
+
+
+@register_notrace_function
+def left_invariant_shift_m2(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(f ∘ R_{g₀})(p, θ) = f(p + R_θ(x₀, y₀), θ + θ₀) per channel, g₀ = ``shift[c]`` = (x₀, y₀, θ₀).
+
+    Trilinear: linear and periodic in θ, bilinear in (x, y), zero outside the image. x: [B, C, Or, H, W].
+    """
+    B, C, Or, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    # θ: f(θ_o + θ₀) = (1 − a) f(o + n) + a f(o + n + 1), s = θ₀·Or/2π = n + a
+    s = shift[:, 2] * (Or / (2 * math.pi))
+    n = torch.floor(s)
+    a = (s - n).to(x.dtype).view(1, C, 1, 1, 1)
+    o = torch.arange(Or, device=x.device).view(1, Or)
+    i0 = torch.remainder(o + n.long().view(C, 1), Or)
+    i1 = torch.remainder(i0 + 1, Or)
+    f0 = x.gather(2, i0.view(1, C, Or, 1, 1).expand(B, C, Or, H, W))
+    f1 = x.gather(2, i1.view(1, C, Or, 1, 1).expand(B, C, Or, H, W))
+    x = f0 + a * (f1 - f0)
+    # (x, y): per (c, o) shift R_{θ_o}(x₀, y₀)
+    gd = _geometry_dtype(x.dtype)
+    theta = torch.arange(Or, device=x.device, dtype=gd) * (2 * math.pi / Or)
+    cos_o, sin_o = torch.cos(theta).view(1, Or), torch.sin(theta).view(1, Or)
+    x0 = shift[:, 0].to(gd).view(C, 1)
+    y0 = shift[:, 1].to(gd).view(C, 1)
+    sx = (cos_o * x0 - sin_o * y0).reshape(C * Or)
+    sy = (sin_o * x0 + cos_o * y0).reshape(C * Or)
+    out = translate_bilinear(x.reshape(B, C * Or, H, W), sx, sy)
+    return out.reshape(B, C, Or, H, W)
+
+
 def _factory(device, dtype) -> dict:
     return {'device': device, 'dtype': dtype}
 
@@ -301,17 +353,7 @@ class LiftM2Cartesian(nn.Module):
 
     def interpolation_matrix(self) -> torch.Tensor:
         """A[o, p, n] = Bₛ(R_{θ_o}⁻¹p − n) over grid points p, n (each k² of them); shape [Or, k², k²]."""
-        k, r = self.kernel_size, self.kernel_size // 2
-        dev, gd = self.weight.device, _geometry_dtype(self.weight.dtype)
-        grid = torch.arange(k, device=dev, dtype=gd) - r
-        py, px = grid.view(k, 1).expand(k, k).reshape(-1), grid.view(1, k).expand(k, k).reshape(-1)
-        theta = torch.arange(self.orientations, device=dev, dtype=gd) * (2 * math.pi / self.orientations)
-        c, s = torch.cos(theta).view(-1, 1), torch.sin(theta).view(-1, 1)
-        ux = c * px + s * py  # R_θ⁻¹ p, [Or, k²]
-        uy = -s * px + c * py
-        bx = bspline(ux.unsqueeze(-1) - px.view(1, 1, -1), self.spline_order)
-        by = bspline(uy.unsqueeze(-1) - py.view(1, 1, -1), self.spline_order)
-        return bx * by
+        return bspline_rotation_matrix(self.weight, self.orientations, self.kernel_size, self.spline_order)
 
     def rotated_kernels(self) -> torch.Tensor:
         """Kernels K_c(R_{θ_o}⁻¹ ·) on the grid, shape [out, Or, in, k, k]."""
@@ -398,28 +440,7 @@ class ConvectionM2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = check_m2_input(x, self.channels, self.orientations)
-        C, Or = self.channels, self.orientations
-        B, H, W = x.shape[0], x.shape[3], x.shape[4]
-        # θ: f(θ_o + θ₀) = (1 − a) f(o + n) + a f(o + n + 1), s = θ₀·Or/2π = n + a
-        s = self.shift[:, 2] * (Or / (2 * math.pi))
-        n = torch.floor(s)
-        a = (s - n).to(x.dtype).view(1, C, 1, 1, 1)
-        o = torch.arange(Or, device=x.device).view(1, Or)
-        i0 = torch.remainder(o + n.long().view(C, 1), Or)
-        i1 = torch.remainder(i0 + 1, Or)
-        f0 = x.gather(2, i0.view(1, C, Or, 1, 1).expand(B, C, Or, H, W))
-        f1 = x.gather(2, i1.view(1, C, Or, 1, 1).expand(B, C, Or, H, W))
-        x = f0 + a * (f1 - f0)
-        # (x, y): per (c, o) shift R_{θ_o}(x₀, y₀)
-        gd = _geometry_dtype(x.dtype)
-        theta = torch.arange(Or, device=x.device, dtype=gd) * (2 * math.pi / Or)
-        cos_o, sin_o = torch.cos(theta).view(1, Or), torch.sin(theta).view(1, Or)
-        x0 = self.shift[:, 0].to(gd).view(C, 1)
-        y0 = self.shift[:, 1].to(gd).view(C, 1)
-        sx = (cos_o * x0 - sin_o * y0).reshape(C * Or)
-        sy = (sin_o * x0 + cos_o * y0).reshape(C * Or)
-        out = translate_bilinear(x.reshape(B, C * Or, H, W), sx, sy)
-        return out.reshape(B, C, Or, H, W)
+        return left_invariant_shift_m2(x, self.shift)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, orientations={self.orientations}"
@@ -565,6 +586,9 @@ class _MetricKernelR2(nn.Module):
 
 class DiffusionR2(_MetricKernelR2):
     """Diffusion on ℝ²: (k * f)(p) = Σ_q k(q) f(p + q), k = exp(−ρ²)/Σ exp(−ρ²)."""
+
+    def __init__(self, channels: int, kernel_size: int = 5, device=None, dtype=None):
+        super().__init__(channels, kernel_size, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = check_r2_input(x, self.channels)
