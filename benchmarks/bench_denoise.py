@@ -43,11 +43,22 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def tuned(sigma: float):
+    """TV / PM parameters tuned on the validation split: the ones recorded by the bundled model's evaluation
+    (pdeblocks/pretrained/denoiser-1d/eval.json) when present, else tuned now (same function)."""
+    path = ROOT / 'pdeblocks' / 'pretrained' / 'denoiser-1d' / 'eval.json'
+    if path.is_file():
+        table = json.loads(path.read_text())['evaluation']['table']['piecewise_constant']
+        if str(sigma) in table:
+            return table[str(sigma)]['tuned']
+    return tuned_baselines('piecewise_constant', sigma)
+
+
 def psnr_table(models, count: int):
     rows = []
     for sigma in SIGMAS:
         s = make_signals('piecewise_constant', 'test', count, 1024, sigma, seed=0)
-        t = tuned_baselines('piecewise_constant', sigma)
+        t = tuned(sigma)
         f = torch.from_numpy(s.noisy).double()
         row = {'sigma': sigma, 'noisy': psnr(s.noisy, s.clean).mean(),
                'tv': psnr(tv_denoise(f, t['tv_weight']).numpy(), s.clean).mean(),
@@ -66,7 +77,7 @@ def tv_chunked(f: torch.Tensor, w: float, chunk: int = 50) -> torch.Tensor:
 
 def throughput(model, n: int, repeats: int):
     s = make_signals('piecewise_constant', 'test', n, 4096, 0.1, seed=0, offset=10_000)
-    w = tuned_baselines('piecewise_constant', 0.1)['tv_weight']
+    w = tuned(0.1)['tv_weight']
     x = torch.from_numpy(s.noisy)
     times = {'model': [], 'tv': []}
     outs = {}

@@ -56,8 +56,8 @@ def estimate_sigma(signals: np.ndarray) -> np.ndarray:
 
 def _tv_weight(sigma: float) -> float:
     """TV weight for noise level σ: interpolated (log–log) between the validation-tuned weights."""
-    from .train.evaluate import tuned_baselines
     from .data.signals import SIGMAS
+    from .train.evaluate import tuned_baselines
     table = _bundled_eval(DEFAULT_DENOISER)
     ws = []
     for s in SIGMAS:
@@ -68,6 +68,7 @@ def _tv_weight(sigma: float) -> float:
 
 def _bundled_eval(name: str):
     import json
+
     from .hub import BUNDLED_DIR
     p = BUNDLED_DIR / name / 'eval.json'
     return json.loads(p.read_text()) if p.is_file() else None
@@ -103,6 +104,7 @@ def cmd_denoise(args) -> int:
     sigma = args.sigma if args.sigma is not None else float(np.median(estimate_sigma(signals)))
     if args.plot:
         import torch
+
         from .train.baselines import tv_denoise
         tv = tv_denoise(torch.from_numpy(signals[:1]), _tv_weight(sigma)).numpy()[0]
         _plot(args.plot, [('noisy', signals[0], ':'), (f'TV (w for σ={sigma:.3g})', tv, '-'),
@@ -126,6 +128,7 @@ def cmd_diffuse(args) -> int:
         out = _apply(model, signals, repeat=int(round(k)))
     else:
         import torch
+
         from .data import reference as ref
         if signals.shape[1] < 2:
             raise UsageError(f"signals have length {signals.shape[1]}, diffusion needs at least 2 samples")
@@ -146,6 +149,7 @@ def cmd_diffuse(args) -> int:
 
 def cmd_demo(args) -> int:
     import torch
+
     from .data.signals import make_signals, oracle_segment_means, psnr
     from .train.baselines import perona_malik_denoise, tv_denoise
     model = _load_model(args.model)
@@ -210,7 +214,9 @@ def cmd_list(args) -> int:
 
 def cmd_certify(args) -> int:
     import timm
+
     import pdeblocks  # noqa: F401  (registers the timm models)
+
     from .stability import certify
     try:
         model = timm.create_model(args.model)

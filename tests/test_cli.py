@@ -151,14 +151,16 @@ def test_demo_prints_table_and_writes_png(tmp_path, capsys):
 
 def test_train_resume_and_checkpoint(tmp_path):
     out = tmp_path / 'run'
-    assert main(['train', 'diffusion-1d-perona-malik', '--out', str(out), '--steps', '2', '--no-eval']) == 0
+    assert main(['train', 'smoke-test', '--out', str(out), '--steps', '2', '--no-eval']) == 0
     state = json.loads((out / 'checkpoint.json').read_text())
     assert state['step'] == 2 and not list(out.glob('*.tmp*'))
-    assert main(['train', 'diffusion-1d-perona-malik', '--out', str(out), '--steps', '4', '--no-eval',
-                 '--resume']) == 0
+    assert main(['train', 'smoke-test', '--out', str(out), '--steps', '4', '--eval-count', '2', '--resume']) == 0
     assert json.loads((out / 'checkpoint.json').read_text())['step'] == 4
     res = json.loads((out / 'eval.json').read_text())
     assert res['steps'] == 4
+    errors = res['evaluation']['errors']
+    assert set(errors) >= {'model', 'fed_cycle', 'explicit_same_steps', 'implicit_same_steps'}
+    assert all(0 <= v['mean'] <= v['max'] for v in errors.values())
     m = from_pretrained(out / 'model')
     assert m.architecture == 'diffusion_1d'
 
@@ -166,7 +168,7 @@ def test_train_resume_and_checkpoint(tmp_path):
 def test_resume_equals_uninterrupted(tmp_path):
     """2 + 2 steps with --resume give bitwise the weights of 4 uninterrupted steps (deterministic data)."""
     a, b = tmp_path / 'a', tmp_path / 'b'
-    common = ['train', 'diffusion-1d-perona-malik', '--no-eval']
+    common = ['train', 'smoke-test', '--no-eval']
     assert main([*common, '--out', str(a), '--steps', '4']) == 0
     assert main([*common, '--out', str(b), '--steps', '2']) == 0
     assert main([*common, '--out', str(b), '--steps', '4', '--resume']) == 0
@@ -182,8 +184,8 @@ def test_unknown_recipe(capsys):
 
 def test_torchrun_two_processes(tmp_path):
     out = tmp_path / 'ddp'
-    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=0',
-                           '-m', 'pdeblocks.cli', 'train', 'diffusion-1d-perona-malik', '--out', str(out),
+    proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                           '-m', 'pdeblocks.cli', 'train', 'smoke-test', '--out', str(out),
                            '--steps', '3', '--no-eval'], env=ENV, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((out / 'eval.json').read_text())
@@ -211,9 +213,14 @@ def test_list(capsys):
     assert 'denoiser-1d' in capsys.readouterr().out.split()
 
 
-def test_certify(capsys):
+def test_certify_unknown_model(capsys):
     assert main(['certify', 'no_such_model']) == 2
-    assert capsys.readouterr().err.startswith('pdeblocks: error: ')
+    err = capsys.readouterr().err
+    assert err.startswith('pdeblocks: error: ') and err.count('\n') == 1
+
+
+@pytest.mark.slow
+def test_certify_prints_the_report(capsys):
     pytest.importorskip('pdeblocks.stability')
     assert main(['certify', 'pde_resnet18']) == 0
     assert 'SymmetricResidual' in capsys.readouterr().out

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from pdeblocks.hub import (BUNDLED_DIR, from_pretrained, list_pretrained, load_folder, validate_config)
+from pdeblocks.hub import BUNDLED_DIR, from_pretrained, list_pretrained, load_folder, validate_config
 from pdeblocks.models.denoise1d import Denoiser1D, Diffusion1D, StandardResNet1D
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,8 +242,14 @@ def test_hub_cache_resolution_offline(tmp_path):
     fill_hub_cache(cache, 'pdeblocks/denoiser-1d', a, commit_a, refs=('main',))
     fill_hub_cache(cache, 'pdeblocks/denoiser-1d', b, commit_b, refs=('v2',))
     fill_hub_cache(cache, 'someone/my-denoiser', b, commit_b, refs=('main',))
+    # a second cache (passed as cache_dir) holding a truncated copy of pdeblocks/denoiser-1d
+    bad_cache, bad = tmp_path / 'bad-hub', tmp_path / 'bad'
+    tiny_denoiser().save_pretrained(bad)
+    (bad / 'model.safetensors').write_bytes((bad / 'model.safetensors').read_bytes()[:100])
+    fill_hub_cache(bad_cache, 'pdeblocks/denoiser-1d', bad, 'c' * 40)
     bundled_params = sum(p.numel() for p in from_pretrained('diffusion-1d-perona-malik').parameters())
     res = run_offline(cache, [
+        ['corrupted', 'pdeblocks/denoiser-1d', {'cache_dir': str(bad_cache)}],
         ['main', 'pdeblocks/denoiser-1d', {}],
         ['tag', 'pdeblocks/denoiser-1d', {'revision': 'v2'}],
         ['commit', 'pdeblocks/denoiser-1d', {'revision': commit_b}],
@@ -260,16 +266,8 @@ def test_hub_cache_resolution_offline(tmp_path):
     assert res['fallback']['source'] == 'bundled' and res['fallback']['params'] == bundled_params
     assert res['fallback']['warned'] and 'bundled' in res['fallback']['warned'][0]
     assert 'cannot load' in res['missing']['error']
-
-
-def test_corrupted_hub_copy_is_an_error_not_a_fallback(tmp_path):
-    cache = tmp_path / 'hub'
-    a = tmp_path / 'a'
-    tiny_denoiser().save_pretrained(a)
-    (a / 'model.safetensors').write_bytes((a / 'model.safetensors').read_bytes()[:100])
-    fill_hub_cache(cache, 'pdeblocks/denoiser-1d', a, 'c' * 40)
-    res = run_offline(cache, [['bad', 'pdeblocks/denoiser-1d', {}]])
-    assert 'not a valid safetensors file' in res['bad']['error']
+    # a corrupted Hub copy is an error, never silently replaced by the bundled one
+    assert 'not a valid safetensors file' in res['corrupted']['error']
 
 
 def test_torch_hub_entrypoints_offline():

@@ -1,7 +1,17 @@
 """Seeded 1D signals (piecewise constant / smooth with jumps), noise, splits, PSNR and the oracle."""
 from .signals import (
-    KINDS, SIGMAS, SPLITS, GENERATORS, SignalSet, make_signals, oracle_segment_means, piecewise_constant,
-    piecewise_smooth, psnr, segment_starts, signal_rng,
+    GENERATORS,
+    KINDS,
+    SIGMAS,
+    SPLITS,
+    SignalSet,
+    make_signals,
+    oracle_segment_means,
+    piecewise_constant,
+    piecewise_smooth,
+    psnr,
+    segment_starts,
+    signal_rng,
 )
 
 __all__ = ['KINDS', 'SIGMAS', 'SPLITS', 'GENERATORS', 'SignalSet', 'make_signals', 'oracle_segment_means',

@@ -13,7 +13,7 @@ test never share a generator stream and any single signal can be regenerated on 
 Noise: additive white Gaussian, ``noisy = clean + σ·ε``; the noisy signal is *not* clipped.
 """
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import numpy as np
 

@@ -32,7 +32,7 @@ def run_model(model: torch.nn.Module, noisy: np.ndarray, batch: int = 64) -> np.
     return np.concatenate(outs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tuned_baselines(kind: str, sigma: float, val_count: int = 32, length: int = TEST_LENGTH) -> Dict[str, float]:
     """TV weight and Perona–Malik (λ, T) maximising mean PSNR on ``val_count`` validation signals."""
     v = make_signals(kind, 'val', val_count, length, sigma, seed=EVAL_SEED)
@@ -41,7 +41,7 @@ def tuned_baselines(kind: str, sigma: float, val_count: int = 32, length: int = 
     return dict(tv_weight=w, tv_val_psnr=tv_score, pm_contrast=lam, pm_time=t, pm_val_psnr=pm_score)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def baseline_psnr(kind: str, sigma: float, count: int, length: int = TEST_LENGTH) -> Dict[str, Any]:
     """Test-split PSNR of noisy input, tuned TV, tuned PM and the oracle for one (kind, σ)."""
     s = make_signals(kind, 'test', count, length, sigma, seed=EVAL_SEED)
@@ -73,7 +73,7 @@ def evaluate_denoiser(model: torch.nn.Module, count: int = 64, length: int = TES
 
 
 def evaluate_diffusion(model: torch.nn.Module, recipe, count: int = 64, length: int = TEST_LENGTH) -> Dict[str, Any]:
-    from ..data.reference import (explicit_steps, fed, implicit, make_flux, reference_error, relative_error)
+    from ..data.reference import explicit_steps, fed, implicit, make_flux, reference_error, relative_error
     from .trainer import diffusion_pairs
     kw = recipe.model_kwargs
     n, T, order, cycles = kw['layers'], kw['time'], kw.get('order', 1), kw.get('cycles', 1)

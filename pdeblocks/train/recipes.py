@@ -54,12 +54,6 @@ register_recipe(Recipe(
     description='symmetric ResNet denoiser, learned nonmonotone fluxes, blind σ ∈ [0.04, 0.25]'))
 
 register_recipe(Recipe(
-    name='denoiser-1d-free-step', task='denoise', architecture='denoiser_1d',
-    model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16, stability='none'),
-    seed=0, steps=1000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100, published=False,
-    description='ablation: the symmetric ResNet with free (unconstrained) step sizes'))
-
-register_recipe(Recipe(
     name='denoiser-1d-standard', task='denoise', architecture='standard_resnet_1d',
     model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16),
     seed=0, steps=1000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100, published=False,
@@ -77,7 +71,15 @@ register_recipe(Recipe(
     model_kwargs=dict(channels=12, levels=3, kernel_size=5, pre_smooth=2, post_smooth=2, coarse_steps=2, cycle='V',
                       flux='learned'),
     seed=0, steps=800, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100,
-    description='multigrid U-net (V-cycle of symmetric steps, 3 grids) as a blind denoiser'))
+    description='multigrid U-net (V-cycle of symmetric steps, 3 grids) as a blind denoiser; not trained yet, '
+                'no bundled weights'))
+
+register_recipe(Recipe(
+    name='smoke-test', task='diffusion', architecture='diffusion_1d',
+    model_kwargs=dict(layers=4, time=2.0, contrast=0.1, order=1, knots=8, support=10.0, cycles=2),
+    seed=0, steps=4, batch_size=4, length=64, lr=3e-3, warmup=2, train_signals=8, checkpoint_every=2,
+    kinds=('piecewise_constant', 'piecewise_smooth'), sigma_min=0.05, sigma_max=0.1, published=False,
+    description='a tiny recipe for CI smoke runs of the trainer (checkpoints, resume, torchrun)'))
 
 
 def get_recipe(name: str) -> Recipe:
