@@ -7,6 +7,7 @@ dependencies = ['torch', 'timm', 'huggingface_hub', 'safetensors']
 import timm as _timm  # noqa: E402
 
 import pdeblocks as _pdeblocks  # noqa: E402,F401  (registers the pde_* architectures with timm)
+from pdeblocks.hub import denoiser_1d, denoiser_1d_multigrid, diffusion_1d  # noqa: E402,F401
 from pdeblocks.models.multigrid_unet import multigrid_unet_1d, multigrid_unet_2d  # noqa: E402,F401
 
 
@@ -67,3 +68,13 @@ def pde_hyperbolic_cnn(pretrained: bool = False, **kwargs):
 def pde_hamiltonian_cnn(pretrained: bool = False, **kwargs):
     """Ruthotto & Haber Hamiltonian (Verlet) CNN with reversible backprop, CIFAR-10 layout."""
     return _create('pde_hamiltonian_cnn', pretrained, **kwargs)
+
+
+def pde_gcnn(pretrained: bool = False, **kwargs):
+    """PDE-G-CNN (Smets et al.): lift to roto-translations, convection–dilation–erosion layers, project; exactly equivariant to 90° rotations."""
+    return _create('pde_gcnn', pretrained, **kwargs)
+
+
+def pde_gcnn_small(pretrained: bool = False, **kwargs):
+    """A small PDE-G-CNN (762 parameters)."""
+    return _create('pde_gcnn_small', pretrained, **kwargs)

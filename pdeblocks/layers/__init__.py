@@ -10,11 +10,19 @@ from .hyperbolic import (
     HamiltonianBlock, HyperbolicBlock, NormalizedFlux, ParabolicBlock, ReversibleState, ReversibleStep, TVNorm,
 )
 from .multigrid import GridTransfer, MultigridCycle, MultigridUNet
+from .gcnn import (
+    CDELayer, CDELayerM2, CDELayerR2, ConvectionM2, ConvectionR2, DiffusionM2, DiffusionR2, FractionalDilationM2,
+    FractionalDilationR2, FractionalErosionM2, FractionalErosionR2, LiftM2Cartesian, LinearM2, ProjectM2,
+    max_plus_convolution_m2, min_plus_convolution_m2, rotate_m2,
+)
 
 __all__ = [
     'FLUXES', 'Charbonnier', 'ExpPeronaMalik', 'Flux', 'LearnedFlux', 'PeronaMalik', 'ReLUFlux', 'Weickert',
     'create_flux', 'RESIDUAL_BLOCKS', 'create_block', 'register_block', 'STABILITY_MODES',
     'FEDCycle', 'FSIBlock', 'LaggedDiffusion', 'cycle_amplification_bound', 'leja_order', 'ImplicitBlock',
     'HamiltonianBlock', 'HyperbolicBlock', 'NormalizedFlux', 'ParabolicBlock', 'ReversibleState', 'ReversibleStep',
-    'TVNorm', 'GridTransfer', 'MultigridCycle', 'MultigridUNet', 'OperatorNormBound', 'SymmetricBasicBlock', 'SymmetricResidual',
+    'TVNorm', 'GridTransfer', 'MultigridCycle', 'MultigridUNet',
+    'CDELayer', 'CDELayerM2', 'CDELayerR2', 'ConvectionM2', 'ConvectionR2', 'DiffusionM2', 'DiffusionR2',
+    'FractionalDilationM2', 'FractionalDilationR2', 'FractionalErosionM2', 'FractionalErosionR2', 'LiftM2Cartesian',
+    'LinearM2', 'ProjectM2', 'max_plus_convolution_m2', 'min_plus_convolution_m2', 'rotate_m2', 'OperatorNormBound', 'SymmetricBasicBlock', 'SymmetricResidual',
 ]

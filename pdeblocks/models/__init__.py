@@ -1,7 +1,8 @@
 """Registered timm architectures (registered on ``import pdeblocks``) and 1D models."""
-from . import pde_schemes, ruthotto_haber  # noqa: F401  (register pde_fsi_*, pde_implicit_*, pde_*_cnn)
+from . import pde_gcnn, pde_schemes, ruthotto_haber  # noqa: F401  (register pde_gcnn*, pde_fsi_*, pde_implicit_*, pde_*_cnn)
 from .multigrid_unet import multigrid_unet_1d, multigrid_unet_2d
+from .pde_gcnn import PDEGCNN
 from .pde_resnet import Connector, PDEResNet, PDEStage
 from .ruthotto_haber import RuthottoHaberNet
 
-__all__ = ['Connector', 'PDEResNet', 'PDEStage', 'RuthottoHaberNet', 'multigrid_unet_1d', 'multigrid_unet_2d']
+__all__ = ['Connector', 'PDEGCNN', 'PDEResNet', 'PDEStage', 'RuthottoHaberNet', 'multigrid_unet_1d', 'multigrid_unet_2d']
