@@ -120,12 +120,6 @@ def test_timm_auto_init_takes_the_pretrained_convolutions():
     rnd, rrep = swap_blocks(model, init='random')
     assert all(r.init == 'random' for r in rrep.swapped)
     assert not torch.allclose(rnd.layer1[1].step.weight, swapped.layer1[1].step.weight)
-    # the auto swap starts at a small step: each swapped block stays close to its connector
-    x = torch.randn(2, 8, 8, 8)
-    with torch.no_grad():
-        blk = swapped.layer1[1]
-        rel = (blk(x) - F.relu(x)).norm() / F.relu(x).norm()
-    assert rel < 0.5
 
 
 @pytest.mark.parametrize('name, kw', [
