@@ -5,8 +5,8 @@
 For 2D kernels of size 3 and 5, channels C → C, random weights ~ N(0, 1/(k²C)) and "trained" weights
 (a random kernel after 200 Adam steps fitting a smoothing operator, which concentrates its symbol),
 each boundary: the ratio of :func:`pdeblocks.ops.norm_bound` to the true norm (power iteration in
-float64 on 48×48 signals (24×24 from 256 channels), started from the plane wave of the symbol's maximiser and run until the
-estimate changes by < 1e-9 relative or 400 steps; a lower bound, so a ratio ≥ 1 is required), the same
+float64 on 32×32 signals (16×16 from 256 channels), started from the plane wave of the symbol's maximiser and run until the
+estimate changes by < 1e-9 relative or 200 steps; a lower bound, so a ratio ≥ 1 is required), the same
 for the Schur test (‖K‖² ≤ max row abs-sum · max column abs-sum) and the sum of tap norms, and the
 bound's wall time. Writes ``benchmarks/results/norm_bounds.md`` and ``.json``.
 """
@@ -57,11 +57,11 @@ def trained_kernel(c: int, k: int, seed: int) -> torch.Tensor:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument('--channels', type=int, nargs='+', default=[16, 64, 256, 512])
-    p.add_argument("--size", type=int, default=None, help='signal size (default 48, 24 from 256 channels)')
+    p.add_argument("--size", type=int, default=None, help='signal size (default 32, 16 from 256 channels)')
     p.add_argument('--quick', action='store_true', help='channels 16 and 64 only, fewer power iterations')
     args = p.parse_args()
     channels = [16, 64] if args.quick else args.channels
-    iters = 100 if args.quick else 400
+    iters = 100 if args.quick else 200
     rows, data = [], []
     for c in channels:
         for k in (3, 5):
@@ -76,7 +76,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     bound = float(norm_bound(w32, boundary))
                     dt = time.perf_counter() - t0
-                    n = args.size or (48 if c <= 64 else 24)
+                    n = args.size or (32 if c <= 64 else 16)
                     size = [n, n]
                     true = float(power_iteration_norm(w, boundary, size, iters=iters, tol=1e-9,
                                                       init=symbol_plane_wave(w, size)))
@@ -89,7 +89,7 @@ def main() -> None:
                                 f"{schur / true:.2f} | {taps / true:.2f} | {dt:.3f} |")
                     print(rows[-1], flush=True)
     header = [f"Operator-norm bounds, 2D, C → C, true norm by float64 power iteration on "
-              f"{args.size or '48 (24 from 256 channels)'}² signals "
+              f"{args.size or '32 (16 from 256 channels)'}² signals "
               f"(torch {torch.__version__}, {torch.get_num_threads()} threads)", '',
               '| C | k | weights | boundary | true ‖K‖ | norm_bound / true | Schur / true | Σ taps / true | '
               'norm_bound time (s) |', '|---|---|---|---|---|---|---|---|---|']

@@ -267,6 +267,15 @@ def test_meta_device():
     assert blk(torch.randn(2, 4, 8, 8, device='meta')).is_meta
 
 
+def test_zero_kernel_is_the_identity():
+    blk = SymmetricResidual(3, dim=2, boundary='zeros')
+    with torch.no_grad():
+        blk.weight.zero_()
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(blk(x), x)
+    assert torch.isfinite(blk.step_size())
+
+
 def test_nan_input_propagates():
     """Documented: NaN/Inf are not checked per call; they propagate to the output, nothing else breaks."""
     blk = SymmetricResidual(2, dim=1)

@@ -80,7 +80,8 @@ class OperatorNormBound(nn.Module):
         self._cache_value: Optional[torch.Tensor] = None
 
     def compute(self, weight: torch.Tensor) -> torch.Tensor:
-        return symbol_norm_sup(weight, self.grid, self.gram_steps) * self.factor
+        # floored at 1e-6: still ≥ ‖K‖ for a (near-)zero kernel, and keeps τ = 2/(L B²) finite there
+        return (symbol_norm_sup(weight, self.grid, self.gram_steps) * self.factor).clamp_min(1e-6)
 
     @torch.jit.unused
     def cached(self, weight: torch.Tensor) -> torch.Tensor:
