@@ -139,7 +139,7 @@ def main() -> None:
         blk.bound.compute(blk.weight)
         per_width.setdefault(blk.channels, []).append(time.perf_counter() - t0)
 
-    med = {n: statistics.median(t) for n in names}
+    med = {n: statistics.median(times[n]) for n in names}
     mem = {n: measure_memory(n, args.batch, args.size) for n in names}
     ref, ours = make('resnet18', 1000), make('pde_resnet18', 1000)
     rows = [

@@ -196,7 +196,7 @@ def test_small_changes_reuse_the_bound_rigorously():
     blk = SymmetricResidual(6, dim=1, boundary='reflect').double()
     b0 = float(blk.norm_bound())
     assert blk.bound.recomputations == 1
-    for step in range(20):  # many small steps accumulate against W₀, never against the last step
+    for _ in range(20):  # many small steps accumulate against W₀, never against the last step
         with torch.no_grad():
             blk.weight.add_(torch.randn_like(blk.weight) * 2e-5)
         b = float(blk.norm_bound())

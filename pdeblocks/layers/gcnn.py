@@ -249,7 +249,7 @@ def translate_bilinear(x: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Te
 
     ``x``: [B, N, H, W]; shifts in pixels, shape [N]. One grid_sample with the N maps as its batch.
     """
-    B, N, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3]
+    N, H, W = x.shape[1], x.shape[2], x.shape[3]
     gd = _geometry_dtype(x.dtype)
     gx = torch.linspace(-1.0, 1.0, W, device=x.device, dtype=gd).view(1, 1, W).expand(N, H, W)
     gy = torch.linspace(-1.0, 1.0, H, device=x.device, dtype=gd).view(1, H, 1).expand(N, H, W)
