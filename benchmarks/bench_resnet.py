@@ -5,8 +5,8 @@
 * parameters: residual stages (blocks and connectors) and whole model;
 * time: one training step (forward, backward, SGD step with lr 0.1, momentum 0.9) per model,
   interleaved round by round; the median per model and their ratio;
-* peak memory: the rise of the peak resident set size over a few training steps, each model in a
-  fresh subprocess (``ru_maxrss``), after one warm-up step;
+* peak memory: the peak resident set size during two training steps after one warm-up step, and its
+  rise over the resident set before them, each model in a fresh subprocess (Linux VmHWM);
 * the stability bound's share of a pde_resnet18 training step: time inside the blocks'
   ``OperatorNormBound`` calls over the step time, in the same steps; plus the cost of one full
   recomputation of every block's bound (what a step costs when every weight moved by more than the
@@ -17,7 +17,6 @@ Writes ``benchmarks/results/resnet.md`` and ``.json``.
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -74,15 +73,27 @@ class BoundTimer:
         self.total += time.perf_counter() - self._start.pop(id(module))
 
 
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise RuntimeError(f'{field} not in /proc/self/status')
+
+
 def memory_child(name: str, batch: int, size: int, steps: int) -> None:
+    """Peak RSS over training steps, after a warm-up step, in a fresh process (Linux VmHWM, reset
+    through /proc/self/clear_refs: ru_maxrss would carry the parent's peak across fork/exec)."""
     model = make(name)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
     train_step(model, opt, x, y)  # warm-up: allocator pools, momentum buffers, cached bounds
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset the peak-RSS high-water mark
+    base = _status_kib('VmRSS')
     for _ in range(steps):
         train_step(model, opt, x, y)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _status_kib('VmHWM')
     print(json.dumps(dict(peak_mib=peak / 1024, rise_mib=(peak - base) / 1024)))
 
 
@@ -92,18 +103,69 @@ def measure_memory(name: str, batch: int, size: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def render(data: dict) -> str:
+    """The markdown table of a run (``data`` as saved in resnet.json)."""
+    a, med, mem, par = data['args'], data['median_step_s'], data['memory'], data['params']
+    rows = [
+        ('parameters, residual stages', f"{par['resnet18_stages']:,}", f"{par['pde_resnet18_stages']:,}",
+         f"{par['pde_resnet18_stages'] / par['resnet18_stages']:.3f}"),
+        ('parameters, whole model (1000 classes)', f"{par['resnet18']:,}", f"{par['pde_resnet18']:,}",
+         f"{par['pde_resnet18'] / par['resnet18']:.3f}"),
+        (f"train step, median of {a['rounds']} (s)", f"{med['resnet18']:.3f}", f"{med['pde_resnet18']:.3f}",
+         f"{med['pde_resnet18'] / med['resnet18']:.2f}"),
+        ('peak RSS rise during 2 steps (MiB)', f"{mem['resnet18']['rise_mib']:.0f}",
+         f"{mem['pde_resnet18']['rise_mib']:.0f}",
+         f"{mem['pde_resnet18']['rise_mib'] / max(mem['resnet18']['rise_mib'], 1e-9):.2f}"),
+        ('peak RSS (MiB)', f"{mem['resnet18']['peak_mib']:.0f}", f"{mem['pde_resnet18']['peak_mib']:.0f}",
+         f"{mem['pde_resnet18']['peak_mib'] / mem['resnet18']['peak_mib']:.2f}"),
+    ]
+    table = [f"pde_resnet18 vs resnet18, batch {a['batch']}, 3×{a['size']}×{a['size']}, train mode, SGD lr 0.1, "
+             f"CPU ({data['threads']} threads), torch {data['torch']}, timm {data['timm']}", '',
+             '| | resnet18 | pde_resnet18 | ratio |', '|---|---|---|---|']
+    table += [f"| {x} | {y} | {z} | {w} |" for x, y, z, w in rows]
+    full = statistics.median(data['full_recompute_s'])
+    table += ['', '| stability bound | value |', '|---|---|',
+              f"| share of a pde_resnet18 train step (median over steps) | {statistics.median(data['bound_share']):.1%} |",
+              f"| full bound recomputations in {data['steps']} steps (8 blocks) | {data['recomputations']} |",
+              f"| one full recomputation of all 8 bounds, median of 3 (s) | {full:.2f} |",
+              f"| that, relative to resnet18's whole step | {full / med['resnet18']:.0f}× |"]
+    table += [f"| full bound of one {w}-channel block (s) | {statistics.median(t):.3f} |"
+              for w, t in sorted(data['per_width_s'].items(), key=lambda kv: int(kv[0]))]
+    return '\n'.join(table)
+
+
+def write(data: dict) -> None:
+    text = render(data)
+    print(text)
+    os.makedirs(RESULTS, exist_ok=True)
+    for ext, content in (('md', text + '\n'), ('json', json.dumps(data, indent=1))):
+        path = os.path.join(RESULTS, f'resnet.{ext}')
+        with open(path + '.tmp', 'w') as f:
+            f.write(content)
+        os.replace(path + '.tmp', path)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument('--rounds', type=int, default=7)
     p.add_argument('--batch', type=int, default=32)
     p.add_argument('--size', type=int, default=64)
+    p.add_argument('--memory-only', action='store_true',
+                   help='re-measure only the memory rows of the saved run (benchmarks/results/resnet.json)')
     p.add_argument('--memory-child', default=None)
     args = p.parse_args()
     if args.memory_child:
         memory_child(args.memory_child, args.batch, args.size, steps=2)
         return
-
     names = ['resnet18', 'pde_resnet18']
+    if args.memory_only:
+        with open(os.path.join(RESULTS, 'resnet.json')) as f:
+            data = json.load(f)
+        a = data['args']
+        data['memory'] = {n: measure_memory(n, a['batch'], a['size']) for n in names}
+        write(data)
+        return
+
     models = {n: make(n) for n in names}
     opts = {n: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for n, m in models.items()}
     gen = torch.Generator().manual_seed(0)
@@ -123,62 +185,29 @@ def main() -> None:
             times[n].append(dt)
             if n == 'pde_resnet18':
                 bound_share.append(timer.total / dt)
-    bounds = [m for m in models['pde_resnet18'].modules() if isinstance(m, OperatorNormBound)]
-    recomputations = sum(b.recomputations for b in bounds)
-    steps_taken = args.rounds + 1
+    blocks = [m for m in models['pde_resnet18'].modules() if hasattr(m, 'bound')]
+    recomputations = sum(b.bound.recomputations for b in blocks)
     full = []
     for _ in range(3):
         t0 = time.perf_counter()
-        blocks = [m for m in models['pde_resnet18'].modules() if hasattr(m, 'bound')]
         for blk in blocks:
             blk.bound.compute(blk.weight)
         full.append(time.perf_counter() - t0)
     per_width = {}
-    for blk in [m for m in models['pde_resnet18'].modules() if hasattr(m, 'bound')]:
+    for blk in blocks:
         t0 = time.perf_counter()
         blk.bound.compute(blk.weight)
-        per_width.setdefault(blk.channels, []).append(time.perf_counter() - t0)
-
-    med = {n: statistics.median(times[n]) for n in names}
-    mem = {n: measure_memory(n, args.batch, args.size) for n in names}
+        per_width.setdefault(str(blk.channels), []).append(time.perf_counter() - t0)
     ref, ours = make('resnet18', 1000), make('pde_resnet18', 1000)
-    rows = [
-        ('parameters, residual stages', f"{stage_params('resnet18', ref):,}", f"{stage_params('pde', ours):,}",
-         f"{stage_params('pde', ours) / stage_params('resnet18', ref):.3f}"),
-        ('parameters, whole model (1000 classes)', f"{count(ref):,}", f"{count(ours):,}",
-         f"{count(ours) / count(ref):.3f}"),
-        (f'train step, median of {args.rounds} (s)', f"{med['resnet18']:.3f}", f"{med['pde_resnet18']:.3f}",
-         f"{med['pde_resnet18'] / med['resnet18']:.2f}"),
-        ('peak RSS rise over 2 steps (MiB)', f"{mem['resnet18']['rise_mib']:.0f}",
-         f"{mem['pde_resnet18']['rise_mib']:.0f}",
-         f"{mem['pde_resnet18']['rise_mib'] / max(mem['resnet18']['rise_mib'], 1e-9):.2f}"),
-        ('peak RSS (MiB)', f"{mem['resnet18']['peak_mib']:.0f}", f"{mem['pde_resnet18']['peak_mib']:.0f}",
-         f"{mem['pde_resnet18']['peak_mib'] / mem['resnet18']['peak_mib']:.2f}"),
-    ]
-    table = [f"pde_resnet18 vs resnet18, batch {args.batch}, 3×{args.size}×{args.size}, train mode, CPU "
-             f"({torch.get_num_threads()} threads), torch {torch.__version__}, timm {timm.__version__}", '',
-             '| | resnet18 | pde_resnet18 | ratio |', '|---|---|---|---|']
-    table += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    table += ['', '| stability bound | value |', '|---|---|',
-              f"| share of a pde_resnet18 train step (median over steps) | {statistics.median(bound_share):.1%} |",
-              f"| full bound recomputations in {steps_taken} steps (8 blocks) | {recomputations} |",
-              f"| one full recomputation of all 8 bounds, median of 3 (s) | {statistics.median(full):.2f} |",
-              f"| that, as a share of resnet18's step | {statistics.median(full) / med['resnet18']:.0f}× |"]
-    table += [f"| full bound of one {w}-channel block (s) | {statistics.median(t):.3f} |"
-              for w, t in sorted(per_width.items())]
-    text = '\n'.join(table)
-    print(text)
-    os.makedirs(RESULTS, exist_ok=True)
-    data = dict(args=vars(args), median_step_s=med, memory=mem, bound_share=bound_share,
-                recomputations=recomputations, steps=steps_taken, full_recompute_s=full,
-                per_width_s={str(k): v for k, v in per_width.items()},
-                params=dict(resnet18=count(ref), pde_resnet18=count(ours),
-                            resnet18_stages=stage_params('resnet18', ref), pde_resnet18_stages=stage_params('p', ours)))
-    for ext, content in (('md', text + '\n'), ('json', json.dumps(data, indent=1))):
-        path = os.path.join(RESULTS, f'resnet.{ext}')
-        with open(path + '.tmp', 'w') as f:
-            f.write(content)
-        os.replace(path + '.tmp', path)
+    write(dict(
+        args=dict(rounds=args.rounds, batch=args.batch, size=args.size), threads=torch.get_num_threads(),
+        torch=torch.__version__, timm=timm.__version__,
+        median_step_s={n: statistics.median(times[n]) for n in names}, step_s=times,
+        memory={n: measure_memory(n, args.batch, args.size) for n in names},
+        bound_share=bound_share, recomputations=recomputations, steps=args.rounds + 1, full_recompute_s=full,
+        per_width_s=per_width,
+        params=dict(resnet18=count(ref), pde_resnet18=count(ours), resnet18_stages=stage_params('resnet18', ref),
+                    pde_resnet18_stages=stage_params('pde_resnet18', ours))))
 
 
 if __name__ == '__main__':
