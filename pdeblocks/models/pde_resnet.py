@@ -16,13 +16,14 @@ input size works down to 1×1 features.
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
+from torch import nn
 
 from ..layers.registry import create_block
+from ._stages import StagePruningMixin
 
 __all__ = ['PDEResNet', 'PDEStage', 'Connector']
 
@@ -76,7 +77,7 @@ class PDEStage(nn.Module):
         return self.blocks(x)
 
 
-class PDEResNet(nn.Module):
+class PDEResNet(StagePruningMixin, nn.Module):
     """ResNet of residual PDE blocks (see the module docstring).
 
     Args:
@@ -197,22 +198,6 @@ class PDEResNet(nn.Module):
         if intermediates_only:
             return intermediates
         return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages after the last requested tap (and the head); returns the kept indices."""
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        prune_end = max_index < len(self.stages)
-        self.stages = self.stages[:max_index]
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem_pool(self.stem(x)))

@@ -17,12 +17,13 @@ a bias per channel in every TV normalisation; no convolution biases; classifier 
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
 from timm.layers import ClassifierHead, get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
+from torch import nn
 
 from ..layers.hyperbolic import HamiltonianBlock, HyperbolicBlock, ParabolicBlock, TVNorm
+from ._stages import StagePruningMixin
 
 __all__ = ['RuthottoHaberNet', 'RHConnector', 'RH_UNITS']
 
@@ -57,7 +58,7 @@ class RHStage(nn.Module):
         return self.connector(self.unit(x))
 
 
-class RuthottoHaberNet(nn.Module):
+class RuthottoHaberNet(StagePruningMixin, nn.Module):
     """Opening, units of PDE steps with connectors, global pooling, classifier (module docstring).
 
     Args:
@@ -175,21 +176,6 @@ class RuthottoHaberNet(nn.Module):
         if intermediates_only:
             return intermediates
         return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        prune_end = max_index < len(self.stages)
-        self.stages = self.stages[:max_index]
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
