@@ -12,9 +12,9 @@ import math
 from typing import Dict, List, Optional, Type
 
 import torch
-from torch import nn
 import torch.nn.functional as F
 from timm.models import register_notrace_function
+from torch import nn
 
 
 @register_notrace_function
@@ -178,7 +178,22 @@ class LearnedFlux(Flux):
         return torch.where(x > last, g * (last / x.clamp_min(last)), g)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return self.diffusivity_values(s) * s
+        """Φ(s) = g(|s̄|)·s̄ with s̄ = clamp(s, −s_max, s_max): beyond s_max, g(s) = g(s_max)·s_max/|s|
+        makes Φ constant, so clamping first is the same function with fewer passes over s; g on
+        [0, s_max] as v_i + (v_{i+1} − v_i)·frac at knot interval i."""
+        n, k = self.num_channels, self.knots
+        values = self.sector_bound * torch.sigmoid(self.knot_logits).to(s.dtype)   # [n, K]
+        slopes = torch.diff(values, dim=1)                                           # [n, K − 1]
+        s_max = self.spacing * (k - 1)
+        clamped = s.clamp(-s_max, s_max)
+        x = clamped.abs() * (1.0 / self.spacing)
+        idx = x.floor().clamp_(max=k - 2)
+        frac = x - idx
+        idx_long = idx.long()
+        if n > 1:
+            idx_long = idx_long + channel_view(torch.arange(n, device=s.device) * (k - 1), s)
+        g = torch.take(values[:, :-1].reshape(-1), idx_long) + torch.take(slopes.reshape(-1), idx_long) * frac
+        return g * clamped
 
     def extra_repr(self) -> str:
         return f"channels={self.knot_logits.shape[0]}, knots={self.knots}, L={self.sector_bound}"
