@@ -127,3 +127,28 @@ def test_bundled_diffusion_beats_fed_cycle():
         e_model = ref.relative_error(m(f.float()).double(), r).mean()
     e_fed = ref.relative_error(ref.fed(f, flux, T, n), r).mean()
     assert float(e_model) <= 0.5 * float(e_fed)
+
+
+# ---------------------------------------------------------------- training loss
+def test_relative_mse_weighs_every_noise_level_alike():
+    """Two signals with noise σ = 0.05 and 0.2, each output removing half of its own noise: the relative
+    loss is ¼ for both (so ¼ overall) while the plain MSE is dominated by the noisier one."""
+    from pdeblocks.train.recipes import Recipe
+    from pdeblocks.train.trainer import training_loss
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 1, 256, generator=g)
+    noise = torch.randn(2, 1, 256, generator=g) * torch.tensor([0.05, 0.2]).reshape(2, 1, 1)
+    noisy, out = clean + noise, clean + 0.5 * noise
+    rel = Recipe(name='r', task='denoise', architecture='denoiser_1d', loss='relative_mse')
+    mse = Recipe(name='m', task='denoise', architecture='denoiser_1d')
+    assert float(training_loss(rel, out, noisy, clean)) == pytest.approx(0.25, rel=1e-6)
+    expected_mse = float(((0.5 * noise) ** 2).mean())
+    assert float(training_loss(mse, out, noisy, clean)) == pytest.approx(expected_mse, rel=1e-6)
+
+
+@pytest.mark.parametrize('task, loss', [('denoise', 'l1'), ('diffusion', 'relative_mse')])
+def test_recipe_rejects_unknown_or_misplaced_loss(task, loss):
+    from pdeblocks.train.recipes import RECIPES, Recipe, register_recipe
+    with pytest.raises(ValueError, match="loss must be one of"):
+        register_recipe(Recipe(name='bad-loss', task=task, architecture='denoiser_1d', loss=loss))
+    assert 'bad-loss' not in RECIPES

@@ -30,6 +30,7 @@ class Recipe:
     train_signals: int = 256      # diffusion only
     flux: str = 'perona_malik'    # diffusion only: the flux of the reference solution
     checkpoint_every: int = 200
+    loss: str = 'mse'
     published: bool = True
     description: str = ''
 
@@ -39,10 +40,15 @@ class Recipe:
         return d
 
 
+LOSSES = ('mse', 'relative_mse')
+
 RECIPES: Dict[str, Recipe] = {}
 
 
 def register_recipe(recipe: Recipe) -> Recipe:
+    if recipe.loss not in LOSSES or (recipe.loss == 'relative_mse' and recipe.task != 'denoise'):
+        raise ValueError(f"recipe {recipe.name!r}: loss must be one of {LOSSES} ('relative_mse' for denoising only), "
+                         f"got {recipe.loss!r} for task {recipe.task!r}")
     RECIPES[recipe.name] = recipe
     return recipe
 
@@ -50,13 +56,14 @@ def register_recipe(recipe: Recipe) -> Recipe:
 register_recipe(Recipe(
     name='denoiser-1d', task='denoise', architecture='denoiser_1d',
     model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16),
-    seed=0, steps=1000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100,
+    seed=0, steps=16000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=500, loss='relative_mse',
     description='symmetric ResNet denoiser, learned nonmonotone fluxes, blind σ ∈ [0.04, 0.25]'))
 
 register_recipe(Recipe(
     name='denoiser-1d-standard', task='denoise', architecture='standard_resnet_1d',
     model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16),
-    seed=0, steps=1000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100, published=False,
+    seed=0, steps=16000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=500, loss='relative_mse',
+    published=False,
     description='comparison: standard (non-symmetric) ResNet, same skeleton and recipe, 2× block parameters'))
 
 register_recipe(Recipe(
@@ -70,9 +77,8 @@ register_recipe(Recipe(
     name='denoiser-1d-multigrid', task='denoise', architecture='multigrid_denoiser_1d',
     model_kwargs=dict(channels=12, levels=3, kernel_size=5, pre_smooth=2, post_smooth=2, coarse_steps=2, cycle='V',
                       flux='learned'),
-    seed=0, steps=800, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100,
-    description='multigrid U-net (V-cycle of symmetric steps, 3 grids) as a blind denoiser; not trained yet, '
-                'no bundled weights'))
+    seed=0, steps=1500, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100, loss='relative_mse',
+    description='multigrid U-net (V-cycle of symmetric steps, 3 grids) as a blind denoiser, σ ∈ [0.04, 0.25]'))
 
 register_recipe(Recipe(
     name='smoke-test', task='diffusion', architecture='diffusion_1d',

@@ -57,6 +57,15 @@ def learning_rate(recipe: Recipe, step: int) -> float:
     return recipe.lr * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
 
 
+def training_loss(recipe: Recipe, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The recipe's loss of the output ``out`` for input ``x`` and target ``y`` (all ``[B, 1, L]``):
+    ``'mse'`` mean((out − y)²); ``'relative_mse'`` mean over signals of ‖out − y‖² / ‖x − y‖²."""
+    err = (out - y).pow(2).flatten(1).sum(1)
+    if recipe.loss == 'relative_mse':
+        return (err / (x - y).pow(2).flatten(1).sum(1).clamp_min(1e-12)).mean()
+    return err.mean() / y[0].numel()
+
+
 def denoise_batch(recipe: Recipe, step: int, rank: int, world: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """(noisy, clean) ``[B, 1, length]`` for this step and rank, deterministic."""
     b = recipe.batch_size
@@ -180,7 +189,7 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
             idx = torch.from_numpy(rng.integers(0, pairs[0].shape[0], size=recipe.batch_size))
             x, y = pairs[0][idx], pairs[1][idx]
         x, y = x.to(device), y.to(device)
-        loss = torch.mean((net(x) - y) ** 2)
+        loss = training_loss(recipe, net(x), x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
