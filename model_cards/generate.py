@@ -3,9 +3,15 @@ evaluation JSON (pdeblocks/pretrained/<name>/eval.json, written by `pdeblocks tr
 
 Usage:  python model_cards/generate.py [NAME ...]
 
-Install a trained run first:  python model_cards/generate.py --install RUN_DIR NAME
-(copies RUN_DIR/model/{config.json,model.safetensors} and RUN_DIR/eval.json into pdeblocks/pretrained/NAME/).
+Install a trained run first:  python model_cards/generate.py --install RUN_DIR NAME [--standard RUN_DIR]
+copies RUN_DIR/model/{config.json,model.safetensors} and RUN_DIR/eval.json into pdeblocks/pretrained/NAME/.
+A run trained with ``--no-eval`` is evaluated here first (the same ``evaluate_model`` the trainer calls).
+``--standard RUN_DIR``: a standard-ResNet run of the same recipe; its test PSNR is added to eval.json as
+the ``comparison`` block (the "half the parameters" check) and its model is kept for
+``benchmarks/bench_denoise.py`` in benchmarks/models/<its recipe>/.
 """
+import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -14,23 +20,55 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pdeblocks.hub import BUNDLED_DIR, list_pretrained, load_folder  # noqa: E402
 from pdeblocks.publish import write_card  # noqa: E402
+from pdeblocks.train.evaluate import evaluate_model, standard_comparison  # noqa: E402
+from pdeblocks.train.recipes import get_recipe  # noqa: E402
+from pdeblocks.train.trainer import atomic_write_json  # noqa: E402
+
+STANDARD_MODELS = Path(__file__).resolve().parent.parent / 'benchmarks' / 'models'
 
 
-def install(run_dir: str, name: str) -> None:
+def evaluated(run: Path) -> dict:
+    """RUN/eval.json with its ``evaluation`` (computed and written back when the run skipped it)."""
+    result = json.loads((run / 'eval.json').read_text())
+    if 'evaluation' not in result:
+        model = load_folder(run / 'model')
+        result['evaluation'] = evaluate_model(model, get_recipe(result['recipe']['name']))
+        atomic_write_json(run / 'eval.json', result)
+    return result
+
+
+def install(run_dir: str, name: str, standard_dir: str = None) -> None:
     run = Path(run_dir)
     load_folder(run / 'model')  # must load strictly
+    result = evaluated(run)
+    if standard_dir:
+        std = Path(standard_dir)
+        std_result = json.loads((std / 'eval.json').read_text())
+        result['comparison'] = standard_comparison(result['evaluation'], load_folder(std / 'model'),
+                                                   std_result['recipe']['name'])
+        keep = STANDARD_MODELS / std_result['recipe']['name']
+        keep.mkdir(parents=True, exist_ok=True)
+        for src in (std / 'model' / 'config.json', std / 'model' / 'model.safetensors', std / 'eval.json'):
+            shutil.copy2(src, keep / src.name)
     dest = BUNDLED_DIR / name
     dest.mkdir(parents=True, exist_ok=True)
-    for src in (run / 'model' / 'config.json', run / 'model' / 'model.safetensors', run / 'eval.json'):
+    for src in (run / 'model' / 'config.json', run / 'model' / 'model.safetensors'):
         shutil.copy2(src, dest / src.name)
+    atomic_write_json(dest / 'eval.json', result)
     print(f"installed {run} as {dest}")
 
 
 def main(argv):
-    if argv[:1] == ['--install']:
-        install(argv[1], argv[2])
-        argv = argv[3:] or [argv[2]]
-    for name in argv or list_pretrained():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('names', nargs='*', help='bundled models whose cards to write (default: all)')
+    p.add_argument('--install', nargs=2, metavar=('RUN_DIR', 'NAME'), help='install a trained run first')
+    p.add_argument('--standard', metavar='RUN_DIR', help='with --install: the standard-ResNet comparison run')
+    a = p.parse_args(argv)
+    names = a.names
+    if a.install:
+        install(a.install[0], a.install[1], a.standard)
+        names = names or [a.install[1]]
+    for name in names or list_pretrained():
         print('wrote', write_card(name) / 'README.md')
 
 

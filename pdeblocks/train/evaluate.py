@@ -101,6 +101,20 @@ def evaluate_diffusion(model: torch.nn.Module, recipe, count: int = 64, length: 
                 max_min_violation_fraction=float(violations))
 
 
+def standard_comparison(evaluation: Dict[str, Any], standard: torch.nn.Module, recipe_name: str,
+                        sigma: str = '0.1') -> Dict[str, Any]:
+    """The "half the parameters" check: the standard ResNet's test PSNR next to the symmetric model's
+    ``evaluation`` (same test signals), and both parameter counts. ``symmetric_psnr`` /
+    ``standard_psnr`` are the piecewise-constant figures at ``sigma``."""
+    other = evaluate_denoiser(standard, count=evaluation['count'], length=evaluation['length'], baselines=False)
+    table = {kind: {s: row['model'] for s, row in rows.items()} for kind, rows in other['table'].items()}
+    return dict(standard_recipe=recipe_name,
+                standard_parameters=sum(p.numel() for p in standard.parameters() if p.requires_grad),
+                symmetric_parameters=evaluation['parameters'], standard_table=table,
+                standard_psnr=table['piecewise_constant'][sigma],
+                symmetric_psnr=evaluation['table']['piecewise_constant'][sigma]['model'])
+
+
 def evaluate_model(model: torch.nn.Module, recipe, count: Optional[int] = None) -> Dict[str, Any]:
     t0 = time.time()
     if recipe.task == 'denoise':
