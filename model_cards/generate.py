@@ -3,7 +3,7 @@ evaluation JSON (pdeblocks/pretrained/<name>/eval.json, written by `pdeblocks tr
 
 Usage:  python model_cards/generate.py [NAME ...]
 
-Install a trained run first:  python model_cards/generate.py --install RUN_DIR NAME [--standard RUN_DIR]
+Install trained runs first:  python model_cards/generate.py --install RUN_DIR NAME [--install ...] [--standard RUN_DIR]
 copies RUN_DIR/model/{config.json,model.safetensors} and RUN_DIR/eval.json into pdeblocks/pretrained/NAME/.
 A run trained with ``--no-eval`` is evaluated here first (the same ``evaluate_model`` the trainer calls).
 ``--standard RUN_DIR``: a standard-ResNet run of the same recipe; its test PSNR is added to eval.json as
@@ -61,13 +61,15 @@ def install(run_dir: str, name: str, standard_dir: str = None) -> None:
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('names', nargs='*', help='bundled models whose cards to write (default: all)')
-    p.add_argument('--install', nargs=2, metavar=('RUN_DIR', 'NAME'), help='install a trained run first')
-    p.add_argument('--standard', metavar='RUN_DIR', help='with --install: the standard-ResNet comparison run')
+    p.add_argument('--install', nargs=2, action='append', metavar=('RUN_DIR', 'NAME'),
+                   help='install a trained run first (repeatable: one process shares the baseline evaluations)')
+    p.add_argument('--standard', metavar='RUN_DIR', help="with --install: the standard-ResNet comparison run "
+                   "(for the installed run named 'denoiser-1d')")
     a = p.parse_args(argv)
     names = a.names
-    if a.install:
-        install(a.install[0], a.install[1], a.standard)
-        names = names or [a.install[1]]
+    for run_dir, name in a.install or []:
+        install(run_dir, name, a.standard if name == 'denoiser-1d' else None)
+    names = names or [name for _, name in a.install or []]
     for name in names or list_pretrained():
         print('wrote', write_card(name) / 'README.md')
 

@@ -9,7 +9,7 @@ Every flux states the constants the stability theorems need:
 All take and ignore ``inplace=`` so they work as a timm ``act_layer``.
 """
 import math
-from typing import Dict, List, Optional, Type
+from typing import Dict, List, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,23 @@ def channel_view(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return p.reshape([1] * x.dim())
     shape: List[int] = [1, p.shape[0]] + [1] * (x.dim() - 2)
     return p.reshape(shape)
+
+
+@register_notrace_function
+def knot_interval(x: torch.Tensor, channels: int, knots: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """For x ∈ [0, K − 1] (knot units) in [B, C, …]: (flat index i + c·(K − 1) of the knot interval
+    [i, i + 1] of channel c, as int64; the fraction x − i ∈ [0, 1]).
+
+    The channel offset is added before the one float → int64 conversion (exact: offsets < 2²⁴) in
+    float32/float64, which is much cheaper than a broadcast int64 addition."""
+    idx = x.floor().clamp(max=knots - 2)
+    frac = x - idx
+    if channels == 1:
+        return idx.long(), frac
+    offset = channel_view(torch.arange(channels, device=x.device) * (knots - 1), x)
+    if x.dtype == torch.float32 or x.dtype == torch.float64:
+        return (idx + offset.to(x.dtype)).long(), frac
+    return idx.long() + offset, frac
 
 
 class Flux(nn.Module):
@@ -186,13 +203,8 @@ class LearnedFlux(Flux):
         slopes = torch.diff(values, dim=1)                                           # [n, K − 1]
         s_max = self.spacing * (k - 1)
         clamped = s.clamp(-s_max, s_max)
-        x = clamped.abs() * (1.0 / self.spacing)
-        idx = x.floor().clamp_(max=k - 2)
-        frac = x - idx
-        idx_long = idx.long()
-        if n > 1:
-            idx_long = idx_long + channel_view(torch.arange(n, device=s.device) * (k - 1), s)
-        g = torch.take(values[:, :-1].reshape(-1), idx_long) + torch.take(slopes.reshape(-1), idx_long) * frac
+        idx, frac = knot_interval(clamped.abs() * (1.0 / self.spacing), n, k)
+        g = torch.take(values[:, :-1].reshape(-1), idx) + torch.take(slopes.reshape(-1), idx) * frac
         return g * clamped
 
     def extra_repr(self) -> str:
