@@ -77,7 +77,7 @@ register_recipe(Recipe(
     name='denoiser-1d-multigrid', task='denoise', architecture='multigrid_denoiser_1d',
     model_kwargs=dict(channels=12, levels=3, kernel_size=5, pre_smooth=2, post_smooth=2, coarse_steps=2, cycle='V',
                       flux='learned'),
-    seed=0, steps=1500, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=100, loss='relative_mse',
+    seed=0, steps=4000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=200, loss='relative_mse',
     description='multigrid U-net (V-cycle of symmetric steps, 3 grids) as a blind denoiser, σ ∈ [0.04, 0.25]'))
 
 register_recipe(Recipe(
