@@ -246,6 +246,5 @@ def diffusion_1d(pretrained: bool = True, **kwargs) -> nn.Module:
 
 
 def denoiser_1d_multigrid(pretrained: bool = True, **kwargs) -> nn.Module:
-    """torch.hub entrypoint: ``denoiser-1d-multigrid`` (weights only if bundled), or an untrained
-    MultigridDenoiser1D(**kwargs)."""
+    """torch.hub entrypoint: the bundled ``denoiser-1d-multigrid``, or an untrained MultigridDenoiser1D(**kwargs)."""
     return _entrypoint('denoiser-1d-multigrid', 'multigrid_denoiser_1d', pretrained, kwargs)

@@ -102,19 +102,22 @@ def test_diffusion_model_initialisation_is_the_fed_schedule():
 
 
 # ---------------------------------------------------------------- bundled models
-def test_bundled_denoiser_quality_and_budget():
-    """Regression guard for the shipped weights. NOTE: the shipped denoiser-1d does *not* reach tuned TV at
-    σ = 0.1 (about −1.5 dB, see its model card); this only checks it denoises substantially."""
-    m = from_pretrained('denoiser-1d')
-    assert m.parameter_count() <= 65_000
+@pytest.mark.parametrize('name', ['denoiser-1d', 'denoiser-1d-multigrid'])
+def test_bundled_denoiser_quality_and_budget(name):
+    """Regression guard for the shipped weights: at σ = 0.1 both beat TV with its best of three weights
+    (chosen on these very signals, which favours TV) by ≥ 0.5 dB. NOTE: the project target is +4.5 dB
+    over tuned TV; the shipped weights reach about +1 to +1.6 dB (see the model cards)."""
+    m = from_pretrained(name)
+    if name == 'denoiser-1d':
+        assert m.parameter_count() <= 65_000
     s = make_signals('piecewise_constant', 'test', 8, 1024, 0.1, offset=100)
     with torch.no_grad():
         out = m(torch.from_numpy(s.noisy)[:, None])[:, 0].numpy()
     noisy = psnr(s.noisy, s.clean).mean()
-    assert psnr(out, s.clean).mean() > noisy + 8.0
+    assert psnr(out, s.clean).mean() > noisy + 10.0
     f = torch.from_numpy(s.noisy).double()
     best_tv = max(psnr(tv_denoise(f, w).numpy(), s.clean).mean() for w in (0.25, 0.35, 0.45))
-    assert psnr(out, s.clean).mean() > best_tv - 3.0
+    assert psnr(out, s.clean).mean() > best_tv + 0.5
 
 
 def test_bundled_diffusion_beats_fed_cycle():

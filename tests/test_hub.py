@@ -16,7 +16,7 @@ from pdeblocks.hub import BUNDLED_DIR, from_pretrained, list_pretrained, load_fo
 from pdeblocks.models.denoise1d import Denoiser1D, Diffusion1D, StandardResNet1D
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED = ['denoiser-1d', 'diffusion-1d-perona-malik']
+PUBLISHED = ['denoiser-1d', 'denoiser-1d-multigrid', 'diffusion-1d-perona-malik']
 
 
 def tiny_denoiser(blocks=1, seed=0):
@@ -277,8 +277,9 @@ def test_torch_hub_entrypoints_offline():
     assert diffusion_1d(pretrained=False, layers=4, cycles=2).parameter_count() > 0
     m = denoiser_1d_multigrid(pretrained=False, channels=4, levels=2, kernel_size=3)
     assert m(torch.rand(1, 1, 64)).shape == (1, 1, 64)
-    if 'denoiser-1d-multigrid' not in list_pretrained():
-        with pytest.raises(ValueError, match='no pretrained weights'):
-            denoiser_1d_multigrid()
+    assert denoiser_1d_multigrid(pretrained=True).architecture == 'multigrid_denoiser_1d'
+    from pdeblocks.hub import _entrypoint
+    with pytest.raises(ValueError, match="no pretrained weights for 'denoiser-2d'"):
+        _entrypoint('denoiser-2d', 'denoiser_1d', True, {})
     with pytest.raises(ValueError, match='takes no model arguments'):
         denoiser_1d(channels=3)
