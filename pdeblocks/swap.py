@@ -12,20 +12,26 @@ resolution and channel changes happen exactly as before, and ``step`` is a regis
 block (:mod:`pdeblocks.layers.registry`) at constant width, e.g. u − τ Kᵀ Φ(K u). ``shift`` is the
 block's time-embedding projection for diffusion U-nets (a per-channel source term), ``post`` the
 activation the original applied after its residual sum (ReLU in ResNets), ``output_scale`` diffusers'
-``output_scale_factor``. The stability certificate of the step (``<path>.step``) covers the map
-u ↦ step(u); ``post`` = ReLU is 1-Lipschitz with ‖ReLU(u)‖ ≤ ‖u‖, so it keeps both guarantees.
+``output_scale_factor``. At a stage entry a ResNet ``BasicBlock`` runs the step first, at the input width and
+resolution, x ↦ post(connector(step(x))): its strided 1×1 downsample reads one pixel in four and
+would hide the rest of the input from a step placed after it. The stability certificate of the step
+(``<path>.step``) covers the map u ↦ step(u); ``post`` = ReLU is 1-Lipschitz with ‖ReLU(u)‖ ≤ ‖u‖, so
+it keeps both guarantees.
 
 Initialisation (``init='auto'``): K is taken from the replaced block's first convolution W₁ when its
-shape fits (``[H, C, k..]`` at the step's width and stride 1), with the following BatchNorm's scale
-γ/√(σ²+ε) folded in, i.e. K u equals the original's pre-activation W₁'u up to the dropped bias. Where
-W₁ changes width or stride (stage-entry blocks) K is the adjoint kernel of the last convolution W₂'
-(taps flipped, channels swapped), so that Kᵀ = W₂' is the branch's output map. For a
-timm/torchvision ``Bottleneck`` K is the composite 3×3 map conv2∘bn1∘conv1 restricted to its H
-strongest output channels. The step keeps the block's default start (half the stable limit): on the
-task of ``benchmarks/bench_swap.py`` (45 steps, batch 32) a start at 0.1 of the limit reached 66% test
-accuracy against 82% at 0.5. Where no
-shape fits, or the convolution is zero (a zero-initialised last BatchNorm), K is random
-(``init='random'`` always is); the report says which for every block.
+shape fits (``[H, C, k..]`` at the step's width, taken at stride 1), with the following BatchNorm's
+scale γ/√(σ²+ε) folded in, i.e. K u equals the original's pre-activation W₁'u up to the dropped bias.
+Where W₁ does not fit (U-net and diffusion blocks whose first convolution changes the width) K is the
+adjoint kernel of the last convolution W₂' (taps flipped, channels swapped), so that Kᵀ = W₂' is the
+branch's output map. For a timm/torchvision ``Bottleneck`` K is the composite 3×3 map conv2∘bn1∘conv1
+restricted to its H strongest output channels. The step keeps the block's default start (half the
+stable limit). Where no shape fits, or the convolution is zero (a zero-initialised last BatchNorm),
+K is random (``init='random'`` always is); the report says which for every block.
+
+Such a K does not make the step reproduce the replaced block (u − τKᵀΦ(Ku) has no second weight and
+no bias): in a pretrained resnet18 swapped whole, the logits lose the pretrained function. The
+optional ``calibration=`` data of :func:`swap_blocks` fits each new step to the replaced block's output
+(block-wise feature distillation, no labels, see :func:`calibrate_swaps`).
 
 Rules are small functions ``rule(module, spec) -> nn.Module`` (or ``(module, init_note)``) registered
 per class with :func:`register_swap`; class names are stored as strings, so optional packages are never imported
@@ -35,6 +41,7 @@ import copy
 import fnmatch
 import inspect
 import math
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -46,7 +53,8 @@ from torch import nn
 from .layers.registry import RESIDUAL_BLOCKS
 
 __all__ = ['swap_blocks', 'register_swap', 'SWAP_RULES', 'SwapReport', 'SwapRecord', 'SkipRecord',
-           'SwapSpec', 'CannotSwap', 'SwappedResidual', 'SwappedUnetDecoderBlock', 'load_block_modules']
+           'CalibrationRecord', 'SwapSpec', 'CannotSwap', 'SwappedResidual', 'SwappedUnetDecoderBlock',
+           'calibrate_swaps', 'load_block_modules']
 
 Rule = Callable[[nn.Module, 'SwapSpec'], Union[nn.Module, Tuple[nn.Module, str]]]
 SWAP_RULES: Dict[str, Rule] = {}
@@ -84,6 +92,17 @@ def register_swap(block_class: Union[type, str], rule: Rule) -> Rule:
 # --------------------------------------------------------------------------------------------- report
 
 @dataclass
+class CalibrationRecord:
+    """Block-wise fit of one swapped module: relative error e = ‖new(x) − old(x)‖ / ‖old(x)‖ over the
+    calibration data before and after ``steps`` Adam steps (``note`` says why a block was not fitted)."""
+
+    steps: int
+    error_before: float
+    error_after: float
+    note: str = ''
+
+
+@dataclass
 class SwapRecord:
     path: str
     old_class: str
@@ -91,6 +110,7 @@ class SwapRecord:
     params_before: int
     params_after: int
     init: str
+    calibration: Optional[CalibrationRecord] = None
 
 
 @dataclass
@@ -109,6 +129,8 @@ class SwapReport:
     skipped: List[SkipRecord] = field(default_factory=list)
     params_before: int = 0
     params_after: int = 0
+    calibration_samples: int = 0       # inputs in the calibration data (0: no calibration)
+    calibration_seconds: float = 0.0   # wall time of the block-wise fit, captures included
 
     @property
     def changed(self) -> bool:
@@ -130,13 +152,20 @@ class SwapReport:
             lines.append(f"  {'path':<{w}}  {'old → new':<40} {'params':>21}  init")
             for r in self.swapped:
                 change = f"{r.old_class} → {r.new_class}"
-                lines.append(f"  {r.path or '(root)':<{w}}  {change:<40} {r.params_before:>9,} → {r.params_after:>9,}  {r.init}")
+                c = r.calibration
+                fit = '' if c is None else (f"; calibrated: error {c.error_before:.3g} → {c.error_after:.3g} "
+                                            f"({c.steps} steps{', ' + c.note if c.note else ''})")
+                lines.append(f"  {r.path or '(root)':<{w}}  {change:<40} {r.params_before:>9,} → {r.params_after:>9,}  "
+                             f"{r.init}{fit}")
         for s in self.skipped:
             lines.append(f"  not swapped: {s.path} ({s.old_class}): {s.reason}")
         if self.params_before:
             drop = 1.0 - self.params_after / self.params_before
             change = f"{drop:.1%} fewer" if drop >= 0 else f"{-drop:.1%} more"
             lines.append(f"  parameters: {self.params_before:,} → {self.params_after:,} ({change})")
+        if self.calibration_samples:
+            lines.append(f"  calibration: {self.calibration_samples:,} inputs, {self.calibration_seconds:.1f} s "
+                         f"(relative error of each swapped block's output against the replaced block's)")
         return '\n'.join(lines)
 
 
@@ -144,33 +173,42 @@ class SwapReport:
 
 class SwappedResidual(nn.Module):
     """x ↦ post(step(connector(x) + shift(temb))) / output_scale — a residual block whose branch is a
-    PDE step at constant width.
+    PDE step at constant width; with ``step_first=True``, x ↦ post(connector(step(x + shift(temb)))).
 
     ``connector``: the original shortcut / downsample path (identity if it had none). ``time_proj``:
     optional map temb ↦ per-channel shift (diffusion U-nets), added to the step's input. ``post``:
-    the activation the original applied after its residual sum. Only the step carries a stability
-    certificate; the connector is the user's layer and is not covered.
+    the activation the original applied after its residual sum. ``step_first``: run the step at the
+    block's input width and resolution, before a connector that changes them (so that a strided 1×1
+    connector, which reads one pixel in s², subsamples the step's output instead of the raw input).
+    Only the step carries a stability certificate; the connector is the user's layer and is not covered.
     """
 
     def __init__(self, step: nn.Module, connector: Optional[nn.Module] = None,
                  post: Optional[nn.Module] = None, time_proj: Optional[nn.Module] = None,
-                 output_scale: float = 1.0):
+                 output_scale: float = 1.0, step_first: bool = False):
         super().__init__()
         self.connector = connector if connector is not None else nn.Identity()
         self.time_proj = time_proj
         self.step = step
         self.post = post if post is not None else nn.Identity()
         self.output_scale = float(output_scale)
+        self.step_first = bool(step_first)
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
-        u = self.connector(x)
+        u = x if self.step_first else self.connector(x)
         if self.time_proj is not None and temb is not None:
             shift = self.time_proj(temb)
             u = u + shift.reshape(list(shift.shape) + [1] * (u.dim() - shift.dim()))
-        u = self.post(self.step(u))
+        u = self.step(u)
+        if self.step_first:
+            u = self.connector(u)
+        u = self.post(u)
         if self.output_scale != 1.0:
             u = u / self.output_scale
         return u
+
+    def extra_repr(self) -> str:
+        return 'step_first=True' if self.step_first else ''
 
 
 class SwappedUnetDecoderBlock(nn.Module):
@@ -361,24 +399,34 @@ class SwapSpec:
 
 def resnet_basic_rule(block: nn.Module, spec: SwapSpec) -> Tuple[nn.Module, str]:
     """timm / torchvision ``BasicBlock``: relu(shortcut(x) + bn2 conv2 relu bn1 conv1 x) ↦
-    relu(step(shortcut(x))); K [C, C, 3, 3] from conv1·bn1 when conv1 is C→C with stride 1, else the
-    adjoint kernel of bn2·conv2 (so that Kᵀ = bn2·conv2, the branch's output map)."""
+    relu(step(x)) inside a stage, relu(downsample(step(x))) at a stage entry.
+
+    K = bn1·conv1 taken at stride 1, i.e. K u is the original's pre-activation W₁'u (up to the
+    dropped bias): [C, C, 3, 3] inside a stage, [C_out, C_in, 3, 3] at a stage entry, where the step
+    runs at the input width C_in with H = C_out hidden channels *before* the downsample connector.
+    That order matters: the usual downsample is a 1×1 convolution with stride 2, which reads one
+    input pixel in four, so a step placed after it would never see 3/4 of the block's input (the
+    replaced strided 3×3 conv1 saw all of it); before it, K's 3×3 stencil carries the neighbours'
+    information into the pixels the connector keeps."""
     conv1, conv2 = block.conv1, block.conv2
     check_plain_conv(conv1, 'conv1')
     check_plain_conv(conv2, 'conv2')
     if conv1.groups != 1 or conv2.groups != 1:
         raise CannotSwap("grouped convolutions in a BasicBlock are not supported")
-    channels = conv2.out_channels
-    if conv1.in_channels == channels and conv1.out_channels == channels and tuple(conv1.stride) == (1, 1):
-        weight, source = folded_kernel(conv1, getattr(block, 'bn1', None)), 'conv1·bn1'
-    else:  # stage-entry block: conv1 changes width/stride; take K with Kᵀ = bn2·conv2 instead
-        weight, source = adjoint_kernel(folded_kernel(conv2, getattr(block, 'bn2', None))), 'adjoint of bn2·conv2'
+    channels_in, channels = conv1.in_channels, conv2.out_channels
+    downsample = getattr(block, 'downsample', None)
+    step_first = downsample is not None and (channels_in != channels or tuple(conv1.stride) != (1, 1))
+    if not step_first and channels_in != channels:
+        raise CannotSwap(f"conv1 changes the width ({channels_in} → {channels}) but the block has no downsample")
+    weight = folded_kernel(conv1, getattr(block, 'bn1', None))
     post = getattr(block, 'act2', None) or getattr(block, 'relu', None)
-    step, note = spec.make_step(channels, 2, kernel_size=conv_kernel_size(conv2), weight=weight,
-                                weight_source=source, flux=relu_flux_hint(post),
-                                drop_path=getattr(block, 'drop_path', None), like=block)
+    step, note = spec.make_step(channels_in, 2, kernel_size=conv_kernel_size(conv1),
+                                hidden_channels=conv1.out_channels if step_first else None, weight=weight,
+                                weight_source='conv1·bn1 at stride 1' if step_first else 'conv1·bn1',
+                                flux=relu_flux_hint(post), drop_path=getattr(block, 'drop_path', None),
+                                like=block)
     post_act = nn.ReLU() if isinstance(post, nn.ReLU) else (copy.deepcopy(post) if post is not None else None)
-    return SwappedResidual(step, connector=block.downsample, post=post_act), note
+    return SwappedResidual(step, connector=downsample, post=post_act, step_first=step_first), note
 
 
 def bottleneck_hidden(original_conv_params: int, channels: int, kernel_numel: int) -> int:
@@ -532,6 +580,214 @@ register_swap('diffusers.models.unets.unet_1d_blocks.ResConvBlock', diffusers_re
 register_swap('diffusers.models.resnet.ResidualTemporalBlock1D', diffusers_temporal1d_rule)
 
 
+# -------------------------------------------------------------------------------------- calibration
+
+Call = Tuple[tuple, Dict[str, Any]]                  # positional and keyword arguments of one call
+
+
+def calibration_batches(calibration: Any) -> List[Call]:
+    """Normalise ``calibration`` to a list of model calls (args, kwargs).
+
+    A tensor is one batch, run as ``model(x)``; any other iterable yields batches, each a tensor
+    (``model(x)``), a tuple/list of positional arguments (``model(*args)``, e.g. a diffusion U-net's
+    (sample, timestep)) or a dict of keyword arguments (``model(**kw)``). Labels are never needed.
+    """
+    if isinstance(calibration, torch.Tensor):
+        items: List[Any] = [calibration]
+    elif isinstance(calibration, (str, bytes, dict)) or not isinstance(calibration, Iterable):
+        raise ValueError(f"calibration must be an input batch (a tensor [B, ...]) or an iterable of batches; "
+                         f"got {type(calibration).__name__}")
+    else:
+        items = list(calibration)
+    if not items:
+        raise ValueError("calibration is empty: expected at least one input batch (a tensor [B, ...])")
+    calls: List[Call] = []
+    for i, item in enumerate(items):
+        if isinstance(item, torch.Tensor):
+            call: Call = ((item,), {})
+        elif isinstance(item, (tuple, list)):
+            call = (tuple(item), {})
+        elif isinstance(item, dict):
+            call = ((), dict(item))
+        else:
+            raise ValueError(f"calibration batch {i} must be a tensor [B, ...], a tuple of positional inputs or a "
+                             f"dict of keyword inputs; got {type(item).__name__}")
+        tensors = [t for t in list(call[0]) + list(call[1].values()) if isinstance(t, torch.Tensor)]
+        if not tensors or tensors[0].dim() == 0:
+            raise ValueError(f"calibration batch {i} needs a batched input tensor [B, ...] first; got "
+                             f"{describe_call(call)}")
+        calls.append(call)
+    return calls
+
+
+def describe_call(call: Call) -> str:
+    def one(v: Any) -> str:
+        return f"tensor {list(v.shape)} {v.dtype}" if isinstance(v, torch.Tensor) else type(v).__name__
+    parts = [one(a) for a in call[0]] + [f"{k}={one(v)}" for k, v in call[1].items()]
+    return '(' + ', '.join(parts) + ')'
+
+
+def batch_size(call: Call) -> int:
+    first = next(t for t in list(call[0]) + list(call[1].values()) if isinstance(t, torch.Tensor))
+    return int(first.shape[0])
+
+
+def detached(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, (tuple, list)):
+        return type(value)(detached(v) for v in value)
+    if isinstance(value, dict):
+        return {k: detached(v) for k, v in value.items()}
+    return value
+
+
+def run_calibration_batch(model: nn.Module, call: Call, index: int) -> None:
+    """model(*args, **kwargs) without gradients; a batch the model cannot take is a ValueError."""
+    try:
+        with torch.no_grad():
+            model(*call[0], **call[1])
+    except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as err:
+        raise ValueError(f"calibration batch {index} {describe_call(call)} could not be run through the model; "
+                         f"expected the model's own input (e.g. [B, C, H, W] with its channels, dtype and "
+                         f"device): {err}") from err
+
+
+def captured_calls(model: nn.Module, module: nn.Module, batches: List[Call]) -> List[Tuple[Call, Any]]:
+    """((args, kwargs), output) of every call of ``module`` while ``model`` runs on each batch."""
+    calls: List[Tuple[Call, Any]] = []
+
+    def hook(_m: nn.Module, args: tuple, kwargs: Dict[str, Any], output: Any) -> None:
+        calls.append(((detached(args), detached(kwargs)), detached(output)))
+
+    handle = module.register_forward_hook(hook, with_kwargs=True)
+    try:
+        for i, call in enumerate(batches):
+            run_calibration_batch(model, call, i)
+    finally:
+        handle.remove()
+    return calls
+
+
+def execution_order(model: nn.Module, modules: Dict[str, nn.Module], call: Call) -> List[str]:
+    """Paths of ``modules`` in the order ``model`` first calls them on one batch (uncalled ones last)."""
+    order: List[str] = []
+    handles = []
+    for path, module in modules.items():
+        def pre_hook(_m: nn.Module, _args: tuple, path: str = path) -> None:
+            if path not in order:
+                order.append(path)
+        handles.append(module.register_forward_pre_hook(pre_hook))
+    try:
+        run_calibration_batch(model, call, 0)
+    finally:
+        for h in handles:
+            h.remove()
+    return order + [p for p in modules if p not in order]
+
+
+def relative_error(module: nn.Module, data: List[Tuple[Call, torch.Tensor]]) -> float:
+    """e = (Σ‖module(x) − y‖² / Σ‖y‖²)^½ over the captured (input, target) pairs."""
+    num = den = 0.0
+    with torch.no_grad():
+        for (args, kwargs), y in data:
+            out = module(*args, **kwargs)
+            num += float((out.float() - y.float()).square().sum())
+            den += float(y.float().square().sum())
+    return math.sqrt(num / max(den, 1e-30))
+
+
+def settle_step_size(step: nn.Module) -> None:
+    """Recompute the rigorous bound of a fitted :class:`SymmetricResidual` at its final weight and
+    re-parameterise θ so that τ is unchanged: sigmoid(θ') = sigmoid(θ)·(B_new/B_old)² (capped below 1).
+
+    During a fit B is the cached B(W₀) + Σ‖W − W₀‖_F; a reload (or the next training step) computes
+    B(W) afresh, which would silently enlarge τ. After settling, the calibrated map is what a
+    ``state_dict`` round trip gives, and τ = sigmoid(θ')·2/(L·B²) still holds with a rigorous B.
+    """
+    from .layers.symmetric import OperatorNormBound, SymmetricResidual
+    if not isinstance(step, SymmetricResidual) or step.stability == 'none' \
+            or not isinstance(step.bound, OperatorNormBound):
+        return
+    with torch.no_grad():
+        b_old = float(step.norm_bound())
+        refresh, step.bound.refresh = step.bound.refresh, 0.0
+        try:
+            b_new = float(step.norm_bound())     # refresh 0: a full bound at the current weight
+        finally:
+            step.bound.refresh = refresh
+        fraction = min(float(torch.sigmoid(step.step_param)) * (b_new / b_old) ** 2, 1.0 - 1e-6)
+        step.step_param.fill_(math.log(fraction / (1.0 - fraction)))
+
+
+def calibrate_swaps(teacher: nn.Module, student: nn.Module, paths: Sequence[str], batches: List[Call], *,
+                    steps: int = 200, lr: float = 1e-3, reused: Optional[Dict[str, set]] = None
+                    ) -> Dict[str, CalibrationRecord]:
+    """Block-wise feature distillation: fit each swapped module to the module it replaced.
+
+    For every path p, in the order the model runs them: x_p = the inputs reaching the swapped module
+    in ``student`` (whose earlier swaps are already fitted, so the fit also absorbs their residual
+    error), y_p = the outputs of the original module in ``teacher``; ``steps`` Adam steps (lr ``lr``,
+    one calibration batch per step, cycling) minimise ‖new(x_p) − y_p‖² / ‖y_p‖² over the parameters
+    the swap created (``reused[p]``: ids of the original's parameters kept inside, e.g. the
+    connector, which stay as they are). No labels. If the fit ends above its starting error the
+    starting parameters are restored, so the error never grows. τ is then settled
+    (:func:`settle_step_size`). Both models run in eval mode (BatchNorm statistics are not updated);
+    the modes are restored afterwards. Returns the fit of every path.
+    """
+    modes = {m: m.training for model in (teacher, student) for m in model.modules()}
+    teacher.eval()
+    student.eval()
+    records: Dict[str, CalibrationRecord] = {}
+    try:
+        originals = {p: teacher.get_submodule(p) if p else teacher for p in paths}
+        for path in execution_order(teacher, originals, batches[0]):
+            new = student.get_submodule(path) if path else student
+            targets = captured_calls(teacher, originals[path], batches)
+            inputs = captured_calls(student, new, batches)
+            if not targets or len(targets) != len(inputs):
+                records[path] = CalibrationRecord(0, float('nan'), float('nan'),
+                                                  f'not fitted: called {len(targets)}× in the original, '
+                                                  f'{len(inputs)}× after the swap')
+                continue
+            if not all(isinstance(y, torch.Tensor) and y.is_floating_point() for _, y in targets):
+                records[path] = CalibrationRecord(0, float('nan'), float('nan'), 'not fitted: output is not a tensor')
+                continue
+            data = [(call, y) for (call, _), (_, y) in zip(inputs, targets)]
+            keep = (reused or {}).get(path, set())
+            params = [q for q in new.parameters() if id(q) not in keep and q.requires_grad]
+            before = relative_error(new, data)
+            if not params:
+                records[path] = CalibrationRecord(0, before, before, 'not fitted: no new trainable parameters')
+                continue
+            start = [q.detach().clone() for q in params]
+            opt = torch.optim.Adam(params, lr=lr)
+            with torch.enable_grad():
+                for i in range(steps):
+                    (args, kwargs), y = data[i % len(data)]
+                    loss = (new(*args, **kwargs) - y).square().sum() / y.square().sum().clamp_min(1e-30)
+                    grads = torch.autograd.grad(loss, params, allow_unused=True)
+                    for q, g in zip(params, grads):
+                        q.grad = g
+                    opt.step()
+            for q in params:
+                q.grad = None
+            for m in new.modules():
+                settle_step_size(m)
+            after = relative_error(new, data)
+            note = ''
+            if not after <= before:            # also catches NaN
+                with torch.no_grad():
+                    for q, q0 in zip(params, start):
+                        q.copy_(q0)
+                after, note = relative_error(new, data), 'fit did not help: initial parameters kept'
+            records[path] = CalibrationRecord(steps, before, after, note)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return records
+
+
 # --------------------------------------------------------------------------------------- the walker
 
 def load_block_modules() -> None:
@@ -587,6 +843,9 @@ def swap_blocks(
         exclude: Union[None, str, Sequence[str]] = None,
         init: str = 'auto',
         inplace: bool = False,
+        calibration: Any = None,
+        calibration_steps: int = 200,
+        calibration_lr: float = 1e-3,
         **block_kwargs,
 ) -> Tuple[nn.Module, SwapReport]:
     """Replace every supported residual block of ``model`` by a PDE block; return (model, report).
@@ -599,6 +858,15 @@ def swap_blocks(
             path matches if it or an ancestor does. A pattern matching no swappable module warns.
         init: ``'auto'`` (K from the replaced convolution where shapes allow) or ``'random'``.
         inplace: modify ``model`` itself; by default a deep copy is swapped and ``model`` is untouched.
+        calibration: optional unlabelled inputs (a tensor batch, or an iterable of batches: tensors,
+            tuples of positional inputs or dicts of keyword inputs). After the swap each new module is
+            fitted to reproduce the replaced block's output on the activations that reach it
+            (:func:`calibrate_swaps`: ``calibration_steps`` Adam steps at ``calibration_lr`` per block,
+            one batch per step). Cost: per block, two forward passes of the model over the data plus
+            ``calibration_steps`` forward/backward passes of the block (and its norm-bound updates:
+            use cheap bound settings such as ``interp_slack=2.0, gram_steps=1`` for wide layers).
+            The report gives the relative error of every block before and after, the inputs used and
+            the seconds spent. With ``inplace=True`` a copy of the original is kept during the fit.
         **block_kwargs: passed to every block, overriding the swap defaults (``boundary='zeros'``, the
             replaced kernel size and width, ``flux='relu'`` where the original used ReLU, ...).
 
@@ -619,7 +887,23 @@ def swap_blocks(
     if init not in ('auto', 'random'):
         raise ValueError(f"init must be 'auto' or 'random', got {init!r}")
     inc, exc = _patterns(include, 'include'), _patterns(exclude, 'exclude')
+    batches: List[Call] = []
+    if calibration is not None:
+        if isinstance(calibration_steps, bool) or not isinstance(calibration_steps, int) or calibration_steps < 1:
+            raise ValueError(f"calibration_steps must be an int ≥ 1, got {calibration_steps!r}")
+        if not isinstance(calibration_lr, (int, float)) or not math.isfinite(calibration_lr) or calibration_lr <= 0:
+            raise ValueError(f"calibration_lr must be a finite number > 0, got {calibration_lr!r}")
+        batches = calibration_batches(calibration)
+        modes = {m: m.training for m in model.modules()}
+        model.eval()
+        try:                           # a batch the model cannot take fails here, before any change
+            for i, call in enumerate(batches):
+                run_calibration_batch(model, call, i)
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
 
+    teacher = copy.deepcopy(model) if calibration is not None and inplace else model
     target = model if inplace else copy.deepcopy(model)
     spec = SwapSpec(block=block, init=init, block_kwargs=dict(block_kwargs))
     block_name = block if isinstance(block, str) else getattr(block, '__name__', repr(block))
@@ -635,6 +919,7 @@ def swap_blocks(
                               stacklevel=2)
 
     replacements: List[Tuple[str, nn.Module]] = []
+    reused_by_path: Dict[str, set] = {}
     taken: List[str] = []
     for path, module in candidates:
         if any(path.startswith(t + '.') for t in taken):
@@ -660,6 +945,7 @@ def swap_blocks(
             if id(m) not in reused:
                 m.training = module.training
         replacements.append((path, new))
+        reused_by_path[path] = {id(q) for q in module.parameters()}
         taken.append(path)
         report.swapped.append(SwapRecord(path, cls, type(new).__name__, count_params(module),
                                          count_params(new), note))
@@ -672,4 +958,12 @@ def swap_blocks(
         parent = target.get_submodule(parent_path) if parent_path else target
         setattr(parent, name, new)
     report.params_after = count_params(target)
+    if batches and report.swapped:
+        t0 = time.perf_counter()
+        fits = calibrate_swaps(teacher, target, [r.path for r in report.swapped], batches,
+                               steps=calibration_steps, lr=calibration_lr, reused=reused_by_path)
+        for r in report.swapped:
+            r.calibration = fits.get(r.path)
+        report.calibration_samples = sum(batch_size(c) for c in batches)
+        report.calibration_seconds = time.perf_counter() - t0
     return target, report

@@ -15,7 +15,7 @@ from timm.models.resnet import BasicBlock as TimmBasicBlock
 from torch import nn
 
 from pdeblocks.layers.registry import RESIDUAL_BLOCKS
-from pdeblocks.ops.conv import conv_adjoint
+from pdeblocks.ops.norms import power_iteration_norm
 from pdeblocks.swap import (
     SWAP_RULES,
     CannotSwap,
@@ -86,14 +86,15 @@ def test_timm_basicblock_shapes_backward_params_roundtrip():
     with torch.no_grad():
         assert swapped(x).shape == model(x).shape == (2, 7)
     # expected parameter count, from the block shapes: each BasicBlock loses conv1, bn1, conv2, bn2
-    # (the downsample is kept) and gains K [C, C, 3, 3] plus the step parameter θ (ReLU flux: none)
+    # (the downsample is kept) and gains K [C_out, C_in, 3, 3] plus the step parameter θ (ReLU flux:
+    # none); C_in = C_out inside a stage, C_in = C_out / 2 at a stage entry (step before the downsample)
     expected = sum(p.numel() for p in model.parameters())
     for r in report.swapped:
         old = model.get_submodule(r.path)
-        c = old.conv2.out_channels
+        c_in, c_out = old.conv1.in_channels, old.conv2.out_channels
         expected -= sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
                         for m in (old.conv1, old.bn1, old.conv2, old.bn2))
-        expected += 9 * c * c + 1
+        expected += 9 * c_in * c_out + 1
     assert sum(p.numel() for p in swapped.parameters()) == expected == report.params_after
     assert report.params_after < 0.62 * report.params_before
     swapped.train()
@@ -108,12 +109,23 @@ def test_timm_auto_init_takes_the_pretrained_convolutions():
     inner = model.layer1[1]                               # C→C, stride 1: K = conv1 · γ/√(σ²+ε)
     scale = inner.bn1.weight / torch.sqrt(inner.bn1.running_var + inner.bn1.eps)
     torch.testing.assert_close(swapped.layer1[1].step.weight, inner.conv1.weight * scale[:, None, None, None])
-    entry = model.layer2[0]                               # 8→16, stride 2: Kᵀ = bn2·conv2
-    scale2 = entry.bn2.weight / torch.sqrt(entry.bn2.running_var + entry.bn2.eps)
-    v = torch.randn(1, 16, 6, 5, dtype=torch.float64)
+    # stage entry 8→16, stride 2: the step runs first, at 8 channels and full resolution, with
+    # K [16, 8, 3, 3] = bn1·conv1 at stride 1: its output at even pixels is the original pre-activation
+    entry = model.layer2[0]
+    scale1 = entry.bn1.weight / torch.sqrt(entry.bn1.running_var + entry.bn1.eps)
     step = swapped.layer2[0].step
-    reference = F.conv2d(v, (entry.conv2.weight * scale2[:, None, None, None]).double(), padding=1)
-    torch.testing.assert_close(conv_adjoint(v, step.weight.double(), 'zeros'), reference, rtol=1e-5, atol=1e-6)
+    assert swapped.layer2[0].step_first and not swapped.layer2[1].step_first and step.weight.shape == (16, 8, 3, 3)
+    u = torch.randn(1, 8, 6, 6, dtype=torch.float64)
+    strided = F.conv2d(u, (entry.conv1.weight * scale1[:, None, None, None]).double(), stride=2, padding=1)
+    torch.testing.assert_close(F.conv2d(u, step.weight.double(), padding=1)[:, :, ::2, ::2], strided,
+                               rtol=1e-5, atol=1e-6)
+    # an input whose odd pixels are the only non-zero ones: a step after the strided 1×1 downsample
+    # would never see it; before it, the 3×3 stencil carries it into the kept pixels
+    v = torch.zeros(1, 8, 6, 6)
+    v[:, :, 1::2, 1::2] = torch.rand(1, 8, 3, 3)
+    with torch.no_grad():
+        assert (step(v) - v)[:, :, ::2, ::2].abs().max() > 0
+        assert swapped.layer2[0](v).shape == model.layer2[0](v).shape
     notes = {r.path: r.init for r in report.swapped}
     assert notes['layer1.1'].startswith('auto') and notes['layer2.0'].startswith('auto')
     # init='random' does not copy: K differs from conv1
@@ -221,6 +233,81 @@ def test_bad_input_and_nothing_to_swap():
         swap_blocks(model, no_such_kwarg=1)
     with pytest.raises(ValueError, match='dotted'):
         register_swap('BasicBlock', lambda m, s: m)
+
+
+def block_io(model: nn.Module, path: str, x: torch.Tensor):
+    """(input, output) of the module at ``path`` while ``model`` runs on x in eval mode."""
+    seen = {}
+    handle = model.get_submodule(path).register_forward_hook(lambda m, a, out: seen.update(x=a[0], y=out))
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    model.train(was)
+    handle.remove()
+    return seen['x'], seen['y'], logits
+
+
+def test_calibration_fits_each_block_to_the_replaced_one():
+    model = narrow_resnet('resnet18', channels=(8, 16, 32, 64))
+    randomise_batchnorm(model)
+    model.train()                                     # the caller's mode must come back unchanged
+    before_state = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.manual_seed(1)
+    data = [torch.randn(8, 3, 32, 32) for _ in range(2)]
+    x_new = torch.randn(4, 3, 32, 32)                 # held-out inputs, not used by the fit
+    plain, _ = swap_blocks(model, **CHEAP)
+    fitted, report = swap_blocks(model, calibration=data, calibration_steps=40, calibration_lr=3e-3, **CHEAP)
+    assert model.training and all(m.training for m in fitted.modules())
+    assert all(torch.equal(v, before_state[k]) for k, v in model.state_dict().items())
+    assert report.calibration_samples == 16 and report.calibration_seconds > 0
+    assert all(r.calibration is not None and r.calibration.steps == 40 for r in report.swapped)
+    assert all(r.calibration.error_after < r.calibration.error_before for r in report.swapped)
+    assert 'calibrated: error' in str(report) and 'calibration: 16 inputs' in str(report)
+    # the reported error, recomputed here on the first block (whose input is the unchanged stem's)
+    xs = torch.cat(data)
+    u, y, _ = block_io(model, 'layer1.0', xs)
+    with torch.no_grad():
+        out = fitted.eval().layer1[0](u)
+    assert (out - y).norm() / y.norm() == pytest.approx(report.swapped[0].calibration.error_after, rel=1e-4)
+    # block by block, up to the last one, the chained features of held-out inputs are closer to the
+    # original's than without calibration
+    for path in ('layer1.1', 'layer2.0', 'layer4.1'):
+        _, y, _ = block_io(model, path, x_new)
+        _, y_fit, _ = block_io(fitted, path, x_new)
+        _, y_plain, _ = block_io(plain, path, x_new)
+        assert (y_fit - y).norm() < (y_plain - y).norm()
+    # still stable: τ·‖K‖² ≤ 2/L with ‖K‖ from power iteration (a lower bound, independent of B)
+    for step in steps_of(fitted, report):
+        norm = power_iteration_norm(step.weight.detach().double(), 'zeros', [16, 16])
+        assert float(step.step_size().detach()) * float(norm) ** 2 <= 2.0 / step.step_constant
+    # τ was settled on a fresh bound: a state_dict round trip reproduces the calibrated outputs
+    other, _ = swap_blocks(model, **CHEAP)
+    other.load_state_dict(fitted.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(other.eval()(x_new), fitted.eval()(x_new), rtol=1e-4, atol=1e-5)
+
+
+def test_calibration_bad_input_is_rejected_before_any_change():
+    model = narrow_resnet('resnet18', channels=(8, 8, 8, 8)).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match='iterable of batches; got str'):
+        swap_blocks(model, calibration='images/', **CHEAP)
+    with pytest.raises(ValueError, match='calibration is empty'):
+        swap_blocks(model, calibration=[], **CHEAP)
+    with pytest.raises(ValueError, match='batch 1 must be a tensor'):
+        swap_blocks(model, calibration=[torch.randn(2, 3, 32, 32), 'x'], **CHEAP)
+    with pytest.raises(ValueError, match=r'batch 0 \(tensor \[2, 5, 32, 32\].*could not be run'):
+        swap_blocks(model, calibration=torch.randn(2, 5, 32, 32), inplace=True, **CHEAP)
+    with pytest.raises(ValueError, match='batched input tensor'):
+        swap_blocks(model, calibration=[torch.tensor(1.0)], **CHEAP)
+    with pytest.raises(ValueError, match='calibration_steps'):
+        swap_blocks(model, calibration=torch.randn(2, 3, 32, 32), calibration_steps=0, **CHEAP)
+    with pytest.raises(ValueError, match='calibration_lr'):
+        swap_blocks(model, calibration=torch.randn(2, 3, 32, 32), calibration_lr=float('nan'), **CHEAP)
+    # inplace=True with a batch the model cannot take: nothing was swapped
+    assert not any(isinstance(m, SwappedResidual) for m in model.modules())
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
 def test_block_kwargs_and_registry_constructors():
