@@ -58,10 +58,8 @@ class OperatorNormBound(nn.Module):
     which costs O(weights); when that slack exceeds ``refresh``·B(W₀) the full bound is recomputed
     at W. The returned value is therefore rigorous for the current weights whatever changed them
     (optimizer steps, ``load_state_dict``, ``.data`` edits, ``.to()``), and at most (1 + refresh)
-    looser than a fresh bound. ``refresh=0`` recomputes on every change. In eval mode the
-    perturbation bound is not used: a changed W gets its full bound, so an evaluated model computes
-    the same τ as its ``state_dict`` reloaded elsewhere. Under TorchScript the full bound is
-    recomputed on every call.
+    looser than a fresh bound. ``refresh=0`` recomputes on every change. Under TorchScript the
+    full bound is recomputed on every call.
     """
 
     __jit_ignored_attributes__ = ['_cache_weight', '_cache_value']
@@ -97,7 +95,7 @@ class OperatorNormBound(nn.Module):
                 return value
             # 1e-5: rounding of the difference and the norms (float32), far below any refresh
             slack = tap_norm_sum(w - c) * (self.padding_factor * (1.0 + 1e-5))
-            if self.training and float(slack) <= self.refresh * float(value):
+            if float(slack) <= self.refresh * float(value):
                 return value + slack
         self.recomputations += 1
         self._cache_value = self.compute(w)
