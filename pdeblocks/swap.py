@@ -732,11 +732,9 @@ def calibrate_swaps(teacher: nn.Module, student: nn.Module, paths: Sequence[str]
     the swap created (``reused[p]``: ids of the original's parameters kept inside, e.g. the
     connector, which stay as they are). No labels. If the fit ends above its starting error the
     starting parameters are restored, so the error never grows. τ is then settled
-    (:func:`settle_step_size`). Both models run in eval mode (BatchNorm statistics are not updated)
-    except the norm bounds of the module being fitted, which use their training-mode perturbation
-    updates; the modes are restored afterwards. Returns the fit of every path.
+    (:func:`settle_step_size`). Both models run in eval mode (BatchNorm statistics are not updated);
+    the modes are restored afterwards. Returns the fit of every path.
     """
-    from .layers.symmetric import OperatorNormBound
     modes = {m: m.training for model in (teacher, student) for m in model.modules()}
     teacher.eval()
     student.eval()
@@ -763,9 +761,6 @@ def calibrate_swaps(teacher: nn.Module, student: nn.Module, paths: Sequence[str]
                 records[path] = CalibrationRecord(0, before, before, 'not fitted: no new trainable parameters')
                 continue
             start = [q.detach().clone() for q in params]
-            for m in new.modules():        # the fit is training: cheap perturbation bounds between full ones
-                if isinstance(m, OperatorNormBound):
-                    m.train()
             opt = torch.optim.Adam(params, lr=lr)
             with torch.enable_grad():
                 for i in range(steps):
