@@ -17,13 +17,17 @@ upsampled to ``SIZE``×``SIZE``, one channel; stratified split 1437 train / 360 
    usual larger lr for new layers; the original has none), steps interleaved so that they share the
    machine's load. Time/step: median over the epoch's steps (forward, backward, optimizer step; for
    the swaps it includes the bound recomputations). The same epoch is run again from the same start
-   with the batches in a second order (seed ``SECOND_SEED``).
+   with the batches in other orders (seeds ``OTHER_SEEDS``): one test image is 0.28% of the test set and
+   the recovery moves by about ±1% with the order, so the table gives each model's mean, min and max
+   over all orders.
 
-Acceptance: test accuracy of the ``init='auto'`` swap after 1 epoch ≥ 95% of the original's (both
-batch orders).
+Acceptance: test accuracy of the ``init='auto'`` swap after 1 epoch ≥ 95% of the original's (same
+batch order); reported per order, with the mean over the orders.
 
-Exploration with the same data and pretrained weights (single seed, not part of this script; "FT" =
-this script's epoch; "frozen" = BatchNorm in eval mode while fine-tuning, the earlier recipe):
+Exploration with the same data and pretrained weights (first batch order only, not part of this script;
+"FT" = this script's epoch; "frozen" = BatchNorm in eval mode while fine-tuning, the earlier recipe).
+Over 5 orders the recovery moves by ±2% (this script's table), so differences of a point or two
+between these variants are within that spread:
 - Earlier rule (step after the downsample, K from the adjoint of bn2·conv2 at stage entries), BN
   frozen: auto 89.5% recovery (0.8806 vs 0.9833), random 88.4%; before FT both at chance (0.10),
   whatever the init (auto or random K, step_init 0.01/0.1/0.5, with or without BatchNorm
@@ -90,7 +94,7 @@ BN_TRAIN = True            # BatchNorm in train mode while fine-tuning (all mode
 CALIBRATION_IMAGES = 256   # unlabelled training images for swap_blocks(..., calibration=...)
 CALIBRATION_BATCH = 128
 CALIBRATION_STEPS = 200    # Adam steps per block
-SECOND_SEED = 1            # a second order of the fine-tuning batches
+OTHER_SEEDS = (1, 2, 3, 4)  # further orders of the fine-tuning batches (the first comes from SEED)
 FAST_BOUND = dict(interp_slack=2.0, gram_steps=1, bound_refresh=0.25)
 THREADS = 1
 SEED = 0
@@ -194,7 +198,7 @@ def main() -> None:
         "swapped, init='auto' + calibration": swapped_cal,
         "swapped, init='random'": swapped_rand,
     }
-    seed_models = {name: copy.deepcopy(m) for name, m in models.items()}   # for the second batch order
+    start_models = {name: copy.deepcopy(m) for name, m in models.items()}   # for the other batch orders
     rows: Dict[str, Dict] = {name: dict(model=name, params=sum(p.numel() for p in m.parameters()),
                                         acc_before=accuracy(m, xte, yte)) for name, m in models.items()}
     rows["swapped, init='auto' + calibration"].update(
@@ -206,11 +210,15 @@ def main() -> None:
     for name, m in models.items():
         rows[name].update(acc_after=accuracy(m, xte, yte), time_per_step=statistics.median(times[name]),
                           bound_recomputations=sum(getattr(b, 'recomputations', 0) for b in m.modules()))
-    # the same epoch with another order of the batches (a second fine-tuning seed)
-    other_batches = batches(len(ytr), torch.Generator().manual_seed(SECOND_SEED), BATCH)
-    fine_tune(seed_models, xtr, ytr, other_batches, log=False)
-    for name, m in seed_models.items():
-        rows[name]['acc_after_seed2'] = accuracy(m, xte, yte)
+        rows[name]['acc_after_orders'] = [rows[name]['acc_after']]
+    # the same epoch from the same start with the batches in other orders
+    for seed in OTHER_SEEDS:
+        order_models = {name: copy.deepcopy(m) for name, m in start_models.items()}
+        fine_tune(order_models, xtr, ytr, batches(len(ytr), torch.Generator().manual_seed(seed), BATCH), log=False)
+        for name, m in order_models.items():
+            rows[name]['acc_after_orders'].append(accuracy(m, xte, yte))
+        print(f"  batch order {seed}: " + ", ".join(f"{r['acc_after_orders'][-1]:.4f}" for r in rows.values()),
+              flush=True)
 
     # cost of one full recomputation of the rigorous bounds with the default (tight) settings: what a
     # training step with the default settings adds whenever K has moved by more than bound_refresh
@@ -221,13 +229,16 @@ def main() -> None:
             step.norm_bound()
     default_bound_time = time.perf_counter() - t
 
-    for key, seed_key in (('recovery', 'acc_after'), ('recovery_seed2', 'acc_after_seed2')):
-        reference = rows['resnet18 (original)'][seed_key]
-        for row in rows.values():
-            row[key] = row[seed_key] / reference
-    recovery = rows["swapped, init='auto'"]['recovery']
-    recovery2 = rows["swapped, init='auto'"]['recovery_seed2']
-    recovery_cal = rows["swapped, init='auto' + calibration"]['recovery']
+    references = rows['resnet18 (original)']['acc_after_orders']
+    for row in rows.values():
+        row['recovery'] = row['acc_after'] / references[0]
+        row['recovery_orders'] = [a / r for a, r in zip(row['acc_after_orders'], references)]
+        row['recovery_mean'] = statistics.mean(row['recovery_orders'])
+    auto = rows["swapped, init='auto'"]
+    recovery, recovery_mean = auto['recovery'], auto['recovery_mean']
+    recovery_cal = rows["swapped, init='auto' + calibration"]['recovery_mean']
+    passed = sum(r >= 0.95 for r in auto['recovery_orders'])
+    n_orders = len(auto['recovery_orders'])
 
     def fmt(v, spec):
         return '—' if v is None else format(v, spec)
@@ -241,30 +252,32 @@ def main() -> None:
         f"{bn}, AdamW lr {LR_PRETRAINED} for pretrained weights and {LR_NEW} for the new PDE steps, same "
         f"batches for every model; swaps with {FAST_BOUND}; calibration: {CALIBRATION_IMAGES} training images "
         f"without labels, {CALIBRATION_STEPS} Adam steps per block; {THREADS} threads; time/step = median over "
-        f"the epoch, steps interleaved. Seed 2: the same epoch with the batches in another order "
-        f"(seed {SECOND_SEED}).",
+        f"the epoch, steps interleaved. Over {1 + len(OTHER_SEEDS)} orders: the same epoch from the same start "
+        f"with the batches in {1 + len(OTHER_SEEDS)} orders (the first from the generator of seed {SEED} after "
+        f"pretraining, then seeds {', '.join(map(str, OTHER_SEEDS))}); "
+        f"recovery = accuracy / the original's accuracy after the same order.",
         "",
         "| model | params | calibration (s, images) | test acc before fine-tune | test acc after 1 epoch "
-        "| recovery vs original | test acc after 1 epoch, seed 2 | recovery, seed 2 | time/step (s) "
+        "| recovery vs original | recovery over all orders: mean (min–max) | time/step (s) "
         "| full bound recomputations |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows.values():
         cal = (f"{row['calibration_s']:.0f} s, {row['calibration_images']}" if 'calibration_s' in row else '—')
         lines.append(f"| {row['model']} | {row['params']:,} | {cal} | {fmt(row['acc_before'], '.4f')} | "
                      f"{fmt(row['acc_after'], '.4f')} | {fmt(row['recovery'], '.1%')} | "
-                     f"{fmt(row['acc_after_seed2'], '.4f')} | {fmt(row['recovery_seed2'], '.1%')} | "
+                     f"{row['recovery_mean']:.1%} ({min(row['recovery_orders']):.1%}–{max(row['recovery_orders']):.1%}) | "
                      f"{row['time_per_step']:.3f} | {row['bound_recomputations']} |")
     errors = rows["swapped, init='auto' + calibration"]['calibration_errors']
     lines += ["", "Calibration, relative error ‖new(x) − old(x)‖/‖old(x)‖ of each swapped block on the calibration "
                   "images, before → after the fit: "
               + ', '.join(f"{p} {e0:.3f} → {e1:.3f}" for p, (e0, e1) in errors.items()) + "."]
-    verdict = 'met' if min(recovery, recovery2) >= 0.95 else 'MISSED'
     lines += ["", f"Default bound settings (grid 15, 5 Gram steps): recomputing the 8 bounds once takes "
                   f"{default_bound_time:.1f} s ({THREADS} thread), paid by a training step whenever some K moved "
                   f"by more than bound_refresh (default 0.02) since its last full bound."]
-    lines += ["", f"Target: init='auto' swap recovers ≥ 95% of the original accuracy within 1 epoch: "
-                  f"{recovery:.1%} (seed 2: {recovery2:.1%}; with calibration {recovery_cal:.1%}) ({verdict}). "
+    lines += ["", f"Target: init='auto' swap recovers ≥ 95% of the original accuracy within 1 epoch: reached in "
+                  f"{passed} of {n_orders} batch orders ({', '.join(f'{r:.1%}' for r in auto['recovery_orders'])}; "
+                  f"mean {recovery_mean:.1%}; with calibration mean {recovery_cal:.1%}). "
                   f"Total run time {time.time() - t_start:.0f} s."]
     table = '\n'.join(lines)
     print(table)
@@ -274,9 +287,10 @@ def main() -> None:
     base = os.path.join(out_dir, 'bench_swap')
     payload = dict(size=SIZE, batch=BATCH, pretrain_epochs=PRETRAIN_EPOCHS, lr_pretrained=LR_PRETRAINED,
                    lr_new=LR_NEW, batchnorm_train=BN_TRAIN, bound=FAST_BOUND, calibration_images=CALIBRATION_IMAGES,
-                   calibration_steps=CALIBRATION_STEPS, second_seed=SECOND_SEED,
+                   calibration_steps=CALIBRATION_STEPS, seeds=[SEED, *OTHER_SEEDS],
                    pretrained_accuracy=acc_pretrained, rows=list(rows.values()),
-                   recovery=recovery, recovery_seed2=recovery2, recovery_calibrated=recovery_cal,
+                   recovery=recovery, recovery_mean=recovery_mean, orders_reaching_target=passed,
+                   recovery_calibrated_mean=recovery_cal,
                    default_bound_recompute_s=default_bound_time)
     for ext, text in (('.md', table + '\n'), ('.json', json.dumps(payload, indent=2) + '\n')):
         tmp = base + ext + '.tmp'
