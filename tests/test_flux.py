@@ -101,10 +101,11 @@ def test_weickert_gradients_finite_in_float32_and_bf16():
 
 @pytest.mark.parametrize('channels', [1, 5])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
-def test_learned_flux_forward_is_g_times_s_scriptable_and_traceable(channels, dtype):
-    """forward (clamped, one knot index) against the defining formula Φ(s) = g(|s|)·s
-    (``diffusivity_values``), on knots, at and beyond the support, at 0 and huge |s|; then TorchScript
-    and torch.fx (timm's notrace functions) give the same values."""
+def test_learned_flux_matches_knot_interpolation_scriptable_and_traceable(channels, dtype):
+    """forward and ``diffusivity_values`` against an independent reference (numpy interpolation of the
+    knot values, g(s_max)·s_max/|s| beyond the support) on knots, at and beyond the support, at 0 and
+    huge |s|; then TorchScript and torch.fx (timm's notrace functions) give the same values."""
+    import numpy as np
     from timm.layers._fx import get_notrace_functions
     torch.manual_seed(0)
     flux = LearnedFlux(channels, contrast=0.7, knots=9, support=4.0)
@@ -113,9 +114,16 @@ def test_learned_flux_forward_is_g_times_s_scriptable_and_traceable(channels, dt
     h = flux.spacing
     special = torch.tensor([0.0, h, 3 * h, 8 * h, -8 * h, 8 * h + 1e-3, 1e6, -1e6, 1e-30])
     s = torch.cat([special, torch.randn(200) * 4.0]).to(dtype).reshape(1, 1, -1).repeat(2, channels, 1)
-    expected = flux.diffusivity_values(s.double()) * s.double()
+    knots = np.arange(9) * h
+    values = torch.sigmoid(flux.knot_logits.detach()).double().numpy()      # sector bound 1
+    a = s.double().abs().numpy()
+    g_ref = np.stack([np.where(a[:, c] <= knots[-1], np.interp(a[:, c], knots, values[c]),
+                               values[c, -1] * knots[-1] / np.maximum(a[:, c], knots[-1]))
+                      for c in range(channels)], axis=1)
     tol = 1e-2 if dtype == torch.bfloat16 else 1e-12 if dtype == torch.float64 else 1e-5
+    expected = torch.from_numpy(g_ref) * s.double()
     assert torch.allclose(flux(s).double(), expected, atol=tol * 8, rtol=tol)
+    assert torch.allclose(flux.diffusivity_values(s).double(), torch.from_numpy(g_ref), atol=tol, rtol=tol)
     scripted = torch.jit.script(flux)
     traced = torch.fx.GraphModule(flux, torch.fx.Tracer(autowrap_functions=tuple(get_notrace_functions())).trace(flux))
     assert torch.equal(scripted(s), flux(s)) and torch.equal(traced(s), flux(s))

@@ -178,34 +178,27 @@ class LearnedFlux(Flux):
         self.knot_logits = nn.Parameter(logits.repeat(n, 1), requires_grad=trainable)
         self.num_channels = n
 
-    def diffusivity_values(self, s: torch.Tensor) -> torch.Tensor:
-        """g evaluated at |s| (per channel), in [0, L]."""
+    def knot_diffusivity(self, x: torch.Tensor) -> torch.Tensor:
+        """g at x = |s|/h ∈ [0, K − 1] (knot units): v_i + (v_{i+1} − v_i)·(x − i) on interval [i, i + 1]."""
         n, k = self.num_channels, self.knots
-        values = self.sector_bound * torch.sigmoid(self.knot_logits).to(s.dtype)  # [n, K]
-        x = s.abs() / self.spacing
-        last = float(k - 1)
-        idx = x.clamp(max=last - 1e-4).floor()
-        frac = (x.clamp(max=last) - idx)
-        idx_long = idx.long()
-        if n > 1:
-            offset = channel_view(torch.arange(n, device=s.device) * k, s)
-            idx_long = idx_long + offset
-        flat = values.reshape(-1)
-        g = torch.take(flat, idx_long) * (1.0 - frac) + torch.take(flat, idx_long + 1) * frac
+        values = self.sector_bound * torch.sigmoid(self.knot_logits).to(x.dtype)   # [n, K]
+        slopes = torch.diff(values, dim=1)                                           # [n, K − 1]
+        idx, frac = knot_interval(x, n, k)
+        return torch.take(values[:, :-1].reshape(-1), idx) + torch.take(slopes.reshape(-1), idx) * frac
+
+    def diffusivity_values(self, s: torch.Tensor) -> torch.Tensor:
+        """g evaluated at |s| (per channel), in [0, L]; beyond s_max, g(s_max)·s_max/|s|."""
+        last = float(self.knots - 1)
+        x = s.abs() * (1.0 / self.spacing)
+        g = self.knot_diffusivity(x.clamp(max=last))
         return torch.where(x > last, g * (last / x.clamp_min(last)), g)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         """Φ(s) = g(|s̄|)·s̄ with s̄ = clamp(s, −s_max, s_max): beyond s_max, g(s) = g(s_max)·s_max/|s|
-        makes Φ constant, so clamping first is the same function with fewer passes over s; g on
-        [0, s_max] as v_i + (v_{i+1} − v_i)·frac at knot interval i."""
-        n, k = self.num_channels, self.knots
-        values = self.sector_bound * torch.sigmoid(self.knot_logits).to(s.dtype)   # [n, K]
-        slopes = torch.diff(values, dim=1)                                           # [n, K − 1]
-        s_max = self.spacing * (k - 1)
+        makes Φ constant, so clamping first is the same function with fewer passes over s."""
+        s_max = self.spacing * (self.knots - 1)
         clamped = s.clamp(-s_max, s_max)
-        idx, frac = knot_interval(clamped.abs() * (1.0 / self.spacing), n, k)
-        g = torch.take(values[:, :-1].reshape(-1), idx) + torch.take(slopes.reshape(-1), idx) * frac
-        return g * clamped
+        return self.knot_diffusivity(clamped.abs() * (1.0 / self.spacing)) * clamped
 
     def extra_repr(self) -> str:
         return f"channels={self.knot_logits.shape[0]}, knots={self.knots}, L={self.sector_bound}"
