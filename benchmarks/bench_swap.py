@@ -61,17 +61,18 @@ cheaper, looser B, hence a smaller maximal τ) and ``bound_refresh=0.25`` (betwe
 recomputations B is the perturbation bound B(W₀) + Σ_j ‖W_j − W₀_j‖_F, at most 25% looser). The cost of one
 recomputation with the default settings is measured and printed under the table.
 
-Run: ``PYTHONPATH=. python benchmarks/bench_swap.py`` (1 thread); writes
-``benchmarks/results/bench_swap.md`` and ``.json``. Set ``BENCH_SWAP_PRETRAINED=/tmp/r18.safetensors``
+Run: ``PYTHONPATH=. python benchmarks/bench_swap.py [--size 64]`` (1 thread); writes
+``benchmarks/results/bench_swap.md`` and ``.json`` (``bench_swap_64.*`` for ``--size 64``). Set ``BENCH_SWAP_PRETRAINED=/tmp/r18.safetensors``
 to store the pretrained weights on the first run and reuse them afterwards.
 """
+import argparse
 import copy
 import json
 import os
 import statistics
 import sys
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +157,16 @@ def fine_tune(models: Dict[str, nn.Module], xtr: torch.Tensor, ytr: torch.Tensor
     return times
 
 
-def main() -> None:
+def main(argv: Optional[List[str]] = None) -> None:
+    global SIZE
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--size', type=int, default=SIZE,
+                        help=f"side of the upsampled digits (default {SIZE}); results go to "
+                             f"results/bench_swap.md for {SIZE}, results/bench_swap_<size>.md otherwise")
+    args = parser.parse_args(argv)
+    if args.size < 8:
+        parser.error(f"--size must be ≥ 8 (the digits are 8×8), got {args.size}")
+    SIZE = args.size
     torch.set_num_threads(THREADS)
     torch.manual_seed(SEED)
     t_start = time.time()
@@ -284,7 +294,7 @@ def main() -> None:
 
     out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
     os.makedirs(out_dir, exist_ok=True)
-    base = os.path.join(out_dir, 'bench_swap')
+    base = os.path.join(out_dir, 'bench_swap' if SIZE == 32 else f'bench_swap_{SIZE}')
     payload = dict(size=SIZE, batch=BATCH, pretrain_epochs=PRETRAIN_EPOCHS, lr_pretrained=LR_PRETRAINED,
                    lr_new=LR_NEW, batchnorm_train=BN_TRAIN, bound=FAST_BOUND, calibration_images=CALIBRATION_IMAGES,
                    calibration_steps=CALIBRATION_STEPS, seeds=[SEED, *OTHER_SEEDS],

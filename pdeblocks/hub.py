@@ -118,6 +118,7 @@ def read_config(path: Union[str, Path]) -> Dict[str, Any]:
 def load_weights(model: nn.Module, path: Union[str, Path], map_location: Union[str, torch.device] = 'cpu') -> nn.Module:
     """Strictly load ``model.safetensors`` into ``model`` (no pickle; every mismatch is a ValueError)."""
     from safetensors import safe_open
+    from .layers.symmetric import optional_state_keys
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no weights file {WEIGHTS_NAME} at {path}")
@@ -127,7 +128,7 @@ def load_weights(model: nn.Module, path: Union[str, Path], map_location: Union[s
     except Exception as exc:  # safetensors raises SafetensorError / OSError on corrupted or truncated files
         raise ValueError(f"{path} is not a valid safetensors file (corrupted or truncated?): {exc}") from None
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
+    missing = sorted(set(expected) - set(tensors) - optional_state_keys(model))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise ValueError(f"weights in {path} do not match {type(model).__name__}: missing keys {missing[:8]}"

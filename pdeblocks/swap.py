@@ -701,9 +701,9 @@ def settle_step_size(step: nn.Module) -> None:
     """Recompute the rigorous bound of a fitted :class:`SymmetricResidual` at its final weight and
     re-parameterise θ so that τ is unchanged: sigmoid(θ') = sigmoid(θ)·(B_new/B_old)² (capped below 1).
 
-    During a fit B is the cached B(W₀) + Σ‖W − W₀‖_F; a reload (or the next training step) computes
-    B(W) afresh, which would silently enlarge τ. After settling, the calibrated map is what a
-    ``state_dict`` round trip gives, and τ = sigmoid(θ')·2/(L·B²) still holds with a rigorous B.
+    During a fit B is the cached B(W₀) + Σ‖W − W₀‖_F, up to (1 + refresh) looser than B(W); after
+    settling, fine-tuning starts from the tight bound at the calibrated weight (the next recomputation
+    would otherwise enlarge τ), and τ = sigmoid(θ')·2/(L·B²) still holds with a rigorous B.
     """
     from .layers.symmetric import OperatorNormBound, SymmetricResidual
     if not isinstance(step, SymmetricResidual) or step.stability == 'none' \

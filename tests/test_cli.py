@@ -177,6 +177,42 @@ def test_resume_equals_uninterrupted(tmp_path):
         assert ka == kb and torch.equal(va, vb), ka
 
 
+def test_checkpoint_keeps_the_bound_anchors(tmp_path):
+    """A resumed run continues the cached norm bounds B(W₀) + Σ‖W − W₀‖ from the same W₀ as an
+    uninterrupted run (a fresh anchor at the checkpoint would give a different, looser B, hence τ)."""
+    from pdeblocks.layers.symmetric import SymmetricResidual
+    from pdeblocks.models.denoise1d import Denoiser1D
+    from pdeblocks.train.trainer import _load_checkpoint, _save_checkpoint
+
+    def nudge(model, seed):
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1e-5 * torch.randn(p.shape, generator=g))
+
+    def bounds(model):
+        return [float(m.norm_bound()) for m in model.modules() if isinstance(m, SymmetricResidual)]
+
+    torch.manual_seed(0)
+    make = lambda: Denoiser1D(scale=2, channels=4, hidden_channels=4, blocks=2, kernel_size=3, knots=4)  # noqa: E731
+    a = make()
+    bounds(a)                       # anchors W₀
+    nudge(a, 1)
+    bounds(a)                       # perturbation bounds, anchors kept
+    _save_checkpoint(tmp_path, a, torch.optim.Adam(a.parameters()), dict(step=1))
+    b = make()
+    _load_checkpoint(tmp_path, b, torch.optim.Adam(b.parameters()))
+    nudge(a, 2)
+    nudge(b, 2)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert bounds(a) == bounds(b)
+    fresh_anchor = make()
+    fresh_anchor.load_state_dict(b.state_dict())   # B in use, but W₀ at these weights: not the same bounds
+    nudge(fresh_anchor, 3)
+    nudge(b, 3)
+    assert bounds(fresh_anchor) != bounds(b)
+
+
 def test_unknown_recipe(capsys):
     assert main(['train', 'no-such-recipe']) == 2
     assert 'unknown recipe' in capsys.readouterr().err

@@ -44,6 +44,32 @@ def test_save_load_round_trip(tmp_path, make):
         torch.testing.assert_close(loaded(x), m.eval()(x), rtol=0, atol=0)
 
 
+def test_fine_tuned_round_trip_is_bitwise(tmp_path):
+    """After optimizer steps τ rests on the cached perturbation bound; save/load reproduces it exactly,
+    and a file without the stored bounds (as saved by earlier versions) still loads strictly."""
+    from pdeblocks.layers.symmetric import NORM_BOUND_STATE
+    m = tiny_denoiser(blocks=2)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-4)
+    for _ in range(3):
+        f = torch.rand(4, 1, 64)
+        (m(f + 0.1 * torch.randn_like(f)) - f).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    m.eval()
+    m.save_pretrained(tmp_path)
+    stored = [k for k in load_file(tmp_path / 'model.safetensors') if k.endswith(NORM_BOUND_STATE)]
+    assert len(stored) == 2
+    x = torch.rand(3, 1, 97)
+    with torch.no_grad():
+        torch.testing.assert_close(from_pretrained(tmp_path)(x), m(x), rtol=0, atol=0)
+    path = tmp_path / 'model.safetensors'
+    save_file({k: v for k, v in load_file(path).items() if k not in stored}, path)
+    legacy = from_pretrained(tmp_path)
+    with torch.no_grad():
+        assert not torch.equal(legacy(x), m(x))   # fresh bounds: τ moved (what storing B avoids)
+        torch.testing.assert_close(legacy(x), m(x), rtol=0.05, atol=1e-3)
+
+
 def test_class_from_pretrained_checks_architecture(tmp_path):
     tiny_denoiser().save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="architecture 'denoiser_1d', not 'diffusion_1d'"):

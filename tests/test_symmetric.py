@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pdeblocks.layers import SymmetricResidual
+from pdeblocks.layers.symmetric import NORM_BOUND_STATE
 from pdeblocks.ops import norm_bound
 
 ALL_FLUXES = ['perona_malik', 'charbonnier', 'exp_perona_malik', 'weickert', 'relu', 'learned']
@@ -174,8 +175,9 @@ def test_cached_bound_never_goes_stale(edit):
         blk.weight.data.mul_(7.0)
     elif edit == 'load_state_dict':
         sd = copy.deepcopy(blk.state_dict())
-        sd['weight'] = sd['weight'] * 3.0
-        blk.load_state_dict(sd)
+        sd['weight'] = sd['weight'] * 3.0   # the stored bound is now too small for these weights
+        with pytest.warns(UserWarning, match='below the full bound'):
+            blk.load_state_dict(sd)
     elif edit == 'to_double':
         with torch.no_grad():
             blk.weight.data = blk.weight.data * 2.0
@@ -187,6 +189,85 @@ def test_cached_bound_never_goes_stale(edit):
     fresh = float(norm_bound(blk.weight, blk.boundary))
     assert abs(after - fresh) <= 1e-5 * fresh
     assert abs(after - before) > 1e-3 * before
+
+
+def _fine_tuned_block(seed: int = 0) -> SymmetricResidual:
+    """A block after small optimizer steps: B is the cached perturbation bound, above a fresh full bound."""
+    torch.manual_seed(seed)
+    blk = SymmetricResidual(6, dim=1, flux='perona_malik')
+    opt = torch.optim.SGD(blk.parameters(), lr=1e-4)
+    for _ in range(4):
+        blk(torch.randn(3, 6, 32)).pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    assert blk.bound.recomputations == 1   # only the first bound was a full one
+    return blk
+
+
+def test_state_dict_round_trip_reproduces_step_size_after_fine_tuning():
+    """B travels in the state_dict: a reload gives bitwise the fine-tuned outputs. Without it the reload
+    would compute a fresh (tighter) B, hence a larger τ (the second assertion shows the gap exists)."""
+    blk = _fine_tuned_block()
+    sd = blk.state_dict()
+    assert float(sd[NORM_BOUND_STATE]) == float(blk.norm_bound())
+    fresh = float(norm_bound(blk.weight, blk.boundary))
+    assert float(blk.norm_bound()) > fresh * (1 + 1e-4)
+    other = SymmetricResidual(6, dim=1, flux='perona_malik')
+    other.load_state_dict(sd)
+    x = torch.randn(2, 6, 40)
+    with torch.no_grad():
+        assert torch.equal(other(x), blk(x))
+        assert float(other.step_size()) == float(blk.step_size())
+    # a file from before B was stored loads strictly and gets the fresh bound
+    legacy = SymmetricResidual(6, dim=1, flux='perona_malik')
+    legacy.load_state_dict({k: v for k, v in sd.items() if k != NORM_BOUND_STATE}, strict=True)
+    assert abs(float(legacy.norm_bound()) - fresh) <= 1e-6 * fresh
+    assert float(legacy.step_size()) > float(blk.step_size())
+
+
+def test_state_dict_stores_zero_when_the_full_bound_is_due():
+    """No bound computed yet (or a change beyond ``refresh``): the state_dict stores 0 without computing,
+    and the reloaded block computes the full bound, as the saved one would at its next call."""
+    torch.manual_seed(0)
+    blk = SymmetricResidual(5, dim=1)
+    assert float(blk.state_dict()[NORM_BOUND_STATE]) == 0.0 and blk.bound.recomputations == 0
+    blk(torch.randn(1, 5, 16))
+    with torch.no_grad():
+        blk.weight.mul_(2.0)                 # far beyond refresh: a full bound is due
+    sd = blk.state_dict()
+    assert float(sd[NORM_BOUND_STATE]) == 0.0 and blk.bound.recomputations == 1
+    warm = SymmetricResidual(5, dim=1)
+    warm(torch.randn(1, 5, 16))              # a warm cache for other weights is dropped on load
+    warm.load_state_dict(sd)
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        assert torch.equal(warm(x), blk(x))
+    assert float(warm.norm_bound()) == float(norm_bound(blk.weight, blk.boundary))
+
+
+def test_stored_bound_cannot_loosen_the_guarantee():
+    """A stored B below the full bound (tampered, or from other weights) is not taken: τ·L·‖K‖² ≤ 2 holds."""
+    from pdeblocks.ops import power_iteration_norm
+    blk = _fine_tuned_block(1)
+    sd = copy.deepcopy(blk.state_dict())
+    sd[NORM_BOUND_STATE] = torch.tensor(1e-3)
+    sd['step_param'] = torch.tensor(20.0)   # sigmoid(θ) ≈ 1: τ at the limit
+    other = SymmetricResidual(6, dim=1, flux='perona_malik')
+    with pytest.warns(UserWarning, match='below the full bound'):
+        other.load_state_dict(sd)
+    true = float(power_iteration_norm(other.weight.detach().double(), 'neumann', [64], iters=3000, tol=1e-14))
+    assert float(other.step_size()) * other.step_constant * true ** 2 <= 2.0
+
+
+@pytest.mark.parametrize('stored, message', [
+    (torch.tensor(float('nan')), 'finite'), (torch.tensor(float('inf')), 'finite'), (torch.tensor(-1e-30), '≥ 0'),
+    (torch.tensor(-2.0), '≥ 0'), (torch.ones(2), 'one floating-point number'),
+    (torch.tensor(3), 'one floating-point number')])
+def test_bad_stored_bound_is_an_error(stored, message):
+    blk = _fine_tuned_block()
+    sd = dict(blk.state_dict(), **{NORM_BOUND_STATE: stored})
+    with pytest.raises(ValueError, match=message):
+        SymmetricResidual(6, dim=1, flux='perona_malik').load_state_dict(sd)
 
 
 def test_small_changes_reuse_the_bound_rigorously():

@@ -18,7 +18,8 @@ In both stable modes τ = sigmoid(θ) · 2/(L·B²), B ≥ ‖K‖₂ a rigorous
 B follows every change of the weight (see :class:`OperatorNormBound`); it carries no gradient.
 """
 import math
-from typing import Any, Callable, Dict, List, Optional, Union
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 import torch
 from torch import nn
@@ -31,6 +32,8 @@ from .flux import Flux, ReLUFlux, create_flux, flux_constants
 from .registry import register_block
 
 STABILITY_MODES = ('euclidean', 'lipschitz', 'none')
+# state_dict key suffix of the stored norm bound (PyTorch's extra-state key); optional when loading
+NORM_BOUND_STATE = '_extra_state'
 # ‖K‖² of the default initialisation is about 4 (the Marchenko–Pastur edge (1 + 1)²); used only to
 # give the free step of stability='none' the same starting point as the stable modes.
 _TYPICAL_NORM_SQ = 4.0
@@ -84,23 +87,61 @@ class OperatorNormBound(nn.Module):
         return (symbol_norm_sup(weight, self.grid, self.gram_steps) * self.factor).clamp_min(1e-6)
 
     @torch.jit.unused
+    def peek(self, weight: torch.Tensor) -> Optional[torch.Tensor]:
+        """The bound the next call gives for ``weight`` if no full computation is due (the cached B(W₀),
+        or B(W₀) + slack within ``refresh``), else None. Changes nothing."""
+        w = weight.detach()
+        c, value = self._cache_weight, self._cache_value
+        if w.is_meta or c is None or value is None or c.shape != w.shape or c.dtype != w.dtype \
+                or c.device != w.device:
+            return None
+        if torch.equal(c, w):
+            return value
+        # 1e-5: rounding of the difference and the norms (float32), far below any refresh
+        slack = tap_norm_sum(w - c) * (self.padding_factor * (1.0 + 1e-5))
+        return value + slack if float(slack) <= self.refresh * float(value) else None
+
+    @torch.jit.unused
     def cached(self, weight: torch.Tensor) -> torch.Tensor:
         w = weight.detach()
         if w.is_meta:
             return self.compute(w)
-        c, value = self._cache_weight, self._cache_value
-        if c is not None and value is not None and c.shape == w.shape and c.dtype == w.dtype \
-                and c.device == w.device:
-            if torch.equal(c, w):
-                return value
-            # 1e-5: rounding of the difference and the norms (float32), far below any refresh
-            slack = tap_norm_sum(w - c) * (self.padding_factor * (1.0 + 1e-5))
-            if float(slack) <= self.refresh * float(value):
-                return value + slack
+        value = self.peek(w)
+        if value is not None:
+            return value
         self.recomputations += 1
         self._cache_value = self.compute(w)
         self._cache_weight = w.clone()
         return self._cache_value
+
+    @torch.jit.unused
+    def clear(self) -> None:
+        """Forget the cache: the next call computes the full bound."""
+        self._cache_weight = self._cache_value = None
+
+    @torch.jit.unused
+    def restore(self, weight: torch.Tensor, value: torch.Tensor) -> bool:
+        """Take a stored B for ``weight`` (from a ``state_dict``) if it is certified: B ≥ the full bound
+        at ``weight``, hence ≥ ‖K‖. Then B is the cached value, and τ is the one the saved model used.
+        Otherwise (a B below the full bound cannot be checked) the full bound is cached. Returns
+        whether the stored B was taken.
+        """
+        w = weight.detach()
+        fresh = self.compute(w)
+        value = value.detach().to(device=fresh.device, dtype=fresh.dtype).reshape(fresh.shape)
+        accepted = bool(value >= fresh)
+        self.recomputations += 1
+        self._cache_value = value.clone() if accepted else fresh
+        self._cache_weight = w.clone()
+        return accepted
+
+    @torch.jit.unused
+    def anchor(self) -> Optional[List[torch.Tensor]]:
+        """[W₀, B(W₀)] of the cache (None before the first bound): with :meth:`restore` it lets a training
+        checkpoint resume with the very bounds an uninterrupted run would use."""
+        if self._cache_weight is None or self._cache_value is None:
+            return None
+        return [self._cache_weight, self._cache_value]
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():
@@ -267,6 +308,49 @@ class SymmetricResidual(nn.Module):
         tau = self.step_size().to(u.dtype)
         return u - self.drop_path(tau * self.update(u))
 
+    # τ depends on B, and B on the weights' history (the cached perturbation bound); so B travels in
+    # the state_dict (key ``<prefix>_extra_state``) and a reload reproduces τ exactly.
+    @torch.jit.unused
+    def get_extra_state(self) -> torch.Tensor:
+        """The bound B the next call uses, a 0-d tensor saved with the weights; 0 where that is the full
+        bound at the current weight (not computed yet, or due), which a reload computes alike."""
+        with torch.no_grad():
+            value = self.bound.peek(self.weight)
+            return torch.zeros((), dtype=self.weight.dtype, device=self.weight.device) if value is None \
+                else value.detach().clone()
+
+    @torch.jit.unused
+    def set_extra_state(self, state: Any) -> None:
+        """Restore B from a ``state_dict`` (after the weight). 0: the full bound at the loaded weight. A
+        positive B is taken if it is certified for the loaded weight (≥ the full bound there); below it,
+        the full bound is used with a warning, since τ then differs from the saved model's. Anything but
+        one finite number ≥ 0 is a ValueError.
+        """
+        if not torch.is_tensor(state) or state.numel() != 1 or not state.is_floating_point():
+            got = f"tensor of shape {list(state.shape)} and dtype {state.dtype}" if torch.is_tensor(state) \
+                else type(state).__name__
+            raise ValueError(f"the saved norm bound of {type(self).__name__} must be one floating-point number, "
+                             f"got {got}")
+        b = float(state)
+        if not math.isfinite(b) or b < 0.0:
+            raise ValueError(f"the saved norm bound of {type(self).__name__} must be finite and ≥ 0, got {b}")
+        if b == 0.0 or self.stability == 'none':
+            self.bound.clear()
+        elif not self.bound.restore(self.weight, state):
+            warnings.warn(f"the saved norm bound {b:.6g} is below the full bound "
+                          f"{float(self.bound._cache_value):.6g} of the loaded weights; using the full bound, "
+                          f"so the step size τ differs from the saved model's", stacklevel=2)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        key = prefix + NORM_BOUND_STATE
+        if key not in state_dict:   # saved before B was stored: the full bound at the loaded weight
+            self.bound.clear()
+            if key in missing_keys:
+                missing_keys.remove(key)
+
     def stability_certificate(self) -> Dict[str, Any]:
         """What this block guarantees, with the numbers it rests on (read by ``pdeblocks.certify``)."""
         if self.weight.is_meta:  # no values to certify yet
@@ -349,6 +433,12 @@ class SymmetricBasicBlock(nn.Module):
         if self.downsample is not None:
             x = self.downsample(x)
         return self.step(x)
+
+
+def optional_state_keys(model: nn.Module) -> Set[str]:
+    """The ``state_dict`` keys of ``model`` that files saved by earlier versions may lack (stored norm bounds)."""
+    return {f"{name}.{NORM_BOUND_STATE}" if name else NORM_BOUND_STATE
+            for name, m in model.named_modules() if isinstance(m, SymmetricResidual)}
 
 
 register_block('symmetric', SymmetricResidual)

@@ -9,7 +9,9 @@ Checkpoint (in ``OUT/``): ``checkpoint.safetensors`` holds the model and Adam te
 safetensors metadata, the JSON training state (step, recipe, optimizer scalars); it is written to
 a temporary file and moved into place with ``os.replace`` (atomic), then ``checkpoint.json`` (a
 readable copy of the state) likewise. ``--resume`` reads the safetensors file only, so the pair
-can never disagree. At the end: ``OUT/model/`` (``save_pretrained``) and ``OUT/eval.json``.
+can never disagree. The checkpoint also holds the anchors W₀, B(W₀) of the norm-bound caches
+(:class:`~pdeblocks.layers.symmetric.OperatorNormBound`), so a resumed run computes the same τ as an
+uninterrupted one. At the end: ``OUT/model/`` (``save_pretrained``) and ``OUT/eval.json``.
 """
 import json
 import math
@@ -25,10 +27,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..data.signals import make_signals
+from ..layers.symmetric import OperatorNormBound
 from .recipes import Recipe, get_recipe
 
 CHECKPOINT = 'checkpoint.safetensors'
 STATE = 'checkpoint.json'
+ANCHOR = 'bound_anchor.'   # checkpoint keys of the norm-bound caches' anchors W₀, B(W₀)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -94,6 +98,11 @@ def diffusion_pairs(recipe: Recipe, count: int, length: int, split: str, seed: i
 
 def _save_checkpoint(out: Path, model, opt, state: Dict[str, Any]) -> None:
     tensors = {f'model.{k}': v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    for name, m in model.named_modules():   # anchors of the cached norm bounds: resume = uninterrupted run
+        if isinstance(m, OperatorNormBound) and m.anchor() is not None:
+            w0, b0 = m.anchor()
+            tensors[f'{ANCHOR}{name}.weight'] = w0.contiguous().cpu()
+            tensors[f'{ANCHOR}{name}.value'] = b0.contiguous().cpu()
     opt_scalars = {}
     for idx, st in opt.state_dict()['state'].items():
         for key, val in st.items():
@@ -118,6 +127,9 @@ def _load_checkpoint(out: Path, model, opt) -> Dict[str, Any]:
         raise ValueError(f"cannot resume from {path}: {exc}") from None
     model_sd = {k[len('model.'):]: v for k, v in tensors.items() if k.startswith('model.')}
     model.load_state_dict(model_sd, strict=True)
+    for name, m in model.named_modules():
+        if isinstance(m, OperatorNormBound) and f'{ANCHOR}{name}.weight' in tensors:
+            m.restore(tensors[f'{ANCHOR}{name}.weight'], tensors[f'{ANCHOR}{name}.value'])   # checked, not trusted
     opt_sd = opt.state_dict()
     new_state = {}
     for idx in range(len(opt_sd['param_groups'][0]['params'])):
