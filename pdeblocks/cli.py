@@ -39,14 +39,10 @@ def _apply(model, signals: np.ndarray, repeat: int = 1) -> np.ndarray:
     import torch
     if signals.shape[-1] < model.min_length:
         raise UsageError(f"signals have length {signals.shape[-1]}, model needs at least {model.min_length} samples")
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(signals), 256):
-            x = torch.from_numpy(signals[i:i + 256].astype(np.float32))[:, None]
-            for _ in range(repeat):
-                x = model(x)
-            out.append(x[:, 0].double().numpy())
-    return np.concatenate(out)
+    x = torch.from_numpy(signals.astype(np.float32))[:, None]
+    for _ in range(repeat):
+        x = model.predict(x)
+    return x[:, 0].double().numpy()
 
 
 def estimate_sigma(signals: np.ndarray) -> np.ndarray:

@@ -25,6 +25,27 @@ def test_shapes_any_length_from_minimum(length):
     assert s(x).shape == x.shape
 
 
+@pytest.mark.parametrize('name', ['denoiser-1d', 'denoiser-1d-multigrid', 'diffusion-1d-perona-malik'])
+@pytest.mark.parametrize('chunk_samples', [1, 500, 1 << 17])
+def test_predict_equals_forward_in_any_chunks(name, chunk_samples):
+    """predict() splits the batch (≥ 1 signal per chunk, a last partial chunk) and gives forward's values."""
+    m = from_pretrained(name)
+    torch.manual_seed(0)
+    x = torch.rand(7, 1, 200, requires_grad=True)
+    out = m.predict(x, chunk_samples=chunk_samples)
+    assert out.shape == x.shape and not out.requires_grad
+    with torch.no_grad():
+        torch.testing.assert_close(out, m(x), rtol=1e-6, atol=1e-6)
+
+
+def test_predict_bad_input():
+    m = Denoiser1D(scale=2, channels=4, hidden_channels=4, blocks=1, kernel_size=3)
+    with pytest.raises(ValueError, match='chunk_samples must be ≥ 1, got 0'):
+        m.predict(torch.rand(2, 1, 64), chunk_samples=0)
+    with pytest.raises(ValueError, match=r'expects a float tensor \[batch, 1, length\], got \[2, 64\]'):
+        m.predict(torch.rand(2, 64))
+
+
 def test_minimum_length_and_bad_shapes():
     m = Denoiser1D(scale=4, channels=4, hidden_channels=4, blocks=1, kernel_size=3)
     with pytest.raises(ValueError, match='length ≥ 12'):

@@ -79,6 +79,18 @@ class Pretrained1D(nn.Module, PyTorchModelHubMixin, **CARD_KWARGS, tags=['pdeblo
                                force_download=force_download, local_files_only=local_files_only, token=token,
                                map_location=map_location, expected_architecture=cls.architecture)
 
+    @torch.no_grad()
+    def predict(self, f: torch.Tensor, chunk_samples: int = 1 << 17) -> torch.Tensor:
+        """The model applied to ``f`` [batch, 1, length] without autograd, in chunks of about
+        ``chunk_samples`` samples (at least one signal each): on a CPU the activations of a chunk stay
+        in cache, which is faster than one large batch (see ``benchmarks/bench_denoise.py``) and bounds
+        the memory. The same values as ``self(f)``."""
+        self.check_input(f)
+        if chunk_samples < 1:
+            raise ValueError(f"chunk_samples must be ≥ 1, got {chunk_samples}")
+        step = max(1, chunk_samples // f.shape[-1])
+        return torch.cat([self(f[i:i + step]) for i in range(0, f.shape[0], step)])
+
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 

@@ -22,14 +22,11 @@ TEST_LENGTH = 1024
 
 
 def run_model(model: torch.nn.Module, noisy: np.ndarray, batch: int = 64) -> np.ndarray:
-    """Apply a [B, 1, L] → [B, 1, L] model to ``[count, L]`` numpy signals, no grad, in batches."""
+    """Apply a 1D model (:meth:`~pdeblocks.models.denoise1d.Pretrained1D.predict`) to ``[count, L]`` numpy
+    signals in eval mode, ``batch`` signals at a time."""
     model.eval()
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(noisy), batch):
-            x = torch.from_numpy(np.ascontiguousarray(noisy[i:i + batch], dtype=np.float32))[:, None]
-            outs.append(model(x)[:, 0].numpy())
-    return np.concatenate(outs)
+    x = torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32))[:, None]
+    return model.predict(x, chunk_samples=batch * x.shape[-1])[:, 0].numpy()
 
 
 @functools.cache
