@@ -240,21 +240,27 @@ class SwappedUnetDecoderBlock(nn.Module):
 
 # --------------------------------------------------------------------------------- building a step
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """Detached, in float32 (half precision is raised to it) or float64 (kept)."""
+    return t.detach().to(torch.promote_types(t.dtype, torch.float32))
+
+
 def norm_scale(norm: Optional[nn.Module], channels: int) -> Optional[torch.Tensor]:
     """Per-channel factor a following norm applies to a conv's output: γ/√(σ²+ε) for BatchNorm with
     running stats; None for data-dependent norms (GroupNorm, InstanceNorm), which are not folded."""
     if isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.running_var is not None:
-        scale = torch.rsqrt(norm.running_var.detach().float() + norm.eps)
+        scale = torch.rsqrt(at_least_float32(norm.running_var) + norm.eps)
         if norm.weight is not None:
-            scale = scale * norm.weight.detach().float()
+            scale = scale * at_least_float32(norm.weight)
         if scale.numel() == channels:
             return scale
     return None
 
 
 def folded_kernel(conv: nn.Module, norm: Optional[nn.Module] = None) -> torch.Tensor:
-    """conv.weight (float32) with the following BatchNorm's scale folded into its output channels."""
-    w = conv.weight.detach().float().clone()
+    """conv.weight (float32, or float64 for a float64 conv) with the following BatchNorm's scale folded
+    into its output channels."""
+    w = at_least_float32(conv.weight).clone()
     scale = norm_scale(norm, w.shape[0])
     if scale is not None:
         w = w * scale.reshape([-1] + [1] * (w.dim() - 1))
@@ -269,7 +275,7 @@ def adjoint_kernel(weight: torch.Tensor) -> torch.Tensor:
 
 def dense_weight(conv: nn.Conv2d) -> torch.Tensor:
     """Weight of a grouped conv expanded to the equivalent dense ``[out, in, k..]`` (block diagonal)."""
-    w = conv.weight.detach().float()
+    w = at_least_float32(conv.weight)
     g = conv.groups
     if g == 1:
         return w.clone()
@@ -437,36 +443,43 @@ def bottleneck_hidden(original_conv_params: int, channels: int, kernel_numel: in
 
 
 def resnet_bottleneck_rule(block: nn.Module, spec: SwapSpec) -> Tuple[nn.Module, str]:
-    """timm / torchvision ``Bottleneck``: relu(shortcut(x) + 1×1 ∘ 3×3 ∘ 1×1 (x)) ↦ relu(step(shortcut(x)))
-    with a 3×3 K of H = :func:`bottleneck_hidden` channels. ``init='auto'`` (input width = output
-    width): the composite K₀ = bn2·conv2 ∘ bn1·conv1 ([width, C, 3, 3]), keeping its H output channels
-    of largest norm."""
+    """timm / torchvision ``Bottleneck``: relu(shortcut(x) + 1×1 ∘ 3×3 ∘ 1×1 (x)) ↦ relu(step(x)) inside a
+    stage, relu(downsample(step(x))) at a stage entry (the step at the input width and resolution,
+    before the connector, for the reason given in :func:`resnet_basic_rule`). K is 3×3 with
+    H = :func:`bottleneck_hidden` channels. ``init='auto'``: the composite K₀ = bn2·conv2 ∘ bn1·conv1
+    taken at stride 1 ([width, C_in, 3, 3]), keeping its H output channels of largest norm."""
     conv1, conv2, conv3 = block.conv1, block.conv2, block.conv3
     for name, c in (('conv1', conv1), ('conv2', conv2), ('conv3', conv3)):
         check_plain_conv(c, name)
-    channels = conv3.out_channels
+    channels_in, channels = conv1.in_channels, conv3.out_channels
+    downsample = getattr(block, 'downsample', None)
+    strided = any(s != 1 for c in (conv1, conv2, conv3) for s in c.stride) \
+        or not isinstance(getattr(block, 'aa', None) or nn.Identity(), nn.Identity)
+    step_first = downsample is not None and (channels_in != channels or strided)
+    if not step_first and channels_in != channels:
+        raise CannotSwap(f"the block changes the width ({channels_in} → {channels}) but has no downsample")
     ks = conv_kernel_size(conv2)
     orig = sum(c.weight.numel() for c in (conv1, conv2, conv3))
-    hidden = bottleneck_hidden(orig, channels, math.prod(ks))
+    hidden = bottleneck_hidden(orig, channels_in, math.prod(ks))
     weight = None
-    if conv1.in_channels == channels and tuple(conv2.stride) == (1, 1) and conv1.kernel_size == (1, 1):
-        w1 = folded_kernel(conv1, block.bn1)[:, :, 0, 0]                        # [m, C]
+    if conv1.kernel_size == (1, 1) and conv1.groups == 1:
+        w1 = folded_kernel(conv1, block.bn1)[:, :, 0, 0]                        # [m, C_in]
         w2 = dense_weight(conv2)                                                # [width, m, 3, 3]
         s2 = norm_scale(block.bn2, w2.shape[0])
         if s2 is not None:
             w2 = w2 * s2.reshape(-1, 1, 1, 1)
-        composite = torch.einsum('hmab,mc->hcab', w2, w1)                       # [width, C, 3, 3]
+        composite = torch.einsum('hmab,mc->hcab', w2, w1)                       # [width, C_in, 3, 3]
         keep = composite.flatten(1).norm(dim=1).argsort(descending=True)[:hidden]
         weight = composite[keep.sort().values]
         if weight.shape[0] != hidden:
             weight = None
     post = getattr(block, 'act3', None) or getattr(block, 'relu', None)
-    step, note = spec.make_step(channels, 2, kernel_size=ks, hidden_channels=hidden, weight=weight,
-                                weight_source=f'top-{hidden} rows of bn2·conv2∘bn1·conv1',
-                                flux=relu_flux_hint(post), drop_path=getattr(block, 'drop_path', None),
-                                like=block)
+    source = f'top-{hidden} rows of bn2·conv2∘bn1·conv1' + (' at stride 1' if step_first else '')
+    step, note = spec.make_step(channels_in, 2, kernel_size=ks, hidden_channels=hidden, weight=weight,
+                                weight_source=source, flux=relu_flux_hint(post),
+                                drop_path=getattr(block, 'drop_path', None), like=block)
     post_act = nn.ReLU() if isinstance(post, nn.ReLU) else (copy.deepcopy(post) if post is not None else None)
-    return SwappedResidual(step, connector=block.downsample, post=post_act), note
+    return SwappedResidual(step, connector=downsample, post=post_act, step_first=step_first), note
 
 
 def smp_unet_decoder_rule(block: nn.Module, spec: SwapSpec) -> Tuple[nn.Module, str]:

@@ -154,13 +154,47 @@ def test_timm_family_variants(name, kw):
     assert report.params_after < report.params_before
     if 'Bottleneck' in report.swapped[0].old_class:
         for r in report.swapped:
-            old, step = model.get_submodule(r.path), swapped.get_submodule(r.path).step
-            c = old.conv3.out_channels
+            old, new = model.get_submodule(r.path), swapped.get_submodule(r.path)
+            step = new.step
+            c = old.conv1.in_channels   # the step runs at the block's input width
+            # stage entries (a downsample connector) run the step first, at the input resolution
+            assert new.step_first == (old.downsample is not None)
             replaced = sum(old.get_submodule(n).weight.numel() for n in ('conv1', 'conv2', 'conv3'))
             h = step.weight.shape[0]
             assert list(step.weight.shape) == [h, c, 3, 3]
+            assert r.init.startswith('auto')
             # K holds about half the replaced convolution weights (H rounded to a multiple of 8)
             assert abs(9 * h * c - replaced / 2) <= 9 * c * 4 + 1e-9
+
+
+def test_bottleneck_stage_entry_runs_the_step_first_with_the_composite_kernel():
+    """At a stage entry (stride 2, 16 → 32 channels) the step runs at the input width and resolution:
+    K's rows are rows of the linear part of bn2·conv2∘bn1·conv1 at stride 1, measured independently as
+    f(x) − f(0) through the original's layers; the output is downsample(step(x))."""
+    from timm.models.resnet import Bottleneck
+    torch.manual_seed(0)
+    down = nn.Sequential(nn.Conv2d(16, 32, 1, stride=2, bias=False), nn.BatchNorm2d(32))
+    block = Bottleneck(16, 8, stride=2, downsample=down).double().eval()
+    randomise_batchnorm(block)
+    swapped, report = swap_blocks(block)
+    assert swapped.step_first and report.swapped[0].init.startswith('auto') and 'at stride 1' in report.swapped[0].init
+    x = torch.randn(2, 16, 10, 10, dtype=torch.float64)
+
+    def mid(u):   # bn2 ∘ conv2 (at stride 1) ∘ act1 ∘ bn1 ∘ conv1, with act1 removed: the linear path
+        c2 = block.conv2
+        return block.bn2(F.conv2d(block.bn1(block.conv1(u)), c2.weight, padding=1, groups=c2.groups))
+
+    linear = mid(x) - mid(torch.zeros_like(x))
+    k_out = F.conv2d(x, swapped.step.weight, padding=1)
+    rows = []
+    for k in range(k_out.shape[1]):
+        match = [j for j in range(linear.shape[1]) if torch.allclose(k_out[:, k], linear[:, j], rtol=1e-9, atol=1e-9)]
+        assert len(match) == 1, k
+        rows.append(match[0])
+    assert rows == sorted(rows)
+    with torch.no_grad():
+        torch.testing.assert_close(swapped(x), torch.relu(down(swapped.step(x))))
+        assert swapped(x).shape == block(x).shape
 
 
 def test_preserves_dtype_mode_and_original():
