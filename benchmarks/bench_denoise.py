@@ -11,8 +11,9 @@ oracle that knows the jump positions.
 Throughput: N signals of length 4096 at σ = 0.1, each bundled denoiser vs TV with the tuned weight, in one
 run, interleaved (models, TV, models, TV, …), median of the repeats, same torch thread count for all,
 eager PyTorch for all (no compilation); plus where denoiser-1d's time goes (torch profiler). TV is
-run in float32 in chunks of 50 signals (each chunk stops at its own duality-gap test), its fastest
-configuration here; its PSNR is checked against the float64 solve used in the table.
+run in float32 in chunks of 50 signals (each chunk stops at its own duality-gap test), with the
+loosest stop that keeps its PSNR within 0.01 dB of the float64 solve at a gap of 1e-7 per sample
+(TV tuned for speed at its accuracy); the 1e-7 solve is timed too, for reference.
 
 Writes benchmarks/results/denoise.md and .json atomically.
 """
@@ -72,16 +73,28 @@ def psnr_table(models, count: int):
     return rows
 
 
-def tv_chunked(f: torch.Tensor, w: float, chunk: int = 50) -> torch.Tensor:
-    return torch.cat([tv_denoise(f[i:i + chunk], w) for i in range(0, len(f), chunk)])
+TV_TOLERANCES = (1e-4, 1e-5, 1e-6, 1e-7)   # duality-gap stops per sample, loosest first
+TV_PSNR_SLACK = 0.01                         # dB: the timed TV must match the exact solve this closely
+
+
+def tv_chunked(f: torch.Tensor, w: float, tol: float = 1e-7, chunk: int = 50) -> torch.Tensor:
+    return torch.cat([tv_denoise(f[i:i + chunk], w, tol=tol) for i in range(0, len(f), chunk)])
 
 
 def throughput(models, n: int, repeats: int):
-    """Seconds for ``n`` signals of length 4096 per model and for TV, interleaved, median of ``repeats``."""
+    """Seconds for ``n`` signals of length 4096 per model and for TV, interleaved, median of ``repeats``.
+
+    TV is timed at the loosest duality-gap stop in :data:`TV_TOLERANCES` whose PSNR on the first 50
+    signals is within :data:`TV_PSNR_SLACK` dB of the float64 solve at 1e-7 (TV tuned for speed at
+    its accuracy), and, for reference, at 1e-7."""
     s = make_signals('piecewise_constant', 'test', n, 4096, 0.1, seed=0, offset=10_000)
     w = tuned(0.1)['tv_weight']
     x = torch.from_numpy(s.noisy)
-    times = {k: [] for k in list(models) + ['tv']}
+    exact = float(psnr(tv_chunked(x[:50].double(), w).numpy(), s.clean[:50]).mean())
+    tol_psnr = {tol: float(psnr(tv_chunked(x[:50], w, tol).numpy(), s.clean[:50]).mean()) for tol in TV_TOLERANCES}
+    tv_tol = next(t for t in TV_TOLERANCES if abs(tol_psnr[t] - exact) <= TV_PSNR_SLACK)
+    tvs = {'tv': tv_tol, 'tv_1e-7': 1e-7}
+    times = {k: [] for k in list(models) + list(tvs)}
     outs = {}
     with torch.no_grad():
         for m in models.values():
@@ -92,16 +105,16 @@ def throughput(models, n: int, repeats: int):
                 t0 = time.perf_counter()
                 outs[name] = m.predict(x[:, None])[:, 0]
                 times[name].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            outs['tv'] = tv_chunked(x, w)
-            times['tv'].append(time.perf_counter() - t0)
-    tv64 = tv_chunked(x[:50].double(), w)
+            for name, tol in tvs.items():
+                t0 = time.perf_counter()
+                outs[name] = tv_chunked(x, w, tol)
+                times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     return dict(signals=n, length=4096, sigma=0.1, threads=torch.get_num_threads(), repeats=repeats,
-                seconds=med, speedup={k: med['tv'] / med[k] for k in models}, all_times=times,
+                seconds=med, speedup={k: med['tv'] / med[k] for k in models},
+                speedup_vs_tv_1e7={k: med['tv_1e-7'] / med[k] for k in models}, all_times=times,
                 psnr={k: float(psnr(v.numpy(), s.clean).mean()) for k, v in outs.items()},
-                tv_float32_vs_float64_psnr_gap_first50=float(abs(psnr(outs['tv'][:50].numpy(), s.clean[:50]).mean()
-                                                                 - psnr(tv64.numpy(), s.clean[:50]).mean())))
+                tv_tolerance=tv_tol, tv_psnr_by_tolerance_first50=tol_psnr, tv_exact_psnr_first50=exact)
 
 
 def time_split(model, n: int = 100) -> dict:
@@ -151,11 +164,16 @@ def main(argv=None):
               f"{tp['repeats']} interleaved repeats", '',
               '| method | seconds | speed-up vs TV | PSNR (dB) |', '|---|---|---|---|']
     for k in timed:
-        lines.append(f"| {k} | {tp['seconds'][k]:.2f} | {tp['speedup'][k]:.1f}× | {tp['psnr'][k]:.2f} |")
-    lines += [f"| TV (tuned, float32, duality gap ≤ 1e-7/sample) | {tp['seconds']['tv']:.2f} | 1.0× | "
+        lines.append(f"| {k} | {tp['seconds'][k]:.2f} | {tp['speedup'][k]:.2f}× | {tp['psnr'][k]:.2f} |")
+    lines += [f"| TV (tuned, float32, duality gap ≤ {tp['tv_tolerance']:g}/sample) | {tp['seconds']['tv']:.2f} | 1.00× | "
               f"{tp['psnr']['tv']:.2f} |",
-              '', f"Speed-up denoiser-1d vs TV: **{tp['speedup']['denoiser-1d']:.1f}×** (TV float32 vs float64 PSNR gap "
-              f"on 50 signals: {tp['tv_float32_vs_float64_psnr_gap_first50']:.4f} dB). denoiser-1d inference time "
+              f"| TV at duality gap ≤ 1e-7/sample (reference) | {tp['seconds']['tv_1e-7']:.2f} | "
+              f"{tp['seconds']['tv'] / tp['seconds']['tv_1e-7']:.2f}× | {tp['psnr']['tv_1e-7']:.2f} |",
+              '', f"TV's stop: the loosest duality gap per sample in {list(TV_TOLERANCES)} whose PSNR on the first 50 "
+              f"signals is within {TV_PSNR_SLACK} dB of the float64 solve at 1e-7 ({tp['tv_exact_psnr_first50']:.3f} dB; "
+              + ', '.join(f"{t:g}: {v:.3f}" for t, v in tp['tv_psnr_by_tolerance_first50'].items()) + ").",
+              '', f"Speed-up denoiser-1d vs TV: **{tp['speedup']['denoiser-1d']:.2f}×** "
+              f"({tp['speedup_vs_tv_1e7']['denoiser-1d']:.1f}× against TV solved to 1e-7). denoiser-1d inference time "
               f"(profiler, {split['signals']} signals): {100 * split['conv_share']:.0f}% convolutions, "
               f"{100 * split['other_share']:.0f}% flux evaluation, residual updates and reshapes."]
     text = '\n'.join(lines) + '\n'
