@@ -118,6 +118,7 @@ def read_config(path: Union[str, Path]) -> Dict[str, Any]:
 def load_weights(model: nn.Module, path: Union[str, Path], map_location: Union[str, torch.device] = 'cpu') -> nn.Module:
     """Strictly load ``model.safetensors`` into ``model`` (no pickle; every mismatch is a ValueError)."""
     from safetensors import safe_open
+
     from .layers.symmetric import optional_state_keys
     path = Path(path)
     if not path.is_file():

@@ -22,9 +22,9 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional, Set, Union
 
 import torch
-from torch import nn
 from timm.layers import DropPath
 from timm.models import register_notrace_function, register_notrace_module
+from torch import nn
 
 from ..ops.conv import check_boundary, check_kernel_size, check_signal, conv, conv_adjoint
 from ..ops.norms import bound_settings, symbol_norm_sup, tap_norm_sum
