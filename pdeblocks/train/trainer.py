@@ -27,7 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..data.signals import make_signals
-from ..layers.symmetric import OperatorNormBound
+from ..layers.symmetric import SymmetricResidual
 from .recipes import Recipe, get_recipe
 
 CHECKPOINT = 'checkpoint.safetensors'
@@ -99,8 +99,8 @@ def diffusion_pairs(recipe: Recipe, count: int, length: int, split: str, seed: i
 def _save_checkpoint(out: Path, model, opt, state: Dict[str, Any]) -> None:
     tensors = {f'model.{k}': v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     for name, m in model.named_modules():   # anchors of the cached norm bounds: resume = uninterrupted run
-        if isinstance(m, OperatorNormBound) and m.anchor() is not None:
-            w0, b0 = m.anchor()
+        if isinstance(m, SymmetricResidual) and m.bound.anchor() is not None:
+            w0, b0 = m.bound.anchor()
             tensors[f'{ANCHOR}{name}.weight'] = w0.contiguous().cpu()
             tensors[f'{ANCHOR}{name}.value'] = b0.contiguous().cpu()
     opt_scalars = {}
@@ -128,8 +128,9 @@ def _load_checkpoint(out: Path, model, opt) -> Dict[str, Any]:
     model_sd = {k[len('model.'):]: v for k, v in tensors.items() if k.startswith('model.')}
     model.load_state_dict(model_sd, strict=True)
     for name, m in model.named_modules():
-        if isinstance(m, OperatorNormBound) and f'{ANCHOR}{name}.weight' in tensors:
-            m.restore(tensors[f'{ANCHOR}{name}.weight'], tensors[f'{ANCHOR}{name}.value'])   # checked, not trusted
+        if isinstance(m, SymmetricResidual) and {f'{ANCHOR}{name}.weight', f'{ANCHOR}{name}.value'} <= tensors.keys():
+            w0 = tensors[f'{ANCHOR}{name}.weight'].to(device=m.weight.device, dtype=m.weight.dtype)
+            m.bound.restore(w0, tensors[f'{ANCHOR}{name}.value'])   # checked against the full bound, not trusted
     opt_sd = opt.state_dict()
     new_state = {}
     for idx in range(len(opt_sd['param_groups'][0]['params'])):
