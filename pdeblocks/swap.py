@@ -453,8 +453,9 @@ def resnet_bottleneck_rule(block: nn.Module, spec: SwapSpec) -> Tuple[nn.Module,
         check_plain_conv(c, name)
     channels_in, channels = conv1.in_channels, conv3.out_channels
     downsample = getattr(block, 'downsample', None)
+    aa = getattr(block, 'aa', None)   # timm's anti-aliased downsampling after conv2
     strided = any(s != 1 for c in (conv1, conv2, conv3) for s in c.stride) \
-        or not isinstance(getattr(block, 'aa', None) or nn.Identity(), nn.Identity)
+        or (aa is not None and not isinstance(aa, nn.Identity))
     step_first = downsample is not None and (channels_in != channels or strided)
     if not step_first and channels_in != channels:
         raise CannotSwap(f"the block changes the width ({channels_in} → {channels}) but has no downsample")
