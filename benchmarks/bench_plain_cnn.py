@@ -84,7 +84,7 @@ def train_for(model: nn.Module, seconds: float) -> Dict[str, float]:
 
 
 @torch.no_grad()
-def test_psnr(model: nn.Module, sigma: float, count: int = 64) -> float:
+def psnr_on_test_split(model: nn.Module, sigma: float, count: int = 64) -> float:
     s = make_signals('piecewise_constant', 'test', count, TEST_LENGTH, sigma, seed=EVAL_SEED)
     out = torch.cat([model(torch.from_numpy(s.noisy[i:i + 16]).float()[:, None])[:, 0]
                      for i in range(0, count, 16)])
@@ -109,7 +109,7 @@ def main(argv=None) -> None:
         row = dict(model=name, params=params, receptive_field=model.receptive_field, **run)
         for sigma in SIGMAS:
             base = baseline_psnr('piecewise_constant', sigma, 64)
-            row[str(sigma)] = dict(model=test_psnr(model, sigma), tv=base['tv'], oracle=base['oracle'],
+            row[str(sigma)] = dict(model=psnr_on_test_split(model, sigma), tv=base['tv'], oracle=base['oracle'],
                                    flat_region_bound=10 * math.log10(model.receptive_field / sigma ** 2))
         rows.append(row)
         print(f"{name}: {params:,} params, {run['steps']} steps in {run['seconds']:.0f} s, σ = 0.1: "
