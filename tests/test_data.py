@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.linalg import expm
 
-from pdeblocks.data import make_signals, oracle_segment_means, psnr, signal_rng
+from pdeblocks.data import bayes_segment_means, make_signals, oracle_segment_means, psnr, segment_starts, signal_rng
 from pdeblocks.data import reference as ref
 from pdeblocks.train.baselines import perona_malik_denoise, tv_denoise
 
@@ -76,6 +76,95 @@ def test_oracle_and_psnr_against_hand_computation():
     mse = np.mean((oracle_segment_means(big.noisy, big.starts) - big.clean) ** 2)
     expect = 0.01 * np.mean([len(x) for x in big.starts]) / 1024
     assert 0.8 < mse / expect < 1.2
+
+
+# ---------------------------------------------------------------- the Bayes limit
+def _segmentations(n: int, m: int):
+    """Every tuple of segment lengths the generator can draw for length n (non-final ones end by n − m)."""
+    def rec(start):
+        if start == n:
+            yield ()
+            return
+        for length in range(m, n - start + 1):
+            end = start + length
+            if end == n or end <= n - m:
+                for rest in rec(end):
+                    yield (length,) + rest
+    yield from rec(0)
+
+
+def _segmentation_prior(lengths, m: int, mean_segment: float) -> float:
+    """Probability of a segmentation under segment_starts' renewal process, derived independently:
+    next length L = m + G − 1 with G ~ Geometric(p); the draw that would leave fewer than m samples stops."""
+    p = 1 / (mean_segment - m + 1)
+    prob = 1.0
+    for length in lengths[:-1]:
+        prob *= p * (1 - p) ** (length - m)
+    # the last segment of length R: the next draw L exceeded R − m, P(L > k) = (1 − p)^(k − m + 1) for k ≥ m − 1
+    k = lengths[-1] - m
+    return prob * ((1 - p) ** (k - m + 1) if k >= m - 1 else 1.0)
+
+
+def test_segmentation_prior_matches_the_generator():
+    n, m, mean_segment, draws = 14, 3, 6.0, 40000
+    prior = {seg: _segmentation_prior(seg, m, mean_segment) for seg in _segmentations(n, m)}
+    assert sum(prior.values()) == pytest.approx(1.0, abs=1e-12)
+    rng = np.random.default_rng(3)
+    counts = {}
+    for _ in range(draws):
+        seg = tuple(np.diff(np.append(segment_starts(n, rng, mean_segment, m), n)).tolist())
+        counts[seg] = counts.get(seg, 0) + 1
+    assert set(counts) <= set(prior)
+    total_variation = 0.5 * sum(abs(counts.get(seg, 0) / draws - q) for seg, q in prior.items())
+    assert total_variation < 0.035  # sampling noise ≈ 0.015; a last-segment law off by one sample gives 0.07
+
+
+def test_bayes_segment_means_equals_brute_force_posterior_mean():
+    # every segmentation enumerated, each level integrated on a fine grid over [0, 1]
+    n, m, mean_segment, sigma = 18, 3, 6.0, 0.15
+    rng = np.random.default_rng(5)
+    y = np.repeat(rng.uniform(0, 1, 4), [5, 4, 6, 3]) + sigma * rng.standard_normal(n)
+    grid = (np.arange(4000) + 0.5) / 4000
+    numerator, evidence = np.zeros(n), 0.0
+    for seg in _segmentations(n, m):
+        weight, pieces, start = _segmentation_prior(seg, m, mean_segment), [], 0
+        for length in seg:
+            lik = np.exp(-((y[start:start + length, None] - grid) ** 2).sum(0) / (2 * sigma ** 2))
+            weight *= lik.mean()
+            pieces.append((start, length, (lik * grid).sum() / lik.sum()))
+            start += length
+        evidence += weight
+        for start, length, level in pieces:
+            numerator[start:start + length] += weight * level
+    expected = numerator / evidence
+    got = bayes_segment_means(y, sigma, mean_segment, m)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # a batch with one σ per signal gives the same rows
+    both = bayes_segment_means(np.stack([y, y[::-1]]), [sigma, 0.3], mean_segment, m)
+    np.testing.assert_allclose(both[0], got, atol=1e-12)
+    assert not np.allclose(both[1], got[::-1], atol=1e-3)
+
+
+def test_bayes_limit_lies_between_tv_and_the_oracle():
+    s = make_signals('piecewise_constant', 'test', 16, 512, 0.1)
+    bayes = psnr(bayes_segment_means(s.noisy, 0.1), s.clean).mean()
+    oracle = psnr(oracle_segment_means(s.noisy, s.starts), s.clean).mean()
+    tv = max(psnr(tv_denoise(s.noisy, w).numpy(), s.clean).mean() for w in (0.05, 0.1, 0.2, 0.4))
+    assert tv + 1.0 < bayes < oracle
+
+
+def test_bayes_segment_means_bad_input():
+    y = np.zeros((2, 64))
+    with pytest.raises(ValueError, match='sigma'):
+        bayes_segment_means(y, 0.0)
+    with pytest.raises(ValueError, match='sigma'):
+        bayes_segment_means(y, [0.1, float('nan')])
+    with pytest.raises(ValueError, match='NaN'):
+        bayes_segment_means(np.full(64, np.nan), 0.1)
+    with pytest.raises(ValueError, match=r'\[count, n\]'):
+        bayes_segment_means(np.zeros((2, 2, 64)), 0.1)
+    with pytest.raises(ValueError, match='min_segment'):
+        bayes_segment_means(np.zeros(4), 0.1, min_segment=8)
 
 
 # ---------------------------------------------------------------- diffusion references

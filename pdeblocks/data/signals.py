@@ -12,10 +12,12 @@ test never share a generator stream and any single signal can be regenerated on 
 
 Noise: additive white Gaussian, ``noisy = clean + σ·ε``; the noisy signal is *not* clipped.
 """
+import math
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import numpy as np
+import torch
 
 SPLITS = {'train': 0, 'val': 1, 'test': 2}
 KINDS = ('piecewise_constant', 'piecewise_smooth')
@@ -129,6 +131,102 @@ def oracle_segment_means(noisy: np.ndarray, starts: Sequence[np.ndarray]) -> np.
         for a, b in zip(bounds[:-1], bounds[1:]):
             out[i, a:b] = noisy[i, a:b].mean()
     return out
+
+
+def _segment_evidence(S1: torch.Tensor, S2: torch.Tensor, s: torch.Tensor, e: torch.Tensor,
+                      sigma: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """log Λ(s, e) and μ(s, e) of the segments [s, e) of every signal (``S1``, ``S2``: prefix sums).
+
+    Λ(s, e) = ∫₀¹ Π_{s≤i<e} N(f_i; c, σ²) dc, without the factor (2πσ²)^(−n/2) that every
+    segmentation shares: with n = e − s, mean f̄ and SS = Σ(f_i − f̄)²,
+        log Λ = −SS/(2σ²) + ½·log(2πσ²/n) + log(Φ(b) − Φ(a)),  a = −f̄√n/σ,  b = (1 − f̄)√n/σ,
+    and μ = E[c | f_s…f_{e−1}] = f̄ + (σ/√n)·(φ(a) − φ(b))/(Φ(b) − Φ(a)) (a normal truncated to [0, 1]).
+    """
+    n = (e - s).to(S1.dtype)
+    mean = (S1[:, e] - S1[:, s]) / n
+    ss = (S2[:, e] - S2[:, s] - n * mean ** 2).clamp_min(0.0)
+    r = n.sqrt() / sigma
+    a, b = -mean * r, (1.0 - mean) * r
+    # log(Φ(b) − Φ(a)) without cancellation: through the upper tails where a > 0.
+    upper = a > 0
+    hi = torch.where(upper, torch.special.log_ndtr(-a), torch.special.log_ndtr(b))
+    lo = torch.where(upper, torch.special.log_ndtr(-b), torch.special.log_ndtr(a))
+    log_mass = hi + torch.log1p(-torch.exp((lo - hi).clamp_max(0.0)))
+    log_phi = -0.5 * math.log(2 * math.pi)
+    ratio = torch.exp(log_phi - 0.5 * a ** 2 - log_mass) - torch.exp(log_phi - 0.5 * b ** 2 - log_mass)
+    log_evidence = -ss / (2 * sigma ** 2) + 0.5 * torch.log(2 * math.pi * sigma ** 2 / n) + log_mass
+    return log_evidence, mean + ratio / r
+
+
+def bayes_segment_means(noisy, sigma, mean_segment: float = 64.0, min_segment: int = 8) -> np.ndarray:
+    """The posterior mean E[u | f] under this module's own prior: the least mean-squared error of all.
+
+    No denoiser has a lower expected MSE on :func:`piecewise_constant` signals with white noise of
+    known σ; unlike :func:`oracle_segment_means` it does not know the jumps, so this is the physical
+    limit of the denoising task. The prior is the generator's: segment lengths m + Geometric(p) − 1
+    with p = 1/(mean_segment − m + 1) and the last segment whatever is left (≥ m), levels i.i.d.
+    uniform in [0, 1]. The sum over all segmentations runs forward–backward over the segment
+    boundaries, O(n²) per signal: with π(s, e) the prior of a segment [s, e) and Λ, μ from
+    :func:`_segment_evidence`,
+        α(e) = Σ_s α(s)·π(s, e)·Λ(s, e),   β(s) = Σ_e π(s, e)·Λ(s, e)·β(e),   Z = α(n) = β(0),
+        E[u_t | f] = Σ_{s ≤ t < e} α(s)·π(s, e)·Λ(s, e)·β(e)·μ(s, e) / Z.
+    A non-final segment has π = p(1 − p)^(len − m) and must end by n − m; the final one, starting at
+    s, has π = P(next length > n − s − m) = (1 − p)^max(n − s − 2m + 1, 0).
+
+    ``noisy``: ``[count, n]`` (or ``[n]``); ``sigma``: the noise level, one or one per signal.
+    Returns float64 estimates of ``noisy``'s shape.
+    """
+    f = np.asarray(noisy, dtype=np.float64)
+    squeeze = f.ndim == 1
+    f = f[None] if squeeze else f
+    if f.ndim != 2 or f.size == 0:
+        raise ValueError(f"noisy must be [n] or [count, n], got shape {np.shape(noisy)}")
+    count, n = f.shape
+    if not np.all(np.isfinite(f)):
+        raise ValueError("noisy contains NaN or Inf")
+    if not 1 <= min_segment <= n or not mean_segment > min_segment:
+        raise ValueError(f"need 1 ≤ min_segment ≤ n and mean_segment > min_segment, got min_segment="
+                         f"{min_segment}, mean_segment={mean_segment}, n={n}")
+    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (count,))
+    if not np.all(np.isfinite(sig) & (sig > 0)):
+        raise ValueError(f"sigma must be finite and > 0, got {sigma}")
+    m = int(min_segment)
+    p = 1.0 / (mean_segment - m + 1.0)
+    log_p, log_q = math.log(p), math.log1p(-p)
+    x = torch.from_numpy(f)
+    zero = x.new_zeros(count, 1)
+    S1, S2 = torch.cat([zero, x.cumsum(1)], 1), torch.cat([zero, (x * x).cumsum(1)], 1)
+    sd = torch.tensor(sig)[:, None]
+    idx = torch.arange(n + 1)
+
+    def log_weight(s: torch.Tensor, e: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """log(π(s, e)·Λ(s, e)) and μ(s, e) for the segments [s, e)."""
+        final = (n - s - 2 * m + 1).clamp_min(0).to(x.dtype) * log_q
+        log_prior = torch.where(e == n, final, log_p + (e - s - m).to(x.dtype) * log_q)
+        log_evidence, mu = _segment_evidence(S1, S2, s, e, sd)
+        return log_evidence + log_prior, mu
+
+    ends = list(range(m, n - m + 1)) + [n]   # where a segment can end
+    alpha = x.new_full((count, n + 1), -math.inf)
+    alpha[:, 0] = 0.0
+    for e in ends:
+        s = idx[: e - m + 1]
+        alpha[:, e] = torch.logsumexp(alpha[:, s] + log_weight(s, torch.full_like(s, e))[0], 1)
+    beta = x.new_full((count, n + 1), -math.inf)
+    beta[:, n] = 0.0
+    for s0 in range(n - m, -1, -1):
+        e = torch.cat([idx[s0 + m: n - m + 1], idx[n:]])
+        beta[:, s0] = torch.logsumexp(log_weight(torch.full_like(e, s0), e)[0] + beta[:, e], 1)
+    log_z = alpha[:, n:]
+    level_jumps = x.new_zeros(count, n + 1)   # posterior-weighted levels entering (+) / leaving (−) at each index
+    for e in ends:
+        s = idx[: e - m + 1]
+        lw, mu = log_weight(s, torch.full_like(s, e))
+        weighted = torch.exp(alpha[:, s] + lw + beta[:, e:e + 1] - log_z) * mu
+        level_jumps[:, : e - m + 1] += weighted
+        level_jumps[:, e] -= weighted.sum(1)
+    out = level_jumps.cumsum(1)[:, :n].numpy()
+    return out[0] if squeeze else out
 
 
 def psnr(estimate, clean, peak: float = 1.0):
