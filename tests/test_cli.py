@@ -229,6 +229,23 @@ def test_torchrun_two_processes(tmp_path):
     from_pretrained(out / 'model')
 
 
+def test_denoiser_evaluation_reports_the_bayes_limit_and_the_card_shows_it():
+    from pdeblocks.publish import _denoise_body, read_eval
+    from pdeblocks.train.evaluate import baseline_psnr
+    row = baseline_psnr('piecewise_constant', 0.1, 4)
+    assert row['noisy'] < row['tv'] < row['bayes'] < row['oracle']
+    ev = read_eval('denoiser-1d')   # bundled evaluations predate the column: the card shows it once present
+    assert 'bayes' not in ev['evaluation']['table']['piecewise_constant']['0.1']
+    assert 'Bayes limit |' not in _denoise_body('denoiser-1d', ev)
+    for sigma, r in ev['evaluation']['table']['piecewise_constant'].items():
+        r['bayes'] = r['tv'] + 3.25 + float(sigma)
+    card = _denoise_body('denoiser-1d', ev)
+    assert '| denoiser-1d | Bayes limit | oracle |' in card
+    r = ev['evaluation']['table']['piecewise_constant']['0.1']
+    assert f"| {r['bayes']:.2f} | {r['oracle']:.2f} |" in card
+    assert f"{r['bayes'] - r['model']:.2f} dB above the model and +3.35 dB above TV" in card
+
+
 def test_publish_dry_run(tmp_path, capsys):
     out = tmp_path / 'hub'
     assert main(['publish', 'denoiser-1d', '--repo-id', 'pdeblocks/denoiser-1d', '--dry-run', '--out', str(out)]) == 0

@@ -2,7 +2,8 @@
 
 Denoisers: mean PSNR per kind and σ ∈ {0.05, 0.1, 0.2} of the noisy input, the model, total-variation
 denoising and Perona–Malik diffusion with parameters tuned on the validation split, and (piecewise
-constant only) the segment-means oracle. Diffusion: mean relative L2 error against the RK4 fine
+constant only) the Bayes limit (the posterior mean under the generator's prior, the least expected MSE
+of any denoiser) and the segment-means oracle (told the jumps). Diffusion: mean relative L2 error against the RK4 fine
 reference for the model, one FED cycle with as many steps as the model has layers (lagged and
 non-lagged), the FED schedule the model starts from (``cycles`` cycles of n/cycles steps), the explicit scheme with that many steps, and the semi-implicit scheme with that many
 steps.
@@ -14,7 +15,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-from ..data.signals import SIGMAS, make_signals, oracle_segment_means, psnr
+from ..data.signals import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr
 from .baselines import perona_malik_denoise, tune_perona_malik, tune_tv, tv_denoise
 
 EVAL_SEED = 0
@@ -40,7 +41,7 @@ def tuned_baselines(kind: str, sigma: float, val_count: int = 32, length: int = 
 
 @functools.cache
 def baseline_psnr(kind: str, sigma: float, count: int, length: int = TEST_LENGTH) -> Dict[str, Any]:
-    """Test-split PSNR of noisy input, tuned TV, tuned PM and the oracle for one (kind, σ)."""
+    """Test-split PSNR of noisy input, tuned TV, tuned PM, the Bayes limit and the oracle for one (kind, σ)."""
     s = make_signals(kind, 'test', count, length, sigma, seed=EVAL_SEED)
     tuned = tuned_baselines(kind, sigma)
     f = torch.from_numpy(s.noisy).double()
@@ -49,6 +50,7 @@ def baseline_psnr(kind: str, sigma: float, count: int, length: int = TEST_LENGTH
                                perona_malik=float(psnr(perona_malik_denoise(f, tuned['pm_contrast'], tuned['pm_time'])
                                                        .numpy(), s.clean).mean()))
     if kind == 'piecewise_constant':
+        row['bayes'] = float(psnr(bayes_segment_means(s.noisy, sigma), s.clean).mean())
         row['oracle'] = float(psnr(oracle_segment_means(s.noisy, s.starts), s.clean).mean())
     row['tuned'] = tuned
     return row
