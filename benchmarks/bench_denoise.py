@@ -1,12 +1,18 @@
 """Denoising benchmark: PSNR table per σ and throughput of the 1D denoisers vs tuned total-variation denoising.
 
 Usage:  python benchmarks/bench_denoise.py [--count 64] [--throughput-signals 1000] [--repeats 3] [--threads 1]
+        python benchmarks/bench_denoise.py --psnr-only --count 512   (PSNR table only, denoise_psnr_512.md)
 
 PSNR: piecewise-constant test signals of length 1024 (data seed 0), mean PSNR (dB) per σ for the noisy
 input, TV (weight tuned on the validation split), Perona–Malik (λ, T tuned on the validation split),
 the standard (non-symmetric) ResNet with 2× block parameters trained with the same recipe
-(benchmarks/models/denoiser-1d-standard), denoiser-1d, denoiser-1d-multigrid (if bundled) and the
-oracle that knows the jump positions.
+(benchmarks/models/denoiser-1d-standard), denoiser-1d, denoiser-1d-multigrid (if bundled), the
+Bayes limit (:func:`pdeblocks.data.bayes_segment_means`, the posterior mean under the generator's own
+prior: no denoiser has a lower expected MSE on these signals) and the oracle that knows the jump
+positions (a bound no denoiser can reach, since it is told the jumps). For the Bayes limit − TV the
+95% interval of the mean of the per-signal differences is given, and the PSNR of the mean MSE
+(10·log10(1/mean MSE) over all signals, the quantity the Bayes limit bounds exactly) next to the
+mean of per-signal PSNRs.
 
 Throughput: N signals of length 4096 at σ = 0.1, each bundled denoiser vs TV with the tuned weight, in one
 run, interleaved (models, TV, models, TV, …), median of the repeats, same torch thread count for all,
@@ -15,7 +21,7 @@ run in float32 in chunks of 50 signals (each chunk stops at its own duality-gap 
 loosest stop that keeps its PSNR within 0.01 dB of the float64 solve at a gap of 1e-7 per sample
 (TV tuned for speed at its accuracy); the 1e-7 solve is timed too, for reference.
 
-Writes benchmarks/results/denoise.md and .json atomically.
+Writes benchmarks/results/denoise.md and .json atomically (``--psnr-only``: denoise_psnr_<count>.md/.json).
 """
 import argparse
 import json
@@ -31,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pdeblocks.data import SIGMAS, make_signals, oracle_segment_means, psnr  # noqa: E402
+from pdeblocks.data import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr  # noqa: E402
 from pdeblocks.hub import from_pretrained, list_pretrained, load_folder  # noqa: E402
 from pdeblocks.train.baselines import perona_malik_denoise, tv_denoise  # noqa: E402
 from pdeblocks.train.evaluate import run_model, tuned_baselines  # noqa: E402
@@ -56,21 +62,49 @@ def tuned(sigma: float):
     return tuned_baselines('piecewise_constant', sigma)
 
 
+def psnr_of_mean_mse(estimate: np.ndarray, clean: np.ndarray) -> float:
+    """10·log10(1 / MSE over all signals together)."""
+    return float(10 * np.log10(1 / np.mean((np.asarray(estimate, np.float64) - clean) ** 2)))
+
+
 def psnr_table(models, count: int):
     rows = []
     for sigma in SIGMAS:
         s = make_signals('piecewise_constant', 'test', count, 1024, sigma, seed=0)
         t = tuned(sigma)
         f = torch.from_numpy(s.noisy).double()
-        row = {'sigma': sigma, 'noisy': psnr(s.noisy, s.clean).mean(),
-               'tv': psnr(tv_denoise(f, t['tv_weight']).numpy(), s.clean).mean(),
-               'perona_malik': psnr(perona_malik_denoise(f, t['pm_contrast'], t['pm_time']).numpy(), s.clean).mean()}
-        for name, m in models.items():
-            row[name] = psnr(run_model(m, s.noisy), s.clean).mean()
-        row['oracle'] = psnr(oracle_segment_means(s.noisy, s.starts), s.clean).mean()
-        row['tuned'] = t
-        rows.append({k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()})
+        out = {'noisy': s.noisy, 'tv': tv_denoise(f, t['tv_weight']).numpy(),
+               'perona_malik': perona_malik_denoise(f, t['pm_contrast'], t['pm_time']).numpy()}
+        out.update({name: run_model(m, s.noisy) for name, m in models.items()})
+        out['bayes'] = bayes_segment_means(s.noisy, sigma)
+        out['oracle'] = oracle_segment_means(s.noisy, s.starts)
+        per_signal = {k: psnr(v, s.clean) for k, v in out.items()}
+        gain = per_signal['bayes'] - per_signal['tv']
+        rows.append({'sigma': sigma, **{k: float(v.mean()) for k, v in per_signal.items()},
+                     'bayes_minus_tv_ci95': float(1.96 * gain.std(ddof=1) / np.sqrt(len(gain))),
+                     'psnr_of_mean_mse': {k: psnr_of_mean_mse(v, s.clean) for k, v in out.items()},
+                     'tuned': t})
     return rows
+
+
+def psnr_lines(rows, models, params, count: int):
+    cols = ['noisy', 'tv', 'perona_malik'] + list(models) + ['bayes', 'oracle']
+    head = {'noisy': 'noisy', 'tv': 'TV (tuned)', 'perona_malik': 'Perona–Malik (tuned)',
+            'bayes': 'Bayes limit', 'oracle': 'oracle (knows the jumps)'}
+    lines = [f"PSNR (dB), piecewise-constant test signals, length 1024, {count} per σ; parameters: "
+             + ', '.join(f'{k} {v:,}' for k, v in params.items()), '',
+             '| σ | ' + ' | '.join(head.get(c, c) for c in cols)
+             + ' | denoiser-1d − TV | Bayes limit − TV (95% interval) | Bayes limit − denoiser-1d |',
+             '|---' * (len(cols) + 4) + '|']
+    for r in rows:
+        lines.append(f"| {r['sigma']} | " + ' | '.join(f'{r[c]:.2f}' for c in cols)
+                     + f" | {r['denoiser-1d'] - r['tv']:+.2f} | {r['bayes'] - r['tv']:+.2f} ± "
+                       f"{r['bayes_minus_tv_ci95']:.2f} | {r['bayes'] - r['denoiser-1d']:.2f} |")
+    lines += ['', 'PSNR of the mean MSE over the same signals (dB), the quantity the Bayes limit bounds exactly:', '',
+              '| σ | ' + ' | '.join(head.get(c, c) for c in cols) + ' |', '|---' * (len(cols) + 1) + '|']
+    for r in rows:
+        lines.append(f"| {r['sigma']} | " + ' | '.join(f"{r['psnr_of_mean_mse'][c]:.2f}" for c in cols) + ' |')
+    return lines
 
 
 TV_TOLERANCES = (1e-4, 1e-5, 1e-6, 1e-7)   # duality-gap stops per sample, loosest first
@@ -138,6 +172,7 @@ def main(argv=None):
     p.add_argument('--throughput-signals', type=int, default=1000)
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--threads', type=int, default=1, help='torch threads for every method (default 1)')
+    p.add_argument('--psnr-only', action='store_true', help='the PSNR table only, no throughput')
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     models = {}
@@ -148,18 +183,18 @@ def main(argv=None):
         models['denoiser-1d-multigrid'] = from_pretrained('denoiser-1d-multigrid')
     params = {k: sum(q.numel() for q in m.parameters() if q.requires_grad) for k, m in models.items()}
     rows = psnr_table(models, a.count)
+    lines = psnr_lines(rows, models, params, a.count)
+    out = ROOT / 'benchmarks' / 'results'
+    out.mkdir(parents=True, exist_ok=True)
+    if a.psnr_only:
+        text = '\n'.join(lines) + '\n'
+        print(text)
+        atomic_write(out / f'denoise_psnr_{a.count}.md', text)
+        atomic_write(out / f'denoise_psnr_{a.count}.json', json.dumps(dict(psnr=rows, parameters=params), indent=2))
+        return
     timed = {k: m for k, m in models.items() if k != 'standard_resnet_2x'}
     tp = throughput(timed, a.throughput_signals, a.repeats)
     split = time_split(models['denoiser-1d'])
-    cols = ['noisy', 'tv', 'perona_malik'] + list(models) + ['oracle']
-    head = {'noisy': 'noisy', 'tv': 'TV (tuned)', 'perona_malik': 'Perona–Malik (tuned)', 'oracle': 'oracle'}
-    lines = [f"PSNR (dB), piecewise-constant test signals, length 1024, {a.count} per σ; parameters: "
-             + ', '.join(f'{k} {v:,}' for k, v in params.items()), '',
-             '| σ | ' + ' | '.join(head.get(c, c) for c in cols) + ' | denoiser-1d − TV | oracle − denoiser-1d |',
-             '|---' * (len(cols) + 3) + '|']
-    for r in rows:
-        lines.append(f"| {r['sigma']} | " + ' | '.join(f'{r[c]:.2f}' for c in cols)
-                     + f" | {r['denoiser-1d'] - r['tv']:+.2f} | {r['oracle'] - r['denoiser-1d']:.2f} |")
     lines += ['', f"Throughput: {tp['signals']} signals of length 4096, σ = 0.1, {tp['threads']} thread(s), median of "
               f"{tp['repeats']} interleaved repeats", '',
               '| method | seconds | speed-up vs TV | PSNR (dB) |', '|---|---|---|---|']
@@ -178,8 +213,6 @@ def main(argv=None):
               f"{100 * split['other_share']:.0f}% flux evaluation, residual updates and reshapes."]
     text = '\n'.join(lines) + '\n'
     print(text)
-    out = ROOT / 'benchmarks' / 'results'
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / 'denoise.md', text)
     atomic_write(out / 'denoise.json', json.dumps(dict(psnr=rows, parameters=params, throughput=tp,
                                                        time_split=split), indent=2))
