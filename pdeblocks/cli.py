@@ -146,7 +146,7 @@ def cmd_diffuse(args) -> int:
 def cmd_demo(args) -> int:
     import torch
 
-    from .data.signals import make_signals, oracle_segment_means, psnr
+    from .data.signals import bayes_segment_means, make_signals, oracle_segment_means, psnr
     from .train.baselines import perona_malik_denoise, tv_denoise
     model = _load_model(args.model)
     sigma = 0.1
@@ -163,6 +163,8 @@ def cmd_demo(args) -> int:
         f"Perona–Malik (λ = {tuned['pm_contrast']:.3g}, T = {tuned['pm_time']:g}, tuned)":
             perona_malik_denoise(f, tuned['pm_contrast'], tuned['pm_time']).numpy(),
         f"{args.model} ({model.parameter_count():,} parameters)": _apply(model, s.noisy.astype(np.float64)),
+        'Bayes limit (posterior mean under the signals\' prior: no denoiser does better on average)':
+            bayes_segment_means(s.noisy, sigma),
         'oracle (knows the jumps, segment means)': oracle_segment_means(s.noisy, s.starts),
     }
     print(f"Denoising {args.count} piecewise-constant test signals, length 1024, σ = {sigma}:\n")

@@ -145,7 +145,7 @@ def test_demo_prints_table_and_writes_png(tmp_path, capsys):
     png = tmp_path / 'demo.png'
     assert main(['demo', '--plot', str(png), '--count', '2']) == 0
     out = capsys.readouterr().out
-    assert '| total variation' in out and '| oracle' in out and '| denoiser-1d' in out
+    assert '| total variation' in out and '| oracle' in out and '| denoiser-1d' in out and '| Bayes limit' in out
     assert png.read_bytes()[:4] == b'\x89PNG'
 
 
