@@ -145,6 +145,38 @@ def test_bayes_segment_means_equals_brute_force_posterior_mean():
     assert not np.allclose(both[1], got[::-1], atol=1e-3)
 
 
+def test_truncated_normal_mean_in_both_tails():
+    """E[Z | a < Z < b] against 60-digit arithmetic, also where a and b lie far in one tail (there the plain
+    quotient (φ(a) − φ(b))/(Φ(b) − Φ(a)) loses every digit, and so does scipy's truncnorm)."""
+    mpmath = pytest.importorskip('mpmath')
+    from pdeblocks.data.signals import _truncated_normal_mean
+    mpmath.mp.dps = 60
+
+    def exact(a, b):
+        a, b = mpmath.mpf(a), mpmath.mpf(b)
+        root2 = mpmath.sqrt(2)
+        mass = (mpmath.erfc(a / root2) - mpmath.erfc(b / root2) if a > 0
+                else mpmath.erfc(-b / root2) - mpmath.erfc(-a / root2)) / 2
+        return float((mpmath.npdf(a) - mpmath.npdf(b)) / mass)
+
+    pairs = [(x, x + w) for x in (-3e7, -3e4, -300.0, -30.0, -3.0, -0.5, 0.0, 0.3, 2.0, 20.0, 200.0, 2e4)
+             for w in (0.01, 1.0, 10.0, 1e3)]
+    got = _truncated_normal_mean(torch.tensor([p[0] for p in pairs], dtype=torch.float64),
+                                 torch.tensor([p[1] for p in pairs], dtype=torch.float64))
+    for (a, b), g in zip(pairs, got.tolist()):
+        e = exact(a, b)
+        assert a <= g <= b
+        assert abs(g - e) <= 1e-9 * max(1.0, abs(e)), (a, b, g, e)
+
+
+def test_bayes_segment_means_far_outside_the_prior_stays_in_its_support():
+    far = bayes_segment_means(np.stack([np.full(32, 1e6), np.full(32, -1e6), np.full(32, 1.5)]), 0.1)
+    assert np.all((far >= 0) & (far <= 1))
+    np.testing.assert_allclose(far[0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(far[1], 0.0, atol=1e-6)
+    assert np.all(far[2] > 0.99)
+
+
 def test_bayes_limit_lies_between_tv_and_the_oracle():
     s = make_signals('piecewise_constant', 'test', 16, 512, 0.1)
     bayes = psnr(bayes_segment_means(s.noisy, 0.1), s.clean).mean()

@@ -133,6 +133,24 @@ def oracle_segment_means(noisy: np.ndarray, starts: Sequence[np.ndarray]) -> np.
     return out
 
 
+def _truncated_normal_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """E[Z | a < Z < b] for Z ~ N(0, 1), accurate in both tails.
+
+    (φ(a) − φ(b))/(Φ(b) − Φ(a)), reflected (Z → −Z) so that |lo| ≥ |hi|, then divided by φ(hi):
+        (exp((hi² − lo²)/2) − 1) / (M(hi) − M(lo)·exp((hi² − lo²)/2)),  M(x) = Φ(x)/φ(x) = √(π/2)·erfcx(−x/√2),
+    which has no exponential of a large argument (the plain quotient loses every digit once a and b are
+    both far in one tail).
+    """
+    flip = a + b > 0
+    lo, hi = torch.where(flip, -b, a), torch.where(flip, -a, b)
+    decay = (hi - lo) * (hi + lo) / 2          # (hi² − lo²)/2 ≤ 0
+    half_pi = math.sqrt(math.pi / 2)
+    mills = half_pi * torch.special.erfcx(-hi / math.sqrt(2)) \
+        - half_pi * torch.special.erfcx(-lo / math.sqrt(2)) * torch.exp(decay)
+    mean = torch.expm1(decay) / mills
+    return torch.where(flip, -mean, mean)
+
+
 def _segment_evidence(S1: torch.Tensor, S2: torch.Tensor, s: torch.Tensor, e: torch.Tensor,
                       sigma: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """log Λ(s, e) and μ(s, e) of the segments [s, e) of every signal (``S1``, ``S2``: prefix sums).
@@ -140,7 +158,7 @@ def _segment_evidence(S1: torch.Tensor, S2: torch.Tensor, s: torch.Tensor, e: to
     Λ(s, e) = ∫₀¹ Π_{s≤i<e} N(f_i; c, σ²) dc, without the factor (2πσ²)^(−n/2) that every
     segmentation shares: with n = e − s, mean f̄ and SS = Σ(f_i − f̄)²,
         log Λ = −SS/(2σ²) + ½·log(2πσ²/n) + log(Φ(b) − Φ(a)),  a = −f̄√n/σ,  b = (1 − f̄)√n/σ,
-    and μ = E[c | f_s…f_{e−1}] = f̄ + (σ/√n)·(φ(a) − φ(b))/(Φ(b) − Φ(a)) (a normal truncated to [0, 1]).
+    and μ = E[c | f_s…f_{e−1}] = f̄ + (σ/√n)·E[Z | a < Z < b] (a normal truncated to [0, 1]).
     """
     n = (e - s).to(S1.dtype)
     mean = (S1[:, e] - S1[:, s]) / n
@@ -152,10 +170,8 @@ def _segment_evidence(S1: torch.Tensor, S2: torch.Tensor, s: torch.Tensor, e: to
     hi = torch.where(upper, torch.special.log_ndtr(-a), torch.special.log_ndtr(b))
     lo = torch.where(upper, torch.special.log_ndtr(-b), torch.special.log_ndtr(a))
     log_mass = hi + torch.log1p(-torch.exp((lo - hi).clamp_max(0.0)))
-    log_phi = -0.5 * math.log(2 * math.pi)
-    ratio = torch.exp(log_phi - 0.5 * a ** 2 - log_mass) - torch.exp(log_phi - 0.5 * b ** 2 - log_mass)
     log_evidence = -ss / (2 * sigma ** 2) + 0.5 * torch.log(2 * math.pi * sigma ** 2 / n) + log_mass
-    return log_evidence, mean + ratio / r
+    return log_evidence, (mean + _truncated_normal_mean(a, b) / r).clamp(0.0, 1.0)
 
 
 def bayes_segment_means(noisy, sigma, mean_segment: float = 64.0, min_segment: int = 8) -> np.ndarray:
@@ -225,7 +241,7 @@ def bayes_segment_means(noisy, sigma, mean_segment: float = 64.0, min_segment: i
         weighted = torch.exp(alpha[:, s] + lw + beta[:, e:e + 1] - log_z) * mu
         level_jumps[:, : e - m + 1] += weighted
         level_jumps[:, e] -= weighted.sum(1)
-    out = level_jumps.cumsum(1)[:, :n].numpy()
+    out = level_jumps.cumsum(1)[:, :n].clamp(0.0, 1.0).numpy()   # a mean of levels in [0, 1]: the clamp removes rounding only
     return out[0] if squeeze else out
 
 
