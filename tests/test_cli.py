@@ -243,7 +243,10 @@ def test_denoiser_evaluation_reports_the_bayes_limit_and_the_card_shows_it():
     assert '| denoiser-1d | Bayes limit | oracle |' in card
     r = ev['evaluation']['table']['piecewise_constant']['0.1']
     assert f"| {r['bayes']:.2f} | {r['oracle']:.2f} |" in card
-    assert f"{r['bayes'] - r['model']:.2f} dB above the model and +3.35 dB above TV" in card
+    assert f"{r['bayes'] - r['model']:.2f} dB above the model and +3.35 dB above TV: no denoiser" in card
+    r['bayes'] = r['tv'] + 5.0   # a limit above the target: the card must not call the target impossible
+    card = _denoise_body('denoiser-1d', ev)
+    assert '+5.00 dB above TV.' in card and 'meet the target' not in card
 
 
 def test_publish_dry_run(tmp_path, capsys):
