@@ -191,12 +191,16 @@ def test_bayes_segment_means_bad_input():
         bayes_segment_means(y, 0.0)
     with pytest.raises(ValueError, match='sigma'):
         bayes_segment_means(y, [0.1, float('nan')])
+    with pytest.raises(ValueError, match=r'one per signal \(2\)'):
+        bayes_segment_means(y, [0.1, 0.1, 0.1])
     with pytest.raises(ValueError, match='NaN'):
         bayes_segment_means(np.full(64, np.nan), 0.1)
     with pytest.raises(ValueError, match=r'\[count, n\]'):
         bayes_segment_means(np.zeros((2, 2, 64)), 0.1)
     with pytest.raises(ValueError, match='min_segment'):
         bayes_segment_means(np.zeros(4), 0.1, min_segment=8)
+    with pytest.raises(ValueError, match='min_segment must be an int'):
+        bayes_segment_means(np.zeros(64), 0.1, min_segment=3.5)
 
 
 # ---------------------------------------------------------------- diffusion references

@@ -200,10 +200,15 @@ def bayes_segment_means(noisy, sigma, mean_segment: float = 64.0, min_segment: i
     count, n = f.shape
     if not np.all(np.isfinite(f)):
         raise ValueError("noisy contains NaN or Inf")
+    if not isinstance(min_segment, (int, np.integer)):
+        raise ValueError(f"min_segment must be an int, got {min_segment!r}")
     if not 1 <= min_segment <= n or not mean_segment > min_segment:
         raise ValueError(f"need 1 ≤ min_segment ≤ n and mean_segment > min_segment, got min_segment="
                          f"{min_segment}, mean_segment={mean_segment}, n={n}")
-    sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (count,))
+    sig = np.asarray(sigma, dtype=np.float64)
+    if sig.size not in (1, count):
+        raise ValueError(f"sigma must be one value or one per signal ({count}), got shape {sig.shape}")
+    sig = np.broadcast_to(sig.reshape(-1), (count,))
     if not np.all(np.isfinite(sig) & (sig > 0)):
         raise ValueError(f"sigma must be finite and > 0, got {sigma}")
     m = int(min_segment)
