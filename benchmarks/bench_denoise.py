@@ -6,7 +6,9 @@ Usage:  python benchmarks/bench_denoise.py [--count 64] [--throughput-signals 10
 PSNR: piecewise-constant test signals of length 1024 (data seed 0), mean PSNR (dB) per σ for the noisy
 input, TV (weight tuned on the validation split), Perona–Malik (λ, T tuned on the validation split),
 the standard (non-symmetric) ResNet with 2× block parameters trained with the same recipe
-(benchmarks/models/denoiser-1d-standard), denoiser-1d, denoiser-1d-multigrid (if bundled), the
+(benchmarks/models/denoiser-1d-standard), denoiser-1d with free step sizes (the same symmetric network
+without the stability bound, ``stability='none'``, recipe denoiser-1d-free, benchmarks/models/denoiser-1d-free:
+it separates the symmetric form from the cost of the guarantee), denoiser-1d, denoiser-1d-multigrid (if bundled), the
 Bayes limit (:func:`pdeblocks.data.bayes_segment_means`, the posterior mean under the generator's own
 prior: no denoiser has a lower expected MSE on these signals) and the oracle that knows the jump
 positions (a bound no denoiser can reach, since it is told the jumps). For the Bayes limit − TV the
@@ -43,6 +45,7 @@ from pdeblocks.train.baselines import perona_malik_denoise, tv_denoise  # noqa: 
 from pdeblocks.train.evaluate import run_model, tuned_baselines  # noqa: E402
 
 STANDARD = ROOT / 'benchmarks' / 'models' / 'denoiser-1d-standard'
+FREE_STEP = ROOT / 'benchmarks' / 'models' / 'denoiser-1d-free'
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -178,6 +181,8 @@ def main(argv=None):
     models = {}
     if STANDARD.is_dir():
         models['standard_resnet_2x'] = load_folder(STANDARD)
+    if FREE_STEP.is_dir():
+        models['symmetric_free_step'] = load_folder(FREE_STEP)
     models['denoiser-1d'] = from_pretrained('denoiser-1d')
     if 'denoiser-1d-multigrid' in list_pretrained():
         models['denoiser-1d-multigrid'] = from_pretrained('denoiser-1d-multigrid')
@@ -192,7 +197,7 @@ def main(argv=None):
         atomic_write(out / f'denoise_psnr_{a.count}.md', text)
         atomic_write(out / f'denoise_psnr_{a.count}.json', json.dumps(dict(psnr=rows, parameters=params), indent=2))
         return
-    timed = {k: m for k, m in models.items() if k != 'standard_resnet_2x'}
+    timed = {k: m for k, m in models.items() if k not in ('standard_resnet_2x', 'symmetric_free_step')}
     tp = throughput(timed, a.throughput_signals, a.repeats)
     split = time_split(models['denoiser-1d'])
     lines += ['', f"Throughput: {tp['signals']} signals of length 4096, σ = 0.1, {tp['threads']} thread(s), median of "

@@ -67,6 +67,13 @@ register_recipe(Recipe(
     description='comparison: standard (non-symmetric) ResNet, same skeleton and recipe, 2× block parameters'))
 
 register_recipe(Recipe(
+    name='denoiser-1d-free', task='denoise', architecture='denoiser_1d',
+    model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16, stability='none'),
+    seed=0, steps=16000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=500, loss='relative_mse',
+    published=False,
+    description='comparison: denoiser-1d with free step sizes (symmetric form, no stability bound, no guarantee)'))
+
+register_recipe(Recipe(
     name='diffusion-1d-perona-malik', task='diffusion', architecture='diffusion_1d',
     model_kwargs=dict(layers=16, time=10.0, contrast=0.1, order=1, knots=32, support=10.0, cycles=4),
     seed=0, steps=2000, batch_size=32, length=256, lr=3e-3, warmup=50, train_signals=512,
