@@ -147,7 +147,7 @@ def test_bayes_segment_means_equals_brute_force_posterior_mean():
 
 def test_truncated_normal_mean_in_both_tails():
     """E[Z | a < Z < b] against 60-digit arithmetic, also where a and b lie far in one tail (there the plain
-    quotient (φ(a) − φ(b))/(Φ(b) − Φ(a)) loses every digit, and so does scipy's truncnorm)."""
+    quotient (φ(a) − φ(b))/(Φ(b) − Φ(a)) loses every digit)."""
     mpmath = pytest.importorskip('mpmath')
     from pdeblocks.data.signals import _truncated_normal_mean
     mpmath.mp.dps = 60
