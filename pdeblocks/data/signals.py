@@ -227,6 +227,7 @@ def bayes_segment_means(noisy, sigma, mean_segment: float = 64.0, min_segment: i
         log_evidence, mu = _segment_evidence(S1, S2, s, e, sd)
         return log_evidence + log_prior, mu
 
+    # Each pass recomputes its segment terms: O(count·n) memory instead of O(count·n²).
     ends = list(range(m, n - m + 1)) + [n]   # where a segment can end
     alpha = x.new_full((count, n + 1), -math.inf)
     alpha[:, 0] = 0.0
