@@ -1,6 +1,6 @@
 """Denoising benchmark: PSNR table per σ and throughput of the 1D denoisers vs tuned total-variation denoising.
 
-Usage:  python benchmarks/bench_denoise.py [--count 64] [--throughput-signals 1000] [--repeats 3] [--threads 1]
+Usage:  python benchmarks/bench_denoise.py [--count 64] [--throughput-signals 1000] [--repeats 3] [--threads 1] [--compile]
         python benchmarks/bench_denoise.py --psnr-only --count 512   (PSNR table only, denoise_psnr_512.md)
 
 PSNR: piecewise-constant test signals of length 1024 (data seed 0), mean PSNR (dB) per σ for the noisy
@@ -21,11 +21,16 @@ run, interleaved (models, TV, models, TV, …), median of the repeats, same torc
 eager PyTorch for all (no compilation); plus where denoiser-1d's time goes (torch profiler). TV is
 run in float32 in chunks of 50 signals (each chunk stops at its own duality-gap test), with the
 loosest stop that keeps its PSNR within 0.01 dB of the float64 solve at a gap of 1e-7 per sample
-(TV tuned for speed at its accuracy); the 1e-7 solve is timed too, for reference.
+(TV tuned for speed at its accuracy); the 1e-7 solve is timed too, for reference. Ceiling: denoiser-1d's
+convolution FLOPs at this core's measured float32 matrix-product rate, the least time a direct implementation
+of its convolutions could take here, hence the largest speed-up over TV it could reach. ``--compile`` adds denoiser-1d under
+``torch.compile`` (inductor fuses the flux evaluation into one loop; compiled during the warm-up, not timed;
+TV's solver loop stops on a data-dependent test and stays eager).
 
 Writes benchmarks/results/denoise.md and .json atomically (``--psnr-only``: denoise_psnr_<count>.md/.json).
 """
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -105,6 +110,7 @@ def psnr_lines(rows, models, params, count: int):
     return lines
 
 
+COMPILED = 'denoiser-1d (torch.compile)'
 TV_TOLERANCES = (1e-4, 1e-5, 1e-6, 1e-7)   # duality-gap stops per sample, loosest first
 TV_PSNR_SLACK = 0.01                         # dB: the timed TV must match the exact solve this closely
 
@@ -129,9 +135,12 @@ def throughput(models, n: int, repeats: int):
     times = {k: [] for k in list(models) + list(tvs)}
     outs = {}
     with torch.no_grad():
-        for m in models.values():
+        warm_up = {}
+        for name, m in models.items():
             m.eval()
-            m(x[:4, None])  # warm-up
+            t0 = time.perf_counter()
+            m.predict(x[:n % 32 + 32, None])  # every chunk shape predict() will use (compiles, if compiled)
+            warm_up[name] = time.perf_counter() - t0
         for _ in range(repeats):
             for name, m in models.items():
                 t0 = time.perf_counter()
@@ -143,7 +152,7 @@ def throughput(models, n: int, repeats: int):
                 times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     return dict(signals=n, length=4096, sigma=0.1, threads=torch.get_num_threads(), repeats=repeats,
-                seconds=med, speedup={k: med['tv'] / med[k] for k in models},
+                seconds=med, warm_up_seconds=warm_up, speedup={k: med['tv'] / med[k] for k in models},
                 speedup_vs_tv_1e7={k: med['tv_1e-7'] / med[k] for k in models}, all_times=times,
                 psnr={k: float(psnr(v.numpy(), s.clean).mean()) for k, v in outs.items()},
                 tv_tolerance=tv_tol, tv_psnr_by_tolerance_first50=tol_psnr, tv_exact_psnr_first50=exact)
@@ -164,6 +173,39 @@ def time_split(model, n: int = 100) -> dict:
     return dict(signals=n, conv_share=conv / total, other_share=1 - conv / total)
 
 
+def dense_rate(size: int = 2048, repeats: int = 5) -> float:
+    """This core's float32 dense arithmetic rate in FLOP/s: best of ``repeats`` size² matrix products
+    (sgemm, 2·size³ FLOP each) at the current torch thread count. Tuned sgemm runs near the core's peak,
+    so no convolution of the model runs faster than this."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = float('inf')
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size ** 3 / best
+
+
+def compute_ceiling(model, tp: dict) -> dict:
+    """How fast ``model``'s convolutions could possibly run on the throughput signals here: their
+    FLOPs (``torch.utils.flop_counter``, one signal of the timed length, after a warm-up so
+    the cached norm bounds are not counted) times the number of signals, at :func:`dense_rate`; hence the
+    largest speed-up over TV a direct implementation could reach here, and the rate 10× would need."""
+    from torch.utils.flop_counter import FlopCounterMode
+    x = torch.zeros(1, 1, tp['length'])
+    with torch.no_grad():
+        model(x)
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    flops = counter.get_total_flops() * tp['signals']
+    rate = dense_rate()
+    floor = flops / rate
+    return dict(flops=flops, flop_counts={str(k): v * tp['signals'] for k, v in counter.get_flop_counts()['Global'].items()},
+                dense_rate=rate, seconds_at_dense_rate=floor, max_speedup=tp['seconds']['tv'] / floor,
+                rate_needed_for_10x=flops / (tp['seconds']['tv'] / 10))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument('--count', type=int, default=64)
@@ -171,6 +213,8 @@ def main(argv=None):
     p.add_argument('--repeats', type=int, default=3)
     p.add_argument('--threads', type=int, default=1, help='torch threads for every method (default 1)')
     p.add_argument('--psnr-only', action='store_true', help='the PSNR table only, no throughput')
+    p.add_argument('--compile', action='store_true',
+                   help='also time denoiser-1d under torch.compile (inductor; needs a C++ compiler)')
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     models = {}
@@ -193,8 +237,12 @@ def main(argv=None):
         atomic_write(out / f'denoise_psnr_{a.count}.json', json.dumps(dict(psnr=rows, parameters=params), indent=2))
         return
     timed = {k: m for k, m in models.items() if k not in ('standard_resnet_2x', 'symmetric_free_step')}
+    if a.compile:
+        timed[COMPILED] = copy.deepcopy(models['denoiser-1d'])
+        timed[COMPILED].compile()
     tp = throughput(timed, a.throughput_signals, a.repeats)
     split = time_split(models['denoiser-1d'])
+    ceiling = compute_ceiling(models['denoiser-1d'], tp)
     lines += ['', f"Throughput: {tp['signals']} signals of length 4096, σ = 0.1, {tp['threads']} thread(s), median of "
               f"{tp['repeats']} interleaved repeats", '',
               '| method | seconds | speed-up vs TV | PSNR (dB) |', '|---|---|---|---|']
@@ -210,12 +258,24 @@ def main(argv=None):
               '', f"Speed-up denoiser-1d vs TV: **{tp['speedup']['denoiser-1d']:.2f}×** "
               f"({tp['speedup_vs_tv_1e7']['denoiser-1d']:.1f}× against TV solved to 1e-7). denoiser-1d inference time "
               f"(profiler, {split['signals']} signals): {100 * split['conv_share']:.0f}% convolutions, "
-              f"{100 * split['other_share']:.0f}% flux evaluation, residual updates and reshapes."]
+              f"{100 * split['other_share']:.0f}% flux evaluation, residual updates and reshapes.",
+              '', f"Ceiling: denoiser-1d does {ceiling['flops'] / 1e9:.1f} GFLOP on these signals (torch.utils.flop_counter: "
+              + ', '.join(f"{k} {v / 1e9:.1f}" for k, v in ceiling['flop_counts'].items())
+              + f"); this core's float32 matrix product runs at {ceiling['dense_rate'] / 1e9:.0f} GFLOP/s "
+              f"({tp['threads']} thread(s)), so at that rate denoiser-1d's convolutions alone take "
+              f"{ceiling['seconds_at_dense_rate']:.2f} s: at most {ceiling['max_speedup']:.1f}× TV, whatever the rest "
+              f"costs. 10× would need {ceiling['rate_needed_for_10x'] / 1e9:.0f} GFLOP/s "
+              f"({ceiling['rate_needed_for_10x'] / ceiling['dense_rate']:.1f}× the matrix-product rate), or a "
+              f"convolution algorithm doing that many times fewer operations."]
+    if COMPILED in timed:
+        lines += ['', f"{COMPILED}: the same weights under inductor (compiled during the warm-up, "
+                  f"{tp['warm_up_seconds'][COMPILED]:.0f} s, not timed): {tp['seconds'][COMPILED]:.2f} s, "
+                  f"{tp['seconds']['denoiser-1d'] / tp['seconds'][COMPILED]:.2f}× eager."]
     text = '\n'.join(lines) + '\n'
     print(text)
     atomic_write(out / 'denoise.md', text)
     atomic_write(out / 'denoise.json', json.dumps(dict(psnr=rows, parameters=params, throughput=tp,
-                                                       time_split=split), indent=2))
+                                                       time_split=split, ceiling=ceiling), indent=2))
 
 
 if __name__ == '__main__':
