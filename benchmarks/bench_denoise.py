@@ -32,7 +32,6 @@ Writes benchmarks/results/denoise.md and .json atomically (``--psnr-only``: deno
 import argparse
 import copy
 import json
-import os
 import statistics
 import sys
 import time
@@ -44,6 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _results import save_results  # noqa: E402
+
 from pdeblocks.data import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr  # noqa: E402
 from pdeblocks.hub import from_pretrained, list_pretrained, load_folder  # noqa: E402
 from pdeblocks.train.baselines import perona_malik_denoise, tv_denoise  # noqa: E402
@@ -51,12 +52,6 @@ from pdeblocks.train.evaluate import run_model, tuned_baselines  # noqa: E402
 
 STANDARD = ROOT / 'benchmarks' / 'models' / 'denoiser-1d-standard'
 FREE_STEP = ROOT / 'benchmarks' / 'models' / 'denoiser-1d-free'
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def tuned(sigma: float):
@@ -228,13 +223,10 @@ def main(argv=None):
     params = {k: sum(q.numel() for q in m.parameters() if q.requires_grad) for k, m in models.items()}
     rows = psnr_table(models, a.count)
     lines = psnr_lines(rows, models, params, a.count)
-    out = ROOT / 'benchmarks' / 'results'
-    out.mkdir(parents=True, exist_ok=True)
     if a.psnr_only:
         text = '\n'.join(lines) + '\n'
         print(text)
-        atomic_write(out / f'denoise_psnr_{a.count}.md', text)
-        atomic_write(out / f'denoise_psnr_{a.count}.json', json.dumps(dict(psnr=rows, parameters=params), indent=2))
+        save_results(f'denoise_psnr_{a.count}', text, dict(psnr=rows, parameters=params))
         return
     timed = {k: m for k, m in models.items() if k not in ('standard_resnet_2x', 'symmetric_free_step')}
     if a.compile:
@@ -273,9 +265,8 @@ def main(argv=None):
                   f"{tp['seconds']['denoiser-1d'] / tp['seconds'][COMPILED]:.2f}× eager."]
     text = '\n'.join(lines) + '\n'
     print(text)
-    atomic_write(out / 'denoise.md', text)
-    atomic_write(out / 'denoise.json', json.dumps(dict(psnr=rows, parameters=params, throughput=tp,
-                                                       time_split=split, ceiling=ceiling), indent=2))
+    save_results('denoise', text, dict(psnr=rows, parameters=params, throughput=tp, time_split=split,
+                                       ceiling=ceiling))
 
 
 if __name__ == '__main__':

@@ -24,19 +24,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _results import RESULTS, write_atomic  # noqa: E402
+
 from pdeblocks.layers.gcnn import CDELayerM2, LiftM2Cartesian, ProjectM2  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
-
-
-def write_atomic(name: str, text: str) -> str:
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, name)
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def table(header: List[str], rows: List[List]) -> str:
@@ -152,7 +142,7 @@ def bench_speed(repeats: int = 3) -> str:
             f"max |out - ref| = {max_out:.2e}, max |grad - ref grad| = {max_grad:.2e}\n\n"
             + table(['implementation', 'time fwd+bwd [s]', 'peak extra memory [MiB]'], rows) + '\n')
     print(text)
-    write_atomic('gcnn_speed.md', text)
+    write_atomic(RESULTS / 'gcnn_speed.md', text)
     return text
 
 
@@ -197,7 +187,7 @@ def bench_rotation() -> str:
             'for Or divisible by 4; the remainder is interpolation of both the image and the discrete θ grid)\n\n'
             + table(['Or'] + [f'{a:g}°' for a in angles], rows) + '\n')
     print(text)
-    write_atomic('gcnn_rotation.md', text)
+    write_atomic(RESULTS / 'gcnn_rotation.md', text)
     return text
 
 
@@ -270,6 +260,7 @@ def train(model: nn.Module, data: Dict[str, torch.Tensor], epochs: int, lr: floa
 
 def bench_digits(epochs: int = 6, pool: str = 'avg', lr: float = 0.05) -> str:
     import timm
+
     import pdeblocks.models.pde_gcnn  # noqa: F401 registers pde_gcnn*
     data = load_digits_tensors()
     torch.manual_seed(0)
@@ -294,7 +285,7 @@ def bench_digits(epochs: int = 6, pool: str = 'avg', lr: float = 0.05) -> str:
             + table(['model', 'parameters', 'test acc upright [%]', 'test acc rotated [%]', 'train time [s]'], rows)
             + '\n')
     print(text)
-    write_atomic('gcnn_digits.md', text)
+    write_atomic(RESULTS / 'gcnn_digits.md', text)
     return text
 
 

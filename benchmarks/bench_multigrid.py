@@ -26,6 +26,8 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
+from _results import write_atomic  # noqa: E402
+
 from pdeblocks.ops.multigrid import (  # noqa: E402
     Multigrid,
     StencilOperator,
@@ -269,13 +271,6 @@ def markdown(cost, conv, comp, meta) -> str:
     return '\n'.join(out) + '\n'
 
 
-def save(path: str, text: str) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 PARTS = ('cost', 'convergence', 'comparison')
 
 
@@ -320,9 +315,8 @@ def main() -> None:
         raise SystemExit(f"no saved results for {missing}: run them once (--parts {','.join(missing)})")
     text = markdown(results['cost'], results['convergence'], results['comparison'], results['meta'])
     print(text)
-    os.makedirs(args.out, exist_ok=True)
-    save(os.path.join(args.out, name + '.md'), text)
-    save(json_path, json.dumps(results, indent=1))
+    write_atomic(os.path.join(args.out, name + '.md'), text)
+    write_atomic(json_path, json.dumps(results, indent=1))
 
 
 if __name__ == '__main__':

@@ -11,7 +11,6 @@ for the Schur test (‖K‖² ≤ max row abs-sum · max column abs-sum) and the
 bound's wall time. Writes ``benchmarks/results/norm_bounds.md`` and ``.json``.
 """
 import argparse
-import json
 import math
 import os
 import sys
@@ -20,10 +19,11 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _results import save_results  # noqa: E402
+
 from pdeblocks.ops import conv, norm_bound, power_iteration_norm  # noqa: E402
 from pdeblocks.ops.norms import symbol_plane_wave  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
 
 def schur_bound(w: torch.Tensor) -> float:
@@ -108,13 +108,7 @@ def save(args, rows, data, final: bool = False) -> None:
     text = '\n'.join(header + rows + footer)
     if final:
         print('\n' + text)
-    os.makedirs(RESULTS, exist_ok=True)
-    name = args.out or ('norm_bounds_quick' if args.quick else 'norm_bounds')
-    for ext, content in (('md', text + '\n'), ('json', json.dumps(data, indent=1))):
-        path = os.path.join(RESULTS, f'{name}.{ext}')
-        with open(path + '.tmp', 'w') as f:
-            f.write(content)
-        os.replace(path + '.tmp', path)
+    save_results(args.out or ('norm_bounds_quick' if args.quick else 'norm_bounds'), text, data, indent=1)
 
 
 if __name__ == '__main__':

@@ -18,9 +18,7 @@ Run: ``python benchmarks/bench_plain_cnn.py [--minutes 6] [--threads 2]``; write
 """
 import argparse
 import dataclasses
-import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +29,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _results import save_results  # noqa: E402
 
 from pdeblocks.data import SIGMAS, make_signals, psnr  # noqa: E402
 from pdeblocks.train.evaluate import EVAL_SEED, TEST_LENGTH, baseline_psnr  # noqa: E402
@@ -126,13 +126,7 @@ def main(argv=None) -> None:
                          f"{c['flat_region_bound']:.2f} | {c['oracle']:.2f} |")
     text = '\n'.join(lines) + '\n'
     print(text)
-    out = ROOT / 'benchmarks' / 'results'
-    out.mkdir(parents=True, exist_ok=True)
-    for ext, body in (('.md', text), ('.json', json.dumps(dict(minutes=a.minutes, threads=a.threads, rows=rows),
-                                                          indent=2) + '\n')):
-        tmp = out / f'plain_cnn{ext}.tmp{os.getpid()}'
-        tmp.write_text(body, encoding='utf-8')
-        os.replace(tmp, out / f'plain_cnn{ext}')
+    save_results('plain_cnn', text, dict(minutes=a.minutes, threads=a.threads, rows=rows))
 
 
 if __name__ == '__main__':

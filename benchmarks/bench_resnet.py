@@ -25,12 +25,12 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 import timm  # noqa: E402
+from _results import RESULTS, save_results  # noqa: E402
 
 import pdeblocks  # noqa: E402,F401
 from pdeblocks.layers import OperatorNormBound  # noqa: E402
-
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
 
 def count(module: torch.nn.Module) -> int:
@@ -137,12 +137,7 @@ def render(data: dict) -> str:
 def write(data: dict) -> None:
     text = render(data)
     print(text)
-    os.makedirs(RESULTS, exist_ok=True)
-    for ext, content in (('md', text + '\n'), ('json', json.dumps(data, indent=1))):
-        path = os.path.join(RESULTS, f'resnet.{ext}')
-        with open(path + '.tmp', 'w') as f:
-            f.write(content)
-        os.replace(path + '.tmp', path)
+    save_results('resnet', text, data, indent=1)
 
 
 def main() -> None:

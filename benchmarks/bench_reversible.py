@@ -27,7 +27,6 @@ Time: median of 9 interleaved repeats (reversible, plain, reversible, …) of th
 Run: ``PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/bench_reversible.py``; writes
 ``benchmarks/results/bench_reversible.md`` and ``.json``.
 """
-import json
 import os
 import statistics
 import sys
@@ -38,6 +37,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _results import save_results  # noqa: E402
 
 from pdeblocks.layers.hyperbolic import HamiltonianBlock, HyperbolicBlock  # noqa: E402
 
@@ -145,13 +146,7 @@ def main() -> None:
               f"torch {torch.__version__}, 1 thread, median of {REPEATS} interleaved repeats.\n\n")
     text = header + '\n'.join(lines + growth)
     print(text)
-    os.makedirs(os.path.join(os.path.dirname(__file__), 'results'), exist_ok=True)
-    base = os.path.join(os.path.dirname(__file__), 'results', 'bench_reversible')
-    for ext, content in (('.md', text + '\n'), ('.json', json.dumps(rows, indent=1))):
-        tmp = base + ext + '.tmp'
-        with open(tmp, 'w') as f:
-            f.write(content)
-        os.replace(tmp, base + ext)
+    save_results('bench_reversible', text, rows, indent=1)
 
 
 if __name__ == '__main__':

@@ -27,7 +27,6 @@ Wall time: median of 5 interleaved repeats (all signals as one batch, 1 thread).
 Run: ``PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/bench_schemes.py``; writes
 ``benchmarks/results/bench_schemes.md`` and ``.json``.
 """
-import json
 import math
 import os
 import statistics
@@ -38,6 +37,8 @@ from typing import Callable, Dict, List
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from _results import save_results  # noqa: E402
 
 from pdeblocks.data import make_signals  # noqa: E402
 from pdeblocks.data.reference import relative_error  # noqa: E402
@@ -209,13 +210,7 @@ def main() -> None:
               f"reference: explicit τ = {EXPLICIT_LIMIT / REFERENCE_FRACTION}; torch {torch.__version__}, 1 thread, "
               f"float64, median of {REPEATS}.\n\n")
     print(header + table)
-    os.makedirs(os.path.join(os.path.dirname(__file__), 'results'), exist_ok=True)
-    base = os.path.join(os.path.dirname(__file__), 'results', 'bench_schemes')
-    for ext, text in (('.md', header + table + '\n'), ('.json', json.dumps(rows, indent=1))):
-        tmp = base + ext + '.tmp'
-        with open(tmp, 'w') as f:
-            f.write(text)
-        os.replace(tmp, base + ext)
+    save_results('bench_schemes', header + table, rows, indent=1)
 
 
 if __name__ == '__main__':

@@ -77,7 +77,6 @@ to store the pretrained weights on the first run and reuse them afterwards.
 """
 import argparse
 import copy
-import json
 import os
 import statistics
 import sys
@@ -91,6 +90,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import timm  # noqa: E402
+from _results import save_results  # noqa: E402
 
 from pdeblocks.swap import swap_blocks  # noqa: E402
 
@@ -302,9 +302,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     table = '\n'.join(lines)
     print(table)
 
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
-    os.makedirs(out_dir, exist_ok=True)
-    base = os.path.join(out_dir, 'bench_swap' if SIZE == 32 else f'bench_swap_{SIZE}')
     payload = dict(size=SIZE, batch=BATCH, pretrain_epochs=PRETRAIN_EPOCHS, lr_pretrained=LR_PRETRAINED,
                    lr_new=LR_NEW, batchnorm_train=BN_TRAIN, bound=FAST_BOUND, calibration_images=CALIBRATION_IMAGES,
                    calibration_steps=CALIBRATION_STEPS, seeds=[SEED, *OTHER_SEEDS],
@@ -312,11 +309,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                    recovery=recovery, recovery_mean=recovery_mean, orders_reaching_target=passed,
                    recovery_calibrated_mean=recovery_cal,
                    default_bound_recompute_s=default_bound_time)
-    for ext, text in (('.md', table + '\n'), ('.json', json.dumps(payload, indent=2) + '\n')):
-        tmp = base + ext + '.tmp'
-        with open(tmp, 'w') as f:
-            f.write(text)
-        os.replace(tmp, base + ext)
+    save_results('bench_swap' if SIZE == 32 else f'bench_swap_{SIZE}', table, payload)
 
 
 if __name__ == '__main__':

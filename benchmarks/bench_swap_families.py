@@ -14,8 +14,6 @@ Run: ``python benchmarks/bench_swap_families.py``; writes ``benchmarks/results/s
 ``.json`` atomically.
 """
 import importlib.util
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +24,8 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _results import save_results  # noqa: E402
 
 from pdeblocks import swap_blocks  # noqa: E402
 
@@ -146,12 +146,7 @@ def main() -> None:
                      f"{'yes' if r['finite'] else 'NO'} |")
     text = '\n'.join(lines) + '\n'
     print(text)
-    out = ROOT / 'benchmarks' / 'results'
-    out.mkdir(parents=True, exist_ok=True)
-    for name, content in (('swap_families.md', text), ('swap_families.json', json.dumps(rows, indent=2))):
-        tmp = out / f'{name}.tmp{os.getpid()}'
-        tmp.write_text(content)
-        os.replace(tmp, out / name)
+    save_results('swap_families', text, rows)
 
 
 if __name__ == '__main__':
