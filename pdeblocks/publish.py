@@ -243,8 +243,9 @@ def _denoise_body(name: str, ev: Dict[str, Any]) -> str:
               f"Training took {ev['train_seconds'] / 60:.1f} min on a shared CPU. Data, initialisation and schedule are "
               "seeded, so rerunning the recipe with the same torch version and thread count repeats the run (the test "
               "suite checks that resuming from a checkpoint gives bitwise the uninterrupted weights); across machines "
-              "and thread counts floating-point summation order differs and the metrics can move by a few tenths "
-              "of a dB (not measured here).\n",
+              "and thread counts the floating-point summation order differs, so the weights differ and the metrics "
+              "move: `benchmarks/bench_retrain.py` in the project's repository retrains with another thread count "
+              "and reports by how much.\n",
               "## Intended use and limits\n",
               "Denoising 1D signals with jumps (piecewise constant or nearly so) on the [0, 1] scale with additive "
               "white Gaussian noise of σ ≈ 0.04–0.25. Not trained on other scales (rescale your data to "
