@@ -100,6 +100,32 @@ def test_valid_config_accepts_int_for_float():
     assert cls is Diffusion1D and kw['time'] == 10.0 and isinstance(kw['time'], float)
 
 
+def test_interp_slack_tightens_the_bound_and_bad_values_fail(tmp_path):
+    """``interp_slack`` (recorded in config.json) sets the grid of the norm bound: still ≥ ‖K‖ (power
+    iteration, float64), within 3% of it at 1.005 while the default grid's Szegő factor alone is 1.09."""
+    from pdeblocks.ops.norms import power_iteration_norm
+    torch.manual_seed(0)
+    ratios = {}
+    for slack in (1.005, 1.1):
+        m = Denoiser1D(scale=2, channels=6, hidden_channels=6, blocks=2, kernel_size=5, knots=4, interp_slack=slack)
+        for i, block in enumerate(m.blocks):
+            with torch.no_grad():
+                block.weight.copy_(torch.randn_like(block.weight) * (1 + 10 * i))
+                bound = float(block.norm_bound())
+            true = float(power_iteration_norm(block.weight.detach().double(), 'neumann', [256]))
+            assert true <= bound
+            ratios.setdefault(slack, []).append(bound / true)
+    assert max(ratios[1.005]) <= 1.03 and min(ratios[1.1]) >= 1.09
+    m = tiny_denoiser()
+    m.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / 'config.json').read_text())
+    assert config['interp_slack'] == 1.1
+    config['interp_slack'] = 1.0
+    (tmp_path / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(ValueError, match='interp_slack must be > 1, got 1.0'):
+        load_folder(tmp_path)
+
+
 def test_bad_json_config(tmp_path):
     tiny_denoiser().save_pretrained(tmp_path)
     (tmp_path / 'config.json').write_text('{"architecture": "denoiser_1d",')

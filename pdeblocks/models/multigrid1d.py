@@ -10,17 +10,20 @@ class MultigridDenoiser1D(Pretrained1D, tags=['denoising', 'multigrid', 'u-net',
     symmetric steps with learned nonmonotone fluxes on ``levels`` grids of widths channels·2^l).
 
     Minimum length: (m − 1)·2^(levels−1) + 1 with m = the coarsest-grid minimum of the U-net
-    (max(2, kernel_size) for Neumann boundaries).
+    (max(2, kernel_size) for Neumann boundaries). ``interp_slack``: the norm bound's grid setting, as in
+    :class:`~pdeblocks.models.denoise1d.Denoiser1D`.
     """
 
     architecture = 'multigrid_denoiser_1d'
 
     def __init__(self, channels: int = 16, levels: int = 4, kernel_size: int = 5, pre_smooth: int = 2,
-                 post_smooth: int = 2, coarse_steps: int = 2, cycle: str = 'V', flux: str = 'learned'):
+                 post_smooth: int = 2, coarse_steps: int = 2, cycle: str = 'V', flux: str = 'learned',
+                 interp_slack: float = 1.1):
         super().__init__()
         self.unet = MultigridUNet(dim=1, in_channels=1, out_channels=1, channels=channels, levels=levels, cycle=cycle,
                                   pre_smooth=pre_smooth, post_smooth=post_smooth, coarse_steps=coarse_steps,
-                                  kernel_size=kernel_size, flux=flux, boundary='neumann', stability='euclidean')
+                                  kernel_size=kernel_size, flux=flux, boundary='neumann', stability='euclidean',
+                                  interp_slack=interp_slack)
         with torch.no_grad():
             self.unet.head.zero_()  # start as the identity f ↦ f
 
