@@ -201,6 +201,20 @@ def compute_ceiling(model, tp: dict) -> dict:
                 rate_needed_for_10x=flops / (tp['seconds']['tv'] / 10))
 
 
+def step_ratios(model, length: int = 512) -> list:
+    """τ·L·‖K‖²/2 of every symmetric step of ``model``: 1 is the Euclidean-stability limit τ = 2/(L‖K‖²).
+    ‖K‖ by float64 power iteration on ``length`` samples (the true norm, not the bound B the step uses)."""
+    from pdeblocks.layers.symmetric import SymmetricResidual
+    from pdeblocks.ops.norms import power_iteration_norm
+    ratios = []
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SymmetricResidual):
+                norm = float(power_iteration_norm(m.weight.detach().double(), m.boundary, [length] * m.dim))
+                ratios.append(float(m.step_size()) * float(m.step_constant) * norm ** 2 / 2)
+    return ratios
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument('--count', type=int, default=64)
@@ -223,10 +237,14 @@ def main(argv=None):
     params = {k: sum(q.numel() for q in m.parameters() if q.requires_grad) for k, m in models.items()}
     rows = psnr_table(models, a.count)
     lines = psnr_lines(rows, models, params, a.count)
+    steps = {k: step_ratios(m) for k, m in models.items()}
+    lines += ['', 'Step sizes against the Euclidean-stability limit, τ·L·‖K‖²/2 per symmetric step (1 = the limit '
+              'τ = 2/(L‖K‖²); ‖K‖ by power iteration):', '', '| model | steps | min | max |', '|---|---|---|---|']
+    lines += [f"| {k} | {len(v)} | {min(v):.3f} | {max(v):.3f} |" for k, v in steps.items() if v]
     if a.psnr_only:
         text = '\n'.join(lines) + '\n'
         print(text)
-        save_results(f'denoise_psnr_{a.count}', text, dict(psnr=rows, parameters=params))
+        save_results(f'denoise_psnr_{a.count}', text, dict(psnr=rows, parameters=params, step_ratios=steps))
         return
     timed = {k: m for k, m in models.items() if k not in ('standard_resnet_2x', 'symmetric_free_step')}
     if a.compile:
@@ -265,8 +283,8 @@ def main(argv=None):
                   f"{tp['seconds']['denoiser-1d'] / tp['seconds'][COMPILED]:.2f}× eager."]
     text = '\n'.join(lines) + '\n'
     print(text)
-    save_results('denoise', text, dict(psnr=rows, parameters=params, throughput=tp, time_split=split,
-                                       ceiling=ceiling))
+    save_results('denoise', text, dict(psnr=rows, parameters=params, step_ratios=steps, throughput=tp,
+                                       time_split=split, ceiling=ceiling))
 
 
 if __name__ == '__main__':

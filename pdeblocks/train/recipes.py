@@ -55,7 +55,7 @@ def register_recipe(recipe: Recipe) -> Recipe:
 
 register_recipe(Recipe(
     name='denoiser-1d', task='denoise', architecture='denoiser_1d',
-    model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16),
+    model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16, interp_slack=1.005),
     seed=0, steps=16000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=500, loss='relative_mse',
     description='symmetric ResNet denoiser, learned nonmonotone fluxes, blind σ ∈ [0.04, 0.25]'))
 
@@ -83,7 +83,7 @@ register_recipe(Recipe(
 register_recipe(Recipe(
     name='denoiser-1d-multigrid', task='denoise', architecture='multigrid_denoiser_1d',
     model_kwargs=dict(channels=12, levels=3, kernel_size=5, pre_smooth=2, post_smooth=2, coarse_steps=2, cycle='V',
-                      flux='learned'),
+                      flux='learned', interp_slack=1.005),
     seed=0, steps=4000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=200, loss='relative_mse',
     description='multigrid U-net (V-cycle of symmetric steps, 3 grids) as a blind denoiser, σ ∈ [0.04, 0.25]'))
 
