@@ -227,7 +227,7 @@ def _denoise_body(name: str, ev: Dict[str, Any]) -> str:
                      f"{cmp_['symmetric_psnr'] - cmp_['standard_psnr']:+.2f} dB for the symmetric network).\n")
     row = e['table']['piecewise_constant'].get('0.1')
     if row:
-        lines.append(target_status(row, r['steps']))
+        lines.append('\n' + target_status(row, r['steps']))   # a blank line ends the table above
     lines += ["\nTV: min ½‖u − f‖² + w‖Du‖₁ solved to a duality gap ≤ 1e-7 per sample, w tuned per σ on "
               "the validation split. Perona–Malik: explicit (τ = 1/4), λ on a log grid 0.004–0.4 and stopping time "
               "T ≤ 200 tuned per σ on the validation split (for piecewise-constant signals the best T sits at that "
