@@ -159,7 +159,7 @@ class Denoiser1D(_Skeleton1D, tags=['denoising', 'symmetric-resnet', 'nonlinear-
 
     ``interp_slack``: how far the norm bound B ≥ ‖K‖ may exceed the symbol's maximum on its frequency
     grid (:func:`~pdeblocks.ops.norms.default_grid`). Since τ ≤ 2/(L·B²), a tighter B allows larger
-    steps; 1D grids are cheap (1.005: 63 frequencies for 5 taps, about 2 ms per bound).
+    steps; 1D grids are cheap (1.005: 63 frequencies for 5 taps, one H×C matrix each).
     """
 
     architecture = 'denoiser_1d'
