@@ -65,7 +65,7 @@ between these variants are within that spread:
   original only after 3 or more epochs, and its test accuracy moves by ±3 points from one epoch to the next.
 
 Bound settings: the default rigorous bound (grid 15, 5 Gram steps) costs O(N²C³) per recomputation,
-tens of seconds for the 512-channel layers on one CPU core, so the fine-tuned swaps use the cheaper,
+seconds per 512-channel layer on one CPU core (printed under the table), so the fine-tuned swaps use the cheaper,
 still rigorous, ``interp_slack=2.0, gram_steps=1`` (grid 6 instead of 15, one Gram step: ≈15×
 cheaper, looser B, hence a smaller maximal τ) and ``bound_refresh=0.25`` (between full
 recomputations B is the perturbation bound B(W₀) + Σ_j ‖W_j − W₀_j‖_F, at most 25% looser). The cost of one
