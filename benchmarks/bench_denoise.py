@@ -171,7 +171,7 @@ def time_split(model, n: int = 100) -> dict:
 def dense_rate(size: int = 2048, repeats: int = 5) -> float:
     """This core's float32 dense arithmetic rate in FLOP/s: best of ``repeats`` size² matrix products
     (sgemm, 2·size³ FLOP each) at the current torch thread count. Tuned sgemm runs near the core's peak,
-    so no convolution of the model runs faster than this."""
+    so a direct convolution is not expected to run faster."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
     best = float('inf')
