@@ -4,21 +4,23 @@ Scripts run as ``python benchmarks/<script>.py`` have this folder on ``sys.path`
 ``from _results import save_results``.
 """
 import json
-import os
+import sys
 from pathlib import Path
 from typing import Any, Union
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pdeblocks.train.trainer import atomic_write_bytes  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / 'results'
 
 
 def write_atomic(path: Union[str, Path], text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``: a reader
-    (or an interrupted run) sees the old file or the new one, never a partial one."""
+    """``text`` to ``path`` through the trainer's atomic writer (temporary file + ``os.replace``), creating
+    the folder: a reader, or an interrupted run, sees the old file or the new one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')
-    tmp.write_text(text, encoding='utf-8')
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode('utf-8'))
     return path
 
 
