@@ -31,6 +31,7 @@ Writes benchmarks/results/denoise.md and .json atomically (``--psnr-only``: deno
 """
 import argparse
 import copy
+import inspect
 import json
 import statistics
 import sys
@@ -47,6 +48,7 @@ from _results import save_results  # noqa: E402
 
 from pdeblocks.data import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr  # noqa: E402
 from pdeblocks.hub import from_pretrained, list_pretrained, load_folder  # noqa: E402
+from pdeblocks.models.denoise1d import Pretrained1D  # noqa: E402
 from pdeblocks.train.baselines import perona_malik_denoise, tv_denoise  # noqa: E402
 from pdeblocks.train.evaluate import run_model, tuned_baselines  # noqa: E402
 
@@ -131,10 +133,11 @@ def throughput(models, n: int, repeats: int):
     outs = {}
     with torch.no_grad():
         warm_up = {}
+        chunk = max(1, inspect.signature(Pretrained1D.predict).parameters['chunk_samples'].default // x.shape[-1])
         for name, m in models.items():
             m.eval()
             t0 = time.perf_counter()
-            m.predict(x[:n % 32 + 32, None])  # every chunk shape predict() will use (compiles, if compiled)
+            m.predict(x[:n % chunk + chunk, None])  # every chunk shape predict() will use (compiles, if compiled)
             warm_up[name] = time.perf_counter() - t0
         for _ in range(repeats):
             for name, m in models.items():
