@@ -14,11 +14,11 @@ def _phi(name, lam=0.7, **kw):
 
 
 @pytest.mark.parametrize('name,g', [
-    ('perona_malik', lambda s, l: 1 / (1 + s ** 2 / l ** 2)),
-    ('charbonnier', lambda s, l: 1 / torch.sqrt(1 + s ** 2 / l ** 2)),
-    ('exp_perona_malik', lambda s, l: torch.exp(-s ** 2 / (2 * l ** 2))),
-    ('weickert', lambda s, l: torch.where(s == 0, torch.ones_like(s), 1 - torch.exp(-3.31488 / (s / l) ** 8))),
-    ('relu', lambda s, l: (s > 0).double()),
+    ('perona_malik', lambda s, lam: 1 / (1 + s ** 2 / lam ** 2)),
+    ('charbonnier', lambda s, lam: 1 / torch.sqrt(1 + s ** 2 / lam ** 2)),
+    ('exp_perona_malik', lambda s, lam: torch.exp(-s ** 2 / (2 * lam ** 2))),
+    ('weickert', lambda s, lam: torch.where(s == 0, torch.ones_like(s), 1 - torch.exp(-3.31488 / (s / lam) ** 8))),
+    ('relu', lambda s, lam: (s > 0).double()),
 ])
 def test_flux_formula(name, g):
     f, phi = _phi(name)
@@ -85,6 +85,7 @@ def test_unknown_flux_lists_valid_names():
 def test_flux_as_timm_act_layer():
     """timm blocks call act_layer(inplace=True); a flux works there (scalar contrast)."""
     import timm
+
     from pdeblocks.layers import Charbonnier
     model = timm.create_model('resnet18', act_layer=Charbonnier, num_classes=3)
     assert isinstance(model.act1, Charbonnier)

@@ -10,11 +10,25 @@ import torch
 
 from pdeblocks.layers._morphology import _min_plus_autograd_loop
 from pdeblocks.layers.gcnn import (
-    CDELayerM2, CDELayerR2, ConvectionM2, ConvectionR2, DiffusionM2, DiffusionR2, FractionalDilationM2,
-    FractionalDilationR2, FractionalErosionM2, FractionalErosionR2, LiftM2Cartesian, LinearM2, ProjectM2,
-    bspline, linear_convolution_m2, max_plus_convolution_m2, min_plus_convolution_m2, rotate_m2,
+    CDELayerM2,
+    CDELayerR2,
+    ConvectionM2,
+    ConvectionR2,
+    DiffusionM2,
+    DiffusionR2,
+    FractionalDilationM2,
+    FractionalDilationR2,
+    FractionalErosionM2,
+    FractionalErosionR2,
+    LiftM2Cartesian,
+    LinearM2,
+    ProjectM2,
+    bspline,
+    linear_convolution_m2,
+    max_plus_convolution_m2,
+    min_plus_convolution_m2,
+    rotate_m2,
 )
-
 
 # ------------------------------------------------------------------------------------------------
 # brute-force references
@@ -376,6 +390,7 @@ def test_lift_is_equivariant_with_rotate_m2():
 @pytest.mark.parametrize('model_name', ['pde_gcnn', 'pde_gcnn_small'])
 def test_pde_gcnn_logits_invariant_to_quarter_turns(model_name):
     import timm
+
     import pdeblocks.models.pde_gcnn  # noqa: F401 registers the models
     model = timm.create_model(model_name, num_classes=5).eval()
     x = torch.randn(2, 1, 20, 20)
@@ -474,6 +489,7 @@ def test_bfloat16_forward():
 
 def test_timm_model_api():
     import timm
+
     import pdeblocks.models.pde_gcnn  # noqa: F401
     model = timm.create_model('pde_gcnn_small', num_classes=7).eval()
     x = torch.randn(2, 1, 16, 16)
@@ -498,6 +514,7 @@ def test_timm_model_api():
 
 def test_grad_checkpointing_matches():
     import timm
+
     import pdeblocks.models.pde_gcnn  # noqa: F401
     model = timm.create_model('pde_gcnn_small').train()
     x = torch.randn(2, 1, 12, 12)

@@ -24,13 +24,7 @@ from pdeblocks.ops.multigrid import (
     max_levels,
     poisson_stencil,
 )
-from pdeblocks.ops.transfer import (
-    full_weighting,
-    prolong,
-    restrict,
-    strided_conv,
-    strided_conv_adjoint,
-)
+from pdeblocks.ops.transfer import full_weighting, prolong, restrict, strided_conv, strided_conv_adjoint
 
 f64 = torch.float64
 

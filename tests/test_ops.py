@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from pdeblocks.ops import (
-    BOUNDARIES, check_signal, conv, conv_adjoint, difference_stencil, norm_bound, power_iteration_norm,
+    BOUNDARIES,
+    check_signal,
+    conv,
+    conv_adjoint,
+    difference_stencil,
+    norm_bound,
+    power_iteration_norm,
 )
 from pdeblocks.ops.norms import gram_spectral_bound, interpolation_factor
 from pdeblocks.ops.schedules import fed_cycle_time, fed_step_sizes, fsi_weights

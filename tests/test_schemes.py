@@ -520,6 +520,7 @@ def test_registered_blocks(name):
 # ---------------------------------------------------------------------------------------------- models
 def test_ruthotto_haber_parameter_counts_match_the_authors():
     import timm
+
     import pdeblocks.models.ruthotto_haber  # noqa: F401
     counts = {name: sum(p.numel() for p in timm.create_model(name).parameters())
               for name in ('pde_parabolic_cnn', 'pde_hyperbolic_cnn', 'pde_hamiltonian_cnn')}
@@ -528,6 +529,7 @@ def test_ruthotto_haber_parameter_counts_match_the_authors():
 
 def test_scheme_models_forward_and_certify():
     import timm
+
     import pdeblocks.models.pde_schemes  # noqa: F401
     from pdeblocks.stability import certify
     for name, mode in (('pde_fsi_resnet_tiny', 'fsi-lagged'), ('pde_implicit_resnet_tiny', 'implicit-lagged')):

@@ -1,20 +1,38 @@
 """Building blocks: flux activations, scheme blocks, multigrid and group layers."""
-from .flux import (
-    FLUXES, Charbonnier, ExpPeronaMalik, Flux, LearnedFlux, PeronaMalik, ReLUFlux, Weickert, create_flux,
+from .fed import FEDCycle, FSIBlock, LaggedDiffusion, cycle_amplification_bound, leja_order
+from .flux import FLUXES, Charbonnier, ExpPeronaMalik, Flux, LearnedFlux, PeronaMalik, ReLUFlux, Weickert, create_flux
+from .gcnn import (
+    CDELayer,
+    CDELayerM2,
+    CDELayerR2,
+    ConvectionM2,
+    ConvectionR2,
+    DiffusionM2,
+    DiffusionR2,
+    FractionalDilationM2,
+    FractionalDilationR2,
+    FractionalErosionM2,
+    FractionalErosionR2,
+    LiftM2Cartesian,
+    LinearM2,
+    ProjectM2,
+    max_plus_convolution_m2,
+    min_plus_convolution_m2,
+    rotate_m2,
 )
+from .hyperbolic import (
+    HamiltonianBlock,
+    HyperbolicBlock,
+    NormalizedFlux,
+    ParabolicBlock,
+    ReversibleState,
+    ReversibleStep,
+    TVNorm,
+)
+from .implicit import ImplicitBlock
+from .multigrid import GridTransfer, MultigridCycle, MultigridUNet
 from .registry import RESIDUAL_BLOCKS, create_block, register_block
 from .symmetric import STABILITY_MODES, OperatorNormBound, SymmetricBasicBlock, SymmetricResidual
-from .fed import FEDCycle, FSIBlock, LaggedDiffusion, cycle_amplification_bound, leja_order
-from .implicit import ImplicitBlock
-from .hyperbolic import (
-    HamiltonianBlock, HyperbolicBlock, NormalizedFlux, ParabolicBlock, ReversibleState, ReversibleStep, TVNorm,
-)
-from .multigrid import GridTransfer, MultigridCycle, MultigridUNet
-from .gcnn import (
-    CDELayer, CDELayerM2, CDELayerR2, ConvectionM2, ConvectionR2, DiffusionM2, DiffusionR2, FractionalDilationM2,
-    FractionalDilationR2, FractionalErosionM2, FractionalErosionR2, LiftM2Cartesian, LinearM2, ProjectM2,
-    max_plus_convolution_m2, min_plus_convolution_m2, rotate_m2,
-)
 
 __all__ = [
     'FLUXES', 'Charbonnier', 'ExpPeronaMalik', 'Flux', 'LearnedFlux', 'PeronaMalik', 'ReLUFlux', 'Weickert',

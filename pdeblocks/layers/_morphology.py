@@ -87,8 +87,8 @@ def _min_plus_forward(x: torch.Tensor, kernel: torch.Tensor, track: bool) -> Tup
             j = 0
             for d in range(kt):
                 for i in range(kh):
-                    for l in range(kw):
-                        torch.add(src[:, :, d:d + Or, i:i + H, l:l + W], taps[j, c0:c1], out=cand)
+                    for dw in range(kw):
+                        torch.add(src[:, :, d:d + Or, i:i + H, dw:dw + W], taps[j, c0:c1], out=cand)
                         if track and j > 0:
                             # win = max(win, j·[cand < best]): the last strict improvement wins
                             torch.lt(cand, best, out=better)
@@ -139,8 +139,8 @@ class _MinPlusConvolutionM2(torch.autograd.Function):
             Tp, Hp, Wp = Or + 2 * rt, H + 2 * rh, W + 2 * rw
             d = torch.arange(kt, device=dev).view(kt, 1, 1)
             i = torch.arange(kh, device=dev).view(1, kh, 1)
-            l = torch.arange(kw, device=dev).view(1, 1, kw)
-            offset = (d * (Hp * Wp) + i * Wp + l).reshape(J)
+            dw = torch.arange(kw, device=dev).view(1, 1, kw)
+            offset = (d * (Hp * Wp) + i * Wp + dw).reshape(J)
             base = (torch.arange(B * C, device=dev).view(B, C, 1, 1, 1) * (Tp * Hp * Wp)
                     + torch.arange(Or, device=dev).view(1, 1, Or, 1, 1) * (Hp * Wp)
                     + torch.arange(H, device=dev).view(1, 1, 1, H, 1) * Wp
@@ -166,9 +166,9 @@ def _min_plus_autograd_loop(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tens
     j = 0
     for d in range(kt):
         for i in range(kh):
-            for l in range(kw):
+            for dw in range(kw):
                 tap = taps[:, :, j].reshape(1, C, Or, 1, 1)
-                out = torch.minimum(out, xp[:, :, d:d + Or, i:i + H, l:l + W] + tap)
+                out = torch.minimum(out, xp[:, :, d:d + Or, i:i + H, dw:dw + W] + tap)
                 j += 1
     return out
 

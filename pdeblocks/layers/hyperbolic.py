@@ -26,10 +26,10 @@ certificates say so.
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch import nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 from timm.models import register_notrace_function, register_notrace_module
+from torch import nn
 
 from ..ops.conv import check_boundary, check_kernel_size, conv, conv_adjoint
 from .registry import register_block

@@ -45,8 +45,8 @@ import warnings
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
-from torch import nn
 from timm.models import register_notrace_module
+from torch import nn
 
 from ..ops.conv import conv, conv_adjoint
 from .fed import LaggedDiffusion

@@ -1,14 +1,19 @@
 """Discrete operators: convolutions with exact adjoints, finite-difference stencils, norm bounds."""
 from .conv import BOUNDARIES, check_signal, conv, conv_adjoint, min_signal_size
-from .norms import (
-    bound_settings, gram_spectral_bound, norm_bound, power_iteration_norm, symbol_norm_sup, tap_norm_sum,
+from .multigrid import (
+    GramOperator,
+    Multigrid,
+    StencilOperator,
+    conjugate_gradient,
+    galerkin_operator,
+    gram_stencil,
+    jacobi_solve,
+    max_levels,
+    poisson_stencil,
 )
+from .norms import bound_settings, gram_spectral_bound, norm_bound, power_iteration_norm, symbol_norm_sup, tap_norm_sum
 from .stencils import difference_stencil
 from .transfer import full_weighting, interpolation_scale, prolong, restrict, strided_conv, strided_conv_adjoint
-from .multigrid import (
-    GramOperator, Multigrid, StencilOperator, conjugate_gradient, galerkin_operator, gram_stencil, jacobi_solve,
-    max_levels, poisson_stencil,
-)
 
 __all__ = [
     'BOUNDARIES', 'check_signal', 'conv', 'conv_adjoint', 'min_signal_size',
