@@ -37,10 +37,10 @@ choice). Mean recovery of ``init='auto'`` over those 10 orders (orders reaching 
   tight bound's (grid 6 against 15: its Szegő factor alone allows 4×), so τ ≤ 2/(L·B²) held each step
   at a fifth or less of the limit the tight bound certifies; the tighter bound lets the steps act.
 
-Exploration with the same data and pretrained weights (first batch order only, not part of this script;
-"FT" = this script's epoch; "frozen" = BatchNorm in eval mode while fine-tuning, the earlier recipe).
-Over 5 orders the recovery moves by ±2% (this script's table), so differences of a point or two
-between these variants are within that spread:
+Earlier exploration with the same data and pretrained weights, before the cosine schedule and the
+tighter bound (first batch order only, not part of this script; "FT" = the epoch at constant lr;
+"frozen" = BatchNorm in eval mode while fine-tuning). Over the orders the recovery moves by ±1–2%
+(this script's table), so differences of a point or two between these variants are within that spread:
 - Earlier rule (step after the downsample, K from the adjoint of bn2·conv2 at stage entries), BN
   frozen: auto 89.5% recovery (0.8806 vs 0.9833), random 88.4%; before FT both at chance (0.10),
   whatever the init (auto or random K, step_init 0.01/0.1/0.5, with or without BatchNorm
