@@ -185,21 +185,27 @@ def dense_rate(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size ** 3 / best
 
 
-def compute_ceiling(model, tp: dict) -> dict:
-    """How fast ``model``'s convolutions could possibly run on the throughput signals here: their
-    FLOPs (``torch.utils.flop_counter``, one signal of the timed length, after a warm-up so
-    the cached norm bounds are not counted) times the number of signals, at :func:`dense_rate`; hence the
-    largest speed-up over TV a direct implementation could reach here, and the rate 10× would need."""
+def forward_flops(model, length: int):
+    """(FLOPs, FLOPs per operator) of ``model`` on one signal of ``length`` samples (``torch.utils.flop_counter``,
+    after a warm-up so that the cached norm bounds are not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
-    x = torch.zeros(1, 1, tp['length'])
+    x = torch.zeros(1, 1, length)
     with torch.no_grad():
         model(x)
         with FlopCounterMode(display=False) as counter:
             model(x)
-    flops = counter.get_total_flops() * tp['signals']
+    return counter.get_total_flops(), {str(k): v for k, v in counter.get_flop_counts()['Global'].items()}
+
+
+def compute_ceiling(model, tp: dict) -> dict:
+    """How fast ``model``'s convolutions could possibly run on the throughput signals here: their
+    FLOPs (:func:`forward_flops`) times the number of signals, at :func:`dense_rate`; hence the
+    largest speed-up over TV a direct implementation could reach here, and the rate 10× would need."""
+    per_signal, per_op = forward_flops(model, tp['length'])
+    flops = per_signal * tp['signals']
     rate = dense_rate()
     floor = flops / rate
-    return dict(flops=flops, flop_counts={str(k): v * tp['signals'] for k, v in counter.get_flop_counts()['Global'].items()},
+    return dict(flops=flops, flop_counts={k: v * tp['signals'] for k, v in per_op.items()},
                 dense_rate=rate, seconds_at_dense_rate=floor, max_speedup=tp['seconds']['tv'] / floor,
                 rate_needed_for_10x=flops / (tp['seconds']['tv'] / 10))
 
