@@ -43,6 +43,7 @@ RUNS = ROOT / 'runs' / 'bench_speed_quality'
 PUBLISHED = 'denoiser-1d'
 # name: the model_kwargs that differ from denoiser-1d's (scale 8, channels 32, hidden 32, blocks 8, kernel 5)
 VARIANTS = {
+    'scale8-c32-b4': dict(blocks=4),
     'scale16-c32-b4': dict(scale=16, blocks=4),
     'scale8-c16-b4': dict(channels=16, hidden_channels=16, blocks=4),
     'scale16-c16-b4': dict(scale=16, channels=16, hidden_channels=16, blocks=4),
