@@ -54,7 +54,9 @@ def main(argv=None) -> None:
     rows = [dict(kind=kind, sigma=sigma, published=old[kind][sigma], retrained=new[kind][sigma],
                  difference=new[kind][sigma] - old[kind][sigma]) for kind in old for sigma in old[kind]]
     worst = max(abs(r['difference']) for r in rows)
-    lines = [f"Retraining `{a.recipe}` with OMP_NUM_THREADS={a.threads} (published: 1 thread), "
+    theirs_threads = theirs.get('threads')   # train() records it; the bundled evaluations predate that
+    published_threads = f"{theirs_threads} thread(s)" if theirs_threads else 'thread count not recorded'
+    lines = [f"Retraining `{a.recipe}` with OMP_NUM_THREADS={a.threads} (published: {published_threads}), "
              f"{mine['steps']} steps in {mine['train_seconds'] / 60:.1f} min; weights bitwise equal to the "
              f"published ones: {'yes' if bitwise else 'no'}", '',
              '| signals | σ | published PSNR (dB) | retrained PSNR (dB) | difference (dB) |', '|---|---|---|---|---|']
@@ -64,7 +66,7 @@ def main(argv=None) -> None:
     text = '\n'.join(lines) + '\n'
     print(text)
     save_results(f'retrain_{a.recipe}_{a.threads}threads', text, dict(
-        recipe=a.recipe, threads=a.threads, bitwise=bitwise, rows=rows, largest_difference=worst,
+        recipe=a.recipe, threads=a.threads, published_threads=theirs_threads, bitwise=bitwise, rows=rows, largest_difference=worst,
         train_seconds=mine['train_seconds']))
 
 

@@ -157,7 +157,7 @@ def test_train_resume_and_checkpoint(tmp_path):
     assert main(['train', 'smoke-test', '--out', str(out), '--steps', '4', '--eval-count', '2', '--resume']) == 0
     assert json.loads((out / 'checkpoint.json').read_text())['step'] == 4
     res = json.loads((out / 'eval.json').read_text())
-    assert res['steps'] == 4
+    assert res['steps'] == 4 and res['threads'] == torch.get_num_threads()
     errors = res['evaluation']['errors']
     assert set(errors) >= {'model', 'fed_cycle', 'explicit_same_steps', 'implicit_same_steps'}
     assert all(0 <= v['mean'] <= v['max'] for v in errors.values())
