@@ -8,8 +8,8 @@ script measures how far. Each variant is :class:`~pdeblocks.models.denoise1d.Den
 steps u − τKᵀΦ(Ku) with learned nonmonotone fluxes and the same Euclidean-stability bound) with fewer
 operations per sample: a coarser unshuffle, fewer channels or fewer steps. Every variant is trained with
 denoiser-1d's own recipe (seed, schedule, data, loss), only ``model_kwargs`` changed (``--steps`` shortens
-every run alike); the bundled denoiser-1d is the first row. Trained weights are kept in
-``runs/bench_speed_quality/<variant>/model`` and reused unless ``--retrain``.
+every run alike); the bundled denoiser-1d is the first row. Trained runs are kept in
+``runs/bench_speed_quality/<variant>`` and reused when their recorded recipe is this one (unless ``--retrain``).
 
 Per variant: parameters, multiply-adds per sample (``torch.utils.flop_counter``), PSNR at σ = 0.1 on the
 64 piecewise-constant test signals of length 1024 (bench_denoise's table) and minus tuned TV, and the
@@ -20,6 +20,7 @@ Writes benchmarks/results/speed_quality.md and .json atomically.
 """
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ from bench_denoise import forward_flops, throughput, tuned  # noqa: E402
 
 from pdeblocks.data import make_signals, psnr  # noqa: E402
 from pdeblocks.hub import from_pretrained, load_folder  # noqa: E402
+from pdeblocks.publish import read_eval  # noqa: E402
 from pdeblocks.train.baselines import tv_denoise  # noqa: E402
 from pdeblocks.train.evaluate import run_model  # noqa: E402
 from pdeblocks.train.recipes import RECIPES, register_recipe  # noqa: E402
@@ -70,25 +72,27 @@ def main(argv=None) -> None:
     ap.add_argument('--throughput-signals', type=int, default=1000)
     ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--threads', type=int, default=1, help='torch threads for timing (training uses the default)')
-    ap.add_argument('--retrain', action='store_true', help='train every variant again even if its weights exist')
+    ap.add_argument('--retrain', action='store_true', help='train every variant again even if a run of this recipe exists')
     a = ap.parse_args(argv)
     if a.steps < 1 or a.throughput_signals < 1 or a.repeats < 1:
         ap.error(f"need --steps, --throughput-signals and --repeats ≥ 1, got {a.steps}, {a.throughput_signals}, "
                  f"{a.repeats}")
-    models, train_seconds = {PUBLISHED: from_pretrained(PUBLISHED)}, {}
+    models = {PUBLISHED: from_pretrained(PUBLISHED)}
+    train_seconds = {PUBLISHED: read_eval(PUBLISHED)['train_seconds']}
     for name, changes in VARIANTS.items():
         recipe = variant_recipe(name, changes, a.steps)
         folder = RUNS / name
-        if a.retrain or not (folder / 'model' / 'config.json').is_file():
-            result = train(recipe.name, out=str(folder), evaluate=False)
-            train_seconds[name] = result['train_seconds']
+        done = folder / 'eval.json'
+        if a.retrain or not done.is_file() or json.loads(done.read_text())['recipe'] != recipe.to_dict():
+            train(recipe.name, out=str(folder), evaluate=False)
+        train_seconds[name] = json.loads(done.read_text())['train_seconds']
         models[name] = load_folder(folder / 'model')
     torch.set_num_threads(a.threads)
     s = make_signals('piecewise_constant', 'test', 64, 1024, 0.1, seed=0)
     tv = float(psnr(tv_denoise(torch.from_numpy(s.noisy).double(), tuned(0.1)['tv_weight']).numpy(), s.clean).mean())
     rows = {k: dict(parameters=sum(p.numel() for p in m.parameters() if p.requires_grad),
                     multiply_adds=multiply_adds_per_sample(m), psnr=float(psnr(run_model(m, s.noisy), s.clean).mean()),
-                    config=m.config(), train_seconds=train_seconds.get(k))
+                    config=m.config(), train_seconds=train_seconds[k])
             for k, m in models.items()}
     t0 = time.perf_counter()
     tp = throughput(models, a.throughput_signals, a.repeats)
@@ -97,12 +101,12 @@ def main(argv=None) -> None:
              f"{tp['signals']} signals of length 4096, {tp['threads']} thread(s), median of {tp['repeats']} interleaved "
              f"repeats, TV at duality gap ≤ {tp['tv_tolerance']:g}/sample: {tp['seconds']['tv']:.2f} s "
              f"({time.perf_counter() - t0:.0f} s for the timing).", '',
-             '| model | scale | channels | steps | parameters | multiply-adds / sample | PSNR (dB) | − TV | seconds '
-             '| speed-up vs TV |', '|---' * 10 + '|']
+             '| model | scale | channels | blocks | parameters | multiply-adds / sample | training (min) | PSNR (dB) '
+             '| − TV | seconds | speed-up vs TV |', '|---' * 11 + '|']
     for k, r in rows.items():
         c = r['config']
         lines.append(f"| {k} | {c['scale']} | {c['channels']} | {c['blocks']} | {r['parameters']:,} "
-                     f"| {r['multiply_adds']:,.0f} | {r['psnr']:.2f} | {r['psnr'] - tv:+.2f} | {tp['seconds'][k]:.2f} "
+                     f"| {r['multiply_adds']:,.0f} | {r['train_seconds'] / 60:.1f} | {r['psnr']:.2f} | {r['psnr'] - tv:+.2f} | {tp['seconds'][k]:.2f} "
                      f"| {tp['speedup'][k]:.2f}× |")
     best = max(rows, key=lambda k: tp['speedup'][k])
     lines += ['', f"Fastest: {best}, {tp['speedup'][best]:.2f}× TV at {rows[best]['psnr'] - tv:+.2f} dB over TV."]
