@@ -9,6 +9,10 @@ A run trained with ``--no-eval`` is evaluated here first (the same ``evaluate_mo
 ``--standard RUN_DIR``: a standard-ResNet run of the same recipe; its test PSNR is added to eval.json as
 the ``comparison`` block (the "half the parameters" check) and its model is kept for
 ``benchmarks/bench_denoise.py`` in benchmarks/models/<its recipe>/.
+
+Re-evaluate bundled models (after a change to the evaluation or its baselines, weights untouched):
+python model_cards/generate.py --reevaluate NAME [NAME ...] recomputes eval.json's ``evaluation`` (and the
+``comparison`` block from the kept standard model) with the current ``evaluate_model``, then writes the cards.
 """
 import argparse
 import json
@@ -58,6 +62,19 @@ def install(run_dir: str, name: str, standard_dir: str = None) -> None:
     print(f"installed {run} as {dest}")
 
 
+def reevaluate(name: str) -> None:
+    """Recompute the bundled model's ``evaluation`` (and ``comparison``) in its eval.json; training fields kept."""
+    dest = BUNDLED_DIR / name
+    result = json.loads((dest / 'eval.json').read_text())
+    result['evaluation'] = evaluate_model(load_folder(dest), get_recipe(result['recipe']['name']))
+    if 'comparison' in result:
+        std_recipe = result['comparison']['standard_recipe']
+        result['comparison'] = standard_comparison(result['evaluation'], load_folder(STANDARD_MODELS / std_recipe),
+                                                   std_recipe)
+    atomic_write_json(dest / 'eval.json', result)
+    print(f"re-evaluated {dest}")
+
+
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('names', nargs='*', help='bundled models whose cards to write (default: all)')
@@ -65,11 +82,15 @@ def main(argv):
                    help='install a trained run first (repeatable: one process shares the baseline evaluations)')
     p.add_argument('--standard', metavar='RUN_DIR', help="with --install: the standard-ResNet comparison run "
                    "(for the installed run named 'denoiser-1d')")
+    p.add_argument('--reevaluate', nargs='+', default=[], metavar='NAME',
+                   help='recompute the evaluation of these bundled models (one process shares the baselines)')
     a = p.parse_args(argv)
     names = a.names
+    for name in a.reevaluate:
+        reevaluate(name)
     for run_dir, name in a.install or []:
         install(run_dir, name, a.standard if name == 'denoiser-1d' else None)
-    names = names or [name for _, name in a.install or []]
+    names = names or [name for _, name in a.install or []] + a.reevaluate
     for name in names or list_pretrained():
         print('wrote', write_card(name) / 'README.md')
 

@@ -295,3 +295,30 @@ def test_tuned_baselines_denoise():
     noisy = psnr(s.noisy, s.clean).mean()
     assert psnr(tv_denoise(f, 0.35).numpy(), s.clean).mean() > noisy + 8
     assert psnr(perona_malik_denoise(f, 0.03, 100.0).numpy(), s.clean).mean() > noisy + 8
+
+
+def test_perona_malik_tuning_follows_each_path_to_its_peak():
+    """The tuned stopping time is the peak of PSNR(T) on the path, however late it comes (here past
+    T = 200, where a fixed window used to cut the search off), and it is checked against independent
+    solves at other times."""
+    from pdeblocks.train.baselines import tune_perona_malik
+    v = make_signals('piecewise_constant', 'val', 8, 256, 0.2, seed=0)
+    lam, t, score = tune_perona_malik(v.noisy, v.clean, contrasts=[0.0107])
+    assert lam == 0.0107 and t > 200
+    f = torch.from_numpy(v.noisy).double()
+
+    def at(time):
+        return psnr(perona_malik_denoise(f, lam, time).numpy(), v.clean).mean()
+
+    assert at(t) == pytest.approx(score, abs=1e-9)
+    assert at(t) > max(at(200.0), at(t / 2), at(1.5 * t))
+
+
+def test_perona_malik_tuning_warns_at_the_ends_of_its_search():
+    from pdeblocks.train.baselines import tune_perona_malik
+    v = make_signals('piecewise_constant', 'val', 4, 256, 0.2, seed=0)
+    with pytest.warns(UserWarning, match='best stopping time is the cap'):
+        tune_perona_malik(v.noisy, v.clean, contrasts=[0.0107], max_time=50.0)
+    with pytest.warns(UserWarning, match='end of the grid'):
+        lam, _, _ = tune_perona_malik(v.noisy, v.clean, contrasts=[0.0107, 0.4])
+    assert lam == 0.0107
