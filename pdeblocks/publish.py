@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .hub import BUNDLED_DIR, CONFIG_NAME, WEIGHTS_NAME, list_pretrained, load_folder
+from .train.baselines import PM_CONTRASTS, PM_MAX_TIME
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CARDS_DIR = REPO_ROOT / 'model_cards'
@@ -228,10 +229,14 @@ def _denoise_body(name: str, ev: Dict[str, Any]) -> str:
     row = e['table']['piecewise_constant'].get('0.1')
     if row:
         lines.append('\n' + target_status(row, r['steps']))   # a blank line ends the table above
+    at_edge = [f"{kind.replace('_', ' ')} signals at σ = {s}" for kind, rows in e['table'].items() for s, row in rows.items()
+               if row.get('tuned', {}).get('pm_contrast', np.inf) <= min(PM_CONTRASTS) * (1 + 1e-9)]
+    edge_note = (f" For {'; '.join(at_edge)} the best λ is the grid's lowest, so Perona–Malik could be marginally "
+                 f"stronger there with a smaller λ and a longer run." if at_edge else '')
     lines += ["\nTV: min ½‖u − f‖² + w‖Du‖₁ solved to a duality gap ≤ 1e-7 per sample, w tuned per σ on "
-              "the validation split. Perona–Malik: explicit (τ = 1/4), λ on a log grid 0.004–0.4 and stopping time "
-              "T ≤ 200 tuned per σ on the validation split (for piecewise-constant signals the best T sits at that "
-              "upper end, so PM could be slightly stronger with longer runs). Bayes limit: the posterior mean E[u | f] "
+              f"the validation split. Perona–Malik: explicit (τ = 1/4), λ on a log grid of {len(PM_CONTRASTS)} values "
+              f"{min(PM_CONTRASTS):g}–{max(PM_CONTRASTS):g}, each λ's path followed to its PSNR peak (T ≤ "
+              f"{PM_MAX_TIME:g}), tuned per σ on the validation split.{edge_note} Bayes limit: the posterior mean E[u | f] "
               "under the generator's own prior (`pdeblocks.data.bayes_segment_means`); no denoiser has a lower expected "
               "MSE. Oracle: knows the jump positions and returns the noisy segment means.\n",
               "## Training data and recipe\n",

@@ -232,7 +232,7 @@ def test_torchrun_two_processes(tmp_path):
 def test_denoiser_evaluation_reports_the_bayes_limit_and_the_card_shows_it():
     from pdeblocks.publish import _denoise_body, read_eval
     from pdeblocks.train.evaluate import baseline_psnr
-    row = baseline_psnr('piecewise_constant', 0.1, 4)
+    row = baseline_psnr('piecewise_constant', 0.1, 4, length=256)
     assert row['noisy'] < row['tv'] < row['bayes'] < row['oracle']
     ev = read_eval('denoiser-1d')
     for r in ev['evaluation']['table']['piecewise_constant'].values():
@@ -283,3 +283,16 @@ def test_certify_prints_the_report(capsys):
     pytest.importorskip('pdeblocks.stability')
     assert main(['certify', 'pde_resnet18']) == 0
     assert 'SymmetricResidual' in capsys.readouterr().out
+
+
+def test_card_says_where_the_perona_malik_tuning_ended_at_its_grid():
+    from pdeblocks.publish import _denoise_body, read_eval
+    from pdeblocks.train.baselines import PM_CONTRASTS
+    ev = read_eval('denoiser-1d')
+    rows = ev['evaluation']['table']['piecewise_constant']
+    rows['0.1']['tuned']['pm_contrast'] = min(PM_CONTRASTS)
+    for s in ('0.05', '0.2'):
+        rows[s]['tuned']['pm_contrast'] = 0.01
+    assert "For piecewise constant signals at σ = 0.1 the best λ is the grid's lowest" in _denoise_body('denoiser-1d', ev)
+    rows['0.1']['tuned']['pm_contrast'] = 0.01
+    assert "grid's lowest" not in _denoise_body('denoiser-1d', ev)

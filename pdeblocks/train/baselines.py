@@ -98,8 +98,12 @@ def tune_tv(noisy: np.ndarray, clean: np.ndarray, weights: Sequence[float] = Non
     return best, scores[best]
 
 
-def tune_perona_malik(noisy: np.ndarray, clean: np.ndarray, contrasts: Sequence[float] = None,
-                      max_time: float = 20000.0, tau: float = 0.25, patience: float = 2.0,
+PM_CONTRASTS = tuple(float(c) for c in np.geomspace(0.001, 0.4, 19))   # λ grid of :func:`tune_perona_malik`
+PM_MAX_TIME = 20000.0                                                  # cap of each λ's path
+
+
+def tune_perona_malik(noisy: np.ndarray, clean: np.ndarray, contrasts: Sequence[float] = PM_CONTRASTS,
+                      max_time: float = PM_MAX_TIME, tau: float = 0.25, patience: float = 2.0,
                       min_time: float = 25.0) -> Tuple[float, float, float]:
     """(best λ, best T, mean validation PSNR) over a λ grid and the stopping times k·τ of each λ's path.
 
@@ -109,8 +113,6 @@ def tune_perona_malik(noisy: np.ndarray, clean: np.ndarray, contrasts: Sequence[
     piecewise-constant data), so no fixed time window fits every λ. ``max_time`` caps each path; a best T
     at the cap, or a best λ at either end of the grid, is warned about (the optimum may lie outside).
     """
-    if contrasts is None:
-        contrasts = np.geomspace(0.001, 0.4, 19)
     contrasts = [float(c) for c in contrasts]
     best = (None, None, -np.inf)
     f = torch.from_numpy(noisy).double()

@@ -43,7 +43,7 @@ def tuned_baselines(kind: str, sigma: float, val_count: int = 32, length: int = 
 def baseline_psnr(kind: str, sigma: float, count: int, length: int = TEST_LENGTH) -> Dict[str, Any]:
     """Test-split PSNR of noisy input, tuned TV, tuned PM, the Bayes limit and the oracle for one (kind, σ)."""
     s = make_signals(kind, 'test', count, length, sigma, seed=EVAL_SEED)
-    tuned = tuned_baselines(kind, sigma)
+    tuned = tuned_baselines(kind, sigma, length=length)
     f = torch.from_numpy(s.noisy).double()
     row: Dict[str, Any] = dict(noisy=float(psnr(s.noisy, s.clean).mean()),
                                tv=float(psnr(tv_denoise(f, tuned['tv_weight']).numpy(), s.clean).mean()),
