@@ -66,8 +66,8 @@ def main(argv=None) -> None:
     text = '\n'.join(lines) + '\n'
     print(text)
     save_results(f'retrain_{a.recipe}_{a.threads}threads', text, dict(
-        recipe=a.recipe, threads=a.threads, published_threads=theirs_threads, bitwise=bitwise, rows=rows, largest_difference=worst,
-        train_seconds=mine['train_seconds']))
+        recipe=a.recipe, threads=a.threads, published_threads=theirs_threads, bitwise=bitwise, rows=rows,
+        largest_difference=worst, train_seconds=mine['train_seconds']))
 
 
 if __name__ == '__main__':

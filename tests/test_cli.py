@@ -293,6 +293,7 @@ def test_card_says_where_the_perona_malik_tuning_ended_at_its_grid():
     rows['0.1']['tuned']['pm_contrast'] = min(PM_CONTRASTS)
     for s in ('0.05', '0.2'):
         rows[s]['tuned']['pm_contrast'] = 0.01
-    assert "For piecewise constant signals at σ = 0.1 the best λ is the grid's lowest" in _denoise_body('denoiser-1d', ev)
+    body = _denoise_body('denoiser-1d', ev)
+    assert "For piecewise constant signals at σ = 0.1 the best λ is the grid's lowest" in body
     rows['0.1']['tuned']['pm_contrast'] = 0.01
     assert "grid's lowest" not in _denoise_body('denoiser-1d', ev)

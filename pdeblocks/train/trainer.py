@@ -217,7 +217,8 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
                                                           elapsed=elapsed + time.time() - t0, world_size=world))
     bar.close()
     result: Dict[str, Any] = dict(recipe=recipe.to_dict(), steps=total, world_size=world,
-                                  train_seconds=elapsed + time.time() - t0, threads=torch.get_num_threads(), final_loss=loss_ema,
+                                  train_seconds=elapsed + time.time() - t0, threads=torch.get_num_threads(),
+                                  final_loss=loss_ema,
                                   parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
     if rank == 0:
         model.eval()
