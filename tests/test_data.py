@@ -322,3 +322,12 @@ def test_perona_malik_tuning_warns_at_the_ends_of_its_search():
     with pytest.warns(UserWarning, match='end of the grid'):
         lam, _, _ = tune_perona_malik(v.noisy, v.clean, contrasts=[0.0107, 0.4])
     assert lam == 0.0107
+
+
+@pytest.mark.parametrize('kwargs', [dict(contrasts=[]), dict(contrasts=[0.0]), dict(contrasts=[float('nan')]),
+                                    dict(max_time=0.1), dict(patience=0.5), dict(tau=0.0)])
+def test_perona_malik_tuning_bad_arguments(kwargs):
+    from pdeblocks.train.baselines import tune_perona_malik
+    v = make_signals('piecewise_constant', 'val', 2, 64, 0.1, seed=0)
+    with pytest.raises(ValueError, match='got'):
+        tune_perona_malik(v.noisy, v.clean, **kwargs)

@@ -115,6 +115,11 @@ def tune_perona_malik(noisy: np.ndarray, clean: np.ndarray, contrasts: Sequence[
     at the cap, or a best λ at either end of the grid, is warned about (the optimum may lie outside).
     """
     contrasts = [float(c) for c in contrasts]
+    if not contrasts or not all(c > 0 and math.isfinite(c) for c in contrasts):
+        raise ValueError(f"contrasts must be a non-empty list of finite λ > 0, got {contrasts}")
+    if not (tau > 0 and max_time >= tau and patience >= 1 and min_time >= 0):
+        raise ValueError(f"need τ > 0, max_time ≥ τ, patience ≥ 1 and min_time ≥ 0; got τ={tau}, "
+                         f"max_time={max_time}, patience={patience}, min_time={min_time}")
     best = (None, None, -np.inf)
     f = torch.from_numpy(noisy).double()
     steps = int(max_time / tau)
