@@ -10,18 +10,17 @@ from typing import Any, Union
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pdeblocks.train.trainer import atomic_write_bytes  # noqa: E402
+from pdeblocks._io import atomic_write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / 'results'
 
 
 def write_atomic(path: Union[str, Path], text: str) -> Path:
-    """``text`` to ``path`` through the trainer's atomic writer (temporary file + ``os.replace``), creating
-    the folder: a reader, or an interrupted run, sees the old file or the new one, never a partial one."""
+    """``text`` to ``path`` through :func:`pdeblocks._io.atomic_write_text`, creating the folder: a reader,
+    or an interrupted run, sees the old file or the new one, never a partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, text.encode('utf-8'))
-    return path
+    return atomic_write_text(path, text)
 
 
 def save_results(stem: str, markdown: str, data: Any, folder: Union[str, Path] = RESULTS, indent: int = 2) -> None:

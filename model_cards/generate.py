@@ -26,7 +26,7 @@ from pdeblocks.hub import BUNDLED_DIR, list_pretrained, load_folder  # noqa: E40
 from pdeblocks.publish import write_card  # noqa: E402
 from pdeblocks.train.evaluate import evaluate_model, standard_comparison  # noqa: E402
 from pdeblocks.train.recipes import get_recipe  # noqa: E402
-from pdeblocks.train.trainer import atomic_write_json  # noqa: E402
+from pdeblocks._io import atomic_write_json  # noqa: E402
 
 STANDARD_MODELS = Path(__file__).resolve().parent.parent / 'benchmarks' / 'models'
 

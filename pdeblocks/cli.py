@@ -9,10 +9,11 @@ import argparse
 import math
 import os
 import sys
-from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
+
+from ._io import atomic_path
 
 DEFAULT_DENOISER = 'denoiser-1d'
 DEFAULT_DIFFUSION = 'diffusion-1d-perona-malik'
@@ -81,10 +82,9 @@ def _plot(path: str, curves, title: str) -> None:
     ax.set_xlabel('sample')
     ax.legend(loc='upper right', fontsize=8)
     fig.tight_layout()
-    tmp = Path(path).with_name(f'.{Path(path).name}.tmp{os.getpid()}.png')
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def cmd_denoise(args) -> int:

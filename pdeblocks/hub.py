@@ -28,6 +28,8 @@ from typing import Any, Dict, List, Optional, Tuple, Type, Union
 import torch
 from torch import nn
 
+from ._io import atomic_path, atomic_write_json
+
 CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
 HUB_ORG = 'pdeblocks'
@@ -153,12 +155,9 @@ def save_folder(model: nn.Module, directory: Union[str, Path]) -> None:
     config = model.config()
     validate_config(config)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = directory / (WEIGHTS_NAME + f'.tmp{os.getpid()}')
-    save_file(tensors, str(tmp), metadata={'format': 'pt', 'architecture': config['architecture']})
-    os.replace(tmp, directory / WEIGHTS_NAME)
-    tmp = directory / (CONFIG_NAME + f'.tmp{os.getpid()}')
-    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + '\n', encoding='utf-8')
-    os.replace(tmp, directory / CONFIG_NAME)
+    with atomic_path(directory / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={'format': 'pt', 'architecture': config['architecture']})
+    atomic_write_json(directory / CONFIG_NAME, config)
 
 
 def load_folder(directory: Union[str, Path], map_location='cpu', expected_architecture: Optional[str] = None) -> nn.Module:

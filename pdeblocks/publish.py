@@ -8,7 +8,6 @@
   eval.json); :func:`upload` sends it with ``HfApi.upload_folder``.
 """
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -16,6 +15,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from ._io import atomic_path, atomic_write_text
 from .hub import BUNDLED_DIR, CONFIG_NAME, WEIGHTS_NAME, list_pretrained, load_folder
 from .train.baselines import PM_CONTRASTS, PM_MAX_TIME
 
@@ -33,10 +33,9 @@ def read_eval(name: str) -> Dict[str, Any]:
 
 def _savefig(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}.png')
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def flux_curves(model: torch.nn.Module, s_max: float, points: int = 400):
@@ -325,9 +324,7 @@ def write_card(name: str, dest: Optional[Path] = None) -> Path:
     dest = Path(dest) if dest is not None else CARDS_DIR / name
     dest.mkdir(parents=True, exist_ok=True)
     make_figures(name, dest)
-    tmp = dest / f'.README.md.tmp{os.getpid()}'
-    tmp.write_text(render_card(name), encoding='utf-8')
-    os.replace(tmp, dest / 'README.md')
+    atomic_write_text(dest / 'README.md', render_card(name))
     return dest
 
 

@@ -4,13 +4,14 @@ A file holds one or many signals of equal length: ``.npy`` a 1D array (one signa
 (one signal per row), never pickled objects; ``.csv`` comma-separated and ``.txt``
 whitespace-separated rows, one signal per row (a file with a single column is read as one
 signal). Empty files, ragged rows, non-numeric cells, NaN/Inf raise a ValueError naming the
-problem. Writing is atomic (temporary file + ``os.replace``): no partial output is ever left.
+problem. Writing is atomic (:func:`pdeblocks._io.atomic_path`): no partial output is ever left.
 """
-import os
 from pathlib import Path
 from typing import Union
 
 import numpy as np
+
+from ._io import atomic_path
 
 FORMATS = ('.npy', '.csv', '.txt')
 
@@ -72,14 +73,9 @@ def write_signals(path: Union[str, Path], signals: np.ndarray, one_dimensional: 
     suf = _suffix(path)
     path = Path(path)
     arr = np.asarray(signals, dtype=np.float64)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    try:
+    with atomic_path(path) as tmp:
         if suf == '.npy':
             with open(tmp, 'wb') as fh:
                 np.save(fh, arr[0] if one_dimensional and arr.shape[0] == 1 else arr, allow_pickle=False)
         else:
             np.savetxt(tmp, arr, delimiter=',' if suf == '.csv' else ' ', fmt='%.9g')
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .._io import atomic_path, atomic_write_json
 from ..data.signals import make_signals
 from ..layers.symmetric import SymmetricResidual
 from .recipes import Recipe, get_recipe
@@ -33,19 +34,6 @@ from .recipes import Recipe, get_recipe
 CHECKPOINT = 'checkpoint.safetensors'
 STATE = 'checkpoint.json'
 ANCHOR = 'bound_anchor.'   # checkpoint keys of the norm-bound caches' anchors W₀, B(W₀)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f'.tmp{os.getpid()}')
-    with open(tmp, 'wb') as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + '\n').encode())
 
 
 def build_model(recipe: Recipe) -> torch.nn.Module:
@@ -111,9 +99,8 @@ def _save_checkpoint(out: Path, model, opt, state: Dict[str, Any]) -> None:
             else:
                 opt_scalars[f'{idx}.{key}'] = float(val)
     state = dict(state, optimizer_scalars=opt_scalars)
-    tmp = out / (CHECKPOINT + f'.tmp{os.getpid()}')
-    save_file(tensors, str(tmp), metadata={'state': json.dumps(state)})
-    os.replace(tmp, out / CHECKPOINT)
+    with atomic_path(out / CHECKPOINT) as tmp:
+        save_file(tensors, str(tmp), metadata={'state': json.dumps(state)})
     atomic_write_json(out / STATE, state)
 
 
