@@ -46,7 +46,7 @@ from pdeblocks.layers.fed import FEDCycle, FSIBlock  # noqa: E402
 from pdeblocks.layers.flux import create_flux  # noqa: E402
 from pdeblocks.layers.implicit import ImplicitBlock  # noqa: E402
 from pdeblocks.ops.conv import conv, conv_adjoint  # noqa: E402
-from pdeblocks.ops.schedules import fed_cycle_time  # noqa: E402
+from pdeblocks.ops.schedules import fed_cycle_time, fed_tau_max  # noqa: E402
 from pdeblocks.ops.stencils import difference_stencil  # noqa: E402
 
 LAMBDAS = (0.05, 0.2)
@@ -87,7 +87,7 @@ def make_cycle_block(cls, n: int, lam: float, time_: float, **extra):
     probe = cls(1, steps=n, **block_kwargs(lam), **extra)
     limit = float(2.0 / (probe.sector_bound * probe.norm_bound() ** 2))
     cycles = math.ceil(time_ / fed_cycle_time(n, limit) - 1e-9)
-    tau_max = 3.0 * time_ / (cycles * (n * n + n))
+    tau_max = fed_tau_max(time_, n, cycles)
     block = cls(1, steps=n, cycles=cycles, step_init=tau_max / limit, **block_kwargs(lam), **extra)
     block.requires_grad_(False)
     reached = cycles * block.cycle_time()

@@ -14,6 +14,7 @@ from typing import List, Optional
 import numpy as np
 
 from ._io import atomic_path
+from .ops.schedules import fed_cycle_length
 
 DEFAULT_DENOISER = 'denoiser-1d'
 DEFAULT_DIFFUSION = 'diffusion-1d-perona-malik'
@@ -131,8 +132,8 @@ def cmd_diffuse(args) -> int:
         flux = ref.make_flux('perona_malik', args.contrast)
         f = torch.from_numpy(signals)
         if args.method == 'fed':
-            steps = max(1, math.ceil(math.sqrt(3 * args.time / 0.5)))  # one cycle, τ_max ≤ 1/2
-            u = ref.fed(f, flux, args.time, steps)
+            # one cycle with τ_max ≤ 2/(L‖D‖²) = 1/2 (Perona–Malik L = 1, ‖D‖² ≤ 4)
+            u = ref.fed(f, flux, args.time, fed_cycle_length(args.time, ref.stable_step(flux)))
         elif args.method == 'implicit':
             u = ref.implicit(f, flux, args.time, max(1, math.ceil(args.time)))
         else:

@@ -14,7 +14,7 @@ from pdeblocks.ops import (
     power_iteration_norm,
 )
 from pdeblocks.ops.norms import gram_spectral_bound, interpolation_factor
-from pdeblocks.ops.schedules import fed_cycle_time, fed_step_sizes, fsi_weights
+from pdeblocks.ops.schedules import fed_cycle_length, fed_cycle_time, fed_step_sizes, fed_tau_max, fsi_weights
 
 SIZES = {1: [11], 2: [9, 10], 3: [7, 6, 8]}
 
@@ -91,6 +91,20 @@ def test_schedules():
     assert fsi_weights(3) == [2 / 3, 6 / 5, 10 / 7]
     with pytest.raises(ValueError):
         fed_step_sizes(0, 1.0)
+
+
+def test_fed_tau_max_lands_on_the_stopping_time():
+    assert math.isclose(fed_tau_max(6.0, 4, cycles=3), 0.3, rel_tol=1e-15)   # 3·6 / (3·(16 + 4))
+    assert math.isclose(3 * fed_cycle_time(4, fed_tau_max(6.0, 4, cycles=3)), 6.0, rel_tol=1e-12)
+    assert fed_cycle_length(10.0, 0.5) == 8          # ⌈√60⌉: 8² + 8 = 72 ≥ 60
+    assert fed_cycle_length(1.0, 0.5) == 3           # ⌈√6⌉
+    assert fed_cycle_length(1e-9, 0.5) == 1
+    assert fed_tau_max(10.0, fed_cycle_length(10.0, 0.5)) <= 0.5
+    for bad in (dict(time=0.0, n=4), dict(time=1.0, n=0), dict(time=1.0, n=4, cycles=0)):
+        with pytest.raises(ValueError, match='must be'):
+            fed_tau_max(**bad)
+    with pytest.raises(ValueError, match='τ_limit'):
+        fed_cycle_length(1.0, 0.0)
 
 
 # ---------------------------------------------------------------------------------------------- norm bound

@@ -28,7 +28,7 @@ import torch
 
 from ..layers.flux import create_flux
 from ..ops.conv import conv, conv_adjoint
-from ..ops.schedules import fed_step_sizes
+from ..ops.schedules import fed_step_sizes, fed_tau_max
 from ..ops.stencils import difference_stencil
 
 FluxFn = Callable[[torch.Tensor], torch.Tensor]
@@ -105,8 +105,7 @@ def fed(f: torch.Tensor, flux: FluxFn, time: float, steps: int, cycles: int = 1,
     """
     if cycles < 1:
         raise ValueError(f"cycles must be ≥ 1, got {cycles}")
-    tau_max = 3.0 * time / (cycles * (steps * steps + steps))
-    taus = fed_step_sizes(steps, tau_max)
+    taus = fed_step_sizes(steps, fed_tau_max(time, steps, cycles))
     u = _as3d(f)
     w = diffusion_operator(order, u.dtype).to(u.device)
     for _ in range(cycles):

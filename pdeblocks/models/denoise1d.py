@@ -27,7 +27,7 @@ from torch import nn
 
 from ..layers.flux import LearnedFlux
 from ..layers.symmetric import SymmetricResidual
-from ..ops.schedules import fed_step_sizes
+from ..ops.schedules import fed_step_sizes, fed_tau_max
 from ..ops.stencils import difference_stencil
 
 CARD_KWARGS = dict(library_name='pdeblocks', license='apache-2.0',
@@ -241,7 +241,7 @@ class Diffusion1D(Pretrained1D, tags=['nonlinear-diffusion', 'perona-malik', 'fe
         self.time = time
         stencil = difference_stencil(order, dim=1, channels=1)
         m = layers // cycles
-        taus = fed_step_sizes(m, 3.0 * time / (cycles * (m * m + m))) * cycles
+        taus = fed_step_sizes(m, fed_tau_max(time, m, cycles)) * cycles
         self.steps = nn.ModuleList()
         for tau in taus:
             step = SymmetricResidual(1, 1, order + 1, dim=1,
