@@ -4,7 +4,7 @@ Usage:  python benchmarks/bench_bayes_gap.py [--count 64] [--val-count 32] [--me
 
 For piecewise-constant signals of length 1024 (:func:`pdeblocks.data.make_signals`, data seed 0, the
 same minimum segment of 8 samples) with mean segment length m, per σ: TV with its weight tuned on
-``--val-count`` validation signals (:func:`pdeblocks.train.baselines.tune_tv`, as for the bundled models),
+``--val-count`` validation signals (:func:`pdeblocks.classical.tune_tv`, as for the bundled models),
 the Bayes limit (:func:`pdeblocks.data.bayes_segment_means` with the generator's own prior for that m: no
 denoiser has a lower expected MSE) and the oracle that knows the jumps, on ``--count`` test signals.
 
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _results import save_results  # noqa: E402
 
+from pdeblocks.classical import tune_tv, tv_denoise  # noqa: E402
 from pdeblocks.data import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr  # noqa: E402
-from pdeblocks.train.baselines import tune_tv, tv_denoise  # noqa: E402
 
 LENGTH, MIN_SEGMENT, TARGET_DB = 1024, 8, 4.5
 

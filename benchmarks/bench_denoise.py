@@ -46,10 +46,10 @@ sys.path.insert(0, str(ROOT))
 
 from _results import save_results  # noqa: E402
 
+from pdeblocks.classical import perona_malik_denoise, tv_denoise  # noqa: E402
 from pdeblocks.data import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr  # noqa: E402
 from pdeblocks.hub import from_pretrained, list_pretrained, load_folder  # noqa: E402
 from pdeblocks.models.denoise1d import Pretrained1D  # noqa: E402
-from pdeblocks.train.baselines import perona_malik_denoise, tv_denoise  # noqa: E402
 from pdeblocks.train.evaluate import run_model, tuned_baselines  # noqa: E402
 
 STANDARD = ROOT / 'benchmarks' / 'models' / 'denoiser-1d-standard'

@@ -40,8 +40,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _results import save_results  # noqa: E402
 
+from pdeblocks.classical import relative_error  # noqa: E402
 from pdeblocks.data import make_signals  # noqa: E402
-from pdeblocks.data.reference import relative_error  # noqa: E402
 from pdeblocks.layers.fed import FEDCycle, FSIBlock  # noqa: E402
 from pdeblocks.layers.flux import create_flux  # noqa: E402
 from pdeblocks.layers.implicit import ImplicitBlock  # noqa: E402
@@ -119,8 +119,8 @@ def implicit_runner(lam: float, time_: float, multiple: float):
 def single_cycle_table() -> str:
     """One FED cycle of n = 8 steps to T = 11.99 (τ_max just below the limit 0.5): the block (diffusivity
     lagged, computed once) against the same cycle with Φ re-evaluated at every step
-    (:func:`pdeblocks.data.reference.fed` with ``lagged=False``), clean and noisy (σ = 0.1) signals."""
-    from pdeblocks.data.reference import fed, make_flux
+    (:func:`pdeblocks.classical.fed` with ``lagged=False``), clean and noisy (σ = 0.1) signals."""
+    from pdeblocks.classical import fed, make_flux
     n, time_ = 8, 11.99
     lines = ['| λ | signals | FED n=8, one cycle, lagged (block) | per-step Φ | ',
              '|---|---|---|---|']

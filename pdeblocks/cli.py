@@ -102,7 +102,7 @@ def cmd_denoise(args) -> int:
     if args.plot:
         import torch
 
-        from .train.baselines import tv_denoise
+        from .classical import tv_denoise
         tv = tv_denoise(torch.from_numpy(signals[:1]), _tv_weight(sigma)).numpy()[0]
         _plot(args.plot, [('noisy', signals[0], ':'), (f'TV (w for σ={sigma:.3g})', tv, '-'),
                           (args.model, out[0], '-')], f'{args.input}: signal 1 of {len(signals)}')
@@ -126,7 +126,7 @@ def cmd_diffuse(args) -> int:
     else:
         import torch
 
-        from .data import reference as ref
+        from . import classical as ref
         if signals.shape[1] < 2:
             raise UsageError(f"signals have length {signals.shape[1]}, diffusion needs at least 2 samples")
         flux = ref.make_flux('perona_malik', args.contrast)
@@ -147,8 +147,8 @@ def cmd_diffuse(args) -> int:
 def cmd_demo(args) -> int:
     import torch
 
+    from .classical import perona_malik_denoise, tv_denoise
     from .data.signals import bayes_segment_means, make_signals, oracle_segment_means, psnr
-    from .train.baselines import perona_malik_denoise, tv_denoise
     model = _load_model(args.model)
     sigma = 0.1
     s = make_signals('piecewise_constant', 'test', args.count, 1024, sigma, seed=0)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ._io import atomic_path, atomic_write_text
+from .classical import PM_CONTRASTS, PM_MAX_TIME, fed, fine_reference, make_flux
 from .hub import BUNDLED_DIR, CONFIG_NAME, WEIGHTS_NAME, list_pretrained, load_folder
-from .train.baselines import PM_CONTRASTS, PM_MAX_TIME
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CARDS_DIR = REPO_ROOT / 'model_cards'
@@ -87,7 +87,6 @@ def make_figures(name: str, folder: Path) -> List[Path]:
         fig.tight_layout()
         _savefig(fig, folder / 'flux.png')
     else:
-        from .data.reference import fed, fine_reference, make_flux
         kw = recipe['model_kwargs']
         flux = make_flux(recipe['flux'], kw['contrast'])
         s = make_signals('piecewise_smooth', 'test', 1, 512, 0.08, seed=0, offset=3)
@@ -306,7 +305,7 @@ def _diffusion_body(name: str, ev: Dict[str, Any]) -> str:
               "## Intended use and limits\n",
               f"Fast approximation of this one diffusion (λ = {e['contrast']}, T = {e['time']:g}) for signals on "
               "the [0, 1] scale; for other λ, T or flux use the classical solvers in "
-              "`pdeblocks.data.reference`. Not a certified-stable scheme (see above).\n",
+              "`pdeblocks.classical`. Not a certified-stable scheme (see above).\n",
               "## Pictures\n", "![examples](examples.png)\n", "Learned per-layer fluxes Φᵢ vs Perona–Malik:\n",
               "![flux](flux.png)\n", "No Hub pipeline tag fits, so none is set.\n"]
     return '\n'.join(lines)

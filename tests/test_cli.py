@@ -286,8 +286,8 @@ def test_certify_prints_the_report(capsys):
 
 
 def test_card_says_where_the_perona_malik_tuning_ended_at_its_grid():
+    from pdeblocks.classical import PM_CONTRASTS
     from pdeblocks.publish import _denoise_body, read_eval
-    from pdeblocks.train.baselines import PM_CONTRASTS
     ev = read_eval('denoiser-1d')
     rows = ev['evaluation']['table']['piecewise_constant']
     rows['0.1']['tuned']['pm_contrast'] = min(PM_CONTRASTS)

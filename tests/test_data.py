@@ -6,9 +6,9 @@ import pytest
 import torch
 from scipy.linalg import expm
 
+from pdeblocks import classical as ref
+from pdeblocks.classical import perona_malik_denoise, tv_denoise
 from pdeblocks.data import bayes_segment_means, make_signals, oracle_segment_means, psnr, segment_starts, signal_rng
-from pdeblocks.data import reference as ref
-from pdeblocks.train.baselines import perona_malik_denoise, tv_denoise
 
 
 # ---------------------------------------------------------------- generators
@@ -301,7 +301,7 @@ def test_perona_malik_tuning_follows_each_path_to_its_peak():
     """The tuned stopping time is the peak of PSNR(T) on the path, however late it comes (here past
     T = 200, where a fixed window used to cut the search off), and it is checked against independent
     solves at other times."""
-    from pdeblocks.train.baselines import tune_perona_malik
+    from pdeblocks.classical import tune_perona_malik
     v = make_signals('piecewise_constant', 'val', 8, 256, 0.2, seed=0)
     lam, t, score = tune_perona_malik(v.noisy, v.clean, contrasts=[0.0107])
     assert lam == 0.0107 and t > 200
@@ -315,7 +315,7 @@ def test_perona_malik_tuning_follows_each_path_to_its_peak():
 
 
 def test_perona_malik_tuning_warns_at_the_ends_of_its_search():
-    from pdeblocks.train.baselines import tune_perona_malik
+    from pdeblocks.classical import tune_perona_malik
     v = make_signals('piecewise_constant', 'val', 4, 256, 0.2, seed=0)
     with pytest.warns(UserWarning, match='best stopping time is the cap'):
         tune_perona_malik(v.noisy, v.clean, contrasts=[0.0107], max_time=50.0)
@@ -327,7 +327,20 @@ def test_perona_malik_tuning_warns_at_the_ends_of_its_search():
 @pytest.mark.parametrize('kwargs', [dict(contrasts=[]), dict(contrasts=[0.0]), dict(contrasts=[float('nan')]),
                                     dict(max_time=0.1), dict(patience=0.5), dict(tau=0.0)])
 def test_perona_malik_tuning_bad_arguments(kwargs):
-    from pdeblocks.train.baselines import tune_perona_malik
+    from pdeblocks.classical import tune_perona_malik
     v = make_signals('piecewise_constant', 'val', 2, 64, 0.1, seed=0)
     with pytest.raises(ValueError, match='got'):
         tune_perona_malik(v.noisy, v.clean, **kwargs)
+
+
+def test_moved_solvers_keep_their_old_import_paths():
+    """pdeblocks.classical is the home; data.reference re-exports, train.baselines re-exports and warns."""
+    import importlib
+    import sys
+
+    from pdeblocks.data import reference
+    assert reference.fed is ref.fed and reference.fine_reference is ref.fine_reference
+    sys.modules.pop('pdeblocks.train.baselines', None)
+    with pytest.warns(DeprecationWarning, match='pdeblocks.classical'):
+        baselines = importlib.import_module('pdeblocks.train.baselines')
+    assert baselines.tv_denoise is ref.tv_denoise and baselines.PM_CONTRASTS == ref.PM_CONTRASTS

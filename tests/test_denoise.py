@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from pdeblocks import classical as ref
+from pdeblocks.classical import tv_denoise
 from pdeblocks.data import make_signals, psnr
-from pdeblocks.data import reference as ref
 from pdeblocks.hub import from_pretrained
 from pdeblocks.layers.symmetric import SymmetricResidual
 from pdeblocks.models.denoise1d import Denoiser1D, Diffusion1D, StandardResNet1D
 from pdeblocks.ops.schedules import fed_step_sizes
-from pdeblocks.train.baselines import tv_denoise
 
 
 @pytest.mark.parametrize('length', [40, 41, 47, 256, 1000])

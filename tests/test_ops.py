@@ -10,6 +10,8 @@ from pdeblocks.ops import (
     conv,
     conv_adjoint,
     difference_stencil,
+    first_difference,
+    first_difference_adjoint,
     norm_bound,
     power_iteration_norm,
 )
@@ -222,3 +224,13 @@ def test_even_kernel_only_with_neumann():
             check_kernel_size([4], b)
     with pytest.raises(ValueError, match='boundary must be one of'):
         conv(torch.randn(1, 1, 5), torch.randn(1, 1, 3), 'periodic')
+
+
+def test_first_difference_is_the_neumann_difference_convolution():
+    w = difference_stencil(1, dtype=torch.float64)
+    u = torch.randn(5, 1, 33, dtype=torch.float64)
+    p = torch.randn(5, 1, 32, dtype=torch.float64)
+    assert torch.equal(first_difference(u), conv(u, w, 'neumann'))
+    assert torch.equal(first_difference_adjoint(p), conv_adjoint(p, w, 'neumann'))
+    assert first_difference(torch.arange(4.0)).tolist() == [1.0, 1.0, 1.0]
+    assert first_difference_adjoint(torch.tensor([[2.0, 5.0]])).tolist() == [[-2.0, -3.0, 5.0]]   # p_{i−1} − p_i

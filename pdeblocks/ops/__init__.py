@@ -12,13 +12,13 @@ from .multigrid import (
     poisson_stencil,
 )
 from .norms import bound_settings, gram_spectral_bound, norm_bound, power_iteration_norm, symbol_norm_sup, tap_norm_sum
-from .stencils import difference_stencil
+from .stencils import difference_stencil, first_difference, first_difference_adjoint
 from .transfer import full_weighting, interpolation_scale, prolong, restrict, strided_conv, strided_conv_adjoint
 
 __all__ = [
     'BOUNDARIES', 'check_signal', 'conv', 'conv_adjoint', 'min_signal_size',
     'bound_settings', 'gram_spectral_bound', 'norm_bound', 'power_iteration_norm', 'symbol_norm_sup', 'tap_norm_sum',
-    'difference_stencil', 'full_weighting', 'interpolation_scale', 'prolong', 'restrict', 'strided_conv',
+    'difference_stencil', 'first_difference', 'first_difference_adjoint', 'full_weighting', 'interpolation_scale', 'prolong', 'restrict', 'strided_conv',
     'strided_conv_adjoint', 'GramOperator', 'Multigrid', 'StencilOperator', 'conjugate_gradient',
     'galerkin_operator', 'gram_stencil', 'jacobi_solve', 'max_levels', 'poisson_stencil',
 ]

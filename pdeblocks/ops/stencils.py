@@ -44,3 +44,22 @@ def difference_stencil(order: int = 1, dim: int = 1, channels: int = 1, spacing:
             index[2 + a] = slice(None)
             weight[tuple(index)] = line
     return weight.to(dtype=dtype or torch.get_default_dtype(), device=device)
+
+
+def first_difference(u: torch.Tensor) -> torch.Tensor:
+    """D u along the last axis, (Du)_i = u_{i+1} − u_i: the (n−1)×n forward difference.
+
+    Equal to ``conv(u, difference_stencil(1), 'neumann')`` for ``[B, 1, n]`` signals (bit for bit), for
+    any leading shape, and 3–16× faster in float64 on CPU than ``conv1d`` (slices instead of a
+    convolution; the iterative baselines apply it tens of thousands of times).
+    """
+    return u[..., 1:] - u[..., :-1]
+
+
+def first_difference_adjoint(p: torch.Tensor) -> torch.Tensor:
+    """Dᵀ p for :func:`first_difference`: (Dᵀp)_i = p_{i−1} − p_i with p_{−1} = p_{n−1} = 0 (zero flux).
+
+    Equal to ``conv_adjoint(p, difference_stencil(1), 'neumann')`` for ``[B, 1, n − 1]`` inputs.
+    """
+    z = p.new_zeros(p.shape[:-1] + (1,))
+    return torch.cat([z, p], -1) - torch.cat([p, z], -1)

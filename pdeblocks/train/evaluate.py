@@ -15,8 +15,19 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from ..classical import (
+    explicit_steps,
+    fed,
+    implicit,
+    make_flux,
+    perona_malik_denoise,
+    reference_error,
+    relative_error,
+    tune_perona_malik,
+    tune_tv,
+    tv_denoise,
+)
 from ..data.signals import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr
-from .baselines import perona_malik_denoise, tune_perona_malik, tune_tv, tv_denoise
 
 EVAL_SEED = 0
 TEST_LENGTH = 1024
@@ -72,7 +83,6 @@ def evaluate_denoiser(model: torch.nn.Module, count: int = 64, length: int = TES
 
 
 def evaluate_diffusion(model: torch.nn.Module, recipe, count: int = 64, length: int = TEST_LENGTH) -> Dict[str, Any]:
-    from ..data.reference import explicit_steps, fed, implicit, make_flux, reference_error, relative_error
     from .trainer import diffusion_pairs
     kw = recipe.model_kwargs
     n, T, order, cycles = kw['layers'], kw['time'], kw.get('order', 1), kw.get('cycles', 1)

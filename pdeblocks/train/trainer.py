@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .._io import atomic_path, atomic_write_json
+from ..classical import fine_reference, make_flux
 from ..data.signals import make_signals
 from ..layers.symmetric import SymmetricResidual
 from .recipes import Recipe, get_recipe
@@ -70,7 +71,6 @@ def denoise_batch(recipe: Recipe, step: int, rank: int, world: int) -> Tuple[tor
 
 def diffusion_pairs(recipe: Recipe, count: int, length: int, split: str, seed: int):
     """(noisy input, fine reference at T) ``[count, 1, length]`` float64, half of each kind."""
-    from ..data.reference import fine_reference, make_flux
     kw = recipe.model_kwargs
     flux = make_flux(recipe.flux, kw.get('contrast', 0.1))
     xs = []
