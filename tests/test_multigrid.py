@@ -18,6 +18,7 @@ from pdeblocks.ops.multigrid import (
     GramOperator,
     Multigrid,
     StencilOperator,
+    check_cycle_settings,
     conjugate_gradient,
     dense_matrix,
     jacobi_solve,
@@ -530,3 +531,16 @@ def test_factories():
         multigrid_unet_2d(pretrained=True)
     d = multigrid_unet_1d(channels=(2, 4), dtype=f64)
     assert all(p.dtype == f64 for p in d.parameters())
+
+
+@pytest.mark.parametrize('setting, value', [('levels', 0), ('cycle', 'F'), ('smoother', 'sor'), ('damping', 2.0),
+                                            ('pre_smooth', -1), ('post_smooth', -1), ('coarse_solve', 'lu'),
+                                            ('coarse_steps', -2), ('coarse_operator', 'injection')])
+def test_cycle_settings_checked_once_naming_the_setting(setting, value):
+    kwargs = dict(levels=3)
+    kwargs[setting] = value
+    with pytest.raises(ValueError, match=f"{setting.replace('damping', 'damping ω')} must be.*got {value!r}"):
+        check_cycle_settings(**kwargs)
+    op = StencilOperator(poisson_stencil(1, dtype=f64), 'zeros')
+    with pytest.raises(ValueError, match=setting.replace('damping', 'damping ω')):
+        Multigrid(op, [63], **kwargs)

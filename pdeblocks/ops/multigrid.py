@@ -33,9 +33,10 @@ from .conv import check_boundary, conv
 from .norms import norm_bound
 from .transfer import full_weighting, interpolation_scale, strided_conv, strided_conv_adjoint
 
-__all__ = ['COARSE_OPERATORS', 'COARSE_SOLVES', 'CYCLES', 'GRID_BOUNDARIES', 'SMOOTHERS', 'GramOperator', 'Multigrid',
-           'Smoother', 'StencilOperator', 'Transfer', 'conjugate_gradient', 'default_damping', 'dense_matrix',
-           'galerkin_operator', 'gram_stencil', 'grid_sizes', 'jacobi_solve', 'max_levels', 'poisson_stencil']
+__all__ = ['COARSE_OPERATORS', 'COARSE_SOLVES', 'CYCLES', 'GRID_BOUNDARIES', 'SMOOTHERS', 'GramOperator',
+           'Multigrid', 'Smoother', 'StencilOperator', 'Transfer', 'check_cycle_settings', 'conjugate_gradient',
+           'default_damping', 'dense_matrix', 'galerkin_operator', 'gram_stencil', 'grid_sizes', 'jacobi_solve',
+           'max_levels', 'poisson_stencil']
 
 SMOOTHERS = ('jacobi', 'richardson', 'red_black')
 CYCLES = {'V': 1, 'W': 2}
@@ -391,6 +392,29 @@ def dense_matrix(op: Operator, size: List[int]) -> torch.Tensor:
     return op(eye).reshape(unknowns, unknowns).T
 
 
+def check_cycle_settings(levels: int, cycle: str = 'V', smoother: str = 'jacobi', damping: Optional[float] = None,
+                         pre_smooth: int = 2, post_smooth: int = 2, coarse_solve: str = 'direct',
+                         coarse_steps: int = 20, coarse_operator: str = 'galerkin') -> None:
+    """Raise a ValueError naming the setting, what it accepts and what came, for the settings of a cycle.
+
+    Shared by :class:`Multigrid` and :class:`pdeblocks.layers.MultigridCycle`: levels L ≥ 1, cycle in
+    ``CYCLES``, smoother in ``SMOOTHERS``, damping ω ∈ (0, 2) (or None: :func:`default_damping`),
+    ν₁, ν₂ and coarse steps ≥ 0, coarse solve in ``COARSE_SOLVES``, coarse operator in ``COARSE_OPERATORS``.
+    """
+    if levels < 1:
+        raise ValueError(f"levels must be ≥ 1, got {levels}")
+    for name, value, allowed in (('cycle', cycle, tuple(CYCLES)), ('smoother', smoother, SMOOTHERS),
+                                 ('coarse_solve', coarse_solve, COARSE_SOLVES),
+                                 ('coarse_operator', coarse_operator, COARSE_OPERATORS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if damping is not None and not 0.0 < damping < 2.0:
+        raise ValueError(f"damping ω must be in (0, 2) (non-positive or ≥ 2 does not smooth), got {damping}")
+    for name, steps in (('pre_smooth', pre_smooth), ('post_smooth', post_smooth), ('coarse_steps', coarse_steps)):
+        if steps < 0:
+            raise ValueError(f"{name} must be ≥ 0, got {steps}")
+
+
 class Multigrid:
     """A grid hierarchy for A u = f on signals of spatial ``size`` and the V/W-cycle on it.
 
@@ -411,17 +435,10 @@ class Multigrid:
                  damping: Optional[float] = None, pre_smooth: int = 2, post_smooth: int = 2,
                  coarse_solve: str = 'direct', coarse_steps: int = 20, coarse_operator: str = 'galerkin',
                  order: int = 2, restriction: Optional[torch.Tensor] = None, scale: Optional[float] = None):
-        if cycle not in CYCLES:
-            raise ValueError(f"cycle must be one of {tuple(CYCLES)}, got {cycle!r}")
-        if coarse_solve not in COARSE_SOLVES:
-            raise ValueError(f"coarse_solve must be one of {COARSE_SOLVES}, got {coarse_solve!r}")
-        if coarse_operator not in COARSE_OPERATORS:
-            raise ValueError(f"coarse_operator must be one of {COARSE_OPERATORS}, got {coarse_operator!r}")
+        check_cycle_settings(levels, cycle, smoother, damping, pre_smooth, post_smooth, coarse_solve, coarse_steps,
+                             coarse_operator)
         if coarse_operator == 'rediscretise' and not isinstance(operator, StencilOperator):
             raise ValueError("coarse_operator='rediscretise' needs a StencilOperator; use 'galerkin' for σI + KᵀK")
-        for name, v in (('pre_smooth', pre_smooth), ('post_smooth', post_smooth), ('coarse_steps', coarse_steps)):
-            if v < 0:
-                raise ValueError(f"{name} must be ≥ 0, got {v}")
         if len(size) != operator.dim:
             raise ValueError(f"size needs {operator.dim} entries for a {operator.dim}D operator, got {list(size)}")
         dim = operator.dim
@@ -434,8 +451,6 @@ class Multigrid:
         self.coarse_steps = coarse_steps
         self.coarse_solve = coarse_solve
         omega = default_damping(smoother, dim) if damping is None else float(damping)
-        if omega <= 0:
-            raise ValueError(f"damping ω must be > 0, got {omega}")
         w = operator.weight
         restriction_default = restriction is None
         if restriction is None:
