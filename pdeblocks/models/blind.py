@@ -1,0 +1,291 @@
+"""A blind, affine-equivariant 1D denoiser: any offset, any scale, any length, the noise estimated.
+
+For a signal f (one row of ``[B, 1, n]``) the wrapper :class:`BlindDenoiser1D` computes
+
+    σ̂(f) = 1.4826 · median_t |(h ∗ f)_t − median(h ∗ f)|,   h = (1, −3, 3, −1)/√20,
+    c(f) = median_t f_t,
+    D(f) = c + σ̂ · N((f − c)/σ̂)        (f itself where σ̂ = 0),
+
+with N a certified diffusion network on reflect-padded input. h has unit norm, so for white noise of
+standard deviation σ, h ∗ noise has standard deviation σ, and 1.4826 = 1/Φ⁻¹(3/4) turns the median
+absolute deviation into σ (the finest-scale MAD estimate of Donoho & Johnstone, with a third-order
+difference instead of the Haar wavelet: it annihilates quadratics, so smooth trends and oscillations
+inflate σ̂ far less than with first differences; see tests/test_blind.py and docs/denoiser.md).
+
+Affine equivariance. σ̂(a·f + b) = a·σ̂(f) (h sums to zero, the MAD is positively homogeneous) and
+c(a·f + b) = a·c(f) + b for a > 0, so (a·f + b − c(a·f + b))/σ̂(a·f + b) = (f − c(f))/σ̂(f): N sees
+the same input, and D(a·f + b) = a·D(f) + b up to rounding. N works in units of the noise: its
+fluxes' contrasts are multiples of σ̂, which is what a Perona–Malik threshold should be.
+
+Edges. N sees the normalised signal extended by ``pad`` samples of even (whole-sample) reflection on
+each side (at most n − 1, and at least what N's minimum length needs), and the output is cropped.
+
+Schemes of N (``scheme``), each with its certified form (``stability='euclidean'``) and its free-step
+twin (``stability='none'``: the same skeleton, parameters and operator applications, no bound on τ):
+
+* ``'explicit'`` — :class:`~pdeblocks.models.denoise1d.Denoiser1D`: ``blocks`` symmetric steps
+  u − τKᵀΦ(Ku) (τ ≤ 2/(L B²)) between a pixel-unshuffle by ``scale`` and its inverse.
+* ``'fed'`` — the same skeleton with ``blocks`` FED cycles of ``steps`` lagged steps
+  (:class:`~pdeblocks.layers.fed.FEDCycle`: time τ_max(n² + n)/3 per cycle, ‖cycle(u)‖ ≤ ‖u‖).
+* ``'fsi'`` — as ``'fed'`` with :class:`~pdeblocks.layers.fed.FSIBlock` (lagged, every state bounded).
+* ``'implicit'`` — ``blocks`` lagged implicit steps (I + τKᵀGK)u = u⁰ (:class:`~pdeblocks.layers.
+  implicit.ImplicitBlock`, τ starting at ``relative_step`` × the explicit limit, at most ``steps``
+  Chebyshev iterations, stopping at relative residual 0.05: ‖u‖ ≤ ‖u⁰‖ after any number).
+* ``'multigrid'`` — f − U(f), U a :class:`~pdeblocks.layers.multigrid.MultigridUNet` V-cycle of
+  symmetric steps on ``levels`` grids (no unshuffle).
+
+The free twin of a cycle (``'fed'``, ``'fsi'``, ``'implicit'``) is one free symmetric step applied
+``steps`` times with its weights shared (:class:`RepeatedStep`): the same K and flux, the same number
+of K/Kᵀ pairs, τ unconstrained, the flux re-evaluated at every step.
+"""
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers.fed import FEDCycle, FSIBlock
+from ..layers.flux import LearnedFlux
+from ..layers.implicit import ImplicitBlock
+from ..layers.multigrid import MultigridUNet
+from ..layers.symmetric import SymmetricResidual
+from .denoise1d import ARCHITECTURES, Denoiser1D, Pretrained1D, _Skeleton1D
+
+__all__ = ['NOISE_FILTER', 'MAD_TO_SIGMA', 'SCHEMES', 'SCALE_LIMITS', 'noise_sigma', 'RepeatedStep',
+           'BlindDenoiser1D', 'DenoiseResult', 'denoise_signal', 'check_signal_1d']
+
+NOISE_FILTER = (1.0 / math.sqrt(20.0), -3.0 / math.sqrt(20.0), 3.0 / math.sqrt(20.0), -1.0 / math.sqrt(20.0))
+MAD_TO_SIGMA = 1.482602218505602          # 1/Φ⁻¹(3/4): MAD → σ for Gaussian samples
+SCHEMES = ('explicit', 'fed', 'fsi', 'implicit', 'multigrid')
+SCALE_LIMITS = (1e-20, 1e20)              # accepted range of max|f| and of max f − min f (else "absurd scale")
+MIN_LENGTH = 16                           # shortest signal: σ̂ rests on n − 3 filtered samples
+
+
+def noise_sigma(f: torch.Tensor) -> torch.Tensor:
+    """σ̂ per signal, ``[B, 1, n]`` → ``[B, 1, 1]``: 1.4826·median|h∗f − median(h∗f)|, h = (1, −3, 3, −1)/√20.
+
+    Unbiased for white Gaussian noise on a signal that is locally quadratic; 0 for a constant (or a
+    noise-free piecewise-quadratic) signal. Needs n ≥ 4.
+    """
+    h = torch.tensor(NOISE_FILTER, dtype=f.dtype, device=f.device).reshape(1, 1, 4)
+    d = F.conv1d(f, h)
+    dev = (d - d.median(dim=-1, keepdim=True).values).abs()
+    return MAD_TO_SIGMA * dev.median(dim=-1, keepdim=True).values
+
+
+class RepeatedStep(nn.Module):
+    """u ↦ S^m(u): one step module S applied ``repeats`` = m times with shared weights (the free twin of a cycle)."""
+
+    def __init__(self, step: nn.Module, repeats: int):
+        super().__init__()
+        if not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"repeats must be an int ≥ 1, got {repeats!r}")
+        self.step = step
+        self.repeats = repeats
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.repeats):
+            u = self.step(u)
+        return u
+
+
+class SchemeSkeleton1D(_Skeleton1D):
+    """unshuffle → lift → ``blocks`` cycles of a scheme (or their free twins) → project the change → shuffle."""
+
+    architecture = 'scheme_skeleton_1d'
+
+    def __init__(self, scheme: str = 'fed', stability: str = 'euclidean', scale: int = 8, channels: int = 32,
+                 hidden_channels: int = 32, blocks: int = 4, kernel_size: int = 5, knots: int = 16,
+                 contrast: float = 1.0, support: float = 4.0, steps: int = 4, relative_step: float = 4.0,
+                 interp_slack: float = 1.005):
+        super().__init__()
+        self.build_skeleton(scale, channels, kernel_size)
+
+        def flux() -> LearnedFlux:
+            return LearnedFlux(hidden_channels, contrast=contrast, knots=knots, support=support)
+
+        common = dict(kernel_size=kernel_size, dim=1, boundary='neumann', interp_slack=interp_slack)
+        layers = []
+        for _ in range(blocks):
+            if stability == 'none':
+                layers.append(RepeatedStep(SymmetricResidual(channels, hidden_channels, flux=flux(), stability='none',
+                                                             **common), steps))
+            elif scheme == 'fed':
+                layers.append(FEDCycle(channels, hidden_channels, flux=flux(), steps=steps, **common))
+            elif scheme == 'fsi':
+                layers.append(FSIBlock(channels, hidden_channels, flux=flux(), steps=steps, **common))
+            else:
+                layers.append(ImplicitBlock(channels, hidden_channels, flux=flux(), relative_step=relative_step,
+                                            max_iterations=steps, tol=0.05, **common))
+        self.blocks = nn.ModuleList(layers)
+
+
+class MultigridResidual1D(nn.Module):
+    """f ↦ f − U(f), U a 1D :class:`MultigridUNet` of learned-flux symmetric steps (head zero: the identity at start)."""
+
+    def __init__(self, channels: int, levels: int, kernel_size: int, stability: str, interp_slack: float,
+                 smooth: int):
+        super().__init__()
+        self.unet = MultigridUNet(dim=1, in_channels=1, out_channels=1, channels=channels, levels=levels, cycle='V',
+                                  pre_smooth=smooth, post_smooth=smooth, coarse_steps=smooth, kernel_size=kernel_size,
+                                  flux='learned', boundary='neumann', stability=stability, interp_slack=interp_slack)
+        with torch.no_grad():
+            self.unet.head.zero_()
+
+    @property
+    def min_length(self) -> int:
+        return (self.unet.min_coarse - 1) * 2 ** (self.unet.levels - 1) + 1
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return f - self.unet(f)
+
+
+class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffusion']):
+    """D(f) = c + σ̂·N((f − c)/σ̂): blind (σ̂ from the data), affine-equivariant, any length ≥ ``min_length``.
+
+    See the module docstring for σ̂, c, the padding and the schemes of N. Args: ``scheme`` and
+    ``stability`` choose N; ``scale``, ``channels``, ``hidden_channels``, ``blocks``, ``kernel_size``,
+    ``knots``, ``contrast``, ``support`` its skeleton (as :class:`Denoiser1D`); ``steps``: steps per
+    cycle (``'fed'``, ``'fsi'``), Chebyshev iterations (``'implicit'``), or smoothing steps per level
+    (``'multigrid'``); ``relative_step``: the implicit τ at start, in explicit limits; ``levels``:
+    multigrid grids; ``pad``: reflected samples per side; ``interp_slack``: the norm bound's grid.
+    """
+
+    architecture = 'blind_denoiser_1d'
+
+    def __init__(self, scheme: str = 'fed', stability: str = 'euclidean', scale: int = 8, channels: int = 32,
+                 hidden_channels: int = 32, blocks: int = 4, kernel_size: int = 5, knots: int = 16,
+                 contrast: float = 1.0, support: float = 4.0, steps: int = 4, relative_step: float = 4.0,
+                 levels: int = 3, pad: int = 32, interp_slack: float = 1.005):
+        super().__init__()
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+        if stability not in ('euclidean', 'none'):
+            raise ValueError(f"stability must be 'euclidean' (certified) or 'none' (free-step twin), got {stability!r}")
+        if pad < 0 or blocks < 1 or steps < 1:
+            raise ValueError(f"need pad ≥ 0, blocks ≥ 1 and steps ≥ 1; got pad={pad}, blocks={blocks}, steps={steps}")
+        self.scheme = scheme
+        self.pad = pad
+        if scheme == 'explicit':
+            self.net: nn.Module = Denoiser1D(scale, channels, hidden_channels, blocks, kernel_size, knots, contrast,
+                                             support, stability=stability, interp_slack=interp_slack)
+        elif scheme == 'multigrid':
+            self.net = MultigridResidual1D(channels, levels, kernel_size, stability, interp_slack, steps)
+        else:
+            self.net = SchemeSkeleton1D(scheme, stability, scale, channels, hidden_channels, blocks, kernel_size, knots,
+                                        contrast, support, steps, relative_step, interp_slack)
+        self.inner_min_length = int(self.net.min_length)
+
+    @property
+    def min_length(self) -> int:
+        # reflection adds at most n − 1 samples per side: 3n − 2 ≥ N's minimum
+        return max(MIN_LENGTH, math.ceil((self.inner_min_length + 2) / 3))
+
+    def check_input(self, f: torch.Tensor) -> None:
+        super().check_input(f)
+        check_finite_scale(f)
+
+    def normalise(self, f: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(u, c, s, σ̂): u = (f − c)/s with c the median and s = σ̂ (1 where σ̂ = 0), all per signal."""
+        sigma = noise_sigma(f)
+        centre = f.median(dim=-1, keepdim=True).values
+        scale = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
+        return (f - centre) / scale, centre, scale, sigma
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        super().check_input(f)
+        n = f.shape[-1]
+        u, centre, scale, sigma = self.normalise(f)
+        p = min(max(self.pad, (self.inner_min_length - n + 1) // 2), n - 1)
+        x = F.pad(u, (p, p), mode='reflect') if p > 0 else u
+        w = next(self.net.parameters())
+        v = self.net(x.to(w.dtype))[..., p:p + n].to(f.dtype)
+        return torch.where(sigma > 0, centre + scale * v, f)
+
+    @torch.no_grad()
+    def predict(self, f: torch.Tensor, chunk_samples: int = 1 << 17) -> torch.Tensor:
+        """As :meth:`Pretrained1D.predict`, with the input checks of :func:`check_finite_scale`; signals with
+        σ̂ = 0 (constant, or no noise found) come back unchanged, with a warning naming them."""
+        out = super().predict(f, chunk_samples)
+        flat = (noise_sigma(f) == 0).flatten()
+        if bool(flat.any()):
+            idx = flat.nonzero().flatten().tolist()
+            warnings.warn(f"σ̂ = 0 (constant signal or no noise found) for signal(s) {idx[:8]}"
+                          f"{'…' if len(idx) > 8 else ''}: returned unchanged", stacklevel=2)
+        return out
+
+    def certificate_schemes(self) -> Dict[str, Any]:
+        """The scheme, stability and parameter count (the blocks' own certificates come from ``pdeblocks.certify``)."""
+        return dict(scheme=self.scheme, stability='none' if any(
+            isinstance(m, SymmetricResidual) and m.stability == 'none' for m in self.modules()) else 'euclidean',
+            parameters=self.parameter_count())
+
+
+ARCHITECTURES[BlindDenoiser1D.architecture] = BlindDenoiser1D   # hub allow-list (hub.architectures reads it)
+
+
+def check_finite_scale(f: torch.Tensor) -> None:
+    """One-line ValueErrors for NaN/Inf samples and for scales outside :data:`SCALE_LIMITS`."""
+    if not bool(torch.isfinite(f).all()):
+        bad = (~torch.isfinite(f)).flatten(1).any(1).nonzero().flatten().tolist()
+        raise ValueError(f"the signal contains NaN or Inf samples (signal(s) {bad[:8]}); expected finite values")
+    peak = float(f.abs().amax())
+    spread = (f.amax(dim=-1) - f.amin(dim=-1)).flatten()
+    spread_pos = spread[spread > 0]
+    low = float(spread_pos.min()) if spread_pos.numel() else None
+    if peak > SCALE_LIMITS[1] or (low is not None and low < SCALE_LIMITS[0]):
+        raise ValueError(f"absurd scale: max |f| = {peak:.3g}, smallest range max f − min f = {low:.3g}; expected "
+                         f"max |f| ≤ {SCALE_LIMITS[1]:g} and a range ≥ {SCALE_LIMITS[0]:g} (rescale the units)")
+
+
+def check_signal_1d(signal: Any, min_length: int) -> np.ndarray:
+    """``signal`` as a float64 1-D array, or a one-line ValueError (not 1-D, too short, NaN/Inf, absurd scale)."""
+    x = np.asarray(signal)
+    if x.ndim != 1:
+        raise ValueError(f"expected a 1-D signal, got an array of shape {x.shape}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"expected real numbers, got dtype {x.dtype}")
+    if x.shape[0] < min_length:
+        raise ValueError(f"the signal has {x.shape[0]} samples; the denoiser needs at least {min_length}")
+    x = x.astype(np.float64)
+    check_finite_scale(torch.from_numpy(x)[None, None])
+    return x
+
+
+@dataclass
+class DenoiseResult:
+    """What :func:`denoise_signal` returns: the denoised signal, the noise estimate σ̂ and a one-line note."""
+
+    denoised: np.ndarray
+    noise_sigma: float
+    note: str
+
+
+def denoise_signal(signal: Any, model: Optional[BlindDenoiser1D] = None) -> DenoiseResult:
+    """Denoise one measured trace in its own units (the function ``pdeblocks denoise`` calls).
+
+    ``signal``: a 1-D array of any real dtype, length ≥ ``model.min_length``. Normalisation and
+    de-normalisation run in float64, the network in its own dtype. A constant signal, or one where
+    σ̂ = 0, is returned unchanged and the note says so. Bad input raises a one-line ValueError
+    (:func:`check_signal_1d`).
+    """
+    if model is None:
+        from ..hub import from_pretrained
+        model = from_pretrained('denoiser-1d')
+    if not isinstance(model, BlindDenoiser1D):
+        raise ValueError(f"denoise_signal needs a BlindDenoiser1D, got {type(model).__name__}")
+    x = check_signal_1d(signal, model.min_length)
+    f = torch.from_numpy(x)[None, None]
+    sigma = float(noise_sigma(f))
+    if x.max() == x.min():
+        return DenoiseResult(x.copy(), 0.0, 'constant signal: σ̂ = 0, returned unchanged')
+    if sigma == 0.0:
+        return DenoiseResult(x.copy(), 0.0, 'no noise found (σ̂ = 0): returned unchanged')
+    model.eval()
+    with torch.no_grad():
+        out = model(f)[0, 0].numpy()
+    return DenoiseResult(out, sigma, f'estimated noise σ̂ = {sigma:.4g} (in the signal\'s units)')

@@ -1,0 +1,198 @@
+"""Recipes and training loop of the general-purpose blind denoiser (:class:`~pdeblocks.models.blind.BlindDenoiser1D`)
+on the signal families of :mod:`pdeblocks.data.families`.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python -m pdeblocks.train.general RECIPE [--out DIR] [--resume] [--steps N]
+
+Same recipe format, learning-rate schedule and loss as :mod:`pdeblocks.train.trainer`, and an atomic
+safetensors checkpoint (``OUT/checkpoint.safetensors``: the model's ``state_dict`` — with every
+block's stored norm bound B, so a resumed run starts from the very τ it stopped at — the Adam
+tensors, and the JSON state in the metadata; ``OUT/checkpoint.json`` a readable copy), so
+``--resume`` continues where an interrupted run stopped. The data differ: each step draws a fresh batch from
+:func:`~pdeblocks.data.families.training_batch` (family uniform per signal, σ log-uniform in
+[sigma_min, sigma_max]), a deterministic function of (recipe seed, step). The recipes live here (not
+in :mod:`pdeblocks.train.recipes`) because the project trainer draws its batches from
+:func:`pdeblocks.data.make_signals`, which knows two kinds only; once it dispatches on
+``recipe.kinds`` ⊆ :data:`~pdeblocks.data.families.FAMILIES`, ``pdeblocks train`` can run them and
+this loop can go.
+
+Recipes: ``denoiser-1d-general`` (the full run), ``denoiser-1d-general-free`` (its free-step twin),
+and ``schemes-<scheme>-<certified|free>`` (the short comparison of ``benchmarks/bench_denoise_schemes.py``:
+one budget, 1 thread).
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .._io import atomic_path, atomic_write_json
+from ..data.families import FAMILIES, make_family_signals
+from ..data.signals import psnr
+from ..models.blind import BlindDenoiser1D
+from .recipes import RECIPES, Recipe, register_recipe
+from .trainer import CHECKPOINT, STATE, learning_rate, training_loss
+
+GENERAL_SIGMAS = (0.005, 0.3)
+
+# The scheme comparison: one short recipe and budget for every scheme, each certified and free.
+SCHEME_MODELS: Dict[str, Dict[str, Any]] = {
+    'explicit': dict(scheme='explicit', blocks=16),
+    'fed': dict(scheme='fed', blocks=4, steps=4),
+    'implicit': dict(scheme='implicit', blocks=4, steps=4, relative_step=4.0),
+    'multigrid': dict(scheme='multigrid', channels=12, levels=3, steps=2),
+}
+SCHEME_BUDGET = dict(steps=1200, batch_size=16, length=512, lr=3e-3, warmup=50, checkpoint_every=200)
+
+
+def _general(name: str, model: Dict[str, Any], description: str, published: bool = False, **train: Any) -> Recipe:
+    return register_recipe(Recipe(name=name, task='denoise', architecture=BlindDenoiser1D.architecture,
+                                  model_kwargs=model, seed=0, kinds=FAMILIES, sigma_min=GENERAL_SIGMAS[0],
+                                  sigma_max=GENERAL_SIGMAS[1], loss='relative_mse', published=published,
+                                  description=description, **train))
+
+
+for _scheme, _kwargs in SCHEME_MODELS.items():
+    for _stab, _label in (('euclidean', 'certified'), ('none', 'free')):
+        _general(f'schemes-{_scheme}-{_label}', dict(_kwargs, stability=_stab),
+                 f'scheme comparison: {_scheme}, {_label}, blind on all families, short budget', **SCHEME_BUDGET)
+
+
+def register_general(model: Dict[str, Any], steps: int = 40000) -> None:
+    """(Re)register ``denoiser-1d-general`` and its free twin ``denoiser-1d-general-free`` for ``model`` kwargs."""
+    train = dict(steps=steps, batch_size=32, length=512, lr=3e-3, warmup=100, checkpoint_every=250)
+    _general('denoiser-1d-general', dict(model, stability='euclidean'),
+             'general-purpose blind denoiser: certified, all signal families, σ ∈ [0.005, 0.3] of the range',
+             published=True, **train)
+    _general('denoiser-1d-general-free', dict(model, stability='none'),
+             'free-step twin of denoiser-1d-general (same skeleton, τ unconstrained, no guarantee)', **train)
+
+
+register_general(dict(SCHEME_MODELS['fed']))
+
+
+def save_checkpoint(outdir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: Dict[str, Any]) -> None:
+    """``outdir/checkpoint.safetensors`` (model state_dict, Adam tensors, JSON state as metadata), atomically."""
+    tensors = {f'model.{k}': v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    opt_state = opt.state_dict()
+    for idx, st in opt_state['state'].items():
+        for key, val in st.items():
+            tensors[f'opt.{idx}.{key}'] = torch.as_tensor(val).detach().contiguous().cpu()
+    meta = dict(state, param_groups=opt_state['param_groups'])
+    with atomic_path(outdir / CHECKPOINT) as tmp:
+        save_file(tensors, str(tmp), metadata={'state': json.dumps(meta)})
+    atomic_write_json(outdir / STATE, meta)
+
+
+def load_checkpoint(outdir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> Dict[str, Any]:
+    """Restore what :func:`save_checkpoint` wrote; returns the JSON state. A ValueError if unreadable."""
+    path = outdir / CHECKPOINT
+    try:
+        with safe_open(str(path), framework='pt') as fh:
+            meta = json.loads(fh.metadata()['state'])
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as exc:  # corrupted or truncated checkpoint
+        raise ValueError(f"cannot resume from {path}: {exc}") from None
+    model.load_state_dict({k[len('model.'):]: v for k, v in tensors.items() if k.startswith('model.')}, strict=True)
+    state: Dict[int, Dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith('opt.'):
+            _, idx, key = k.split('.', 2)
+            state.setdefault(int(idx), {})[key] = v
+    opt.load_state_dict(dict(state=state, param_groups=meta['param_groups']))
+    return meta
+
+
+def family_psnr(model: torch.nn.Module, sigmas: Sequence[float] = (0.05, 0.1), count: int = 16, length: int = 1024,
+                split: str = 'val', seed: int = 0, families: Sequence[str] = FAMILIES) -> Dict[str, Dict[str, float]]:
+    """Mean PSNR (dB) of ``model`` per family and σ on ``count`` signals of ``split`` (data seed ``seed``)."""
+    model.eval()
+    table: Dict[str, Dict[str, float]] = {}
+    with torch.no_grad():
+        for fam in families:
+            table[fam] = {}
+            for sigma in sigmas:
+                s = make_family_signals(fam, split, count, length, sigma, seed=seed)
+                out = model(torch.from_numpy(s.noisy)[:, None])[:, 0].numpy()
+                table[fam][str(sigma)] = float(psnr(out, s.clean).mean())
+    return table
+
+
+def train_general(recipe_name: str, out: Optional[str] = None, resume: bool = False, steps: Optional[int] = None,
+                  evaluate: bool = True, log_every: int = 50) -> Dict[str, Any]:
+    """Train a recipe of this module; checkpoints every ``checkpoint_every`` steps; returns the final metrics
+    (``OUT/eval.json``: validation PSNR per family at σ 0.05 and 0.1 when ``evaluate``)."""
+    from .trainer import build_model
+    if recipe_name not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe_name!r}; valid recipes: {sorted(RECIPES)}")
+    recipe = RECIPES[recipe_name]
+    total = recipe.steps if steps is None else steps
+    outdir = Path(out or f'runs/{recipe.name}')
+    outdir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
+    start, elapsed, loss_ema = 0, 0.0, None
+    if resume and (outdir / CHECKPOINT).exists():
+        state = load_checkpoint(outdir, model, opt)
+        if state['recipe'] != recipe.to_dict():
+            raise ValueError(f"checkpoint in {outdir} was written by a different recipe; refusing to resume")
+        start, elapsed, loss_ema = int(state['step']), float(state.get('elapsed', 0.0)), state.get('loss')
+    from ..data.families import training_batch
+    model.train()
+    t0 = time.time()
+    for step in range(start, total):
+        for g in opt.param_groups:
+            g['lr'] = learning_rate(recipe, step)
+        x, y = training_batch(recipe.kinds, recipe.batch_size, recipe.length, step, seed=recipe.seed,
+                              sigma_range=(recipe.sigma_min, recipe.sigma_max))
+        loss = training_loss(recipe, model(x), x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        lv = float(loss.detach())
+        loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
+        done = step + 1
+        if done % log_every == 0:
+            print(json.dumps(dict(step=done, loss_ema=round(loss_ema, 5), lr=round(learning_rate(recipe, step), 6),
+                                  seconds=round(elapsed + time.time() - t0, 1))), flush=True)
+        if done % recipe.checkpoint_every == 0 or done == total:
+            save_checkpoint(outdir, model, opt, dict(step=done, recipe=recipe.to_dict(), loss=loss_ema,
+                                                      elapsed=elapsed + time.time() - t0, world_size=1))
+    result: Dict[str, Any] = dict(recipe=recipe.to_dict(), steps=total, train_seconds=elapsed + time.time() - t0,
+                                  threads=torch.get_num_threads(), final_loss=loss_ema,
+                                  parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
+    model.eval()
+    model.save_pretrained(outdir / 'model')
+    if evaluate:
+        result['val_psnr'] = family_psnr(model)
+        means = {s: float(np.mean([r[s] for r in result['val_psnr'].values()])) for s in ('0.05', '0.1')}
+        result['val_psnr_mean'] = means
+    atomic_write_json(outdir / 'eval.json', result)
+    return result
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('recipe')
+    p.add_argument('--out', default=None, help='run folder (default runs/RECIPE)')
+    p.add_argument('--resume', action='store_true', help='continue from OUT/checkpoint.safetensors')
+    p.add_argument('--steps', type=int, default=None, help='stop after this many steps (default: the recipe)')
+    p.add_argument('--threads', type=int, default=1)
+    p.add_argument('--no-eval', action='store_true')
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    res = train_general(a.recipe, a.out, a.resume, a.steps, evaluate=not a.no_eval)
+    print(json.dumps({k: v for k, v in res.items() if k != 'recipe'}, indent=1))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,147 @@
+"""The blind, affine-equivariant wrapper: noise estimate, D(a·f + b) = a·D(f) + b, lengths, bad input."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from pdeblocks.hub import load_folder
+from pdeblocks.models.blind import SCHEMES, BlindDenoiser1D, denoise_signal, noise_sigma
+
+
+def _noisy(n=1024, sigma=0.1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 1, n, dtype=torch.float64)
+    clean = (t > 0.3).double() * 0.8 + 0.3 * torch.sin(6 * t) + 0.5 * t ** 2
+    return clean, clean + sigma * torch.randn(n, generator=g, dtype=torch.float64)
+
+
+def _model(scheme='fed', seed=0, **kw):
+    torch.manual_seed(seed)
+    small = dict(channels=8, hidden_channels=8, blocks=2, steps=2)
+    if scheme == 'multigrid':
+        small = dict(channels=4, levels=2, steps=1)
+    m = BlindDenoiser1D(scheme=scheme, **dict(small, **kw))
+    with torch.no_grad():   # leave the identity start: a network that changes its input
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m.eval()
+
+
+def test_noise_sigma_matches_known_sigma_and_ignores_smooth_signals():
+    g = torch.Generator().manual_seed(1)
+    for sigma in (1e-3, 0.3, 50.0):
+        noise = sigma * torch.randn(16, 1, 4096, generator=g, dtype=torch.float64)
+        t = torch.linspace(-1, 1, 4096, dtype=torch.float64)
+        trend = 20 * sigma * (t ** 2 - 0.5 * t)          # a quadratic 20σ tall: annihilated by h
+        est = noise_sigma(noise + trend).flatten() / sigma
+        assert abs(float(est.mean()) - 1.0) < 0.03 and float(est.std()) < 0.05
+    assert float(noise_sigma(torch.full((1, 1, 64), 3.7))) == 0.0
+
+
+def test_noise_sigma_is_scale_and_offset_equivariant():
+    _, f = _noisy()
+    f = f[None, None]
+    for a, b in ((1e-3, 0.0), (1e3, 5000.0), (7.0, -3.0)):
+        assert math.isclose(float(noise_sigma(a * f + b)), a * float(noise_sigma(f)), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize('scheme', SCHEMES)
+def test_affine_equivariance(scheme):
+    m = _model(scheme)
+    _, f = _noisy()
+    f = f.float()[None, None]
+    with torch.no_grad():
+        base = m(f)
+        assert float((base - f).abs().max()) > 1e-3        # the network does something
+        for a, b in ((1e-3, 0.0), (1e-3, 0.25), (1e3, 5000.0), (10.0, -3.0)):
+            out = m(a * f + b)
+            # rounding: float32 carries ~1e-7 relative to |a·f + b|, the net sees (f − c)/σ̂ ≈ 10 units
+            tol = 5e-5 * (abs(b) / a + 1.0)
+            err = float(((out - b) / a - base).abs().max())
+            assert err < tol, (a, b, err)
+
+
+def test_float64_input_keeps_precision_at_large_offsets():
+    """In float64 the normalisation is exact: a trace at 1e6 with noise 1e-3 denoises like the same trace at 0."""
+    m = _model()
+    clean, f = _noisy(sigma=0.1)
+    f = f[None, None]
+    with torch.no_grad():
+        base = m(f)
+        moved = m(1e-2 * f + 1e6)
+    assert float(((moved - 1e6) / 1e-2 - base).abs().max()) < 1e-4
+
+
+@pytest.mark.parametrize('length', [16, 17, 31, 100, 1025])
+def test_any_length_from_the_minimum(length):
+    m = _model('explicit')
+    assert m.min_length == 16
+    _, f = _noisy(n=length)
+    with torch.no_grad():
+        out = m(f.float()[None, None])
+    assert out.shape == (1, 1, length) and bool(torch.isfinite(out).all())
+
+
+def test_constant_signal_returned_unchanged_and_said_so():
+    m = _model()
+    x = torch.full((2, 1, 64), 2.5)
+    x[1] += torch.linspace(0, 1, 64)      # a noise-free ramp: σ̂ = 0 too
+    with pytest.warns(UserWarning, match='σ̂ = 0'):
+        out = m.predict(x)
+    assert torch.equal(out, x)
+    res = denoise_signal(np.full(50, 4.0), m)
+    assert res.noise_sigma == 0.0 and 'constant' in res.note and np.array_equal(res.denoised, np.full(50, 4.0))
+
+
+def test_denoise_signal_reports_the_estimate():
+    m = _model()
+    clean, f = _noisy(n=2048, sigma=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        res = denoise_signal(1e3 * f.numpy() + 10.0, m)
+    assert abs(res.noise_sigma / 50.0 - 1.0) < 0.1 and 'σ̂' in res.note
+    assert res.denoised.shape == (2048,) and res.denoised.dtype == np.float64
+
+
+@pytest.mark.parametrize('bad, match', [
+    (np.zeros((2, 64)), r'1-D signal.*\(2, 64\)'),
+    (np.ones(8), 'at least 16'),
+    (np.r_[np.ones(30), np.nan, np.ones(30)], 'NaN or Inf'),
+    (np.r_[np.zeros(30), np.inf, np.zeros(30)], 'NaN or Inf'),
+    (1e30 * np.random.default_rng(0).standard_normal(64), 'absurd scale'),
+    (1e-30 * np.random.default_rng(0).standard_normal(64), 'absurd scale'),
+])
+def test_bad_input_one_line_errors(bad, match):
+    m = _model()
+    with pytest.raises(ValueError, match=match) as info:
+        denoise_signal(bad, m)
+    assert '\n' not in str(info.value)
+
+
+def test_predict_checks_finite_and_scale():
+    m = _model()
+    x = torch.randn(1, 1, 64)
+    x[0, 0, 5] = float('nan')
+    with pytest.raises(ValueError, match='NaN or Inf'):
+        m.predict(x)
+    with pytest.raises(ValueError, match='absurd scale'):
+        m.predict(1e30 * torch.randn(1, 1, 64))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    m = _model('fed')
+    m.save_pretrained(tmp_path / 'blind')
+    loaded = load_folder(tmp_path / 'blind')
+    assert isinstance(loaded, BlindDenoiser1D)
+    _, f = _noisy()
+    with torch.no_grad():
+        assert torch.allclose(loaded(f.float()[None, None]), m(f.float()[None, None]), atol=1e-6)
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match='scheme'):
+        BlindDenoiser1D(scheme='spectral')
+    with pytest.raises(ValueError, match='stability'):
+        BlindDenoiser1D(stability='lipschitz')
