@@ -9,6 +9,7 @@ Each section prints a markdown table and writes it to ``benchmarks/results/gcnn_
 (atomically). ``digits`` needs scikit-learn (benchmark-only dependency).
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -80,13 +81,31 @@ def _make_layer_and_input(seed: int = 0):
     return layer, x
 
 
-def _fwd_bwd(layer: nn.Module, x: torch.Tensor):
+@contextlib.contextmanager
+def _native(enabled: bool):
+    """Run with the fused C kernel (the default) or with the pure torch loop (the previous default)."""
+    old = os.environ.get('PDEBLOCKS_NATIVE')
+    os.environ['PDEBLOCKS_NATIVE'] = '1' if enabled else '0'
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ['PDEBLOCKS_NATIVE']
+        else:
+            os.environ['PDEBLOCKS_NATIVE'] = old
+
+
+def _fwd_bwd(layer: nn.Module, x: torch.Tensor, native: bool = True):
     """Time one forward + backward; returns (seconds, output, input gradient)."""
     x.grad = None
-    t0 = time.perf_counter()
-    y = layer(x)
-    y.square().mean().backward()
-    return time.perf_counter() - t0, y.detach(), x.grad
+    for p in layer.parameters():
+        p.grad = None
+    with _native(native):
+        t0 = time.perf_counter()
+        y = layer(x)
+        y.square().mean().backward()
+        t = time.perf_counter() - t0
+    return t, y.detach(), x.grad
 
 
 def _rss_kib(field: str) -> int:
@@ -100,9 +119,10 @@ def _rss_kib(field: str) -> int:
 def _memory_child(which: str, threads: int) -> None:
     torch.set_num_threads(threads)
     layer, x = _make_layer_and_input()
-    net = layer if which == 'ours' else reference_cde_layer(layer)
+    net = reference_cde_layer(layer) if which == 'unfold' else layer
+    _fwd_bwd(net, x[:1].detach().requires_grad_(), which != 'loop')  # build / load the C kernel first
     base = _rss_kib('VmRSS:')
-    _fwd_bwd(net, x)
+    _fwd_bwd(net, x, which != 'loop')
     print(json.dumps({'peak_extra_mib': (_rss_kib('VmHWM:') - base) / 1024}))
 
 
@@ -112,34 +132,51 @@ def _peak_memory(which: str) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])['peak_extra_mib']
 
 
-def bench_speed(repeats: int = 3) -> str:
+def bench_speed(repeats: int = 10, unfold: bool = False) -> str:
+    """One CDE layer fwd+bwd: fused C kernel (default) against the torch loop (previous default),
+    interleaved; the layer's linear counterpart (diffusion, same kernel size) for scale."""
+    from pdeblocks.layers._morphology_native import native_available
+    from pdeblocks.layers.gcnn import DiffusionM2
+    if not native_available():
+        raise SystemExit('the C kernel is not available (no C compiler, or PDEBLOCKS_NATIVE=0)')
     layer, x = _make_layer_and_input()
-    ref = reference_cde_layer(layer)
-    _fwd_bwd(layer, x)  # warm-up
-    t_ours, t_ref = [], []
-    max_out = max_grad = 0.0
-    for _ in range(repeats):  # interleaved
-        t, y, g = _fwd_bwd(layer, x)
-        t_ours.append(t)
-        t, y_ref, g_ref = _fwd_bwd(ref, x)
-        t_ref.append(t)
-        # same outputs and gradients (no ties in random data)
-        max_out = max(max_out, (y - y_ref).abs().max().item())
-        max_grad = max(max_grad, (g - g_ref).abs().max().item())
-        print(f'ours {t_ours[-1]:.3f} s, reference {t_ref[-1]:.3f} s', flush=True)
-    m_ours, m_ref = _peak_memory('ours'), _peak_memory('unfold')
-    ours, refm = statistics.median(t_ours), statistics.median(t_ref)
     c = SPEED_CFG
+    diffusion = DiffusionM2(c['C'], c['Or'], c['k'], c['kt'])
+    for native in (True, False):  # warm-up (builds the C kernel once)
+        _fwd_bwd(layer, x, native)
+    _fwd_bwd(diffusion, x)
+    times: Dict[str, List[float]] = {'native': [], 'loop': [], 'diffusion': []}
+    max_out = max_grad = 0.0
+    for _ in range(repeats):  # interleaved, so contention hits all alike
+        t, y, g = _fwd_bwd(layer, x, True)
+        times['native'].append(t)
+        g = g.clone()
+        t, y_loop, g_loop = _fwd_bwd(layer, x, False)
+        times['loop'].append(t)
+        times['diffusion'].append(_fwd_bwd(diffusion, x)[0])
+        max_out = max(max_out, (y - y_loop).abs().max().item())
+        max_grad = max(max_grad, (g - g_loop).abs().max().item())
+        print({k: f'{v[-1]:.3f}' for k, v in times.items()}, flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = [lo / na for na, lo in zip(times['native'], times['loop'])]
+    mem = {k: _peak_memory(k) for k in ('native', 'loop')}
     rows = [
-        ['pdeblocks (winner-index autograd fn)', f'{ours:.3f}', f'{m_ours:.0f}'],
-        ['unfold + amin reference', f'{refm:.3f}', f'{m_ref:.0f}'],
-        ['ratio ours / reference', f'{ours / refm:.4f} (speed-up {refm / ours:.1f}x)', f'{m_ours / m_ref:.4f}'],
+        ['CDE layer, fused C min-plus kernel (default)', f"{med['native']:.3f}", f"{mem['native']:.0f}"],
+        ['CDE layer, torch loop over offsets (previous default)', f"{med['loop']:.3f}", f"{mem['loop']:.0f}"],
+        ['DiffusionM2 alone (linear convolution, same kernel), for scale', f"{med['diffusion']:.3f}", ''],
     ]
+    if unfold:
+        ref = reference_cde_layer(layer)
+        t_ref = _fwd_bwd(ref, x)[0]
+        rows.append(['CDE layer, unfold + amin reference (one run)', f'{t_ref:.3f}', f"{_peak_memory('unfold'):.0f}"])
     text = (f"## One CDE layer, fwd+bwd, B={c['B']} C={c['C']} Or={c['Or']} {c['H']}x{c['W']}, "
             f"kernel {c['kt']}x{c['k']}x{c['k']}\n\n"
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats} interleaved repeats; "
             f"peak memory = peak RSS increase of a fresh process over its RSS before the pass.\n"
-            f"max |out - ref| = {max_out:.2e}, max |grad - ref grad| = {max_grad:.2e}\n\n"
+            f"speed-up of the C kernel over the torch loop: median of per-repeat ratios "
+            f"{statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x).\n"
+            f"same layer, same input: max |out_C - out_loop| = {max_out:.2e}, "
+            f"max |grad_C - grad_loop| = {max_grad:.2e} (summation order)\n\n"
             + table(['implementation', 'time fwd+bwd [s]', 'peak extra memory [MiB]'], rows) + '\n')
     print(text)
     write_atomic(RESULTS / 'gcnn_speed.md', text)
@@ -295,7 +332,8 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('section', choices=['speed', 'rotation', 'digits', 'all'])
-    parser.add_argument('--repeats', type=int, default=3)
+    parser.add_argument('--repeats', type=int, default=10)
+    parser.add_argument('--unfold', action='store_true', help='speed: also time the unfold + amin reference (~100 s)')
     parser.add_argument('--epochs', type=int, default=6)
     parser.add_argument('--pool', default='avg', help='global pooling of pde_gcnn_small in the digits benchmark')
     parser.add_argument('--lr', type=float, default=0.05, help='max learning rate of pde_gcnn_small (digits)')
@@ -304,7 +342,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.section in ('speed', 'all'):
-        bench_speed(args.repeats)
+        bench_speed(args.repeats, args.unfold)
     if args.section in ('rotation', 'all'):
         bench_rotation()
     if args.section in ('digits', 'all'):

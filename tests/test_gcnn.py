@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pdeblocks.layers._morphology import _min_plus_autograd_loop
+from pdeblocks.layers._morphology_native import native_available
 from pdeblocks.layers.gcnn import (
     CDELayerM2,
     CDELayerR2,
@@ -237,8 +238,11 @@ def test_min_plus_unfold_reference_and_custom_backward_agree_with_plain_autograd
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_min_plus_saves_only_a_byte_index():
-    """Memory: the forward keeps one uint8 winner index per output element, no unfolded tensor."""
+@pytest.mark.parametrize('native', ['1', '0'])
+def test_min_plus_saves_only_a_small_index(native, monkeypatch):
+    """Memory: the forward keeps one winner index per output element (int16 from the C kernel, uint8
+    from the torch loop for ≤ 256 offsets), no unfolded tensor."""
+    monkeypatch.setenv('PDEBLOCKS_NATIVE', native)
     x = torch.randn(2, 4, 8, 16, 16, requires_grad=True)
     k = torch.rand(4, 8, 5, 5, 5, requires_grad=True)
     saved = []
@@ -249,10 +253,69 @@ def test_min_plus_saves_only_a_byte_index():
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         y = min_plus_convolution_m2(x, k)
-    assert [t.dtype for t in saved] == [torch.uint8]
-    assert sum(t.numel() * t.element_size() for t in saved) == y.numel()
+    expected = torch.int16 if native == '1' and native_available() else torch.uint8
+    assert [t.dtype for t in saved] == [expected]
+    assert sum(t.numel() * t.element_size() for t in saved) == y.numel() * expected.itemsize
     y.sum().backward()
     assert x.grad is not None and k.grad is not None
+
+
+def _native_and_loop(fn, x, k, g, monkeypatch):
+    """(out, ∂x, ∂k) from the C kernel and from the torch loop."""
+    results = []
+    for native in ('1', '0'):
+        monkeypatch.setenv('PDEBLOCKS_NATIVE', native)
+        xx, kk = x.detach().requires_grad_(), k.detach().requires_grad_()
+        y = fn(xx, kk)
+        results.append((y,) + torch.autograd.grad(y, (xx, kk), g))
+    return results
+
+
+needs_native = pytest.mark.skipif(not native_available(), reason='no C compiler: the fused kernel is not built')
+
+
+@needs_native
+@pytest.mark.parametrize('fn', [min_plus_convolution_m2, max_plus_convolution_m2])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_native_kernel_equals_torch_loop_including_ties(fn, dtype, monkeypatch):
+    """Same values, and the same winner (first offset in (d, i, j) order) under massive ties:
+    integer-valued inputs and kernels, so gradients must agree exactly, not just approximately."""
+    g0 = torch.Generator().manual_seed(0)
+    for shape, ks in (((2, 3, 8, 9, 11), (3, 5, 3)), ((1, 2, 4, 5, 4), (1, 1, 1)), ((2, 2, 6, 7, 70), (5, 3, 7))):
+        x = torch.randint(0, 3, shape, generator=g0).to(dtype)
+        k = torch.randint(0, 2, (shape[1], shape[2]) + ks, generator=g0).to(dtype)
+        g = torch.randint(-3, 4, shape, generator=g0).to(dtype)
+        (y, gx, gk), (y2, gx2, gk2) = _native_and_loop(fn, x, k, g, monkeypatch)
+        for a, b in ((y, y2), (gx, gx2), (gk, gk2)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@needs_native
+def test_native_kernel_matches_unfold_and_gradcheck(monkeypatch):
+    """Against an independent unfold + amin on random data, and gradcheck (float64) of both signs."""
+    monkeypatch.setenv('PDEBLOCKS_NATIVE', '1')
+    x = torch.randn(2, 3, 6, 7, 5, dtype=torch.float64, requires_grad=True)
+    k = torch.rand(3, 6, 3, 3, 5, dtype=torch.float64, requires_grad=True)
+    xp = torch.cat([x[:, :, -1:], x, x[:, :, :1]], dim=2)
+    xp = torch.nn.functional.pad(xp, [2, 2, 1, 1], value=float('inf'))
+    patches = xp.unfold(2, 3, 1).unfold(3, 3, 1).unfold(4, 5, 1)
+    ref = (patches + k[None, :, :, None, None]).amin(dim=(-3, -2, -1))
+    torch.testing.assert_close(min_plus_convolution_m2(x, k), ref, rtol=0, atol=0)
+    torch.autograd.gradcheck(min_plus_convolution_m2, (x, k))
+    torch.autograd.gradcheck(max_plus_convolution_m2, (x, k))
+
+
+def test_native_kernel_falls_back_without_a_compiler(monkeypatch, tmp_path):
+    """No working compiler: native_library() is None and the layers still work (torch loop)."""
+    from pdeblocks.layers import _morphology_native as nat
+    monkeypatch.setattr(nat, '_state', {'tried': False, 'lib': None, 'error': ''})
+    monkeypatch.setenv('PDEBLOCKS_CACHE', str(tmp_path))
+    monkeypatch.setenv('CC', str(tmp_path / 'no-such-compiler'))
+    assert nat.native_library() is None and 'no-such-compiler' in nat._state['error']
+    x = torch.randn(1, 2, 4, 5, 5, requires_grad=True)
+    y = max_plus_convolution_m2(x, torch.rand(2, 4, 3, 3, 3))
+    y.sum().backward()
+    assert x.grad is not None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,16 +9,26 @@ orientation, already evaluated at the left-invariant offset g⁻¹h),
 with r• = k• // 2, periodic in θ and +∞ outside the spatial domain (so pixels outside the image
 never win; the kernel's centre tap always lies inside).
 
-The forward pass is a loop over the kθ·kh·kw offsets of elementwise add / compare / minimum on
-strided views, processed in batch chunks that stay in cache. It saves only the index of the
-winning offset (uint8 for ≤ 256 offsets). The backward pass routes every output gradient to its
-winner: ∂/∂k by one ``bincount`` over (channel, orientation, offset), ∂/∂f by one ``index_add_``
-into the padded input. Memory is O(|f|) instead of the O(|f|·kθ·kh·kw) of an unfold + amin.
+The forward pass keeps a running minimum and the index of the winning offset (the first offset in
+row-major (d, i, j) order attaining the minimum, so ties are deterministic). The backward pass
+routes every output gradient to its winner: ∂L/∂f at the winning source position, ∂L/∂k[c, o, j]
+= Σ of the output gradients whose winner is j. Memory is O(|f|) instead of the O(|f|·kθ·kh·kw)
+of an unfold + amin. Two evaluations give identical values and winners:
+
+- on CPU in float32 / float64, a fused C kernel (:mod:`._morphology_native`, compiled on first use;
+  set ``PDEBLOCKS_NATIVE=0`` to disable): one pass over the offsets per output plane, planes split
+  over ``torch.get_num_threads()`` threads;
+- otherwise (other devices or dtypes, no C compiler) a loop over the offsets of elementwise torch
+  ops on strided views, processed in cache-sized chunks, with a ``bincount`` / ``index_add_`` backward.
 """
+import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
+
+from ._morphology_native import native_library
 
 __all__ = ['min_plus_convolution_m2', 'max_plus_convolution_m2', 'check_m2_kernel']
 
@@ -100,13 +110,95 @@ def _min_plus_forward(x: torch.Tensor, kernel: torch.Tensor, track: bool) -> Tup
     return out, index
 
 
-class _MinPlusConvolutionM2(torch.autograd.Function):
-    """Autograd function for :func:`min_plus_convolution_m2` (winner index saved, gradient routed)."""
+_pool: dict = {}
+
+
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    if workers not in _pool:
+        _pool[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix='pdeblocks-minplus')
+    return _pool[workers]
+
+
+def _split(n: int, parts: int):
+    """[(begin, end)] covering range(n) in ≤ parts near-equal pieces."""
+    parts = max(1, min(parts, n))
+    step = math.ceil(n / parts)
+    return [(a, min(n, a + step)) for a in range(0, n, step)]
+
+
+def _run_ranges(fn, ranges) -> list:
+    """fn(begin, end) for every range, on the shared thread pool when there are several (ctypes frees the GIL)."""
+    if len(ranges) == 1:
+        return [fn(*ranges[0])]
+    return list(_thread_pool(len(ranges)).map(lambda r: fn(*r), ranges))
+
+
+def _uses_native(x: torch.Tensor, kernel: torch.Tensor) -> bool:
+    """The C kernel handles CPU float32 / float64 tensors with < 2¹⁵ offsets (int16 winner index)."""
+    if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64):
+        return False
+    if kernel.shape[2] * kernel.shape[3] * kernel.shape[4] > 32767:
+        return False
+    return native_library() is not None
+
+
+def _native_forward(x: torch.Tensor, kernel: torch.Tensor, dilation: bool,
+                    track: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    lib = native_library()
+    B, C, Or, H, W = x.shape
+    kt, kh, kw = kernel.shape[2], kernel.shape[3], kernel.shape[4]
+    x = x.contiguous()
+    k = kernel.detach().to(x.dtype).contiguous()
+    out = torch.empty(x.shape, dtype=x.dtype)
+    win = torch.empty(x.shape, dtype=torch.int16) if track else x.new_empty(0, dtype=torch.int16)
+    fwd = lib.minplus_f32_forward if x.dtype == torch.float32 else lib.minplus_f64_forward
+    pointers = (x.data_ptr(), k.data_ptr(), out.data_ptr(), win.data_ptr() if track else None)
+    sign = -1 if dilation else 1
+
+    def blocks(q0: int, q1: int) -> int:
+        return fwd(*pointers, C, Or, H, W, kt, kh, kw, sign, q0, q1)
+
+    if any(_run_ranges(blocks, _split(B * C, torch.get_num_threads()))):
+        raise MemoryError('min_plus_convolution_m2: the C kernel could not allocate its buffers')
+    return out, win
+
+
+def _native_backward(grad_out: torch.Tensor, win: torch.Tensor, kernel_shape, dilation: bool,
+                     need_x: bool, need_k: bool):
+    lib = native_library()
+    B, C, Or, H, W = grad_out.shape
+    kt, kh, kw = kernel_shape[2], kernel_shape[3], kernel_shape[4]
+    g = grad_out.contiguous()
+    gx = torch.zeros_like(g) if need_x else None
+    gk = torch.zeros(kernel_shape, dtype=torch.float64) if need_k else None
+    bwd = lib.minplus_f32_backward if g.dtype == torch.float32 else lib.minplus_f64_backward
+    pointers = (g.data_ptr(), win.data_ptr(), gx.data_ptr() if need_x else None, gk.data_ptr() if need_k else None)
+    sign = -1 if dilation else 1
+
+    def channels(c0: int, c1: int) -> int:
+        return bwd(*pointers, B, C, Or, H, W, kt, kh, kw, sign, c0, c1)
+
+    if any(_run_ranges(channels, _split(C, torch.get_num_threads()))):
+        raise MemoryError('min_plus_convolution_m2: the C kernel could not allocate its offset table')
+    return gx, gk
+
+
+class _MorphologicalConvolutionM2(torch.autograd.Function):
+    """Erosion min_h f(h) + k (``dilation=False``) or dilation max_h f(h) − k = −min_h (−f(h) + k)
+    (``dilation=True``) on M₂: winner index saved in the forward, gradients routed to it."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, kernel: torch.Tensor, dilation: bool) -> torch.Tensor:
         track = bool(ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
-        out, index = _min_plus_forward(x, kernel, track)
+        ctx.native = _uses_native(x, kernel)
+        ctx.dilation = dilation
+        if ctx.native:
+            out, index = _native_forward(x, kernel, dilation, track)
+        elif dilation:
+            out, index = _min_plus_forward(-x, kernel, track)
+            out = out.neg_()
+        else:
+            out, index = _min_plus_forward(x, kernel, track)
         ctx.save_for_backward(index)
         ctx.x_shape = tuple(x.shape)
         ctx.kernel_shape = tuple(kernel.shape)
@@ -117,43 +209,56 @@ class _MinPlusConvolutionM2(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         (index,) = ctx.saved_tensors
-        B, C, Or, H, W = ctx.x_shape
-        _, _, kt, kh, kw = ctx.kernel_shape
-        J = kt * kh * kw
-        dev = grad_out.device
-        grad_out = grad_out.contiguous()
-        win = index.long()
-        grad_x = grad_kernel = None
-        if ctx.needs_input_grad[1]:
-            # ∂L/∂k[c, o, j] = Σ_{b, y, x : winner = j} ∂L/∂out[b, c, o, y, x]
-            co = torch.arange(C * Or, device=dev).view(1, C, Or, 1, 1) * J
-            key = (win + co).reshape(-1)
-            weights = grad_out.reshape(-1)
-            if weights.dtype not in (torch.float32, torch.float64):
-                weights = weights.float()
-            grad_kernel = torch.bincount(key, weights=weights, minlength=C * Or * J)
-            grad_kernel = grad_kernel.view(ctx.kernel_shape).to(ctx.kernel_dtype)
-        if ctx.needs_input_grad[0]:
-            # ∂L/∂f at the winning source position, accumulated in the padded layout then folded back
-            rt, rh, rw = kt // 2, kh // 2, kw // 2
-            Tp, Hp, Wp = Or + 2 * rt, H + 2 * rh, W + 2 * rw
-            d = torch.arange(kt, device=dev).view(kt, 1, 1)
-            i = torch.arange(kh, device=dev).view(1, kh, 1)
-            dw = torch.arange(kw, device=dev).view(1, 1, kw)
-            offset = (d * (Hp * Wp) + i * Wp + dw).reshape(J)
-            base = (torch.arange(B * C, device=dev).view(B, C, 1, 1, 1) * (Tp * Hp * Wp)
-                    + torch.arange(Or, device=dev).view(1, 1, Or, 1, 1) * (Hp * Wp)
-                    + torch.arange(H, device=dev).view(1, 1, 1, H, 1) * Wp
-                    + torch.arange(W, device=dev).view(1, 1, 1, 1, W))
-            target = (base + offset[win]).reshape(-1)
-            grad_pad = torch.zeros(B * C * Tp * Hp * Wp, dtype=grad_out.dtype, device=dev)
-            grad_pad.index_add_(0, target, grad_out.reshape(-1))
-            grad_pad = grad_pad.view(B, C, Tp, Hp, Wp)[:, :, :, rh:rh + H, rw:rw + W]
-            grad_x = grad_pad[:, :, rt:rt + Or].clone()
-            if rt > 0:  # fold the periodic θ padding back
-                grad_x[:, :, :rt] += grad_pad[:, :, Or + rt:]
-                grad_x[:, :, Or - rt:] += grad_pad[:, :, :rt]
-        return grad_x, grad_kernel
+        need_x, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if ctx.native:
+            gx, gk = _native_backward(grad_out, index, ctx.kernel_shape, ctx.dilation, need_x, need_k)
+        elif ctx.dilation:  # out = −m(−x): ∂/∂k = m's with −g, ∂/∂x = −(m's with −g)
+            gx, gk = _routed_backward(-grad_out, index, ctx.x_shape, ctx.kernel_shape, need_x, need_k)
+            gx = gx.neg_() if gx is not None else None
+        else:
+            gx, gk = _routed_backward(grad_out, index, ctx.x_shape, ctx.kernel_shape, need_x, need_k)
+        return gx, (gk.to(ctx.kernel_dtype) if gk is not None else None), None
+
+
+def _routed_backward(grad_out: torch.Tensor, index: torch.Tensor, x_shape, kernel_shape, need_x: bool,
+                     need_k: bool):
+    """Torch evaluation of the winner-routed backward of min_h f(h) + k (any device)."""
+    B, C, Or, H, W = x_shape
+    _, _, kt, kh, kw = kernel_shape
+    J = kt * kh * kw
+    dev = grad_out.device
+    grad_out = grad_out.contiguous()
+    win = index.long()
+    grad_x = grad_kernel = None
+    if need_k:
+        # ∂L/∂k[c, o, j] = Σ_{b, y, x : winner = j} ∂L/∂out[b, c, o, y, x]
+        co = torch.arange(C * Or, device=dev).view(1, C, Or, 1, 1) * J
+        key = (win + co).reshape(-1)
+        weights = grad_out.reshape(-1)
+        if weights.dtype not in (torch.float32, torch.float64):
+            weights = weights.float()
+        grad_kernel = torch.bincount(key, weights=weights, minlength=C * Or * J).view(kernel_shape)
+    if need_x:
+        # ∂L/∂f at the winning source position, accumulated in the padded layout then folded back
+        rt, rh, rw = kt // 2, kh // 2, kw // 2
+        Tp, Hp, Wp = Or + 2 * rt, H + 2 * rh, W + 2 * rw
+        d = torch.arange(kt, device=dev).view(kt, 1, 1)
+        i = torch.arange(kh, device=dev).view(1, kh, 1)
+        dw = torch.arange(kw, device=dev).view(1, 1, kw)
+        offset = (d * (Hp * Wp) + i * Wp + dw).reshape(J)
+        base = (torch.arange(B * C, device=dev).view(B, C, 1, 1, 1) * (Tp * Hp * Wp)
+                + torch.arange(Or, device=dev).view(1, 1, Or, 1, 1) * (Hp * Wp)
+                + torch.arange(H, device=dev).view(1, 1, 1, H, 1) * Wp
+                + torch.arange(W, device=dev).view(1, 1, 1, 1, W))
+        target = (base + offset[win]).reshape(-1)
+        grad_pad = torch.zeros(B * C * Tp * Hp * Wp, dtype=grad_out.dtype, device=dev)
+        grad_pad.index_add_(0, target, grad_out.reshape(-1))
+        grad_pad = grad_pad.view(B, C, Tp, Hp, Wp)[:, :, :, rh:rh + H, rw:rw + W]
+        grad_x = grad_pad[:, :, rt:rt + Or].clone()
+        if rt > 0:  # fold the periodic θ padding back
+            grad_x[:, :, :rt] += grad_pad[:, :, Or + rt:]
+            grad_x[:, :, Or - rt:] += grad_pad[:, :, :rt]
+    return grad_x, grad_kernel
 
 
 def _min_plus_autograd_loop(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -182,14 +287,18 @@ def min_plus_convolution_m2(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tens
             (Δθ, Δy, Δx) = (d - kθ//2, i - kh//2, j - kw//2) seen from output orientation o.
 
     Returns:
-        ``[B, C, Or, H, W]``; periodic in θ, out-of-image positions never contribute.
+        ``[B, C, Or, H, W]``; periodic in θ, out-of-image positions never contribute. Gradients go to
+        the first offset (row-major in (d, i, j)) attaining the minimum.
     """
     check_m2_kernel(x, kernel)
     if torch.jit.is_scripting():
         return _min_plus_autograd_loop(x, kernel)
-    return _MinPlusConvolutionM2.apply(x, kernel)
+    return _MorphologicalConvolutionM2.apply(x, kernel, False)
 
 
 def max_plus_convolution_m2(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Morphological dilation max_h f(h) - k(g⁻¹h) = -(k □ -f)(g); arguments as in :func:`min_plus_convolution_m2`."""
-    return -min_plus_convolution_m2(-x, kernel)
+    check_m2_kernel(x, kernel)
+    if torch.jit.is_scripting():
+        return -_min_plus_autograd_loop(-x, kernel)
+    return _MorphologicalConvolutionM2.apply(x, kernel, True)
