@@ -12,7 +12,9 @@
   ``pdeblocks/<name>`` if one is cached (no network access), else the bundled copy.
 
 ``config.json`` is validated before anything is built: ``architecture`` must be one of
-:func:`architectures` and every other key a constructor argument of that class with the declared
+:func:`architectures` (the one registry: every :class:`~pdeblocks.models.denoise1d.Pretrained1D`
+subclass with an ``architecture`` name registers itself) and every other key a constructor argument of
+that class, decoded by :data:`CONFIG_CODERS` — the coders the Hub mixin uses too — after its declared
 type (int, float, str or bool, ints within [0, 65536], floats finite); anything else raises a
 ValueError. Weights are read with ``safetensors`` only (never pickle): a corrupted or truncated
 file, missing or unexpected keys, shape mismatches and non-finite values raise a ValueError.
@@ -23,12 +25,16 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, Union
 
 import torch
+from huggingface_hub import hf_hub_download
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 
 from ._io import atomic_path, atomic_write_json
+from .layers.symmetric import optional_state_keys
 
 CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
@@ -37,16 +43,24 @@ BUNDLED_DIR = Path(__file__).resolve().parent / 'pretrained'
 _INT_RANGE = (0, 65536)
 
 
+ARCHITECTURES: Dict[str, Type[nn.Module]] = {}   # the allow-list, filled by register_architecture
+
+
+def register_architecture(cls: Type[nn.Module]) -> Type[nn.Module]:
+    """Add ``cls`` to the allow-list under ``cls.architecture`` (a class decorator; returns ``cls``)."""
+    name = getattr(cls, 'architecture', None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{cls.__name__} needs a non-empty string attribute 'architecture', got {name!r}")
+    if ARCHITECTURES.get(name, cls) is not cls:
+        raise ValueError(f"architecture {name!r} is already registered to {ARCHITECTURES[name].__qualname__}, "
+                         f"cannot register {cls.__qualname__}")
+    ARCHITECTURES[name] = cls
+    return cls
+
+
 def architectures() -> Dict[str, Type[nn.Module]]:
-    """The allow-list: architecture name in ``config.json`` → model class."""
-    from .models.denoise1d import ARCHITECTURES
-    table = dict(ARCHITECTURES)
-    try:
-        from .models.multigrid1d import MultigridDenoiser1D
-        table[MultigridDenoiser1D.architecture] = MultigridDenoiser1D
-    except ImportError:  # the multigrid layers are optional
-        pass
-    return table
+    """The allow-list: architecture name in ``config.json`` → model class (a copy)."""
+    return dict(ARCHITECTURES)
 
 
 def architecture_class(name: str) -> Type[nn.Module]:
@@ -64,28 +78,44 @@ def list_pretrained() -> List[str]:
                   if (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file())
 
 
-def _check_value(arch: str, key: str, value: Any, annotation: Any) -> Any:
-    def bad(expected: str):
-        return ValueError(f"config.json of {arch!r}: {key!r} must be {expected}, got {value!r} "
-                          f"({type(value).__name__})")
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise bad('a boolean')
-    elif annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad('an integer')
-        if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
-            raise bad(f'an integer in [{_INT_RANGE[0]}, {_INT_RANGE[1]}]')
-    elif annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad('a finite number')
-        value = float(value)
-    elif annotation is str:
-        if not isinstance(value, str):
-            raise bad('a string')
-    else:
-        raise ValueError(f"architecture {arch!r} declares argument {key!r} with unsupported type {annotation!r}")
+def _expected(what: str, value: Any) -> ValueError:
+    return ValueError(f"must be {what}, got {value!r} ({type(value).__name__})")
+
+
+def _decode_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _expected('a boolean', value)
     return value
+
+
+def _decode_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _expected('an integer', value)
+    if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        raise _expected(f'an integer in [{_INT_RANGE[0]}, {_INT_RANGE[1]}]', value)
+    return value
+
+
+def _decode_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _expected('a finite number', value)
+    return float(value)
+
+
+def _decode_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _expected('a string', value)
+    return value
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+# type of a constructor argument → (encoder, decoder) of its config.json value, in the format of
+# huggingface_hub's ``coders`` (bool before int: the mixin takes the first type the annotation subclasses)
+CONFIG_CODERS: Dict[type, Tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    bool: (_same, _decode_bool), int: (_same, _decode_int), float: (_same, _decode_float), str: (_same, _decode_str)}
 
 
 def validate_config(config: Any) -> Tuple[Type[nn.Module], Dict[str, Any]]:
@@ -102,7 +132,17 @@ def validate_config(config: Any) -> Tuple[Type[nn.Module], Dict[str, Any]]:
     unknown = sorted(set(config) - set(params) - {'architecture'})
     if unknown:
         raise ValueError(f"config.json of {arch!r} has unknown keys {unknown}; allowed: {sorted(params)}")
-    kwargs = {k: _check_value(arch, k, v, params[k].annotation) for k, v in config.items() if k != 'architecture'}
+    kwargs = {}
+    for key, value in config.items():
+        if key == 'architecture':
+            continue
+        annotation = params[key].annotation
+        if annotation not in CONFIG_CODERS:
+            raise ValueError(f"architecture {arch!r} declares argument {key!r} with unsupported type {annotation!r}")
+        try:
+            kwargs[key] = CONFIG_CODERS[annotation][1](value)
+        except ValueError as exc:
+            raise ValueError(f"config.json of {arch!r}: {key!r} {exc}") from None
     return cls, kwargs
 
 
@@ -119,9 +159,6 @@ def read_config(path: Union[str, Path]) -> Dict[str, Any]:
 
 def load_weights(model: nn.Module, path: Union[str, Path], map_location: Union[str, torch.device] = 'cpu') -> nn.Module:
     """Strictly load ``model.safetensors`` into ``model`` (no pickle; every mismatch is a ValueError)."""
-    from safetensors import safe_open
-
-    from .layers.symmetric import optional_state_keys
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no weights file {WEIGHTS_NAME} at {path}")
@@ -149,7 +186,6 @@ def load_weights(model: nn.Module, path: Union[str, Path], map_location: Union[s
 
 def save_folder(model: nn.Module, directory: Union[str, Path]) -> None:
     """Write ``config.json`` (validated round-trip) and ``model.safetensors``, each atomically."""
-    from safetensors.torch import save_file
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config()
@@ -174,7 +210,6 @@ def _build(config_path: Path, weights_path: Path, map_location, expected_archite
 
 def _hub_files(repo_id: str, revision: Optional[str], cache_dir, force_download: bool, local_files_only: bool,
                token) -> Tuple[Path, Path]:
-    from huggingface_hub import hf_hub_download
     paths = [Path(hf_hub_download(repo_id=repo_id, filename=name, revision=revision, cache_dir=cache_dir,
                                   force_download=force_download, local_files_only=local_files_only, token=token))
              for name in (CONFIG_NAME, WEIGHTS_NAME)]

@@ -76,6 +76,49 @@ def test_class_from_pretrained_checks_architecture(tmp_path):
         Diffusion1D.from_pretrained(tmp_path)
 
 
+def test_class_path_is_the_mixins_with_strict_hooks(tmp_path):
+    """Pretrained1D keeps the mixin's public from_pretrained; its hooks load strictly and refuse arguments."""
+    from huggingface_hub import PyTorchModelHubMixin
+
+    from pdeblocks.models.denoise1d import Pretrained1D
+    assert Pretrained1D.from_pretrained.__func__ is PyTorchModelHubMixin.from_pretrained.__func__
+    tiny_denoiser().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"unexpected arguments \['channels'\]"):
+        Denoiser1D.from_pretrained(tmp_path, channels=3)
+    config = json.loads((tmp_path / 'config.json').read_text())
+    config['channels'] = '4'
+    (tmp_path / 'config.json').write_text(json.dumps(config))
+    for load in (from_pretrained, Denoiser1D.from_pretrained):   # the mixin decodes with the same coders
+        with pytest.raises(ValueError, match="must be an integer, got '4'"):
+            load(tmp_path)
+
+
+def test_one_registry_and_subclass_configs(tmp_path):
+    """Every Pretrained1D subclass with an architecture name registers itself; config.json holds the
+    outermost constructor's arguments; a name taken by another class is refused."""
+    from pdeblocks.hub import ARCHITECTURES, architectures
+    from pdeblocks.models.multigrid1d import MultigridDenoiser1D
+    assert {'denoiser_1d': Denoiser1D, 'diffusion_1d': Diffusion1D, 'standard_resnet_1d': StandardResNet1D,
+            'multigrid_denoiser_1d': MultigridDenoiser1D}.items() <= architectures().items()
+
+    class Narrow1D(Denoiser1D):
+        architecture = 'test_narrow_1d'
+
+        def __init__(self, width: int = 3):
+            super().__init__(scale=2, channels=width, hidden_channels=width, blocks=1, kernel_size=3, knots=4)
+    try:
+        assert architectures()['test_narrow_1d'] is Narrow1D
+        m = Narrow1D(width=5)
+        assert m.config() == {'architecture': 'test_narrow_1d', 'width': 5}
+        m.save_pretrained(tmp_path)
+        loaded = from_pretrained(tmp_path)
+        assert type(loaded) is Narrow1D and loaded.lift.out_channels == 5
+        with pytest.raises(ValueError, match="'test_narrow_1d' is already registered"):
+            type('Impostor', (Denoiser1D,), {'architecture': 'test_narrow_1d'})
+    finally:
+        ARCHITECTURES.pop('test_narrow_1d', None)
+
+
 # ---------------------------------------------------------------- config validation
 @pytest.mark.parametrize('config,match', [
     ({'architecture': 'resnet50'}, 'unknown architecture'),

@@ -11,20 +11,25 @@
   with the fixed forward difference D and per-step learned flux Φᵢ and step τᵢ, initialised with
   the Perona–Malik flux and the FED step sizes of ``cycles`` cycles reaching the stopping time T.
 
-All classes use :class:`huggingface_hub.PyTorchModelHubMixin`: ``save_pretrained`` writes
-``config.json`` (``architecture`` + constructor arguments) and ``model.safetensors``;
-``from_pretrained`` goes through :func:`pdeblocks.hub.load_pretrained` (validated config, strict
-safetensors loading, never pickle).
+All classes use :class:`huggingface_hub.PyTorchModelHubMixin` through its two hooks:
+``_save_pretrained`` writes ``config.json`` (``architecture`` + constructor arguments) and
+``model.safetensors``; ``_from_pretrained`` loads with :func:`pdeblocks.hub.load_pretrained`
+(validated config, strict safetensors loading, never pickle). The mixin decodes ``config.json`` with
+:data:`pdeblocks.hub.CONFIG_CODERS`, the decoders :func:`pdeblocks.hub.validate_config` uses.
 """
+import functools
+import inspect
 import math
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+# ARCHITECTURES: the hub's one registry, importable here where it used to live
+from ..hub import ARCHITECTURES, CONFIG_CODERS, load_pretrained, register_architecture, save_folder  # noqa: F401
 from ..layers.flux import LearnedFlux
 from ..layers.symmetric import SymmetricResidual
 from ..ops.schedules import fed_step_sizes, fed_tau_max
@@ -34,10 +39,44 @@ CARD_KWARGS = dict(library_name='pdeblocks', license='apache-2.0',
                    repo_url='https://github.com/pdeblocks/pdeblocks')
 
 
-class Pretrained1D(nn.Module, PyTorchModelHubMixin, **CARD_KWARGS, tags=['pdeblocks', '1d-signal']):
-    """Base class: input checks, config with ``architecture``, strict safetensors save/load."""
+def _recording_arguments(init: Callable) -> Callable:
+    """``init`` that first records, on the outermost call, the constructor's arguments (defaults applied)
+    as ``self.init_arguments``: what :meth:`Pretrained1D.config` writes to ``config.json``."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        if 'init_arguments' not in self.__dict__:   # a subclass's constructor has not recorded its own
+            bound = signature.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            object.__setattr__(self, 'init_arguments', dict(list(bound.arguments.items())[1:]))
+        init(self, *args, **kwargs)
+    return __init__
+
+
+class Pretrained1D(nn.Module, PyTorchModelHubMixin, **CARD_KWARGS, tags=['pdeblocks', '1d-signal'],
+                   coders=CONFIG_CODERS):
+    """Base class: input checks, config with ``architecture``, strict safetensors save/load.
+
+    A subclass that sets ``architecture`` joins the allow-list of :func:`pdeblocks.hub.architectures`
+    (:func:`~pdeblocks.hub.register_architecture`); its constructor arguments must be int, float, str
+    or bool (the types of :data:`~pdeblocks.hub.CONFIG_CODERS`).
+
+    ``Cls.from_pretrained`` is the mixin's: a folder or a Hub repo id, resolved by huggingface_hub (an
+    offline, uncached repo raises its ``LocalEntryNotFoundError``). Bundled names (``'denoiser-1d'``)
+    and the bundled fallback of ``pdeblocks/<name>`` belong to :func:`pdeblocks.from_pretrained`.
+    """
 
     architecture: str = ''
+    init_arguments: Dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs):
+        kwargs.setdefault('coders', CONFIG_CODERS)   # the mixin takes coders per class, not inherited
+        super().__init_subclass__(**kwargs)
+        if '__init__' in cls.__dict__:
+            cls.__init__ = _recording_arguments(cls.__dict__['__init__'])
+        if cls.__dict__.get('architecture'):
+            register_architecture(cls)
 
     @property
     def min_length(self) -> int:
@@ -57,27 +96,29 @@ class Pretrained1D(nn.Module, PyTorchModelHubMixin, **CARD_KWARGS, tags=['pdeblo
 
     def config(self) -> Dict[str, Any]:
         """``architecture`` + the constructor arguments (what ``config.json`` holds)."""
-        cfg = dict(self._hub_mixin_config or {})
-        cfg.pop('architecture', None)
-        return {'architecture': self.architecture, **cfg}
+        return {'architecture': self.architecture, **self.init_arguments}
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        from ..hub import save_folder
+        """The mixin's saving hook: ``config.json`` (validated) and ``model.safetensors``, each atomically."""
         save_folder(self, save_directory)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *, force_download: bool = False, token=None,
-                        cache_dir=None, local_files_only: bool = False, revision: Optional[str] = None,
-                        map_location: str = 'cpu', **unused):
-        """Load with :func:`pdeblocks.hub.load_pretrained` (validated config, strict safetensors, no pickle);
-        the config's architecture must be this class's."""
-        from ..hub import load_pretrained
-        if unused:
-            raise ValueError(f"unexpected arguments {sorted(unused)}: the architecture and its arguments come "
-                             f"from config.json")
-        return load_pretrained(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
-                               force_download=force_download, local_files_only=local_files_only, token=token,
-                               map_location=map_location, expected_architecture=cls.architecture)
+    def _from_pretrained(cls, *, model_id: str, revision: Optional[str], cache_dir, force_download: bool,
+                         local_files_only: bool, token, map_location: str = 'cpu',
+                         config: Optional[Dict[str, Any]] = None, **model_kwargs):
+        """The mixin's loading hook: :func:`pdeblocks.hub.load_pretrained` (validated config, strict
+        safetensors, no pickle) of a folder or Hub repo id; the config's architecture must be this class's.
+
+        The mixin passes the decoded ``config`` and its constructor arguments; any other argument is an
+        error, since the architecture and its arguments come from ``config.json``.
+        """
+        given = sorted(k for k, v in model_kwargs.items()
+                       if not (isinstance(config, dict) and k in config and config[k] == v))
+        if given:
+            raise ValueError(f"unexpected arguments {given}: the architecture and its arguments come from config.json")
+        return load_pretrained(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                               local_files_only=local_files_only, token=token, map_location=map_location,
+                               expected_architecture=cls.architecture)
 
     @torch.no_grad()
     def predict(self, f: torch.Tensor, chunk_samples: int = 1 << 17) -> torch.Tensor:
@@ -261,6 +302,3 @@ class Diffusion1D(Pretrained1D, tags=['nonlinear-diffusion', 'perona-malik', 'fe
         for step in self.steps:
             u = step(u)
         return u
-
-
-ARCHITECTURES = {cls.architecture: cls for cls in (Denoiser1D, StandardResNet1D, Diffusion1D)}

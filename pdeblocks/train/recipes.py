@@ -16,7 +16,7 @@ class Recipe:
 
     name: str
     task: str                      # 'denoise' or 'diffusion'
-    architecture: str              # key of pdeblocks.models.denoise1d.ARCHITECTURES (or 'multigrid_denoiser_1d')
+    architecture: str              # a name in pdeblocks.hub.architectures()
     model_kwargs: Dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     steps: int = 3000

@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from .._io import atomic_path, atomic_write_json
 from ..classical import fine_reference, make_flux
 from ..data.signals import make_signals
+from ..hub import architecture_class
 from ..layers.symmetric import SymmetricResidual
 from .recipes import Recipe, get_recipe
 
@@ -38,7 +39,6 @@ ANCHOR = 'bound_anchor.'   # checkpoint keys of the norm-bound caches' anchors W
 
 
 def build_model(recipe: Recipe) -> torch.nn.Module:
-    from ..hub import architecture_class
     return architecture_class(recipe.architecture)(**recipe.model_kwargs)
 
 
