@@ -22,13 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pdeblocks._io import atomic_write_json  # noqa: E402
 from pdeblocks.hub import BUNDLED_DIR, list_pretrained, load_folder  # noqa: E402
 from pdeblocks.publish import write_card  # noqa: E402
 from pdeblocks.train.evaluate import evaluate_model, standard_comparison  # noqa: E402
 from pdeblocks.train.recipes import get_recipe  # noqa: E402
-from pdeblocks._io import atomic_write_json  # noqa: E402
 
 STANDARD_MODELS = Path(__file__).resolve().parent.parent / 'benchmarks' / 'models'
+CARDS = Path(__file__).resolve().parent   # model_cards/<name>/ of this checkout
 
 
 def evaluated(run: Path) -> dict:
@@ -92,7 +93,7 @@ def main(argv):
         install(run_dir, name, a.standard if name == 'denoiser-1d' else None)
     names = names or [name for _, name in a.install or []] + a.reevaluate
     for name in names or list_pretrained():
-        print('wrote', write_card(name) / 'README.md')
+        print('wrote', write_card(name, CARDS / name) / 'README.md')
 
 
 if __name__ == '__main__':

@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser('publish', help='assemble a model folder and upload it with HfApi.upload_folder')
     d.add_argument('name')
     d.add_argument('--repo-id', required=True)
-    d.add_argument('--out', default=None, help='folder to assemble in (default: build/hub/NAME)')
+    d.add_argument('--out', default=None, help='folder to assemble in (default: a new temporary folder)')
     d.add_argument('--dry-run', action='store_true', help='assemble only, do not upload')
     d.set_defaults(func=cmd_publish)
     d = sub.add_parser('list', help='list the bundled pretrained models')

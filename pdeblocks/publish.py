@@ -1,14 +1,17 @@
 """Model cards, figures and Hub upload of the bundled pretrained models.
 
-* :func:`write_card` renders ``model_cards/<name>/README.md`` (+ ``examples.png``, ``flux.png``)
-  from the bundled ``pdeblocks/pretrained/<name>/eval.json`` (the output of ``pdeblocks train``):
-  Hub metadata through :class:`huggingface_hub.ModelCardData` with ``model-index`` results built
-  from that JSON, never typed by hand.
+* :func:`write_card` renders ``<dest>/README.md`` (+ ``examples.png``, ``flux.png``) from the bundled
+  ``pdeblocks/pretrained/<name>/eval.json`` (the output of ``pdeblocks train``): Hub metadata through
+  :class:`huggingface_hub.ModelCardData` with ``model-index`` results built from that JSON, never
+  typed by hand (``model_cards/generate.py`` writes the checkout's copies in ``model_cards/<name>/``).
 * :func:`assemble` builds the exact folder that goes to the Hub (config, weights, card, pictures,
-  eval.json); :func:`upload` sends it with ``HfApi.upload_folder``.
+  eval.json) in a folder of the caller's choice or a new temporary one — never inside the installed
+  package, so ``pdeblocks publish`` works from a wheel; :func:`upload` sends it with
+  ``HfApi.upload_folder``.
 """
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -19,9 +22,8 @@ from ._io import atomic_path, atomic_write_text
 from .classical import PM_CONTRASTS, PM_MAX_TIME, fed, fine_reference, make_flux
 from .hub import BUNDLED_DIR, CONFIG_NAME, WEIGHTS_NAME, list_pretrained, load_folder
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CARDS_DIR = REPO_ROOT / 'model_cards'
 FIGURES = ('examples.png', 'flux.png')
+HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, 'eval.json', 'README.md') + FIGURES   # an assembled folder holds these
 
 
 def read_eval(name: str) -> Dict[str, Any]:
@@ -318,9 +320,9 @@ def render_card(name: str) -> str:
     return f"---\n{data.to_yaml()}\n---\n\n{body}"
 
 
-def write_card(name: str, dest: Optional[Path] = None) -> Path:
-    """Render ``model_cards/<name>/README.md`` and its figures; returns the folder."""
-    dest = Path(dest) if dest is not None else CARDS_DIR / name
+def write_card(name: str, dest: Path) -> Path:
+    """Render ``dest/README.md`` and its figures; returns ``dest``."""
+    dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     make_figures(name, dest)
     atomic_write_text(dest / 'README.md', render_card(name))
@@ -328,21 +330,29 @@ def write_card(name: str, dest: Optional[Path] = None) -> Path:
 
 
 def assemble(name: str, out: Optional[str] = None) -> Path:
-    """The exact Hub folder: config.json, model.safetensors, eval.json, README.md and pictures."""
+    """The exact Hub folder: config.json, model.safetensors, eval.json, README.md and pictures.
+
+    ``out``: the folder to fill (created; if it exists it must be empty or a previous assembly, holding
+    only :data:`HUB_FILES`, which are replaced); default a new temporary folder. The card and figures are
+    rendered from the bundled eval.json (:func:`write_card`), so nothing is read from or written to a
+    source checkout.
+    """
     if name not in list_pretrained():
         raise ValueError(f"unknown model {name!r}; bundled models: {list_pretrained()}")
     load_folder(BUNDLED_DIR / name)  # refuse to publish anything that does not load strictly
-    card = CARDS_DIR / name
-    if not (card / 'README.md').is_file():
-        write_card(name, card)
-    folder = Path(out) if out else REPO_ROOT / 'build' / 'hub' / name
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    if out is None:
+        folder = Path(tempfile.mkdtemp(prefix=f'pdeblocks-publish-{name}-'))
+    else:
+        folder = Path(out)
+        foreign = sorted(p.name for p in folder.iterdir() if p.name not in HUB_FILES) if folder.is_dir() else []
+        if foreign:
+            raise ValueError(f"--out {folder} holds other files {foreign[:5]}; give an empty or new folder")
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"--out {folder} is a file; give an empty or new folder")
+        folder.mkdir(parents=True, exist_ok=True)
     for f in (CONFIG_NAME, WEIGHTS_NAME, 'eval.json'):
         shutil.copy2(BUNDLED_DIR / name / f, folder / f)
-    for f in ('README.md',) + FIGURES:
-        shutil.copy2(card / f, folder / f)
+    write_card(name, folder)
     return folder
 
 

@@ -267,6 +267,56 @@ def test_publish_dry_run(tmp_path, capsys):
     assert main(['publish', 'nope', '--repo-id', 'a/b', '--dry-run', '--out', str(tmp_path / 'x')]) == 2
 
 
+def test_publish_out_folder_must_be_empty_or_an_assembly(tmp_path):
+    from pdeblocks.publish import assemble
+    (tmp_path / 'notes.txt').write_text('mine')
+    with pytest.raises(ValueError, match=r"holds other files \['notes.txt'\]"):
+        assemble('denoiser-1d', str(tmp_path))
+    assert (tmp_path / 'notes.txt').read_text() == 'mine'
+
+
+@pytest.mark.slow
+def test_publish_from_an_installed_wheel(tmp_path):
+    """`pdeblocks publish NAME --dry-run` from a wheel installed outside any checkout, run from an unrelated
+    folder: it assembles in a new temporary folder and writes nothing into the installed package."""
+    import shutil
+    import sysconfig
+    src = tmp_path / 'src'
+    shutil.copytree(ROOT / 'pdeblocks', src / 'pdeblocks', ignore=shutil.ignore_patterns('__pycache__'))
+    for f in ('pyproject.toml', 'README.md'):
+        shutil.copy2(ROOT / f, src / f)
+    pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check', '--no-input']
+    subprocess.run(pip + ['wheel', '--no-deps', '--no-build-isolation', '-w', str(tmp_path / 'dist'), str(src)],
+                   check=True, capture_output=True, timeout=300)
+    wheel, = (tmp_path / 'dist').glob('pdeblocks-*.whl')
+    venv = tmp_path / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', '--without-pip', str(venv)], check=True, timeout=120)
+    python = venv / 'bin' / 'python'
+    subprocess.run(pip + ['--python', str(python), 'install', '--no-deps', str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    site = Path(subprocess.run([str(python), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    (site / 'dependencies.pth').write_text(sysconfig.get_paths()['purelib'] + '\n')   # torch, timm, … of this venv
+    before = sorted(p.relative_to(site) for p in site.rglob('*') if '__pycache__' not in p.parts)
+    cwd = tmp_path / 'elsewhere'
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
+    env.update(OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    where = subprocess.run([str(python), '-c', 'import pdeblocks; print(pdeblocks.__file__)'], cwd=cwd, env=env,
+                           check=True, capture_output=True, text=True).stdout.strip()
+    assert Path(where).is_relative_to(site)
+    proc = subprocess.run([str(venv / 'bin' / 'pdeblocks'), 'publish', 'denoiser-1d', '--repo-id',
+                           'pdeblocks/denoiser-1d', '--dry-run'], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    folder = Path(proc.stdout.split('assembled ', 1)[1].split(':', 1)[0])
+    assert sorted(p.name for p in folder.iterdir()) == ['README.md', 'config.json', 'eval.json', 'examples.png',
+                                                        'flux.png', 'model.safetensors']
+    assert not folder.is_relative_to(site) and not list(cwd.iterdir())
+    assert sorted(p.relative_to(site) for p in site.rglob('*') if '__pycache__' not in p.parts) == before
+    shutil.rmtree(folder)
+
+
 def test_list(capsys):
     assert main(['list']) == 0
     assert 'denoiser-1d' in capsys.readouterr().out.split()
