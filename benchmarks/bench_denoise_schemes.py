@@ -39,10 +39,12 @@ RUNS = ROOT / 'runs' / 'schemes'
 LABELS = ('certified', 'free')
 
 
-def timing(models, n: int = 200, repeats: int = 3, tv_weight: float = 0.0818) -> dict:
+def timing(models, n: int = 200, repeats: int = 3) -> dict:
     """Seconds for ``n`` piecewise-constant signals of length 4096 (σ = 0.1) per model and for TV (duality gap
-    ≤ 1e-4 per sample, chunks of 50), interleaved, median of ``repeats``. ``tv_weight``: TV's tuned weight at
-    σ = 0.1 for this data (recorded by bench_denoise)."""
+    ≤ 1e-4 per sample, chunks of 50), interleaved, median of ``repeats``. TV's weight: the one tuned at σ = 0.1
+    on this data, recorded in pdeblocks/pretrained/denoiser-1d/eval.json."""
+    table = json.loads((ROOT / 'pdeblocks' / 'pretrained' / 'denoiser-1d' / 'eval.json').read_text())
+    tv_weight = table['evaluation']['table']['piecewise_constant']['0.1']['tuned']['tv_weight']
     x = torch.from_numpy(make_signals('piecewise_constant', 'test', n, 4096, 0.1, seed=0, offset=10_000).noisy)[:, None]
     times = {k: [] for k in list(models) + ['tv']}
     with torch.no_grad():
