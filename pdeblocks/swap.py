@@ -50,7 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers.certificate import NormCertificate
 from .layers.registry import RESIDUAL_BLOCKS
+from .layers.symmetric import SymmetricResidual
 
 __all__ = ['swap_blocks', 'register_swap', 'SWAP_RULES', 'SwapReport', 'SwapRecord', 'SkipRecord',
            'CalibrationRecord', 'SwapSpec', 'CannotSwap', 'SwappedResidual', 'SwappedUnetDecoderBlock',
@@ -712,26 +714,21 @@ def relative_error(module: nn.Module, data: List[Tuple[Call, torch.Tensor]]) -> 
 
 
 def settle_step_size(step: nn.Module) -> None:
-    """Recompute the rigorous bound of a fitted :class:`SymmetricResidual` at its final weight and
-    re-parameterise θ so that τ is unchanged: sigmoid(θ') = sigmoid(θ)·(B_new/B_old)² (capped below 1).
+    """Recompute the rigorous bound of a fitted :class:`SymmetricResidual` (or subclass) at its final
+    weight and re-parameterise its step so that τ is unchanged: fraction' = fraction·(B_new/B_fit)²
+    (:meth:`~SymmetricResidual.set_step_fraction` caps it where the parameterisation is bounded).
 
-    During a fit B is the cached B(W₀) + Σ‖W − W₀‖_F, up to (1 + refresh) looser than B(W); after
-    settling, fine-tuning starts from the tight bound at the calibrated weight (the next recomputation
-    would otherwise enlarge τ), and τ = sigmoid(θ')·2/(L·B²) still holds with a rigorous B.
+    B_fit is the B of the fit's passes (the training contract's estimate, or the strict mode's cached
+    B(W₀) + drift); after settling, eval passes and fine-tuning start from the full bound at the
+    fitted weight with the τ the fit ended with.
     """
-    from .layers.symmetric import OperatorNormBound, SymmetricResidual
-    if not isinstance(step, SymmetricResidual) or step.stability == 'none' \
-            or not isinstance(step.bound, OperatorNormBound):
+    if not isinstance(step, SymmetricResidual) or step.stability == 'none':
         return
     with torch.no_grad():
-        b_old = float(step.norm_bound())
-        refresh, step.bound.refresh = step.bound.refresh, 0.0
-        try:
-            b_new = float(step.norm_bound())     # refresh 0: a full bound at the current weight
-        finally:
-            step.bound.refresh = refresh
-        fraction = min(float(torch.sigmoid(step.step_param)) * (b_new / b_old) ** 2, 1.0 - 1e-6)
-        step.step_param.fill_(math.log(fraction / (1.0 - fraction)))
+        b_fit = float(step.norm_bound())
+        step.bound.clear()
+        b_new = float(step.bound.rigorous(step.weight))
+        step.set_step_fraction(float(step.step_fraction()) * (b_new / b_fit) ** 2)
 
 
 def calibrate_swaps(teacher: nn.Module, student: nn.Module, paths: Sequence[str], batches: List[Call], *,
@@ -776,6 +773,9 @@ def calibrate_swaps(teacher: nn.Module, student: nn.Module, paths: Sequence[str]
                 continue
             start = [q.detach().clone() for q in params]
             opt = torch.optim.Adam(params, lr=lr)
+            for m in new.modules():   # the fit is training: certificates use their training passes
+                if isinstance(m, NormCertificate):
+                    m.train()
             with torch.enable_grad():
                 for i in range(steps):
                     (args, kwargs), y = data[i % len(data)]

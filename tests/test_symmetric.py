@@ -13,6 +13,16 @@ from pdeblocks.ops import norm_bound
 ALL_FLUXES = ['perona_malik', 'charbonnier', 'exp_perona_malik', 'weickert', 'relu', 'learned']
 MONOTONE_FLUXES = ['charbonnier', 'relu']
 BOUNDARIES = ['neumann', 'zeros', 'circular', 'reflect']
+# the certification kinds, each tested on the passes it certifies: strict on every pass (training
+# mode included), the training contract on eval-mode passes
+CERTIFIED = ['all', 'eval']
+
+
+def certified_mode(module, passes):
+    """Put ``module`` in the mode whose passes ``passes`` certifies (train for strict, eval for the contract)."""
+    return module.train() if passes == 'all' else module.eval()
+
+
 HYP = settings(max_examples=2000, deadline=None, derandomize=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -30,9 +40,12 @@ def block_and_inputs(draw, stability):
     weight_scale = 10 ** draw(st.floats(-3, 3))
     amplitude = 10 ** draw(st.floats(-3, 2))
     logit = draw(st.floats(-5, 30))  # up to τ at the limit itself (sigmoid(30) = 1 in float64 to 1e-13)
+    passes = draw(st.sampled_from(CERTIFIED))
     gen = torch.Generator().manual_seed(seed)
     blk = SymmetricResidual(c, hidden_channels=h, kernel_size=k, dim=dim, flux=flux, boundary=boundary,
-                            stability=stability, contrast=float(10 ** draw(st.floats(-2, 1)))).double()
+                            stability=stability, contrast=float(10 ** draw(st.floats(-2, 1))),
+                            certification=passes).double()
+    certified_mode(blk, passes)
     with torch.no_grad():
         blk.weight.copy_(torch.randn(blk.weight.shape, generator=gen, dtype=torch.float64) * weight_scale)
         blk.step_param.fill_(logit)
@@ -70,24 +83,34 @@ def test_lipschitz_never_expands(case):
     assert (d_out <= _norms(u - v) * (1 + 1e-9) + 1e-300).all()
 
 
+@pytest.mark.parametrize('passes', CERTIFIED)
 @pytest.mark.parametrize('stability,flux', [('euclidean', 'perona_malik'), ('euclidean', 'weickert'),
                                             ('euclidean', 'learned'), ('lipschitz', 'charbonnier')])
-def test_guarantee_survives_absurd_training(stability, flux):
-    """100 SGD steps at lr=10 on a loss that rewards growth: the guarantee still holds afterwards."""
+def test_guarantee_survives_absurd_training(stability, flux, passes):
+    """100 SGD steps at lr=10 on a loss that rewards growth: the guarantee holds on every training pass
+    (strict) and on eval passes afterwards (both kinds)."""
     torch.manual_seed(0)
-    blk = SymmetricResidual(4, kernel_size=3, dim=2, flux=flux, boundary='zeros', stability=stability).double()
+    blk = SymmetricResidual(4, kernel_size=3, dim=2, flux=flux, boundary='zeros', stability=stability,
+                            certification=passes).double()
     opt = torch.optim.SGD(blk.parameters(), lr=10.0)
     x = torch.randn(4, 4, 10, 10, dtype=torch.float64)
     y = torch.randn_like(x)
     for _ in range(100):
+        out = blk(x)
         if stability == 'euclidean':
-            loss = -blk(x).pow(2).sum() / x.pow(2).sum()
+            loss = -out.pow(2).sum() / x.pow(2).sum()
+            if passes == 'all':
+                assert (_norms(out) <= _norms(x) * (1 + 1e-12)).all()
         else:
-            loss = -(blk(x) - blk(y)).pow(2).sum() / (x - y).pow(2).sum()
+            diff = out - blk(y)
+            loss = -diff.pow(2).sum() / (x - y).pow(2).sum()
+            if passes == 'all':
+                assert (_norms(diff) <= _norms(x - y) * (1 + 1e-9)).all()
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert all(torch.isfinite(p).all() for p in blk.parameters())
+    blk.eval()
     with torch.no_grad():
         u = torch.randn(64, 4, 10, 10, dtype=torch.float64) * 10
         v = u + torch.randn_like(u) * 0.1
@@ -98,12 +121,14 @@ def test_guarantee_survives_absurd_training(stability, flux):
             assert (_norms(blk(u) - blk(v)) <= _norms(u - v) * (1 + 1e-9)).all()
 
 
+@pytest.mark.parametrize('passes', CERTIFIED)
 @pytest.mark.parametrize('boundary', BOUNDARIES)
-def test_inputs_optimised_to_break_the_bound(boundary):
+def test_inputs_optimised_to_break_the_bound(boundary, passes):
     """Gradient ascent on ‖f(u)‖/‖u‖ over u, weights ×100 and τ at the limit: the ratio stays ≤ 1."""
     torch.manual_seed(1)
     blk = SymmetricResidual(3, kernel_size=3, dim=1, flux='exp_perona_malik', boundary=boundary,
-                            contrast=0.1).double()
+                            contrast=0.1, certification=passes).double()
+    certified_mode(blk, passes)
     with torch.no_grad():
         blk.weight.mul_(100)
         blk.step_param.fill_(40.0)
@@ -123,7 +148,7 @@ def test_inputs_optimised_to_break_the_bound(boundary):
 
 def test_thousand_block_stack_is_monotone_layer_by_layer():
     torch.manual_seed(2)
-    blocks = [SymmetricResidual(2, kernel_size=3, dim=1, flux='perona_malik', contrast=0.3).double()
+    blocks = [SymmetricResidual(2, kernel_size=3, dim=1, flux='perona_malik', contrast=0.3).double().eval()
               for _ in range(1000)]
     u = torch.randn(2, 2, 24, dtype=torch.float64) * 5
     norms = [_norms(u)]
@@ -150,7 +175,7 @@ def test_none_mode_can_blow_up():
 # ------------------------------------------------------------------------------------------ the bound's cache
 
 def test_step_size_formula_and_bound():
-    blk = SymmetricResidual(4, dim=2, boundary='zeros', flux='perona_malik')
+    blk = SymmetricResidual(4, dim=2, boundary='zeros', flux='perona_malik').eval()
     with torch.no_grad():
         blk.step_param.fill_(0.3)
     b = float(norm_bound(blk.weight, 'zeros'))
@@ -159,10 +184,11 @@ def test_step_size_formula_and_bound():
     assert abs(float(blk.step_size()) - expected) <= 1e-6 * expected
 
 
+@pytest.mark.parametrize('passes', CERTIFIED)
 @pytest.mark.parametrize('edit', ['optimizer', 'data', 'load_state_dict', 'to_double', 'copy_'])
-def test_cached_bound_never_goes_stale(edit):
+def test_cached_bound_never_goes_stale(edit, passes):
     torch.manual_seed(0)
-    blk = SymmetricResidual(4, dim=1)
+    blk = SymmetricResidual(4, dim=1, certification=passes)
     blk.eval()
     blk(torch.randn(2, 4, 16))  # fills the cache
     before = float(blk.norm_bound())
@@ -185,6 +211,7 @@ def test_cached_bound_never_goes_stale(edit):
     else:
         with torch.no_grad():
             blk.weight.copy_(torch.flip(blk.weight, [-1]) * 5.0)
+    certified_mode(blk, passes)
     after = float(blk.norm_bound())
     fresh = float(norm_bound(blk.weight, blk.boundary))
     assert abs(after - fresh) <= 1e-5 * fresh
@@ -194,7 +221,7 @@ def test_cached_bound_never_goes_stale(edit):
 def _fine_tuned_block(seed: int = 0) -> SymmetricResidual:
     """A block after small optimizer steps: B is the cached perturbation bound, above a fresh full bound."""
     torch.manual_seed(seed)
-    blk = SymmetricResidual(6, dim=1, flux='perona_malik')
+    blk = SymmetricResidual(6, dim=1, flux='perona_malik', certification='all')
     opt = torch.optim.SGD(blk.parameters(), lr=1e-4)
     for _ in range(4):
         blk(torch.randn(3, 6, 32)).pow(2).sum().backward()
@@ -212,14 +239,14 @@ def test_state_dict_round_trip_reproduces_step_size_after_fine_tuning():
     assert float(sd[NORM_BOUND_STATE]) == float(blk.norm_bound())
     fresh = float(norm_bound(blk.weight, blk.boundary))
     assert float(blk.norm_bound()) > fresh * (1 + 1e-4)
-    other = SymmetricResidual(6, dim=1, flux='perona_malik')
+    other = SymmetricResidual(6, dim=1, flux='perona_malik', certification='all')
     other.load_state_dict(sd)
     x = torch.randn(2, 6, 40)
     with torch.no_grad():
         assert torch.equal(other(x), blk(x))
         assert float(other.step_size()) == float(blk.step_size())
     # a file from before B was stored loads strictly and gets the fresh bound
-    legacy = SymmetricResidual(6, dim=1, flux='perona_malik')
+    legacy = SymmetricResidual(6, dim=1, flux='perona_malik', certification='all')
     legacy.load_state_dict({k: v for k, v in sd.items() if k != NORM_BOUND_STATE}, strict=True)
     assert abs(float(legacy.norm_bound()) - fresh) <= 1e-6 * fresh
     assert float(legacy.step_size()) > float(blk.step_size())
@@ -239,6 +266,8 @@ def test_state_dict_stores_zero_when_the_full_bound_is_due():
     warm = SymmetricResidual(5, dim=1)
     warm(torch.randn(1, 5, 16))              # a warm cache for other weights is dropped on load
     warm.load_state_dict(sd)
+    warm.eval()
+    blk.eval()
     x = torch.randn(2, 5, 16)
     with torch.no_grad():
         assert torch.equal(warm(x), blk(x))
@@ -274,7 +303,7 @@ def test_small_changes_reuse_the_bound_rigorously():
     """Below the refresh threshold the bound is B(W₀) + Σ‖ΔW_j‖_F: still above the true norm."""
     from pdeblocks.ops import power_iteration_norm
     torch.manual_seed(0)
-    blk = SymmetricResidual(6, dim=1, boundary='reflect').double()
+    blk = SymmetricResidual(6, dim=1, boundary='reflect', certification='all').double()
     b0 = float(blk.norm_bound())
     assert blk.bound.recomputations == 1
     for _ in range(20):  # many small steps accumulate against W₀, never against the last step
@@ -289,7 +318,7 @@ def test_small_changes_reuse_the_bound_rigorously():
         blk.weight.mul_(1.5)  # beyond 2%: recomputed
     assert abs(float(blk.norm_bound()) - float(norm_bound(blk.weight, 'reflect'))) < 1e-9
     assert blk.bound.recomputations == 2
-    strict = SymmetricResidual(6, dim=1, bound_refresh=0.0)
+    strict = SymmetricResidual(6, dim=1, bound_refresh=0.0, certification='all')
     strict.norm_bound()
     with torch.no_grad():
         strict.weight.add_(1e-7)

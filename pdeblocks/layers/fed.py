@@ -38,6 +38,7 @@ from torch import nn
 
 from ..ops.conv import conv, conv_adjoint
 from ..ops.schedules import fed_cycle_time, fed_step_sizes, fsi_weights
+from ..stability import Certificate
 from .registry import register_block
 from .symmetric import SymmetricResidual, check_input
 
@@ -46,6 +47,16 @@ __all__ = ['FEDCycle', 'FSIBlock', 'leja_order', 'FED_ORDERINGS', 'DIFFUSIVITY_M
 
 FED_ORDERINGS = ('leja', 'ascending')
 DIFFUSIVITY_MODES = ('lagged', 'per_step')
+
+
+def euclidean_scheme_kwargs(block: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """The :class:`SymmetricResidual` keywords of a lagged-diffusivity scheme block, which is
+    Euclidean-stable and bias-free: ``stability`` and ``bias`` may only restate that."""
+    if kwargs.get('stability', 'euclidean') != 'euclidean':
+        raise ValueError(f"{block} is a norm-stable scheme (stability='euclidean'); got stability={kwargs['stability']!r}")
+    if kwargs.get('bias'):
+        raise ValueError(f"{block} needs a bias-free inner layer (its guarantee holds without b); got bias=True")
+    return dict(kwargs, stability='euclidean', bias=False)
 
 
 def slope_floor(s: torch.Tensor, small: float = 1e-6) -> torch.Tensor:
@@ -133,16 +144,7 @@ class FEDCycle(LaggedDiffusion):
             cycles: int = 1,
             ordering: str = 'leja',
             learn_steps: bool = False,
-            step_init: float = 0.5,
-            contrast: float = 1.0,
-            weight: Optional[torch.Tensor] = None,
-            trainable_weight: bool = True,
-            drop_path: Union[float, nn.Module] = 0.0,
-            grid: Optional[int] = None,
-            gram_steps: int = 5,
-            interp_slack: float = 1.1,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps (FED cycle length n) must be an int ≥ 1, got {steps!r}")
@@ -150,10 +152,9 @@ class FEDCycle(LaggedDiffusion):
             raise ValueError(f"cycles must be an int ≥ 1, got {cycles!r}")
         if ordering not in FED_ORDERINGS:
             raise ValueError(f"ordering must be one of {FED_ORDERINGS}, got {ordering!r}")
-        super().__init__(channels, hidden_channels, kernel_size, dim, flux, boundary, stability='euclidean',
-                         bias=False, step_init=step_init, contrast=contrast, weight=weight,
-                         trainable_weight=trainable_weight, drop_path=drop_path, grid=grid,
-                         gram_steps=gram_steps, interp_slack=interp_slack, device=device, dtype=dtype)
+        super().__init__(channels, hidden_channels, kernel_size, dim, flux, boundary,
+                         **euclidean_scheme_kwargs(type(self).__name__, kwargs))
+        device, dtype = self.weight.device, self.weight.dtype
         self.steps = steps
         self.cycles = cycles
         self.ordering = ordering
@@ -205,14 +206,13 @@ class FEDCycle(LaggedDiffusion):
                 v = self.cycle(v, taus) * scale
         return u + self.drop_path(v - u)
 
-    def stability_certificate(self) -> Dict[str, Any]:
-        with torch.no_grad():
-            tau = float(self.step_size())
-            bound = float(self.norm_bound())
-        return dict(mode='fed-lagged', step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
-                    norm_factor=1.0, lipschitz=None,
-                    guarantee=f'‖f(u)‖ ≤ ‖u‖ per cycle (diffusivity lagged per cycle; {self.cycles}×{self.steps} '
-                              f'steps, time {self.cycles * self.cycle_time():.4g})')
+    @torch.jit.unused
+    def stability_certificate(self) -> Certificate:
+        tau, bound = self.certified_step()
+        return Certificate(mode='fed-lagged', step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
+                           norm_factor=1.0, lipschitz=None, passes=self.certified_passes(),
+                           guarantee=f'‖f(u)‖ ≤ ‖u‖ per cycle (diffusivity lagged per cycle; {self.cycles}×{self.steps} '
+                                     f'steps, time {self.cycles * self.cycle_time():.4g})')
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", steps={self.steps}, cycles={self.cycles}, ordering={self.ordering!r}, "
@@ -247,16 +247,7 @@ class FSIBlock(LaggedDiffusion):
             cycles: int = 1,
             diffusivity: str = 'lagged',
             learn_extrapolation: bool = False,
-            step_init: float = 0.5,
-            contrast: float = 1.0,
-            weight: Optional[torch.Tensor] = None,
-            trainable_weight: bool = True,
-            drop_path: Union[float, nn.Module] = 0.0,
-            grid: Optional[int] = None,
-            gram_steps: int = 5,
-            interp_slack: float = 1.1,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps (FSI cycle length n) must be an int ≥ 1, got {steps!r}")
@@ -264,10 +255,9 @@ class FSIBlock(LaggedDiffusion):
             raise ValueError(f"cycles must be an int ≥ 1, got {cycles!r}")
         if diffusivity not in DIFFUSIVITY_MODES:
             raise ValueError(f"diffusivity must be one of {DIFFUSIVITY_MODES}, got {diffusivity!r}")
-        super().__init__(channels, hidden_channels, kernel_size, dim, flux, boundary, stability='euclidean',
-                         bias=False, step_init=step_init, contrast=contrast, weight=weight,
-                         trainable_weight=trainable_weight, drop_path=drop_path, grid=grid,
-                         gram_steps=gram_steps, interp_slack=interp_slack, device=device, dtype=dtype)
+        super().__init__(channels, hidden_channels, kernel_size, dim, flux, boundary,
+                         **euclidean_scheme_kwargs(type(self).__name__, kwargs))
+        device, dtype = self.weight.device, self.weight.dtype
         self.steps = steps
         self.cycles = cycles
         self.diffusivity = diffusivity
@@ -306,10 +296,10 @@ class FSIBlock(LaggedDiffusion):
             v = self.cycle(v, tau, alphas)
         return u + self.drop_path(v - u)
 
-    def stability_certificate(self) -> Dict[str, Any]:
-        with torch.no_grad():
-            tau = float(self.step_size())
-            bound = float(self.norm_bound())
+    @torch.jit.unused
+    def stability_certificate(self) -> Certificate:
+        tau, bound = self.certified_step()
+        passes = self.certified_passes()
         if self.lagged and not self.learn_extrapolation:
             norm_factor: Optional[float] = 1.0
             guarantee = '‖u^k‖ ≤ ‖u⁰‖ at every FSI step (diffusivity lagged per cycle)'
@@ -319,8 +309,9 @@ class FSIBlock(LaggedDiffusion):
             guarantee = 'none proven (' + ('trainable extrapolation' if self.learn_extrapolation
                                            else 'diffusivity re-evaluated every step') + ')'
             mode = 'fsi-' + self.diffusivity
-        return dict(mode=mode, step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
-                    norm_factor=norm_factor, lipschitz=None, guarantee=guarantee)
+            passes = 'none'
+        return Certificate(mode=mode, step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
+                           norm_factor=norm_factor, lipschitz=None, guarantee=guarantee, passes=passes)
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", steps={self.steps}, cycles={self.cycles}, "

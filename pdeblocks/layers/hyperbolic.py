@@ -23,7 +23,7 @@ Guarantees (honest): none of these maps is norm- or Lipschitz-bounded by constru
 are not constrained, as in the authors' code); leapfrog and Verlet are exactly invertible. The
 certificates say so.
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ from timm.models import register_notrace_function, register_notrace_module
 from torch import nn
 
 from ..ops.conv import check_boundary, check_kernel_size, conv, conv_adjoint
+from ..stability import Certificate
 from .registry import register_block
 from .symmetric import check_input
 
@@ -125,9 +126,9 @@ def _drop_path(drop_path: Union[float, nn.Module]) -> nn.Module:
     return DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
 
-def _uncertified(mode: str, h: float, guarantee: str) -> Dict[str, Any]:
-    return dict(mode=mode, step_size=h, norm_bound=None, sector_bound=None, norm_factor=None, lipschitz=None,
-                guarantee=guarantee)
+def _uncertified(mode: str, h: float, guarantee: str) -> Certificate:
+    return Certificate(mode=mode, step_size=h, norm_bound=None, sector_bound=None, norm_factor=None, lipschitz=None,
+                       guarantee=guarantee, passes='none')
 
 
 class ParabolicBlock(nn.Module):
@@ -152,7 +153,7 @@ class ParabolicBlock(nn.Module):
             y = y - self.step_size * layer(y)
         return y0 + self.drop_path(y - y0)
 
-    def stability_certificate(self) -> Dict[str, Any]:
+    def stability_certificate(self) -> Certificate:
         return _uncertified('parabolic-rh', self.step_size,
                             'none (h and ‖K‖ unconstrained; σ∘N is not monotone, so the continuous-time '
                             'contraction of Ruthotto–Haber does not apply)')
@@ -312,7 +313,7 @@ class HyperbolicBlock(_ReversibleBase):
             _, out = self.run(y0, y0)
         return y0 + self.drop_path(out - y0)
 
-    def stability_certificate(self) -> Dict[str, Any]:
+    def stability_certificate(self) -> Certificate:
         return _uncertified('hyperbolic-leapfrog', self.step_size,
                             'exactly invertible from the last two states (reversible); no norm/Lipschitz bound')
 
@@ -401,7 +402,7 @@ class HamiltonianBlock(_ReversibleBase):
             y, z = self.run(y, z)
         return x0 + self.drop_path(torch.cat([y, z], dim=1) - x0)
 
-    def stability_certificate(self) -> Dict[str, Any]:
+    def stability_certificate(self) -> Certificate:
         return _uncertified('hamiltonian-verlet', self.step_size,
                             'exactly invertible (symplectic Verlet, reversible); no norm/Lipschitz bound')
 

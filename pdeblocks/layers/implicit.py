@@ -42,14 +42,15 @@ Gradients (``gradient=``):
 """
 import math
 import warnings
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 from timm.models import register_notrace_module
 from torch import nn
 
 from ..ops.conv import conv, conv_adjoint
-from .fed import LaggedDiffusion
+from ..stability import Certificate
+from .fed import LaggedDiffusion, euclidean_scheme_kwargs
 from .registry import register_block
 from .symmetric import check_input
 
@@ -96,15 +97,7 @@ class ImplicitBlock(LaggedDiffusion):
             solver: str = 'chebyshev',
             gradient: str = 'unrolled',
             outer_iterations: int = 1,
-            contrast: float = 1.0,
-            weight: Optional[torch.Tensor] = None,
-            trainable_weight: bool = True,
-            drop_path: Union[float, nn.Module] = 0.0,
-            grid: Optional[int] = None,
-            gram_steps: int = 5,
-            interp_slack: float = 1.1,
-            device=None,
-            dtype=None,
+            **kwargs: Any,
     ):
         if not relative_step > 0 or not math.isfinite(relative_step):
             raise ValueError(f"relative_step (τ / explicit limit) must be a finite number > 0, got {relative_step}")
@@ -121,10 +114,11 @@ class ImplicitBlock(LaggedDiffusion):
         if gradient == 'implicit' and outer_iterations != 1:
             raise ValueError(f"gradient='implicit' differentiates the lagged linear system and needs "
                              f"outer_iterations=1, got {outer_iterations}")
-        super().__init__(channels, hidden_channels, kernel_size, dim, flux, boundary, stability='euclidean',
-                         bias=False, step_init=0.5, contrast=contrast, weight=weight,
-                         trainable_weight=trainable_weight, drop_path=drop_path, grid=grid,
-                         gram_steps=gram_steps, interp_slack=interp_slack, device=device, dtype=dtype)
+        if 'step_init' in kwargs:
+            raise TypeError("ImplicitBlock takes relative_step (τ as a multiple of the explicit limit), not step_init")
+        super().__init__(channels, hidden_channels, kernel_size, dim, flux, boundary,
+                         **euclidean_scheme_kwargs(type(self).__name__, kwargs))
+        device, dtype = self.weight.device, self.weight.dtype
         # τ = softplus(θ)·limit (unbounded above: every τ > 0 is stable here)
         self.step_param = nn.Parameter(torch.tensor(_inverse_softplus(relative_step), device=device, dtype=dtype),
                                        requires_grad=trainable_step)
@@ -137,16 +131,19 @@ class ImplicitBlock(LaggedDiffusion):
         self.last_iterations: int = 0
         self._warned = False
 
-    def step_size(self) -> torch.Tensor:
-        """τ = softplus(θ) · 2/(L B²) > 0."""
-        b = self.norm_bound()
-        limit = 2.0 / (self.step_constant * b * b)
-        return nn.functional.softplus(self.step_param) * limit.to(self.step_param.dtype)
+    def step_fraction(self) -> torch.Tensor:
+        """τ / explicit limit = softplus(θ) > 0 (unbounded: every τ > 0 is stable here)."""
+        return nn.functional.softplus(self.step_param)
 
-    def spectrum_top(self, tau: torch.Tensor) -> torch.Tensor:
-        """1 + τ L B² ≥ λ_max(I + τ KᵀGK)."""
-        b = self.norm_bound().to(tau.dtype)
-        return 1.0 + tau * self.sector_bound * b * b
+    @torch.jit.unused
+    def set_step_fraction(self, fraction: float) -> None:
+        """Set θ so that τ = ``fraction`` × the explicit limit (any fraction > 0)."""
+        with torch.no_grad():
+            self.step_param.fill_(_inverse_softplus(max(float(fraction), 1e-12)))
+
+    def spectrum_top(self) -> torch.Tensor:
+        """κ = 1 + τ L B² = 1 + 2·softplus(θ) ≥ λ_max(I + τ KᵀGK)."""
+        return 1.0 + 2.0 * self.step_fraction()
 
     def system(self, x: torch.Tensor, g: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
         """M x = x + τ Kᵀ(G ⊙ K x)."""
@@ -161,7 +158,7 @@ class ImplicitBlock(LaggedDiffusion):
 
         Returns (x, iterations, max_b ‖r_b‖/‖rhs_b‖ of the recurrence's residual r = rhs − M x).
         """
-        top = self.spectrum_top(tau)
+        top = self.spectrum_top().to(rhs.dtype)
         rhs_norm = torch.linalg.vector_norm(rhs.flatten(1), dim=1).clamp_min(1e-30)
         check = not rhs.is_meta
         x = rhs
@@ -217,7 +214,7 @@ class ImplicitBlock(LaggedDiffusion):
             self._warned = True
             warnings.warn(f"ImplicitBlock: solve stopped at relative residual {value:.3g} > tol {self.tol:.3g} "
                           f"after {iterations} iterations (max_iterations={self.max_iterations}, "
-                          f"κ ≤ {float(self.spectrum_top(tau.detach())):.4g}); raise max_iterations or tol "
+                          f"κ ≤ {float(self.spectrum_top()):.4g}); raise max_iterations or tol "
                           f"(warned once per block)", RuntimeWarning, stacklevel=3)
 
     @torch.jit.unused
@@ -253,15 +250,14 @@ class ImplicitBlock(LaggedDiffusion):
                 self.record(residual.detach(), iterations, tau.detach())
         return u0 + self.drop_path(out - u0)
 
-    def stability_certificate(self) -> Dict[str, Any]:
-        with torch.no_grad():
-            tau = float(self.step_size())
-            bound = float(self.norm_bound())
-        return dict(mode='implicit-lagged', step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
-                    norm_factor=1.0, lipschitz=None,
-                    guarantee=f'‖f(u)‖ ≤ ‖u‖ for every τ > 0 and every iterate ({self.solver}, '
-                              f'≤ {self.max_iterations} iterations, tol {self.tol:g}; τ = '
-                              f'{tau * self.sector_bound * bound ** 2 / 2:.3g}× explicit limit)')
+    @torch.jit.unused
+    def stability_certificate(self) -> Certificate:
+        tau, bound = self.certified_step()
+        return Certificate(mode='implicit-lagged', step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
+                           norm_factor=1.0, lipschitz=None, passes=self.certified_passes(),
+                           guarantee=f'‖f(u)‖ ≤ ‖u‖ for every τ > 0 and every iterate ({self.solver}, '
+                                     f'≤ {self.max_iterations} iterations, tol {self.tol:g}; τ = '
+                                     f'{tau * self.sector_bound * bound ** 2 / 2:.3g}× explicit limit)')
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", solver={self.solver!r}, gradient={self.gradient!r}, tol={self.tol:g}, "

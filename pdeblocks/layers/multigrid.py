@@ -39,6 +39,7 @@ from ..ops.multigrid import (
 from ..ops.norms import norm_bound
 from ..ops.stencils import difference_stencil
 from ..ops.transfer import full_weighting, interpolation_scale, strided_conv, strided_conv_adjoint
+from ..stability import Certificate
 from .symmetric import SymmetricResidual
 
 __all__ = ['GridTransfer', 'MultigridCycle', 'MultigridUNet']
@@ -226,9 +227,9 @@ def _stack_certificate(stack: nn.Sequential) -> Dict[str, Optional[float]]:
     taus: List[float] = []
     for block in stack:
         cert = block.stability_certificate()
-        taus.append(cert['step_size'])
-        lip = None if lip is None or cert['lipschitz'] is None else lip * cert['lipschitz']
-        nf = None if nf is None or cert['norm_factor'] is None else nf * cert['norm_factor']
+        taus.append(cert.step_size)
+        lip = None if lip is None or cert.lipschitz is None else lip * cert.lipschitz
+        nf = None if nf is None or cert.norm_factor is None else nf * cert.norm_factor
     return dict(lipschitz=lip, norm_factor=nf, min_step=min(taus) if taus else None)
 
 
@@ -375,7 +376,7 @@ class MultigridUNet(nn.Module):
         fine = self.forward_features(x)[0]
         return torch.tensordot(self.head.flatten(1), fine, dims=([1], [1])).movedim(0, 1)
 
-    def network_certificate(self) -> Dict[str, Any]:
+    def network_certificate(self) -> Certificate:
         """Rigorous (loose) bounds for the whole net, in the certificate format, composed from the blocks':
 
         level map T_l = post ∘ (x ↦ x + P(G(Rx) − Rx)) ∘ pre with G = T_{l+1}^γ, so
@@ -412,8 +413,11 @@ class MultigridUNet(nn.Module):
         guarantee = ('none' if lipschitz is None and norm_factor is None else
                      '‖f(u)‖ ≤ c‖u‖' + (', ‖f(u) − f(v)‖ ≤ L‖u − v‖' if lipschitz is not None else '')
                      + ' (composed from the SymmetricResidual blocks, ‖R‖ and ‖P‖ = 2^d‖R‖)')
-        return dict(mode='composite', step_size=min(steps) if steps else 0.0, norm_bound=None, sector_bound=None,
-                    norm_factor=norm_factor, lipschitz=lipschitz, guarantee=guarantee)
+        passes = {b.certified_passes() for stack in list(self.pre) + list(self.post) for b in stack}
+        return Certificate(mode='composite', step_size=min(steps) if steps else 0.0, norm_bound=None,
+                           sector_bound=None, norm_factor=norm_factor, lipschitz=lipschitz, guarantee=guarantee,
+                           passes='none' if norm_factor is None and lipschitz is None else
+                           ('eval' if 'eval' in passes else 'all'))
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, in_channels={self.in_channels}, out_channels={self.out_channels}, "

@@ -14,20 +14,23 @@ Stability modes (``stability=``):
 * ``'none'`` — a free trainable τ, for comparison with an unconstrained ResNet.
 
 In both stable modes τ = sigmoid(θ) · 2/(L·B²), B ≥ ‖K‖₂ a rigorous bound
-(:func:`pdeblocks.ops.norms.norm_bound`), so no optimizer step can leave the stable region.
-B follows every change of the weight (see :class:`OperatorNormBound`); it carries no gradient.
+(:func:`pdeblocks.ops.norms.norm_bound`) that follows every change of the weight, so no optimizer
+step can leave the stable region. Which passes use the rigorous B (all, or eval-mode passes under
+the training contract) and how B's gradient flows is the block's ``certification``
+(:mod:`pdeblocks.layers.certificate`).
 """
 import math
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Set, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
 import torch
 from timm.layers import DropPath
-from timm.models import register_notrace_function, register_notrace_module
+from timm.models import register_notrace_function
 from torch import nn
 
 from ..ops.conv import check_boundary, check_kernel_size, check_signal, conv, conv_adjoint
-from ..ops.norms import bound_settings, symbol_norm_sup, tap_norm_sum
+from ..stability import Certificate
+from .certificate import Certification, NormCertificate
 from .flux import Flux, ReLUFlux, create_flux, flux_constants
 from .registry import register_block
 
@@ -50,106 +53,8 @@ def check_input(u: torch.Tensor, weight: torch.Tensor, boundary: str) -> torch.T
     return check_signal(u, weight, boundary)
 
 
-@register_notrace_module
-class OperatorNormBound(nn.Module):
-    """B(W) ≥ ‖K_W‖₂ for every signal size: Gram iteration on the symbol over an N-grid × Szegő factor.
-
-    The full bound B(W₀) is cached with a copy of W₀. For the current weight W,
-
-        ‖K_W‖ ≤ ‖K_W₀‖ + ‖K_{W−W₀}‖ ≤ B(W₀) + c·Σ_j ‖W_j − W₀_j‖_F        (c = 2^{d/2} for reflect, else 1),
-
-    which costs O(weights); when that slack exceeds ``refresh``·B(W₀) the full bound is recomputed
-    at W. The returned value is therefore rigorous for the current weights whatever changed them
-    (optimizer steps, ``load_state_dict``, ``.data`` edits, ``.to()``), and at most (1 + refresh)
-    looser than a fresh bound. ``refresh=0`` recomputes on every change. Under TorchScript the
-    full bound is recomputed on every call.
-    """
-
-    __jit_ignored_attributes__ = ['_cache_weight', '_cache_value']
-
-    def __init__(self, kernel_size: List[int], boundary: str, grid: Optional[int] = None,
-                 gram_steps: int = 5, interp_slack: float = 1.1, refresh: float = 0.02):
-        super().__init__()
-        if gram_steps < 1:
-            raise ValueError(f"gram_steps must be ≥ 1, got {gram_steps}")
-        if refresh < 0:
-            raise ValueError(f"refresh must be ≥ 0, got {refresh}")
-        self.grid, self.factor = bound_settings(kernel_size, boundary, grid, interp_slack)
-        self.padding_factor = 2.0 ** (len(kernel_size) / 2.0) if boundary == 'reflect' else 1.0
-        self.gram_steps = gram_steps
-        self.refresh = refresh
-        self.recomputations = 0  # how often the full bound was computed (for benchmarks)
-        self._cache_weight: Optional[torch.Tensor] = None
-        self._cache_value: Optional[torch.Tensor] = None
-
-    def compute(self, weight: torch.Tensor) -> torch.Tensor:
-        # floored at 1e-6: still ≥ ‖K‖ for a (near-)zero kernel, and keeps τ = 2/(L B²) finite there
-        return (symbol_norm_sup(weight, self.grid, self.gram_steps) * self.factor).clamp_min(1e-6)
-
-    @torch.jit.unused
-    def peek(self, weight: torch.Tensor) -> Optional[torch.Tensor]:
-        """The bound the next call gives for ``weight`` if no full computation is due (the cached B(W₀),
-        or B(W₀) + slack within ``refresh``), else None. Changes nothing."""
-        w = weight.detach()
-        c, value = self._cache_weight, self._cache_value
-        if w.is_meta or c is None or value is None or c.shape != w.shape or c.dtype != w.dtype \
-                or c.device != w.device:
-            return None
-        if torch.equal(c, w):
-            return value
-        # 1e-5: rounding of the difference and the norms (float32), far below any refresh
-        slack = tap_norm_sum(w - c) * (self.padding_factor * (1.0 + 1e-5))
-        return value + slack if float(slack) <= self.refresh * float(value) else None
-
-    @torch.jit.unused
-    def cached(self, weight: torch.Tensor) -> torch.Tensor:
-        w = weight.detach()
-        if w.is_meta:
-            return self.compute(w)
-        value = self.peek(w)
-        if value is not None:
-            return value
-        self.recomputations += 1
-        self._cache_value = self.compute(w)
-        self._cache_weight = w.clone()
-        return self._cache_value
-
-    @torch.jit.unused
-    def clear(self) -> None:
-        """Forget the cache: the next call computes the full bound."""
-        self._cache_weight = self._cache_value = None
-
-    @torch.jit.unused
-    def restore(self, weight: torch.Tensor, value: torch.Tensor) -> bool:
-        """Take a stored B for ``weight`` (from a ``state_dict``) if it is certified: B ≥ the full bound
-        at ``weight``, hence ≥ ‖K‖. Then B is the cached value, and τ is the one the saved model used.
-        Otherwise (a B below the full bound cannot be checked) the full bound is cached. Returns
-        whether the stored B was taken.
-        """
-        w = weight.detach()
-        fresh = self.compute(w)
-        value = value.detach().to(device=fresh.device, dtype=fresh.dtype).reshape(fresh.shape)
-        accepted = bool(value >= fresh)
-        self.recomputations += 1
-        self._cache_value = value.clone() if accepted else fresh
-        self._cache_weight = w.clone()
-        return accepted
-
-    @torch.jit.unused
-    def anchor(self) -> Optional[List[torch.Tensor]]:
-        """[W₀, B(W₀)] of the cache (None before the first bound): with :meth:`restore` it lets a training
-        checkpoint resume with the very bounds an uninterrupted run would use."""
-        if self._cache_weight is None or self._cache_value is None:
-            return None
-        return [self._cache_weight, self._cache_value]
-
-    def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            return self.compute(weight)
-        return self.cached(weight)
-
-    def extra_repr(self) -> str:
-        return f"grid={self.grid}, gram_steps={self.gram_steps}, factor={self.factor:.4f}, refresh={self.refresh}"
+# the module that gives B, under its former name
+OperatorNormBound = NormCertificate
 
 
 def _resolve_flux(flux: Union[str, nn.Module, Callable[..., nn.Module]], channels: int, contrast: float,
@@ -187,8 +92,10 @@ class SymmetricResidual(nn.Module):
         weight: optional initial kernel ``[H, C, *k]``, e.g. a finite-difference stencil.
         trainable_weight: whether K is trained.
         drop_path: stochastic depth on the update τKᵀΦ (dropping it keeps the step stable).
-        grid, gram_steps, interp_slack, bound_refresh: settings of the norm bound (see
-            :class:`OperatorNormBound`).
+        certification: how τ is certified: ``'eval'`` (default, the training contract), ``'all'``
+            (strict), a dict of fields or a :class:`~pdeblocks.layers.certificate.Certification`.
+        grid, gram_steps, interp_slack, bound_refresh: override those fields of ``certification``
+            (``bound_refresh`` is its ``refresh``).
 
     Input: ``[B, C, *spatial]`` float; output: same shape and dtype.
 
@@ -211,10 +118,11 @@ class SymmetricResidual(nn.Module):
             weight: Optional[torch.Tensor] = None,
             trainable_weight: bool = True,
             drop_path: Union[float, nn.Module] = 0.0,
+            certification: Union[None, str, Dict[str, Any], Certification] = None,
             grid: Optional[int] = None,
-            gram_steps: int = 5,
-            interp_slack: float = 1.1,
-            bound_refresh: float = 0.02,
+            gram_steps: Optional[int] = None,
+            interp_slack: Optional[float] = None,
+            bound_refresh: Optional[float] = None,
             device=None,
             dtype=None,
     ):
@@ -277,24 +185,39 @@ class SymmetricResidual(nn.Module):
         else:
             self.step_param = nn.Parameter(torch.tensor(math.log(step_init / (1.0 - step_init)),
                                                         device=device, dtype=dtype))
-        self.bound = OperatorNormBound(ks, boundary, grid=grid, gram_steps=gram_steps, interp_slack=interp_slack,
-                                       refresh=bound_refresh)
+        self.bound = NormCertificate(ks, boundary, certification, grid=grid, gram_steps=gram_steps,
+                                     interp_slack=interp_slack, bound_refresh=bound_refresh)
         if isinstance(drop_path, nn.Module):
             self.drop_path = drop_path
         else:
             self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def norm_bound(self) -> torch.Tensor:
-        """The rigorous bound B ≥ ‖K‖₂ used for τ (float32, no gradient)."""
+        """B of this pass (float32): rigorous, B ≥ ‖K‖₂, except in training passes under the training
+        contract (:class:`~pdeblocks.layers.certificate.NormCertificate`); carries the bound's gradient."""
         return self.bound(self.weight)
 
+    def step_limit(self, bound: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """2/(L·B²), the explicit stability limit for B (default: this pass's :meth:`norm_bound`)."""
+        b = self.norm_bound() if bound is None else bound
+        return 2.0 / (self.step_constant * b * b)
+
+    def step_fraction(self) -> torch.Tensor:
+        """τ / limit: sigmoid(θ) ∈ (0, 1) (subclasses may parameterise it otherwise)."""
+        return torch.sigmoid(self.step_param)
+
+    @torch.jit.unused
+    def set_step_fraction(self, fraction: float) -> None:
+        """Set θ so that :meth:`step_fraction` is ``fraction`` (capped below 1 for sigmoid(θ))."""
+        f = min(max(float(fraction), 1e-12), 1.0 - 1e-6)
+        with torch.no_grad():
+            self.step_param.fill_(math.log(f / (1.0 - f)))
+
     def step_size(self) -> torch.Tensor:
-        """τ: sigmoid(θ)·2/(L·B²) in the stable modes, the free parameter for ``'none'``."""
+        """τ: fraction·2/(L·B²) in the stable modes, the free parameter for ``'none'``."""
         if self.stability == 'none':
             return self.step_param
-        b = self.norm_bound()
-        limit = 2.0 / (self.step_constant * b * b)
-        return torch.sigmoid(self.step_param) * limit.to(self.step_param.dtype)
+        return self.step_fraction() * self.step_limit().to(self.step_param.dtype)
 
     def update(self, u: torch.Tensor) -> torch.Tensor:
         """Kᵀ Φ(K u + b), the (un-scaled) diffusion update."""
@@ -315,7 +238,7 @@ class SymmetricResidual(nn.Module):
         """The bound B the next call uses, a 0-d tensor saved with the weights; 0 where that is the full
         bound at the current weight (not computed yet, or due), which a reload computes alike."""
         with torch.no_grad():
-            value = self.bound.peek(self.weight)
+            value = self.bound.current(self.weight)
             return torch.zeros((), dtype=self.weight.dtype, device=self.weight.device) if value is None \
                 else value.detach().clone()
 
@@ -338,7 +261,7 @@ class SymmetricResidual(nn.Module):
             self.bound.clear()
         elif not self.bound.restore(self.weight, state):
             warnings.warn(f"the saved norm bound {b:.6g} is below the full bound "
-                          f"{float(self.bound._cache_value):.6g} of the loaded weights; using the full bound, "
+                          f"{float(self.bound._b0):.6g} of the loaded weights; using the full bound, "
                           f"so the step size τ differs from the saved model's", stacklevel=2)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
@@ -351,14 +274,36 @@ class SymmetricResidual(nn.Module):
             if key in missing_keys:
                 missing_keys.remove(key)
 
-    def stability_certificate(self) -> Dict[str, Any]:
-        """What this block guarantees, with the numbers it rests on (read by ``pdeblocks.certify``)."""
+    @torch.jit.unused
+    def certified_step(self) -> Tuple[float, float]:
+        """(τ, B) of an eval-mode pass: the rigorous B ≥ ‖K‖₂ and the τ it certifies (NaN on meta tensors)."""
         if self.weight.is_meta:  # no values to certify yet
-            tau = bound = float('nan')
-        else:
-            with torch.no_grad():
-                tau = float(self.step_size())
-                bound = float(self.norm_bound())
+            return float('nan'), float('nan')
+        with torch.no_grad():
+            b = self.bound.rigorous(self.weight)
+            tau = self.step_param if self.stability == 'none' else self.step_fraction() * self.step_limit(b)
+            return float(tau), float(b)
+
+    @torch.jit.unused
+    def certified_passes(self) -> str:
+        """Which passes the certificate covers: ``'all'``, ``'eval'`` (the training contract) or ``'none'``."""
+        return 'none' if self.stability == 'none' else self.bound.settings.passes
+
+    @torch.jit.unused
+    def verify_certificate(self) -> Optional[bool]:
+        """Recompute the full bound at the current weight from scratch and confirm that the B of an
+        eval pass is at least it (None for ``stability='none'``: nothing to verify)."""
+        if self.stability == 'none' or self.weight.is_meta:
+            return None
+        with torch.no_grad():
+            used = self.bound.rigorous(self.weight)
+            fresh = self.bound.compute(self.weight)
+            return bool(used >= fresh * (1.0 - 1e-6))
+
+    @torch.jit.unused
+    def stability_certificate(self) -> Certificate:
+        """What this block guarantees, with the numbers it rests on (read by ``pdeblocks.certify``)."""
+        tau, bound = self.certified_step()
         lip_phi = getattr(self.flux, 'lipschitz_bound', None)
         monotone = bool(getattr(self.flux, 'monotone', False))
         if self.stability == 'euclidean':
@@ -373,8 +318,9 @@ class SymmetricResidual(nn.Module):
             norm_factor = None
             lipschitz = None if lip_phi is None else 1.0 + abs(tau) * lip_phi * bound ** 2
             guarantee = 'none (free step)'
-        return dict(mode=self.stability, step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
-                    norm_factor=norm_factor, lipschitz=lipschitz, guarantee=guarantee)
+        return Certificate(mode=self.stability, step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
+                           norm_factor=norm_factor, lipschitz=lipschitz, guarantee=guarantee,
+                           passes=self.certified_passes())
 
     def extra_repr(self) -> str:
         return (f"{self.channels}, hidden={self.hidden_channels}, kernel_size={tuple(self.kernel_size)}, "

@@ -91,11 +91,10 @@ def gram_spectral_bound(matrices: torch.Tensor, gram_steps: int) -> torch.Tensor
     return (0.5 * log_lambda).exp()
 
 
-def symbol_norm_sup(weight: torch.Tensor, grid: int, gram_steps: int) -> torch.Tensor:
-    """max over an N-grid of the Gram-iteration bound on σ_max(K̂(ω)), times a float rounding margin.
-
-    Multiply by :func:`interpolation_factor` to bound the sup over all ω (and so ‖K‖₂). Computed
-    without gradient in float32 (float64 for float64 weights); TorchScript-compatible.
+def symbol_gram_bounds(weight: torch.Tensor, grid: int, gram_steps: int) -> torch.Tensor:
+    """The Gram-iteration bound on σ_max(K̂(ω)) at every frequency of the N-grid, flattened in the order
+    of ``torch.fft.rfftn(·, s=[N]*d)`` (the last axis halved by conjugate symmetry), times a float
+    rounding margin. Without gradient, in float32 (float64 for float64 weights); TorchScript-compatible.
     """
     with torch.no_grad():
         w = weight.detach()
@@ -107,7 +106,34 @@ def symbol_norm_sup(weight: torch.Tensor, grid: int, gram_steps: int) -> torch.T
         dims = list(range(2, w.dim()))
         symbol = torch.fft.rfftn(w, s=[grid] * len(dims), dim=dims)
         symbol = symbol.flatten(2).permute(2, 0, 1)  # [frequencies, H, C]
-        return gram_spectral_bound(symbol, gram_steps).amax() * margin
+        return gram_spectral_bound(symbol, gram_steps) * margin
+
+
+def symbol_norm_sup(weight: torch.Tensor, grid: int, gram_steps: int) -> torch.Tensor:
+    """max over an N-grid of the Gram-iteration bound on σ_max(K̂(ω)) (:func:`symbol_gram_bounds`).
+
+    Multiply by :func:`interpolation_factor` to bound the sup over all ω (and so ‖K‖₂).
+    """
+    return symbol_gram_bounds(weight, grid, gram_steps).amax()
+
+
+def symbol_phase(kernel_size: List[int], grid: int, index: int, dtype: torch.dtype = torch.complex64,
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+    """e^{−i⟨ω, j⟩} over the kernel taps j (flattened ``[Π k_a]``) for the frequency ω of flat ``index``
+    in the order of :func:`symbol_gram_bounds`, so that K̂(ω) = ``weight.flatten(2) @ phase``."""
+    sizes = [grid] * (len(kernel_size) - 1) + [grid // 2 + 1]
+    if not 0 <= index < math.prod(sizes):
+        raise ValueError(f"frequency index must be in [0, {math.prod(sizes)}), got {index}")
+    freq, rest = [], index
+    for n in sizes[::-1]:
+        freq.append(rest % n)
+        rest //= n
+    freq = freq[::-1]
+    angle = torch.zeros(kernel_size, dtype=torch.float64)
+    for a, k in enumerate(kernel_size):
+        shape = [k if b == a else 1 for b in range(len(kernel_size))]
+        angle = angle + (2.0 * math.pi * freq[a] / grid) * torch.arange(k, dtype=torch.float64).reshape(shape)
+    return torch.polar(torch.ones_like(angle), -angle).flatten().to(dtype=dtype, device=device)
 
 
 def tap_norm_sum(weight: torch.Tensor) -> torch.Tensor:

@@ -30,12 +30,12 @@ from .._io import atomic_path, atomic_write_json
 from ..classical import fine_reference, make_flux
 from ..data.signals import make_signals
 from ..hub import architecture_class
-from ..layers.symmetric import SymmetricResidual
+from ..layers.certificate import NormCertificate
 from .recipes import Recipe, get_recipe
 
 CHECKPOINT = 'checkpoint.safetensors'
 STATE = 'checkpoint.json'
-ANCHOR = 'bound_anchor.'   # checkpoint keys of the norm-bound caches' anchors W₀, B(W₀)
+ANCHOR = 'bound_anchor.'   # checkpoint keys of the certificates' anchors (W₀, B(W₀), the estimate's state)
 
 
 def build_model(recipe: Recipe) -> torch.nn.Module:
@@ -86,11 +86,10 @@ def diffusion_pairs(recipe: Recipe, count: int, length: int, split: str, seed: i
 
 def _save_checkpoint(out: Path, model, opt, state: Dict[str, Any]) -> None:
     tensors = {f'model.{k}': v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    for name, m in model.named_modules():   # anchors of the cached norm bounds: resume = uninterrupted run
-        if isinstance(m, SymmetricResidual) and m.bound.anchor() is not None:
-            w0, b0 = m.bound.anchor()
-            tensors[f'{ANCHOR}{name}.weight'] = w0.contiguous().cpu()
-            tensors[f'{ANCHOR}{name}.value'] = b0.contiguous().cpu()
+    for name, m in model.named_modules():   # anchors of the certificates: resume = uninterrupted run
+        anchor = m.anchor() if isinstance(m, NormCertificate) else None
+        for key, value in (anchor or {}).items():
+            tensors[f'{ANCHOR}{name}.{key}'] = value.contiguous().cpu()
     opt_scalars = {}
     for idx, st in opt.state_dict()['state'].items():
         for key, val in st.items():
@@ -115,9 +114,10 @@ def _load_checkpoint(out: Path, model, opt) -> Dict[str, Any]:
     model_sd = {k[len('model.'):]: v for k, v in tensors.items() if k.startswith('model.')}
     model.load_state_dict(model_sd, strict=True)
     for name, m in model.named_modules():
-        if isinstance(m, SymmetricResidual) and {f'{ANCHOR}{name}.weight', f'{ANCHOR}{name}.value'} <= tensors.keys():
-            w0 = tensors[f'{ANCHOR}{name}.weight'].to(device=m.weight.device, dtype=m.weight.dtype)
-            m.bound.restore(w0, tensors[f'{ANCHOR}{name}.value'])   # checked against the full bound, not trusted
+        prefix = f'{ANCHOR}{name}.'
+        anchor = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and '.' not in k[len(prefix):]}
+        if isinstance(m, NormCertificate) and anchor:
+            m.restore_anchor(anchor)   # B checked against the full bound, not trusted
     opt_sd = opt.state_dict()
     new_state = {}
     for idx in range(len(opt_sd['param_groups'][0]['params'])):

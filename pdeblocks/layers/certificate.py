@@ -1,0 +1,354 @@
+"""The certificate of a stable block: B ≥ ‖K‖₂, and the step limit 2/(L·B²) it certifies.
+
+One settings object (:class:`Certification`), one module that turns a weight into B
+(:class:`NormCertificate`), and one resolver (:func:`resolve_certification`) used by every certified
+block: :class:`~pdeblocks.layers.SymmetricResidual` and its FED, FSI and implicit subclasses, the
+steps of the multigrid U-net, swapped blocks and the 1D models.
+
+**Rigorous B.** B(W) = N-grid Gram bound × Szegő factor (:func:`pdeblocks.ops.norms.norm_bound`),
+cached with a copy of W₀; for the current W the pass uses
+
+    B = B(W₀) + c·Σ_j ‖W_j − W₀_j‖_F   ≥ ‖K_W₀‖ + ‖K_{W−W₀}‖ ≥ ‖K_W‖    (c = 2^{d/2} for reflect, else 1),
+
+which holds whatever changed W (optimizer steps, ``load_state_dict``, ``.data`` edits). The drift
+term costs O(weights) and is computed on the weight's device; B(W₀) is recomputed at W when the
+weight changed visibly (its version counter) and the drift passes the threshold.
+
+**Which passes are certified** (``Certification.passes``):
+
+* ``'all'`` — strict: every forward pass uses the rigorous B of the weights of that pass. During
+  training the weights move a few per cent of B per SGD step, so nearly every step recomputes the
+  full bound, which costs O(N^d·C³) per block (``benchmarks/bench_certificate.py``).
+* ``'eval'`` — the training contract: passes in training mode (``module.training``) use the
+  calibrated estimate B̃(W) = ρ·σ(W), σ(W) = ‖K̂_W(ω*) v‖ with ω* the grid frequency where the last
+  rigorous bound peaked, v its top right singular vector (one warm-started power step per pass) and
+  ρ = B(W_c)/σ(W_c) at the last calibration W_c (every ``calibrate_every`` training passes). σ costs
+  O(weights + C²) and no host synchronisation. Every eval-mode pass, every saved ``state_dict``,
+  TorchScript and :func:`pdeblocks.certify` use the rigorous B. B̃ is *not* a bound: training passes
+  are not certified.
+
+**Gradient** (``Certification.gradient``): B carries the gradient of the scale-equivariant
+B·‖W‖_F/‖W₀‖_F at W₀ = W — B's exact derivative along W, so the optimizer sees that growing ‖K‖
+shrinks τ — and none across (a gradient through σ at ω* alone is exploited: the optimizer grows K at
+the other frequencies, and the estimate falls 2× below the rigorous bound in 150 SGD steps). The
+value of B is unchanged.
+"""
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+from timm.models import register_notrace_module
+from torch import nn
+
+from ..ops.norms import bound_settings, symbol_gram_bounds, symbol_phase, tap_norm_sum
+
+__all__ = ['CERTIFIED_PASSES', 'Certification', 'NormCertificate', 'resolve_certification']
+
+CERTIFIED_PASSES = ('eval', 'all')
+# legacy keyword arguments of the blocks → Certification fields
+LEGACY_SETTINGS = {'grid': 'grid', 'gram_steps': 'gram_steps', 'interp_slack': 'interp_slack',
+                   'bound_refresh': 'refresh'}
+
+
+@dataclass(frozen=True)
+class Certification:
+    """How a block certifies its step size.
+
+    Args:
+        passes: ``'eval'`` (default: training passes use a calibrated estimate, see the module
+            docstring) or ``'all'`` (strict: every pass is certified).
+        grid: frequency grid N per axis of the full bound (default: the smallest whose Szegő factor
+            is ≤ ``interp_slack``).
+        gram_steps: Gram iterations per frequency of the full bound (≥ 1).
+        interp_slack: the largest Szegő factor 1/cos(π Σ r_a / N) the default grid allows (> 1).
+        refresh: strict mode: the drift Σ‖W − W₀‖_F, relative to B(W₀), above which the full bound
+            is recomputed (≥ 0; 0 recomputes on every change).
+        calibrate_every: training contract: training passes between rigorous recalibrations (≥ 1).
+        power_steps: power-iteration steps per pass that keep v on the top singular vector (≥ 1).
+        gradient: whether τ carries the gradient of the bound.
+    """
+
+    passes: str = 'eval'
+    grid: Optional[int] = None
+    gram_steps: int = 5
+    interp_slack: float = 1.1
+    refresh: float = 0.02
+    calibrate_every: int = 100
+    power_steps: int = 1
+    gradient: bool = True
+
+    def __post_init__(self):
+        if self.passes not in CERTIFIED_PASSES:
+            raise ValueError(f"Certification.passes must be one of {CERTIFIED_PASSES}, got {self.passes!r}")
+        _check_int('grid', self.grid, 1, optional=True)
+        _check_int('gram_steps', self.gram_steps, 1)
+        _check_int('calibrate_every', self.calibrate_every, 1)
+        _check_int('power_steps', self.power_steps, 1)
+        if not isinstance(self.interp_slack, (int, float)) or not self.interp_slack > 1.0 \
+                or not math.isfinite(self.interp_slack):
+            raise ValueError(f"Certification.interp_slack must be a finite number > 1, got {self.interp_slack!r}")
+        if not isinstance(self.refresh, (int, float)) or not self.refresh >= 0.0 or not math.isfinite(self.refresh):
+            raise ValueError(f"Certification.refresh must be a finite number ≥ 0, got {self.refresh!r}")
+        if not isinstance(self.gradient, bool):
+            raise ValueError(f"Certification.gradient must be True or False, got {self.gradient!r}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def _check_int(name: str, value: Any, low: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"Certification.{name} must be an int ≥ {low}{' or None' if optional else ''}, "
+                         f"got {value!r}")
+
+
+def resolve_certification(certification: Union[None, str, Mapping[str, Any], Certification] = None,
+                          **legacy: Any) -> Certification:
+    """The one resolver: None (defaults), ``'eval'`` / ``'all'``, a dict of fields, or a
+    :class:`Certification`; the blocks' legacy keywords (``grid``, ``gram_steps``, ``interp_slack``,
+    ``bound_refresh``) override fields when not None. Unknown names are a ValueError listing the valid ones.
+    """
+    if certification is None:
+        settings = Certification()
+    elif isinstance(certification, Certification):
+        settings = certification
+    elif isinstance(certification, str):
+        if certification not in CERTIFIED_PASSES:
+            raise ValueError(f"certification must be one of {CERTIFIED_PASSES}, a dict or a Certification; "
+                             f"got {certification!r}")
+        settings = Certification(passes=certification)
+    elif isinstance(certification, Mapping):
+        valid = [f.name for f in fields(Certification)]
+        unknown = sorted(set(certification) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown certification settings {unknown}; valid: {valid}")
+        settings = Certification(**certification)
+    else:
+        raise ValueError(f"certification must be None, one of {CERTIFIED_PASSES}, a dict or a Certification; "
+                         f"got {type(certification).__name__}")
+    unknown = sorted(set(legacy) - set(LEGACY_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown certification keywords {unknown}; valid: {sorted(LEGACY_SETTINGS)}")
+    overrides = {LEGACY_SETTINGS[k]: v for k, v in legacy.items() if v is not None}
+    return replace(settings, **overrides) if overrides else settings
+
+
+def _complex_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.complex128 if dtype == torch.float64 else torch.complex64
+
+
+@register_notrace_module
+class NormCertificate(nn.Module):
+    """B ≥ ‖K_W‖₂ for every signal size, and the training contract's estimate (see the module docstring).
+
+    ``forward(weight)`` gives the B of this pass: the estimate in a training-mode pass under
+    ``passes='eval'``, else the rigorous bound. :meth:`rigorous` always gives the rigorous one.
+    Under TorchScript the full bound is recomputed on every call.
+    """
+
+    __jit_ignored_attributes__ = ['_w0', '_b0', '_version', '_phase', '_v', '_ratio', '_index', 'settings']
+    __jit_unused_properties__ = ['strict']
+
+    def __init__(self, kernel_size: List[int], boundary: str,
+                 certification: Union[None, str, Mapping[str, Any], Certification] = None, **legacy: Any):
+        super().__init__()
+        settings = resolve_certification(certification, **legacy)
+        self.settings = settings
+        self.kernel_size = list(kernel_size)
+        self.grid, self.factor = bound_settings(self.kernel_size, boundary, settings.grid, settings.interp_slack)
+        self.gram_steps = settings.gram_steps
+        self.padding_factor = 2.0 ** (len(kernel_size) / 2.0) if boundary == 'reflect' else 1.0
+        self.recomputations = 0   # full bounds computed (for benchmarks)
+        self.passes_since_calibration = 0
+        self._w0: Optional[torch.Tensor] = None        # W₀ of the cached bound
+        self._b0: Optional[torch.Tensor] = None        # B(W₀)
+        self._version: Optional[Tuple[int, int]] = None
+        self._index = -1                                # ω*: flat grid index where B(W₀) peaked
+        self._phase: Optional[torch.Tensor] = None     # e^{−i⟨ω*, j⟩} over the taps
+        self._v: Optional[torch.Tensor] = None         # top right singular vector of K̂(ω*)
+        self._ratio: Optional[torch.Tensor] = None     # ρ = B(W_c) / σ(W_c)
+
+    @property
+    def strict(self) -> bool:
+        return self.settings.passes == 'all'
+
+    def compute(self, weight: torch.Tensor) -> torch.Tensor:
+        """The full bound at ``weight`` (no cache): N-grid Gram bound × Szegő factor, floored at 1e-6
+        (still ≥ ‖K‖ for a near-zero kernel, and keeps τ = 2/(L B²) finite)."""
+        return (symbol_gram_bounds(weight, self.grid, self.gram_steps).amax() * self.factor).clamp_min(1e-6)
+
+    # -- the rigorous bound -------------------------------------------------------------------------
+    @torch.jit.unused
+    def _recompute(self, weight: torch.Tensor) -> torch.Tensor:
+        """Full bound at ``weight``, cached with W₀ and the estimate's state (ω*, v, ρ) recalibrated there."""
+        w = weight.detach()
+        bounds = symbol_gram_bounds(w, self.grid, self.gram_steps)
+        index = int(bounds.argmax())
+        b = (bounds[index] * self.factor).clamp_min(1e-6)
+        self.recomputations += 1
+        self._w0, self._b0 = w.clone(), b
+        self._version = (w._version, w.data_ptr())
+        self._calibrate(w, index)
+        return b
+
+    @torch.jit.unused
+    def _calibrate(self, w: torch.Tensor, index: int) -> None:
+        cdtype = _complex_dtype(w.dtype)
+        if index != self._index or self._phase is None or self._phase.device != w.device \
+                or self._phase.dtype != cdtype:
+            self._phase = symbol_phase(self.kernel_size, self.grid, index, dtype=cdtype, device=w.device)
+            self._index = index
+        a = self.symbol(w)
+        v = self._v
+        if v is None or v.shape[0] != a.shape[1] or v.dtype != cdtype or v.device != w.device:
+            v = torch.ones(a.shape[1], dtype=cdtype, device=w.device)
+        for _ in range(30):   # converge v at the new ω*: O(C²) each
+            v = a.conj().T @ (a @ v)
+            v = v / torch.linalg.vector_norm(v).clamp_min(1e-30)
+        self._v = v
+        sigma = torch.linalg.vector_norm(a @ v).clamp_min(1e-30)
+        self._ratio = (self._b0 / sigma).to(w.dtype if w.dtype == torch.float64 else torch.float32)
+        self.passes_since_calibration = 0
+
+    @torch.jit.unused
+    def drift(self, weight: torch.Tensor) -> torch.Tensor:
+        """c·Σ_j ‖W_j − W₀_j‖_F ≥ ‖K_W − K_W₀‖ (0 when W = W₀), on the weight's device."""
+        # 1e-5: rounding of the difference and the norms (float32)
+        return tap_norm_sum(weight.detach() - self._w0) * (self.padding_factor * (1.0 + 1e-5))
+
+    @torch.jit.unused
+    def _cache_valid(self, w: torch.Tensor) -> bool:
+        c = self._w0
+        return c is not None and c.shape == w.shape and c.dtype == w.dtype and c.device == w.device
+
+    @torch.jit.unused
+    def rigorous(self, weight: torch.Tensor) -> torch.Tensor:
+        """B ≥ ‖K_W‖₂ for the current ``weight`` (detached): B(W₀) + drift, B(W₀) recomputed when due.
+
+        Due when the weight changed visibly (version counter or storage) and, in the strict mode,
+        the drift exceeds ``refresh``·B(W₀) (in the training contract: any drift, so that eval passes
+        use the tight bound). On a CPU the drift is also checked when nothing changed visibly (a
+        ``.data`` edit); on a GPU it is not (that would synchronise), and B(W₀) + drift stays rigorous.
+        """
+        w = weight.detach()
+        if w.is_meta:
+            return self.compute(w)
+        if not self._cache_valid(w):
+            return self._recompute(w)
+        drift = self.drift(w)
+        changed = (w._version, w.data_ptr()) != self._version
+        if changed or not w.is_cuda:
+            if changed and w.is_cuda and not self.strict:
+                return self._recompute(w)
+            threshold = self.settings.refresh * float(self._b0) if self.strict else 0.0
+            if float(drift) > threshold:
+                return self._recompute(w)
+            self._version = (w._version, w.data_ptr())
+        return self._b0 + drift
+
+    @torch.jit.unused
+    def current(self, weight: torch.Tensor) -> Optional[torch.Tensor]:
+        """The rigorous B the next eval pass uses if no full computation is due, else None. Changes nothing."""
+        w = weight.detach()
+        if w.is_meta or not self._cache_valid(w):
+            return None
+        drift = self.drift(w)
+        threshold = self.settings.refresh * float(self._b0) if self.strict else 0.0
+        return None if float(drift) > threshold else self._b0 + drift
+
+    # -- the training contract's estimate -------------------------------------------------------------
+    @torch.jit.unused
+    def symbol(self, weight: torch.Tensor) -> torch.Tensor:
+        """K̂_W(ω*) = Σ_j W_j e^{−i⟨ω*, j⟩}, ``[H, C]`` complex, differentiable in W."""
+        w = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
+        return w.flatten(2).to(self._phase.dtype) @ self._phase
+
+    @torch.jit.unused
+    def estimate(self, weight: torch.Tensor) -> torch.Tensor:
+        """ρ·σ(W), σ(W) = ‖K̂_W(ω*) v‖ after ``power_steps`` warm-started power steps on v, floored at
+        1e-6; no gradient (see :meth:`with_scale_gradient`). Not a bound."""
+        with torch.no_grad():
+            a = self.symbol(weight.detach())
+            v = self._v
+            for _ in range(self.settings.power_steps):
+                v = a.conj().T @ (a @ v)
+                v = v / torch.linalg.vector_norm(v).clamp_min(1e-30)
+            self._v = v
+            return (self._ratio * torch.linalg.vector_norm(a @ v)).clamp_min(1e-6)
+
+    @staticmethod
+    def with_scale_gradient(value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``value`` with the gradient of the scale-equivariant B(W)·‖W‖_F/‖W₀‖_F at W₀ = W: B is
+        positively homogeneous, so this is its exact derivative along W (growing K shrinks τ), and zero
+        across; a direction the optimizer cannot exploit to undercut the bound."""
+        n = torch.linalg.vector_norm(weight if weight.dtype in (torch.float32, torch.float64) else weight.float())
+        return value * (n / n.detach().clamp_min(1e-30))
+
+    @torch.jit.unused
+    def _eager(self, weight: torch.Tensor) -> torch.Tensor:
+        if weight.is_meta:
+            return self.compute(weight)
+        with torch.autocast(weight.device.type, enabled=False):
+            if self.training and not self.strict:
+                if not self._cache_valid(weight.detach()) \
+                        or self.passes_since_calibration >= self.settings.calibrate_every:
+                    self._recompute(weight)
+                self.passes_since_calibration += 1
+                b = self.estimate(weight)
+            else:
+                b = self.rigorous(weight)
+            if self.settings.gradient and torch.is_grad_enabled() and weight.requires_grad:
+                b = self.with_scale_gradient(b, weight)
+            return b
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            return self.compute(weight)
+        return self._eager(weight)
+
+    # -- state ----------------------------------------------------------------------------------------
+    @torch.jit.unused
+    def clear(self) -> None:
+        """Forget the cache: the next pass computes the full bound."""
+        self._w0 = self._b0 = self._version = None
+
+    @torch.jit.unused
+    def restore(self, weight: torch.Tensor, value: torch.Tensor) -> bool:
+        """Take a stored B for ``weight`` (from a ``state_dict``) if it is certified: B ≥ the full bound
+        at ``weight``, hence ≥ ‖K‖; otherwise cache the full bound. Returns whether B was taken."""
+        fresh = self._recompute(weight)
+        stored = value.detach().to(device=fresh.device, dtype=fresh.dtype).reshape(fresh.shape)
+        if not bool(stored >= fresh):
+            return False
+        self._b0 = stored.clone()
+        self._calibrate(self._w0, self._index)
+        return True
+
+    @torch.jit.unused
+    def anchor(self) -> Optional[Dict[str, torch.Tensor]]:
+        """The cache and the estimate's state as tensors (None before the first bound): with
+        :meth:`restore_anchor` a training checkpoint resumes with the very bounds an uninterrupted run uses."""
+        if self._w0 is None or self._b0 is None or self._v is None or self._ratio is None:
+            return None
+        return dict(weight=self._w0, value=self._b0, vector=torch.view_as_real(self._v), ratio=self._ratio,
+                    index=torch.tensor(self._index), passes=torch.tensor(self.passes_since_calibration))
+
+    @torch.jit.unused
+    def restore_anchor(self, anchor: Mapping[str, torch.Tensor], device: Optional[torch.device] = None) -> bool:
+        """Restore :meth:`anchor`'s state; B is checked against the full bound (not trusted)."""
+        w0 = anchor['weight'].to(device=device)
+        accepted = self.restore(w0, anchor['value'])
+        index = int(anchor['index'])
+        if accepted and index == self._index:
+            self._v = torch.view_as_complex(anchor['vector'].to(device=device).contiguous())
+            self._ratio = anchor['ratio'].to(device=device)
+            self.passes_since_calibration = int(anchor['passes'])
+        return accepted
+
+    def extra_repr(self) -> str:
+        s = self.settings
+        return (f"passes={s.passes!r}, grid={self.grid}, gram_steps={self.gram_steps}, factor={self.factor:.4f}, "
+                f"refresh={s.refresh}, calibrate_every={s.calibrate_every}, gradient={s.gradient}")

@@ -1,0 +1,164 @@
+"""The certificate abstraction: settings, the training contract, strictness, gradients and state."""
+import copy
+
+import pytest
+import torch
+
+import pdeblocks
+from pdeblocks.layers import FEDCycle, FSIBlock, ImplicitBlock, SymmetricResidual
+from pdeblocks.layers.certificate import Certification, NormCertificate, resolve_certification
+from pdeblocks.ops import norm_bound, power_iteration_norm
+
+SCHEMES = [SymmetricResidual, FEDCycle, FSIBlock, ImplicitBlock]
+
+
+def _norms(x):
+    return x.flatten(1).norm(dim=1)
+
+
+@pytest.mark.parametrize('cls', SCHEMES)
+@pytest.mark.parametrize('passes', ['all', 'eval'])
+def test_weights_changed_between_every_pair_of_passes(cls, passes):
+    """A large random step on the weights between every two forward passes: each certified pass keeps
+    ‖f(u)‖ ≤ ‖u‖ (strict: training passes too; the contract: eval passes), and its B is ≥ ‖K‖."""
+    torch.manual_seed(3)
+    blk = cls(3, dim=1, kernel_size=3, certification=passes).double()
+    blk.train() if passes == 'all' else blk.eval()
+    u = torch.randn(8, 3, 20, dtype=torch.float64) * 5
+    for i in range(25):
+        with torch.no_grad():
+            blk.weight.add_(torch.randn_like(blk.weight) * 10 ** (i % 5 - 2))
+            if i % 3 == 0:
+                blk.weight.data.mul_(3.0)           # invisible to the version counter
+        with torch.no_grad():
+            out = blk(u)
+            b = float(blk.bound.rigorous(blk.weight))
+        assert (_norms(out) <= _norms(u) * (1 + 1e-12)).all()
+        true = float(power_iteration_norm(blk.weight, 'neumann', [20], iters=500, tol=1e-12))
+        assert b >= true
+
+
+def test_contract_training_passes_are_cheap_and_eval_is_rigorous():
+    """Training passes under the contract compute no full bound between calibrations; the first eval pass
+    after training computes the full bound at the trained weights."""
+    torch.manual_seed(0)
+    blk = SymmetricResidual(8, dim=2, boundary='zeros', certification=dict(calibrate_every=50))
+    opt = torch.optim.SGD(blk.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(4, 8, 12, 12)
+    for _ in range(120):
+        loss = blk(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert blk.bound.recomputations == 3          # at passes 1, 51 and 101
+    blk.eval()
+    with torch.no_grad():
+        blk(x)
+    assert blk.bound.recomputations == 4
+    assert float(blk.norm_bound()) == pytest.approx(float(norm_bound(blk.weight, 'zeros')), rel=1e-6)
+    assert pdeblocks.certify(blk, verify=True).verified is True
+
+
+def test_contract_eval_step_within_two_percent_of_the_last_training_step():
+    """Eval computes what training optimised: τ_eval / τ_train − 1 ≤ 2% after a real training run."""
+    torch.manual_seed(1)
+    blk = SymmetricResidual(16, dim=2, boundary='zeros', flux='perona_malik')
+    opt = torch.optim.SGD(blk.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(8, 16, 12, 12), torch.randn(8, 16, 12, 12)
+    for _ in range(150):
+        loss = (blk(x) - y).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        tau_train = float(blk.step_size())
+        blk.eval()
+        tau_eval = float(blk.step_size())
+    assert abs(tau_eval / tau_train - 1.0) <= 0.02
+    assert tau_eval <= tau_train * 1.001     # the estimate never undercuts the rigorous B by more than rounding
+
+
+@pytest.mark.parametrize('passes', ['all', 'eval'])
+def test_bound_carries_the_scale_gradient(passes):
+    """With gradient=True, ∂τ/∂W along W is the derivative of 2s/(L·B²) (B is homogeneous: checked
+    against finite differences of the full bound) and zero across W; with gradient=False, none."""
+    torch.manual_seed(2)
+    blk = SymmetricResidual(4, dim=1, boundary='circular', certification=passes).double()
+    w0 = blk.weight.detach().clone()
+    blk.step_size().backward()
+    along = float((blk.weight.grad * w0).sum())
+    eps = 1e-6
+    taus = [float(torch.sigmoid(blk.step_param)) * 2.0 / float(norm_bound(w0 * (1 + sign * eps), 'circular')) ** 2
+            for sign in (1, -1)]
+    assert along == pytest.approx((taus[0] - taus[1]) / (2 * eps), rel=1e-4)
+    across = torch.randn_like(w0)
+    across -= (across * w0).sum() / (w0 * w0).sum() * w0
+    assert abs(float((blk.weight.grad * across).sum())) <= 1e-9 * float(blk.weight.grad.norm() * across.norm())
+    free = SymmetricResidual(4, dim=1, certification=dict(passes=passes, gradient=False)).double()
+    assert torch.autograd.grad(free.step_size(), free.weight, allow_unused=True)[0] is None
+
+
+def test_settings_resolver_and_legacy_keywords():
+    s = resolve_certification('all', bound_refresh=0.25, interp_slack=2.0)
+    assert (s.passes, s.refresh, s.interp_slack) == ('all', 0.25, 2.0)
+    assert resolve_certification(dict(calibrate_every=7)).calibrate_every == 7
+    assert resolve_certification(Certification(gradient=False)).gradient is False
+    blk = FEDCycle(4, dim=1, bound_refresh=0.25, certification='all')   # subclasses forward every keyword
+    assert blk.bound.settings.refresh == 0.25 and blk.bound.strict
+
+
+@pytest.mark.parametrize('certification,kwargs,match', [
+    ('strict', {}, "one of"), (dict(passes='train'), {}, 'passes must be one of'),
+    (dict(refresh=-0.1), {}, 'refresh must be a finite number ≥ 0'), (dict(gram_steps=0), {}, 'gram_steps'),
+    (dict(calibrate_every=0), {}, 'calibrate_every'), (dict(interp_slack=1.0), {}, 'interp_slack'),
+    (dict(speed=1), {}, 'unknown certification settings'), (None, dict(bound_refresh=-1.0), 'refresh'),
+    (3, {}, 'got int'),
+])
+def test_bad_settings(certification, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SymmetricResidual(2, dim=1, certification=certification, **kwargs)
+
+
+def test_scheme_blocks_reject_conflicting_arguments():
+    with pytest.raises(ValueError, match="stability='euclidean'"):
+        FEDCycle(2, dim=1, stability='lipschitz')
+    with pytest.raises(ValueError, match='bias-free'):
+        FSIBlock(2, dim=1, bias=True)
+    with pytest.raises(TypeError, match='relative_step'):
+        ImplicitBlock(2, dim=1, step_init=0.3)
+    with pytest.raises(TypeError, match='speed'):
+        ImplicitBlock(2, dim=1, speed=3)
+
+
+def test_step_fraction_round_trip_per_parameterisation():
+    """set_step_fraction inverts each block's own parameterisation (sigmoid, softplus)."""
+    sym, imp = SymmetricResidual(2, dim=1), ImplicitBlock(2, dim=1)
+    sym.set_step_fraction(0.3)
+    imp.set_step_fraction(50.0)
+    assert float(sym.step_fraction()) == pytest.approx(0.3, rel=1e-6)
+    assert float(imp.step_fraction()) == pytest.approx(50.0, rel=1e-6)
+
+
+def test_anchor_round_trip_resumes_the_estimate_bitwise():
+    torch.manual_seed(4)
+    blk = SymmetricResidual(5, dim=1)
+    opt = torch.optim.SGD(blk.parameters(), lr=0.05)
+    x = torch.randn(3, 5, 24)
+    for _ in range(3):
+        blk(x).pow(2).sum().backward()
+        opt.step()
+        opt.zero_grad()
+    other = copy.deepcopy(blk)
+    fresh = SymmetricResidual(5, dim=1)
+    fresh.load_state_dict(blk.state_dict())
+    assert fresh.bound.restore_anchor(blk.bound.anchor())
+    with torch.no_grad():
+        assert torch.equal(fresh.norm_bound(), other.norm_bound())
+
+
+def test_norm_certificate_alias_and_module_state():
+    from pdeblocks.layers import OperatorNormBound
+    assert OperatorNormBound is NormCertificate
+    cert = NormCertificate([3, 3], 'zeros')
+    assert cert.settings == Certification()
+    assert 'passes=' in repr(cert)
