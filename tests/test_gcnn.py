@@ -456,7 +456,7 @@ def test_pde_gcnn_logits_invariant_to_quarter_turns(model_name):
 
     import pdeblocks.models.pde_gcnn  # noqa: F401 registers the models
     model = timm.create_model(model_name, num_classes=5).eval()
-    x = torch.randn(2, 1, 20, 20)
+    x = torch.randn(2, 3, 20, 20)
     with torch.no_grad():
         y = model(x)
         for turns in (1, 2, 3):
@@ -529,6 +529,50 @@ def test_bad_input_raises_value_errors():
         min_plus_convolution_m2(torch.zeros(1, 1, 4, 5, 5), torch.zeros(1, 4, 3, 4, 3))
     with pytest.raises(ValueError, match="'max' or 'sum'"):
         ProjectM2('mean')
+    with pytest.raises(ValueError, match=r'shape \[2, 3, 4\]'):
+        ProjectM2()(torch.zeros(2, 3, 4))
+    with pytest.raises(ValueError, match=r'5 dims.*shape \[2, 2, 4, 5\]'):
+        LinearM2(2, 3)(torch.zeros(2, 2, 4, 5))
+    with pytest.raises(ValueError, match='C=2'):
+        LinearM2(2, 3)(torch.zeros(2, 3, 4, 5, 5))
+    with pytest.raises(ValueError, match=r'6 dims, shape \[1, 2, 4, 5, 5, 1\]'):
+        CDELayerM2(2, 2, 4, 3)(torch.zeros(1, 2, 4, 5, 5, 1))
+    for bad_or in (0, -4, 2.5, True):
+        with pytest.raises(ValueError, match='orientations must be a positive int'):
+            LiftM2Cartesian(1, 2, bad_or, 3)
+    for bad_alpha in (0.5, 1.2, float('nan'), True):
+        with pytest.raises(ValueError, match=r'alpha must be a number in \[0.55, 1\]'):
+            CDELayerM2(2, 2, 4, 3, alpha=bad_alpha)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(orientations=0), 'orientations must be a positive int'),
+    (dict(orientations=6.0), 'orientations must be a positive int'),
+    (dict(kernel_size=4), 'kernel_size must be a positive odd int'),
+    (dict(lift_kernel_size=6), 'kernel_size must be a positive odd int'),
+    (dict(orientation_kernel_size=9), r'orientation_kernel_size must be <= orientations \(8\)'),
+    (dict(alpha=0.54), r'alpha must be a number in \[0.55, 1\]'),
+])
+def test_pde_gcnn_bad_configuration_raises(kwargs, match):
+    import timm
+
+    import pdeblocks.models.pde_gcnn  # noqa: F401
+    with pytest.raises(ValueError, match=match):
+        timm.create_model('pde_gcnn', **kwargs)
+
+
+@pytest.mark.parametrize('in_chans', [1, 2, 3, 5])
+def test_pde_gcnn_other_in_chans(in_chans):
+    """timm users build any in_chans; the lift takes them, and a wrong count is a ValueError naming the shape."""
+    import timm
+
+    import pdeblocks.models.pde_gcnn  # noqa: F401
+    model = timm.create_model('pde_gcnn_small', in_chans=in_chans, num_classes=4).eval()
+    assert model.stem.lift.in_channels == in_chans
+    with torch.no_grad():
+        assert model(torch.randn(2, in_chans, 12, 12)).shape == (2, 4)
+    with pytest.raises(ValueError, match=rf'C={in_chans}.*\[2, {in_chans + 1}, 12, 12\]'):
+        model(torch.randn(2, in_chans + 1, 12, 12))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -555,7 +599,8 @@ def test_timm_model_api():
 
     import pdeblocks.models.pde_gcnn  # noqa: F401
     model = timm.create_model('pde_gcnn_small', num_classes=7).eval()
-    x = torch.randn(2, 1, 16, 16)
+    assert model.in_chans == 3 == model.pretrained_cfg['input_size'][0]  # timm's default, like every timm model
+    x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         final, inter = model.forward_intermediates(x)
         assert len(inter) == len(model.feature_info) == 4
@@ -580,7 +625,7 @@ def test_grad_checkpointing_matches():
 
     import pdeblocks.models.pde_gcnn  # noqa: F401
     model = timm.create_model('pde_gcnn_small').train()
-    x = torch.randn(2, 1, 12, 12)
+    x = torch.randn(2, 3, 12, 12)
     y = model(x)
     model.set_grad_checkpointing(True)
     y2 = model(x)

@@ -43,7 +43,7 @@ __all__ = [
     'bspline', 'bspline_rotation_matrix', 'left_invariant_shift_m2', 'translate_bilinear', 'LiftM2Cartesian', 'ProjectM2', 'LinearM2', 'ConvectionM2', 'DiffusionM2',
     'FractionalDilationM2', 'FractionalErosionM2', 'CDELayerM2', 'CDELayer',
     'ConvectionR2', 'DiffusionR2', 'FractionalDilationR2', 'FractionalErosionR2', 'CDELayerR2',
-    'check_m2_input', 'check_r2_input',
+    'check_m2_input', 'check_m2_channels', 'check_r2_input',
 ]
 
 register_notrace_function(min_plus_convolution_m2)
@@ -92,6 +92,16 @@ def check_m2_input(x: torch.Tensor, channels: int, orientations: int) -> torch.T
     if x.shape[1] != channels or x.shape[2] != orientations:
         raise ValueError(
             f"expected [B, C={channels}, Or={orientations}, H, W], got shape {list(x.shape)}")
+    return x
+
+
+@register_notrace_function
+def check_m2_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Return ``x`` if it is ``[B, channels, Or, H, W]`` for any Or, else raise ValueError."""
+    if x.dim() != 5:
+        raise ValueError(f"expected M2 feature maps [B, C, Or, H, W] (5 dims), got {x.dim()} dims, shape {list(x.shape)}")
+    if channels > 0 and x.shape[1] != channels:
+        raise ValueError(f"expected [B, C={channels}, Or, H, W], got shape {list(x.shape)}")
     return x
 
 
@@ -390,6 +400,7 @@ class ProjectM2(nn.Module):
         self.mode = mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_m2_channels(x, 0)
         if self.mode == 'max':
             return x.amax(dim=2)
         return x.sum(dim=2)
@@ -412,7 +423,12 @@ class LinearM2(nn.Module):
             nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv3d(x, self.weight[:, :, None, None, None], self.bias)
+        x = check_m2_channels(x, self.in_channels)
+        # one matmul over the flattened (Or, H, W) positions (a 1×1×1 conv3d has a slow CPU backward)
+        out = torch.matmul(self.weight, x.reshape(x.shape[0], x.shape[1], -1))
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1)
+        return out.view(x.shape[0], self.out_channels, x.shape[2], x.shape[3], x.shape[4])
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, bias={self.bias is not None}"

@@ -25,7 +25,7 @@ class PDEGCNN(nn.Module):
 
     Args:
         num_classes: classes of the head (0: no classifier, ``forward`` returns pooled features).
-        in_chans: image channels.
+        in_chans: image channels (3 like every timm model; 1 for grey-scale digits).
         channels: channels of every M₂ layer.
         orientations: orientation count Or (divisible by 4 for exact 90° equivariance).
         depth: number of CDE layers.
@@ -42,7 +42,7 @@ class PDEGCNN(nn.Module):
     def __init__(
             self,
             num_classes: int = 10,
-            in_chans: int = 1,
+            in_chans: int = 3,
             channels: int = 16,
             orientations: int = 8,
             depth: int = 4,
@@ -180,9 +180,9 @@ def _create_pde_gcnn(variant: str, pretrained: bool = False, **kwargs) -> PDEGCN
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     return {
         'url': url,
-        'num_classes': 10, 'input_size': (1, 28, 28), 'pool_size': (28, 28),
+        'num_classes': 10, 'input_size': (3, 28, 28), 'pool_size': (28, 28),
         'crop_pct': 1.0, 'interpolation': 'bilinear',
-        'mean': (0.5,), 'std': (0.5,),
+        'mean': (0.5, 0.5, 0.5), 'std': (0.5, 0.5, 0.5),
         'first_conv': 'stem.lift', 'classifier': 'head.fc',
         'license': 'apache-2.0',
         **kwargs,
