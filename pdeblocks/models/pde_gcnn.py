@@ -17,7 +17,7 @@ from timm.models._features import feature_take_indices
 
 from pdeblocks.layers.gcnn import CDELayerM2, LiftM2Cartesian, ProjectM2
 
-__all__ = ['PDEGCNN']
+__all__ = ['PDEGCNN', 'PDEGCNNSegmentation']
 
 
 class PDEGCNN(nn.Module):
@@ -167,6 +167,37 @@ class PDEGCNN(nn.Module):
         x = self.forward_features(x)
         x = self.forward_head(x)
         return x
+
+
+class PDEGCNNSegmentation(nn.Module):
+    """Dense PDE-G-CNN (the paper's vessel-segmentation layout): per-pixel logits, same size as the input.
+
+        image ─ LiftM2Cartesian + BN ─▶ CDE layer × depth ─▶ ProjectM2 (max over θ) ─▶ 1×1 conv ─▶ logits
+
+    Equivariant to roto-translations (exactly for 90° turns with Or divisible by 4): rotating the image
+    rotates the logits. Arguments as in :class:`PDEGCNN`; ``out_chans`` logit channels.
+    """
+
+    def __init__(self, in_chans: int = 3, out_chans: int = 1, channels: int = 8, orientations: int = 8,
+                 depth: int = 6, kernel_size: int = 5, orientation_kernel_size: Optional[int] = None,
+                 lift_kernel_size: int = 5, alpha: float = 0.65, iterations: int = 1, device=None, dtype=None):
+        super().__init__()
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
+            raise ValueError(f"depth must be a positive int, got {depth!r}")
+        dd = {'device': device, 'dtype': dtype}
+        self.stem = nn.Sequential()
+        self.stem.add_module('lift', LiftM2Cartesian(in_chans, channels, orientations, lift_kernel_size, **dd))
+        self.stem.add_module('norm', nn.BatchNorm3d(channels, **dd))
+        self.layers = nn.Sequential(*[
+            CDELayerM2(channels, channels, orientations, kernel_size, orientation_kernel_size, iterations, alpha, **dd)
+            for _ in range(depth)
+        ])
+        self.project = ProjectM2('max')
+        self.head = nn.Conv2d(channels, out_chans, 1, **dd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, in_chans, H, W] → logits [B, out_chans, H, W]."""
+        return self.head(self.project(self.layers(self.stem(x))))
 
 
 def _create_pde_gcnn(variant: str, pretrained: bool = False, **kwargs) -> PDEGCNN:
