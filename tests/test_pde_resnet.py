@@ -14,9 +14,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_registered_on_import():
-    names = timm.list_models('pde_resnet*')
-    for name in ('pde_resnet', 'pde_resnet18', 'pde_resnet34', 'pde_resnet_tiny'):
-        assert name in names
+    assert {'pde_resnet18', 'pde_resnet34', 'pde_resnet_tiny'} <= set(timm.list_models('pde_resnet*'))
+
+
+def test_pde_resnet_is_timms_deprecation_alias_of_pde_resnet18():
+    from timm.models import get_deprecated_models
+    assert get_deprecated_models()['pde_resnet'] == 'pde_resnet18'
+    assert 'pde_resnet' not in timm.list_models('pde_*')          # timm lists current names only
+    with torch.device('meta'), pytest.warns(UserWarning, match='deprecated model name pde_resnet'):
+        model = timm.create_model('pde_resnet', num_classes=7)
+    assert model.pretrained_cfg['architecture'] == 'pde_resnet18' and model.num_classes == 7
+    assert [len(s.blocks) for s in model.stages] == [2, 2, 2, 2]
 
 
 def test_resnet18_layout_and_parameter_ratio():
@@ -72,7 +80,7 @@ def test_block_options_reach_every_block():
 
 
 def test_certify_reports_every_block_and_composes():
-    m = timm.create_model('pde_resnet_tiny')
+    m = timm.create_model('pde_resnet_tiny').eval()   # the certified τ is the eval passes' (training contract)
     report = pdeblocks.certify(m)
     assert [b.path for b in report.blocks] == [f'stages.{i}.blocks.0' for i in range(4)]
     for b, blk in zip(report.blocks, [m.stages[i].blocks[0] for i in range(4)]):
@@ -81,7 +89,7 @@ def test_certify_reports_every_block_and_composes():
         assert abs(b.step_size - 2 * 0.5 / b.norm_bound ** 2) < 1e-5  # sigmoid(0)·2/(L B²), L = 1
     assert report.composed_norm_factor == 1.0
     text = str(report)
-    assert 'stages.3.blocks.0' in text and 'chain of 4 certified blocks' in text
+    assert all(b.path in text and b.guarantee in text for b in report.blocks)
     lip = timm.create_model('pde_resnet_tiny', block_kwargs=dict(flux='relu', stability='lipschitz'))
     assert pdeblocks.certify(lip).composed_lipschitz == 1.0
     assert len(pdeblocks.certify(torch.nn.Linear(2, 2))) == 0
@@ -108,24 +116,60 @@ def test_symmetric_basic_block_in_timm_resnet_trains():
         SymmetricBasicBlock(64, 128, stride=2)
 
 
-def test_torch_hub_local():
+# every name hubconf.py served when its entrypoints were written by hand
+HUB_NAMES = {'pde_resnet', 'pde_resnet18', 'pde_resnet34', 'pde_resnet_tiny', 'pde_fsi_resnet', 'pde_fsi_resnet_tiny',
+             'pde_implicit_resnet', 'pde_implicit_resnet_tiny', 'pde_parabolic_cnn', 'pde_hyperbolic_cnn',
+             'pde_hamiltonian_cnn', 'pde_gcnn', 'pde_gcnn_small', 'denoiser_1d', 'diffusion_1d',
+             'denoiser_1d_multigrid', 'multigrid_unet_1d', 'multigrid_unet_2d'}
+
+
+def test_torch_hub_local(monkeypatch):
     m = torch.hub.load(REPO, 'pde_resnet_tiny', source='local', num_classes=5)
     assert m(torch.randn(1, 3, 64, 64)).shape == (1, 5)
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('hubconf', os.path.join(REPO, 'hubconf.py'))
-    hubconf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hubconf)
-    entrypoints = {n for n, f in vars(hubconf).items() if callable(f) and not n.startswith('_')}
-    assert {'pde_resnet', 'pde_resnet18', 'pde_resnet34', 'pde_resnet_tiny'} <= entrypoints
+    # torch.hub.list / help read a GitHub checkout: point their download at this one
+    monkeypatch.setattr(torch.hub, '_get_cache_or_reload', lambda *args, **kwargs: REPO)
+    entrypoints = set(torch.hub.list('pdeblocks/pdeblocks', trust_repo=True))
+    assert HUB_NAMES <= entrypoints
+    assert set(timm.list_models('pde_*')) <= entrypoints             # generated from timm's registry
     for name in entrypoints:
-        assert getattr(hubconf, name).__doc__, f'entrypoint {name} has no docstring'
+        assert torch.hub.help('pdeblocks/pdeblocks', name, trust_repo=True), f'entrypoint {name} has no docstring'
+    assert 'pde_resnet18' in torch.hub.help('pdeblocks/pdeblocks', 'pde_resnet', trust_repo=True)
+    with pytest.warns(UserWarning, match='deprecated'):
+        old = torch.hub.load(REPO, 'pde_resnet', source='local', num_classes=3, layers=(1, 1, 1, 1),
+                             widths=(8, 8, 8, 8), stem_width=8)
+    assert old.pretrained_cfg['architecture'] == 'pde_resnet18'
 
 
 def test_cli_certify():
     r = subprocess.run([sys.executable, '-m', 'pdeblocks.cli', 'certify', 'pde_resnet_tiny'],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert 'stages.3.blocks.0' in r.stdout and '‖f(u)‖ ≤ ‖u‖' in r.stdout
+    report = pdeblocks.certify(timm.create_model('pde_resnet_tiny'))
+    assert all(b.path in r.stdout and b.guarantee in r.stdout for b in report.blocks)
     bad = subprocess.run([sys.executable, '-m', 'pdeblocks.cli', 'certify', 'no_such_model'],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 2 and 'Traceback' not in bad.stderr
+
+
+def test_shared_stage_model_api_on_ruthotto_haber():
+    """RuthottoHaberNet's timm API comes from models._stages.StageModelMixin; its units from the block registry."""
+    from pdeblocks.layers.hyperbolic import ParabolicBlock
+    from pdeblocks.layers.registry import RESIDUAL_BLOCKS
+    from pdeblocks.models._stages import StageModelMixin
+    assert RESIDUAL_BLOCKS['parabolic'] is ParabolicBlock
+    torch.manual_seed(0)
+    m = timm.create_model('pde_parabolic_cnn', widths=(4, 6, 8, 8), steps=1).eval()
+    assert isinstance(m, StageModelMixin) and isinstance(m.stages[0].unit, ParabolicBlock)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        final, feats = m.forward_intermediates(x)
+        assert [tuple(f.shape[1:]) for f in feats] == [(4, 16, 16), (6, 8, 8), (8, 4, 4), (8, 2, 2)]
+        torch.testing.assert_close(final, m.forward_features(x))
+        early = m.forward_intermediates(x, indices=[1], stop_early=True, intermediates_only=True)
+        torch.testing.assert_close(early[0], feats[1])
+        m.reset_classifier(5)
+        assert not m.head.training and m(x).shape == (2, 5) and m.get_classifier().out_features == 5
+        assert m.prune_intermediate_layers(indices=[1]) == [1]
+        assert len(m.stages) == 1 and m.num_features == 6 and m.num_classes == 0 and m(x).shape == (2, 6, 8, 8)
+    with pytest.raises(ValueError, match="output_fmt must be 'NCHW'"):
+        m.forward_intermediates(x, output_fmt='NHWC')

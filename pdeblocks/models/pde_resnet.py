@@ -18,7 +18,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, get_device_dtype
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models import (
+    build_model_with_cfg,
+    checkpoint_seq,
+    generate_default_cfgs,
+    register_model,
+    register_model_deprecations,
+)
 from timm.models._features import feature_take_indices
 from torch import nn
 
@@ -226,17 +232,10 @@ def _cfg(**kwargs) -> Dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs({
-    'pde_resnet.untrained': _cfg(),
     'pde_resnet18.untrained': _cfg(),
     'pde_resnet34.untrained': _cfg(),
     'pde_resnet_tiny.untrained': _cfg(input_size=(3, 64, 64), pool_size=(2, 2)),
 })
-
-
-@register_model
-def pde_resnet(pretrained: bool = False, **kwargs) -> PDEResNet:
-    """PDE-ResNet with resnet18's widths and depths (the family's default)."""
-    return _create_pde_resnet('pde_resnet', pretrained, **dict(dict(layers=(2, 2, 2, 2)), **kwargs))
 
 
 @register_model
@@ -256,3 +255,8 @@ def pde_resnet_tiny(pretrained: bool = False, **kwargs) -> PDEResNet:
     """A tiny PDE-ResNet for tests: widths (16, 32, 48, 64), one block per stage."""
     args = dict(layers=(1, 1, 1, 1), widths=(16, 32, 48, 64), stem_width=16)
     return _create_pde_resnet('pde_resnet_tiny', pretrained, **dict(args, **kwargs))
+
+
+# renamed models: timm maps the old name to the current one, with a warning
+DEPRECATED_MODELS = {'pde_resnet': 'pde_resnet18'}
+register_model_deprecations(__name__, DEPRECATED_MODELS)

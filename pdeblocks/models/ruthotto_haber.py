@@ -14,20 +14,21 @@ for 10 classes: parabolic 502,570, hyperbolic 502,570, Hamiltonian 264,106 — t
 authors' MATLAB configurations (K: C×C per step, or two (C/2)×(C/2) for Hamiltonian; a scale and
 a bias per channel in every TV normalisation; no convolution biases; classifier with bias).
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Sequence
 
 import torch
-from timm.layers import ClassifierHead, get_device_dtype
+from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 from torch import nn
 
-from ..layers.hyperbolic import HamiltonianBlock, HyperbolicBlock, ParabolicBlock, TVNorm
-from ._stages import StagePruningMixin
+from ..layers.hyperbolic import ParabolicBlock, TVNorm
+from ..layers.registry import create_block, register_block
+from ._stages import StageModelMixin
 
 __all__ = ['RuthottoHaberNet', 'RHConnector', 'RH_UNITS']
 
-RH_UNITS = {'parabolic': ParabolicBlock, 'hyperbolic': HyperbolicBlock, 'hamiltonian': HamiltonianBlock}
+register_block('parabolic', ParabolicBlock)   # (hyperbolic and hamiltonian are registered with their classes)
+RH_UNITS = ('parabolic', 'hyperbolic', 'hamiltonian')   # the paper's units, by their names in RESIDUAL_BLOCKS
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
@@ -58,7 +59,7 @@ class RHStage(nn.Module):
         return self.connector(self.unit(x))
 
 
-class RuthottoHaberNet(StagePruningMixin, nn.Module):
+class RuthottoHaberNet(StageModelMixin, nn.Module):
     """Opening, units of PDE steps with connectors, global pooling, classifier (module docstring).
 
     Args:
@@ -109,8 +110,8 @@ class RuthottoHaberNet(StagePruningMixin, nn.Module):
         stages = []
         reduction = 1
         for i in range(units):
-            unit = RH_UNITS[block](widths[i], dim=2, steps=steps, step_size=step_size, boundary='zeros',
-                                   drop_path=rates[i], **extra, **dd)
+            unit = create_block(block, widths[i], dim=2, steps=steps, step_size=step_size, boundary='zeros',
+                                drop_path=rates[i], **extra, **dd)
             stages.append(RHStage(unit, RHConnector(widths[i], widths[i + 1], **dd)))
             reduction *= 2
             self.feature_info.append(dict(num_chs=widths[i + 1], reduction=reduction, module=f'stages.{i}'))
@@ -136,58 +137,11 @@ class RuthottoHaberNet(StagePruningMixin, nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool, in_features=self.num_features, **get_device_dtype(self))
-        self.head_hidden_size = self.head.num_features
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Final features and the features after the opening (index 0) and each unit + connector (1…)."""
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        intermediates: List[torch.Tensor] = []
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        x = self.stem(x)
-        if 0 in take_indices:
-            intermediates.append(x)
-        if torch.jit.is_scripting() or not stop_early:
-            stages = self.stages
-        else:
-            stages = self.stages[:max_index]
-        for i, stage in enumerate(stages):
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint_seq(stage, x)
-            else:
-                x = stage(x)
-            if i + 1 in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.stages, x)
         return self.stages(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> RuthottoHaberNet:
