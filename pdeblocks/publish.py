@@ -171,6 +171,9 @@ MIN_LENGTH_RULES = {'denoiser_1d': 'scale × kernel size', 'multigrid_denoiser_1
 TARGET_GAIN_DB = 4.5   # the project's denoiser-1d target: dB above tuned TV at σ = 0.1
 
 
+UNREACHABLE_TARGET = ": no denoiser can be expected to meet the target on this data"   # the card's verdict
+
+
 def target_status(row: Dict[str, Any], steps: int) -> str:
     """The card's line on the denoiser-1d target, from one σ = 0.1 row of the evaluation."""
     gain = row['model'] - row['tv']
@@ -182,12 +185,11 @@ def target_status(row: Dict[str, Any], steps: int) -> str:
             f"{row['oracle'] - row['model']:.2f} dB above the model.")
     if 'bayes' not in row:
         return (text + " The Bayes limit of this task (the least expected MSE of any denoiser, "
-                "`benchmarks/bench_denoise.py`) is itself less than 4.5 dB above TV: no denoiser can be expected to "
-                "meet the target on this data.\n")
+                f"`benchmarks/bench_denoise.py`) is itself less than {TARGET_GAIN_DB} dB above TV{UNREACHABLE_TARGET}.\n")
     limit = row['bayes'] - row['tv']
     return (text + f" The Bayes limit, the least expected MSE of any denoiser on these signals, is "
             f"{row['bayes'] - row['model']:.2f} dB above the model and {limit:+.2f} dB above TV"
-            + (": no denoiser can be expected to meet the target on this data.\n" if limit < TARGET_GAIN_DB else ".\n"))
+            + (UNREACHABLE_TARGET if limit < TARGET_GAIN_DB else "") + ".\n")
 
 
 def _denoise_body(name: str, ev: Dict[str, Any]) -> str:
