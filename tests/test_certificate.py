@@ -162,3 +162,46 @@ def test_norm_certificate_alias_and_module_state():
     cert = NormCertificate([3, 3], 'zeros')
     assert cert.settings == Certification()
     assert 'passes=' in repr(cert)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_contract_passes_do_not_synchronise():
+    """On a GPU the contract's training passes and the eval passes with unchanged weights never wait for
+    the device (torch's sync debug mode raises on every synchronising call); calibrations may."""
+    torch.manual_seed(0)
+    blk = SymmetricResidual(16, dim=2, boundary='zeros', certification=dict(calibrate_every=1000)).cuda()
+    opt = torch.optim.SGD(blk.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(4, 16, 32, 32, device='cuda')
+    blk(x).sum().backward()                     # first pass: calibration
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        for _ in range(5):
+            opt.zero_grad()
+            with torch.autocast('cuda', dtype=torch.bfloat16):
+                blk(x).float().pow(2).mean().backward()
+            opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    blk.eval()
+    with torch.no_grad():
+        ref = blk(x)                             # first eval pass: the full bound at the trained weights
+        torch.cuda.set_sync_debug_mode('error')
+        try:
+            for _ in range(5):
+                out = blk(x)
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+    assert torch.equal(out, ref)
+    assert (out.flatten(1).norm(dim=1) <= x.flatten(1).norm(dim=1) * (1 + 1e-5)).all()
+    assert pdeblocks.certify(blk, verify=True).verified
+
+
+def test_bf16_autocast_keeps_the_bound_in_float32():
+    torch.manual_seed(0)
+    blk = SymmetricResidual(4, dim=2, boundary='zeros').eval()
+    x = torch.randn(2, 4, 8, 8)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        blk(x)
+        b = blk.norm_bound()
+    assert b.dtype == torch.float32
+    assert float(b) == pytest.approx(float(norm_bound(blk.weight, 'zeros')), rel=1e-6)
