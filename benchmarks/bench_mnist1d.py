@@ -49,9 +49,9 @@ def lever_block(**kw) -> Callable[..., nn.Module]:
     return make
 
 
-def mnist1d_family(**kw) -> SymmetricResNet1d:
+def mnist1d_family(between: str = '', **kw) -> SymmetricResNet1d:
     return SymmetricResNet1d(layers=(6,), widths=(32,), global_pool='flatten', input_length=40,
-                             block=lever_block(**kw))
+                             block=lever_block(**kw), between=between)
 
 
 MODELS: Dict[str, Callable[[], nn.Module]] = {
@@ -60,6 +60,12 @@ MODELS: Dict[str, Callable[[], nn.Module]] = {
     'certified': lambda: create_model_1d('symresnet1d_mnist1d'),
     'certified_grad': lambda: mnist1d_family(),
     'certified_grad_surrogate': lambda: mnist1d_family(grad_bound='surrogate'),
+    'free_bn': lambda: create_model_1d('symresnet1d_mnist1d_free', between='batchnorm'),
+    'certified_bn': lambda: create_model_1d('symresnet1d_mnist1d', between='batchnorm'),
+    'certified_grad_bn': lambda: mnist1d_family(between='batchnorm', grad_bound='surrogate'),
+    'free_scale': lambda: create_model_1d('symresnet1d_mnist1d_free', between='scale'),
+    'certified_scale': lambda: create_model_1d('symresnet1d_mnist1d', between='scale'),
+    'certified_grad_scale': lambda: mnist1d_family(between='scale', grad_bound='surrogate'),
     'lipschitz_grad_charbonnier_bias': lambda: mnist1d_family(flux='charbonnier', bias=True),
 }
 for _name, _build in VARIANTS.items():
@@ -68,6 +74,43 @@ for _name, _build in VARIANTS.items():
 
 def fmt_range(values: List[float], digits: int = 3) -> str:
     return '—' if not values else f"{min(values):.{digits}g}–{max(values):.{digits}g}"
+
+
+def write_tables(a: argparse.Namespace, names: List[str], runs: Dict[str, List[dict]]) -> None:
+    """The table of the runs so far (rewritten after every seed, so an interrupted run leaves its finished seeds)."""
+    runs = {n: rs for n, rs in runs.items() if rs}
+    names = [n for n in names if n in runs]
+    done = [r['seed'] for r in runs[names[0]]]
+    plain_time = statistics.mean(r['s_per_epoch'] for r in runs['plain']) if 'plain' in runs else None
+    lines = [f"MNIST-1D (mnist1d standard arguments, 4000/1000, length 40), {a.epochs} epochs, AdamW lr {a.lr}, "
+             f"cosine, batch 100, seeds {done}, {a.threads} thread(s)", '',
+             '| model | guarantee | parameters | test accuracy (mean ± std) | per seed | train acc | s/epoch '
+             '| × plain | τ after training | τ·L·B²/2 | ρ |',
+             '|---|---|---:|---:|---|---:|---:|---:|---|---|---|']
+    summary = {}
+    for name in names:
+        rs = runs[name]
+        accs = [r['acc'] * 100 for r in rs]
+        mean = statistics.mean(accs)
+        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        t = statistics.mean(r['s_per_epoch'] for r in rs)
+        taus = [v for r in rs for v in r['tau']]
+        fracs = [v for r in rs for v in r['frac']]
+        rhos = [v for r in rs for v in r['rho']]
+        modes = '/'.join(rs[0]['modes']) or '—'
+        summary[name] = dict(mean=mean, std=std, params=rs[0]['params'], s_per_epoch=t, runs=rs)
+        ratio = f"{t / plain_time:.2f}" if plain_time else '—'
+        lines.append(f"| {name} | {modes} | {rs[0]['params']:,} | {mean:.1f} ± {std:.1f} | "
+                     f"{', '.join(f'{v:.1f}' for v in accs)} | {statistics.mean(r['train_acc'] for r in rs) * 100:.1f} "
+                     f"| {t:.2f} | {ratio} | {fmt_range(taus)} | {fmt_range(fracs)} | {fmt_range(rhos, 2)} |")
+    lines += ['', 'τ: step size per block (per-channel variants: the mean over channels); τ·L·B²/2: the fraction of '
+              'the scalar stable limit 2/(L·B²) (B ≥ ‖K‖ the rigorous bound), above 1 only without a guarantee; '
+              'ρ = mean σ²/B² over the modes of K (1 = flat spectrum).',
+              f'Command: OMP_NUM_THREADS={a.threads} python benchmarks/bench_mnist1d.py --models {a.models} '
+              f'--epochs {a.epochs} --seeds {a.seeds} --stem {a.stem}']
+    text = '\n'.join(lines)
+    print(text)
+    save_results(a.stem, text, dict(epochs=a.epochs, seeds=done, lr=a.lr, threads=a.threads, models=summary))
 
 
 def main(argv=None) -> int:
@@ -103,37 +146,8 @@ def main(argv=None) -> int:
             runs[name].append(row)
             print(f"{name:34s} seed {seed}: {acc * 100:.1f}% (train {train_acc * 100:.1f}%), {per_epoch:.2f} s/epoch",
                   flush=True)
+        write_tables(a, names, runs)
 
-    plain_time = statistics.mean(r['s_per_epoch'] for r in runs['plain']) if 'plain' in runs else None
-    lines = [f"MNIST-1D (mnist1d standard arguments, 4000/1000, length 40), {a.epochs} epochs, AdamW lr {a.lr}, "
-             f"cosine, batch 100, seeds {a.seeds}, {a.threads} thread(s)", '',
-             '| model | guarantee | parameters | test accuracy (mean ± std) | per seed | train acc | s/epoch '
-             '| × plain | τ after training | τ·L·B²/2 | ρ |',
-             '|---|---|---:|---:|---|---:|---:|---:|---|---|---|']
-    summary = {}
-    for name in names:
-        rs = runs[name]
-        accs = [r['acc'] * 100 for r in rs]
-        mean = statistics.mean(accs)
-        std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        t = statistics.mean(r['s_per_epoch'] for r in rs)
-        taus = [v for r in rs for v in r['tau']]
-        fracs = [v for r in rs for v in r['frac']]
-        rhos = [v for r in rs for v in r['rho']]
-        modes = '/'.join(rs[0]['modes']) or '—'
-        summary[name] = dict(mean=mean, std=std, params=rs[0]['params'], s_per_epoch=t, runs=rs)
-        ratio = f"{t / plain_time:.2f}" if plain_time else '—'
-        lines.append(f"| {name} | {modes} | {rs[0]['params']:,} | {mean:.1f} ± {std:.1f} | "
-                     f"{', '.join(f'{v:.1f}' for v in accs)} | {statistics.mean(r['train_acc'] for r in rs) * 100:.1f} "
-                     f"| {t:.2f} | {ratio} | {fmt_range(taus)} | {fmt_range(fracs)} | {fmt_range(rhos, 2)} |")
-    lines += ['', 'τ: step size per block (per-channel variants: the mean over channels); τ·L·B²/2: the fraction of '
-              'the scalar stable limit 2/(L·B²) (B ≥ ‖K‖ the rigorous bound), above 1 only without a guarantee; '
-              'ρ = mean σ²/B² over the modes of K (1 = flat spectrum).',
-              f'Command: OMP_NUM_THREADS={a.threads} python benchmarks/bench_mnist1d.py --models {a.models} '
-              f'--epochs {a.epochs} --seeds {a.seeds} --stem {a.stem}']
-    text = '\n'.join(lines)
-    print(text)
-    save_results(a.stem, text, dict(epochs=a.epochs, seeds=seeds, lr=a.lr, threads=a.threads, models=summary))
     return 0
 
 

@@ -20,12 +20,10 @@ Lipschitz mode (monotone Φ, slope ≤ L, bias allowed): D^½KKᵀD^½ ⪯ D^½T
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -160,6 +158,17 @@ class LeverBlock(nn.Module):
                     rho=mode_fraction(self.kernel(), b))
 
 
+class ChannelScale(nn.Module):
+    """x ↦ a ⊙ x per channel (no bias, no batch statistics): ‖a ⊙ x‖ ≤ max|a_c|·‖x‖, an exact Lipschitz factor."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x):
+        return x * self.scale.reshape(1, -1, 1)
+
+
 class Net(nn.Module):
     """lift (1×5 conv to C) → blocks → [optional per-block affine/BN] → flatten → linear."""
 
@@ -170,6 +179,8 @@ class Net(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         if between == 'bn':
             self.between = nn.ModuleList([nn.BatchNorm1d(channels) for _ in blocks])
+        elif between == 'scale':
+            self.between = nn.ModuleList([ChannelScale(channels) for _ in blocks])
         else:
             self.between = nn.ModuleList([nn.Identity() for _ in blocks])
         self.head = nn.Linear(channels * length, num_classes)
@@ -237,10 +248,14 @@ VARIANTS = {
     'scalar_st_charb_bias': lambda d: Net([LeverBlock(32, grad_bound='surrogate', flux='charbonnier', bias=True)
                                            for _ in range(d)]),
     'scalar_st_relu': lambda d: Net([LeverBlock(32, grad_bound='surrogate', flux='relu') for _ in range(d)]),
+ 'lib_cert_scale': lambda d: Net(library_blocks(d), between='scale'),
+    'scalar_st_scale': lambda d: Net([LeverBlock(32, grad_bound='surrogate') for _ in range(d)], between='scale'),
+    'scalar_st_bn': lambda d: Net([LeverBlock(32, grad_bound='surrogate') for _ in range(d)], between='bn'),
+    'lib_free_bn': lambda d: Net(library_blocks(d, stability='none'), between='bn'),
     'scalar_grad_h64': lambda d: Net([LeverBlock(32, hidden=64) for _ in range(d)]),
 }
 
-NO_DECAY = ('step_param', 'raw_contrast', 'knot_logits', 'bias')
+NO_DECAY = ('step_param', 'raw_contrast', 'knot_logits', 'bias', 'scale')
 
 
 def train(model: nn.Module, data, epochs: int, seed: int, lr: float = 3e-3, batch: int = 100, wd: float = 1e-2):

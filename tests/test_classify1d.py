@@ -12,6 +12,7 @@ import pdeblocks
 from pdeblocks.layers import SymmetricResidual
 from pdeblocks.models.symmetric_resnet1d import (
     MODELS_1D,
+    ChannelScale,
     SymmetricResNet1d,
     create_model_1d,
     list_models_1d,
@@ -188,3 +189,30 @@ def test_bad_constructor_arguments():
         SymmetricResNet1d(stem_kernel=4)
     with pytest.raises(ValueError, match="needs num_classes=0"):
         SymmetricResNet1d(global_pool='')
+
+
+def test_channel_scale_between_blocks_is_composed_by_certify():
+    m = create_model_1d('symresnet1d_mnist1d', between='scale')
+    gains = [b for b in m.modules() if isinstance(b, ChannelScale)]
+    assert len(gains) == 6
+    with torch.no_grad():
+        gains[0].gain[3] = -2.5   # max |a| = 2.5 for the first, 1 for the others
+        gains[4].gain.fill_(0.5)
+    report = pdeblocks.certify(m)
+    assert [b.block for b in report.blocks] == ['SymmetricResidual', 'ChannelScale'] * 6
+    assert report.composed_norm_factor == pytest.approx(2.5 * 0.5)
+    u = torch.randn(8, 32, 40)
+    with torch.no_grad():
+        ratio = m.stages(u).flatten(1).norm(dim=1) / u.flatten(1).norm(dim=1)
+    assert (ratio <= 1.25 * (1 + 1e-5)).all()
+    assert {'stages.0.blocks.1.gain'} <= m.no_weight_decay()
+
+
+def test_batchnorm_between_blocks():
+    m = create_model_1d('symresnet1d_mnist1d', between='batchnorm')
+    kinds = [type(b).__name__ for b in m.stages[0].blocks]
+    assert kinds == ['SymmetricResidual', 'BatchNorm1d'] * 6
+    assert len(pdeblocks.certify(m)) == 6   # the norms are not certified; each block keeps its certificate
+    assert m(torch.randn(3, 1, 40)).shape == (3, 10)
+    with pytest.raises(ValueError, match=r"between must be one of \('', 'batchnorm', 'scale'\), got 'layernorm'"):
+        create_model_1d('symresnet1d_tiny', between='layernorm')

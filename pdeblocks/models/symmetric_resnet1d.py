@@ -25,7 +25,7 @@ from torch import nn
 from ..layers.registry import create_block
 from ._stages import StagePruningMixin
 
-__all__ = ['SymmetricResNet1d', 'Connector1d', 'Stage1d', 'MODELS_1D', 'create_model_1d', 'list_models_1d',
+__all__ = ['SymmetricResNet1d', 'ChannelScale', 'Connector1d', 'Stage1d', 'MODELS_1D', 'create_model_1d', 'list_models_1d',
            'register_model_1d', 'check_signal_batch']
 
 POOL_TYPES = ('avg', 'max', 'flatten', '')
@@ -61,12 +61,39 @@ class Connector1d(nn.Module):
         return self.act(self.bn(self.conv(self.pool(x))))
 
 
+BETWEEN = ('', 'batchnorm', 'scale')
+
+
+class ChannelScale(nn.Module):
+    """x ↦ a ⊙ x with a trainable gain a_c per channel (no bias, no batch statistics), initialised to 1.
+
+    Certified: ‖a ⊙ x‖ ≤ max_c |a_c|·‖x‖ and Lip = max_c |a_c|, exactly, so ``pdeblocks.certify`` composes it
+    with the diffusion blocks. Between non-expansive blocks it lets the network re-amplify the channels that
+    carry information, which a chain of dissipative steps cannot do by itself.
+    """
+
+    def __init__(self, channels: int, device=None, dtype=None):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(channels, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain.reshape([1, -1] + [1] * (x.dim() - 2))
+
+    @torch.jit.unused
+    def stability_certificate(self) -> Dict[str, Any]:
+        """‖f(u)‖ ≤ c‖u‖ and ‖f(u) − f(v)‖ ≤ c‖u − v‖ with c = max|a_c| (read by ``pdeblocks.certify``)."""
+        c = float(self.gain.detach().abs().max())
+        return dict(mode='scale', step_size=float('nan'), norm_bound=c, sector_bound=None, norm_factor=c,
+                    lipschitz=c, guarantee=f'‖f(u)‖ ≤ {c:.4g}‖u‖ (linear, per-channel gain)')
+
+
 class Stage1d(nn.Module):
-    """A connector (when width or length changes) followed by ``depth`` residual PDE blocks of dim 1."""
+    """A connector (when width or length changes) followed by ``depth`` residual PDE blocks of dim 1, each followed
+    by ``between``: nothing (``''``), a BatchNorm (``'batchnorm'``) or a :class:`ChannelScale` (``'scale'``)."""
 
     def __init__(self, in_chs: int, out_chs: int, depth: int, stride: int = 1,
                  block: Union[str, Callable[..., nn.Module]] = 'symmetric',
-                 block_kwargs: Optional[Dict[str, Any]] = None, device=None, dtype=None):
+                 block_kwargs: Optional[Dict[str, Any]] = None, between: str = '', device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         self.grad_checkpointing = False
@@ -76,7 +103,16 @@ class Stage1d(nn.Module):
         kwargs.setdefault('boundary', 'zeros')
         make = (lambda c, **kw: create_block(block, c, **kw)) if isinstance(block, str) else block
         kwargs.update({k: v for k, v in dd.items() if v is not None})  # a custom constructor may take neither
-        self.blocks = nn.Sequential(*[make(out_chs, dim=1, **kwargs) for _ in range(depth)])
+        if between not in BETWEEN:
+            raise ValueError(f"between must be one of {BETWEEN}, got {between!r}")
+        layers: List[nn.Module] = []
+        for _ in range(depth):
+            layers.append(make(out_chs, dim=1, **kwargs))
+            if between == 'batchnorm':  # outside the certified block: its guarantee holds, the chain's is not composed
+                layers.append(nn.BatchNorm1d(out_chs, **dd))
+            elif between == 'scale':    # certified: certify() composes its factor max|a_c|
+                layers.append(ChannelScale(out_chs, **dd))
+        self.blocks = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.connector(x)
@@ -131,6 +167,9 @@ class SymmetricResNet1d(StagePruningMixin, nn.Module):
         block: residual block name or constructor ``(channels, dim=1, **kwargs)``.
         block_kwargs: passed to every block (``flux``, ``stability``, ``kernel_size``, …; boundary defaults
             to ``'zeros'``).
+        between: after every block ``''`` (nothing), ``'batchnorm'`` (outside the blocks: each block keeps its
+            certificate; in eval mode a norm is the affine map x ↦ a⊙x + b, which ``certify`` does not compose)
+            or ``'scale'`` (:class:`ChannelScale`, certified with factor max|a_c|, composed by ``certify``).
     """
 
     def __init__(
@@ -144,6 +183,7 @@ class SymmetricResNet1d(StagePruningMixin, nn.Module):
             stem_kernel: int = 5,
             block: Union[str, Callable[..., nn.Module]] = 'symmetric',
             block_kwargs: Optional[Dict[str, Any]] = None,
+            between: str = '',
             drop_rate: float = 0.0,
             device=None,
             dtype=None,
@@ -166,7 +206,7 @@ class SymmetricResNet1d(StagePruningMixin, nn.Module):
         for i, (depth, width) in enumerate(zip(layers, widths)):
             stride = 1 if i == 0 else 2
             reduction *= stride
-            stages.append(Stage1d(prev, width, depth, stride, block, block_kwargs, **dd))
+            stages.append(Stage1d(prev, width, depth, stride, block, block_kwargs, between, **dd))
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f'stages.{i}'))
             prev = width
         self.stages = nn.Sequential(*stages)
@@ -186,9 +226,9 @@ class SymmetricResNet1d(StagePruningMixin, nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        """Step parameters θ, flux contrasts and learned-flux knots are not decayed."""
+        """Step parameters θ, flux contrasts, learned-flux knots and channel gains are not decayed."""
         return {n for n, _ in self.named_parameters()
-                if n.endswith('step_param') or n.endswith('raw_contrast') or n.endswith('knot_logits')}
+                if n.endswith(('step_param', 'raw_contrast', 'knot_logits', 'gain'))}
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
