@@ -17,7 +17,6 @@ Writes benchmarks/results/bayes_gap.md and .json atomically.
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _results import save_results  # noqa: E402
+from _common import Stopwatch, save_results  # noqa: E402
 
 from pdeblocks.classical import tune_tv, tv_denoise  # noqa: E402
 from pdeblocks.data import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr  # noqa: E402
@@ -62,7 +61,7 @@ def main(argv=None) -> None:
         ap.error(f"need --count ≥ 2 and --val-count ≥ 1, got {args.count}, {args.val_count}")
     if any(not m > MIN_SEGMENT for m in args.means):
         ap.error(f"every mean segment length must exceed the minimum {MIN_SEGMENT}, got {args.means}")
-    start = time.perf_counter()
+    watch = Stopwatch()
     rows = []
     for m in args.means:
         for sigma in SIGMAS:
@@ -83,7 +82,7 @@ def main(argv=None) -> None:
     where = f"for m ∈ {{{', '.join(f'{m:g}' for m in reach)}}}" if reach else "for none of the m tested"
     lines += ['', f"At σ = 0.1 the Bayes limit is ≥ {TARGET_DB} dB above tuned TV {where}; wherever it is below, "
                   f"no denoiser can gain {TARGET_DB} dB over TV on average.",
-              f"({time.perf_counter() - start:.0f} s)"]
+              f"({watch():.0f} s)"]
     text = '\n'.join(lines)
     print(text)
     save_results('bayes_gap', text, dict(count=args.count, val_count=args.val_count, length=LENGTH,

@@ -33,9 +33,7 @@ import argparse
 import copy
 import inspect
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _results import save_results  # noqa: E402
+from _common import interleaved, save_results, summary, timed  # noqa: E402
 
 from pdeblocks.classical import perona_malik_denoise, tv_denoise  # noqa: E402
 from pdeblocks.data import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr  # noqa: E402
@@ -129,26 +127,14 @@ def throughput(models, n: int, repeats: int):
     tol_psnr = {tol: float(psnr(tv_chunked(x[:50], w, tol).numpy(), s.clean[:50]).mean()) for tol in TV_TOLERANCES}
     tv_tol = next((t for t in TV_TOLERANCES if abs(tol_psnr[t] - exact) <= TV_PSNR_SLACK), TV_TOLERANCES[-1])
     tvs = {'tv': tv_tol, 'tv_1e-7': 1e-7}
-    times = {k: [] for k in list(models) + list(tvs)}
-    outs = {}
     with torch.no_grad():
-        warm_up = {}
         chunk = max(1, inspect.signature(Pretrained1D.predict).parameters['chunk_samples'].default // x.shape[-1])
-        for name, m in models.items():
-            m.eval()
-            t0 = time.perf_counter()
-            m.predict(x[:n % chunk + chunk, None])  # every chunk shape predict() will use (compiles, if compiled)
-            warm_up[name] = time.perf_counter() - t0
-        for _ in range(repeats):
-            for name, m in models.items():
-                t0 = time.perf_counter()
-                outs[name] = m.predict(x[:, None])[:, 0]
-                times[name].append(time.perf_counter() - t0)
-            for name, tol in tvs.items():
-                t0 = time.perf_counter()
-                outs[name] = tv_chunked(x, w, tol)
-                times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+        # every chunk shape predict() will use (compiles, if compiled)
+        warm_up = {name: timed(m.eval().predict, x[:n % chunk + chunk, None])[1] for name, m in models.items()}
+        candidates = {name: (lambda m=m: m.predict(x[:, None])[:, 0]) for name, m in models.items()}
+        candidates.update({name: (lambda tol=tol: tv_chunked(x, w, tol)) for name, tol in tvs.items()})
+        times, outs = interleaved(candidates, repeats)
+    med = {k: summary(v)['median'] for k, v in times.items()}
     return dict(signals=n, length=4096, sigma=0.1, threads=torch.get_num_threads(), repeats=repeats,
                 seconds=med, warm_up_seconds=warm_up, speedup={k: med['tv'] / med[k] for k in models},
                 speedup_vs_tv_1e7={k: med['tv_1e-7'] / med[k] for k in models}, all_times=times,
@@ -177,12 +163,8 @@ def dense_rate(size: int = 2048, repeats: int = 5) -> float:
     so a direct convolution is not expected to run faster."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
-    best = float('inf')
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size ** 3 / best
+    times, _ = interleaved({'sgemm': lambda: a @ b}, repeats)
+    return 2 * size ** 3 / summary(times['sgemm'])['min']
 
 
 def forward_flops(model, length: int):

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
-from _results import write_atomic  # noqa: E402
+from _common import Stopwatch, interleaved, save_results, summary, timed  # noqa: E402
 
 from pdeblocks.ops.multigrid import (  # noqa: E402
     Multigrid,
@@ -67,23 +67,19 @@ def linear_cost(quick: bool) -> List[Dict]:
               [(8, 8), (8, 9), (9, 9), (9, 10), (10, 10), (10, 11), (11, 11)])
     for a, b in shapes:
         cases.append(dict(dim=2, sizes=[2 ** a - 1, 2 ** b - 1], N=f"{2 ** a}×{2 ** b}"))
-    solvers = []
-    for c in cases:
+    cycles = {}
+    for i, c in enumerate(cases):
         op, f = problem(c['sizes'])
         mg = hierarchy(op, c['sizes'])
         u = torch.zeros_like(f)
         mg.cycle(u, f)  # warm-up: allocates the per-level buffers
-        solvers.append((mg, u, f))
+        cycles[i] = lambda mg=mg, u=u, f=f: mg.cycle(u, f)
         c['levels'] = mg.levels
-        c['times'] = []
-    repeats = 5 if quick else 25
-    for _ in range(repeats):  # interleaved: every size once per round, N then 2N back to back
-        for c, (mg, u, f) in zip(cases, solvers):
-            t0 = time.perf_counter()
-            mg.cycle(u, f)
-            c['times'].append(time.perf_counter() - t0)
-    for c in cases:
-        c['median_s'] = statistics.median(c['times'])
+    # interleaved: every size once per round, N then 2N back to back
+    times, _ = interleaved(cycles, 5 if quick else 25)
+    for i, c in enumerate(cases):
+        c['times'] = times[i]
+        c['median_s'] = summary(c['times'])['median']
         c['unknowns'] = math.prod(c['sizes'])
         c['ns_per_unknown'] = 1e9 * c['median_s'] / c['unknowns']
     for prev, c in zip(cases, cases[1:]):
@@ -189,33 +185,22 @@ def convergence(quick: bool) -> List[Dict]:
 
 # ------------------------------------------------------------------------------------------ comparison
 def compare(quick: bool) -> List[Dict]:
-    rows = []
+    rows, tol = [], 1e-8
     cases = [(1, 255), (2, 63), (2, 127)] if quick else [(1, 255), (1, 1023), (2, 63), (2, 127), (2, 255)]
     for dim, n in cases:
         sizes = [n] * dim
         op, f = problem(sizes)
-        tol = 1e-8
         mg = hierarchy(op, sizes)
-        times, cycles = [], 0
-        for _ in range(3):
-            t0 = time.perf_counter()
-            _, hist = mg.solve(f, tol=tol, max_cycles=50)
-            times.append(time.perf_counter() - t0)
-            cycles = len(hist) - 1
-        rows.append(dict(dim=dim, N=n + 1, solver='V(2,2)-cycle, damped Jacobi', iterations=cycles,
-                         seconds=statistics.median(times), rel_residual=hist[-1] / float(f.norm())))
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            _, hist = conjugate_gradient(op, f, tol=tol, max_iter=100000)
-            times.append(time.perf_counter() - t0)
-        rows.append(dict(dim=dim, N=n + 1, solver='conjugate gradients', iterations=len(hist) - 1,
-                         seconds=statistics.median(times), rel_residual=hist[-1] / float(f.norm())))
+        times, last = interleaved(dict(mg=lambda mg=mg, f=f: mg.solve(f, tol=tol, max_cycles=50),
+                                       cg=lambda op=op, f=f: conjugate_gradient(op, f, tol=tol, max_iter=100000)), 3)
+        for key, solver in (('mg', 'V(2,2)-cycle, damped Jacobi'), ('cg', 'conjugate gradients')):
+            hist = last[key][1]
+            rows.append(dict(dim=dim, N=n + 1, solver=solver, iterations=len(hist) - 1,
+                             seconds=summary(times[key])['median'], rel_residual=hist[-1] / float(f.norm())))
         cap = 20000 if quick else 400000
-        t0 = time.perf_counter()
-        _, iters, rel = jacobi_solve(op, f, damping=1.0, tol=tol, max_iter=cap, check_every=100)
+        (_, iters, rel), seconds = timed(jacobi_solve, op, f, damping=1.0, tol=tol, max_iter=cap, check_every=100)
         rows.append(dict(dim=dim, N=n + 1, solver='Jacobi (ω = 1)', iterations=iters,
-                         seconds=time.perf_counter() - t0, rel_residual=rel, converged=rel <= tol))
+                         seconds=seconds, rel_residual=rel, converged=rel <= tol))
         print(f"  compared {dim}D N={n + 1}", flush=True)
     return rows
 
@@ -297,14 +282,14 @@ def main() -> None:
     for part in parts:
         print(f"{part} …", flush=True)
         load = os.getloadavg()[0]
-        start = time.perf_counter()
+        watch = Stopwatch()
         rows = runners[part](args.quick)
         for row in rows:
             row.pop('times', None)
         results[part] = rows
         results.setdefault('meta', {})[part] = dict(
             machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            torch=torch.__version__, threads=torch.get_num_threads(), seconds=time.perf_counter() - start,
+            torch=torch.__version__, threads=torch.get_num_threads(), seconds=watch(),
             load_before=load, load_after=os.getloadavg()[0], date=time.strftime('%Y-%m-%d %H:%M:%S'))
         if part == 'cost':
             for c in rows:
@@ -315,8 +300,7 @@ def main() -> None:
         raise SystemExit(f"no saved results for {missing}: run them once (--parts {','.join(missing)})")
     text = markdown(results['cost'], results['convergence'], results['comparison'], results['meta'])
     print(text)
-    write_atomic(os.path.join(args.out, name + '.md'), text)
-    write_atomic(json_path, json.dumps(results, indent=1))
+    save_results(name, text, results, folder=args.out, indent=1)
 
 
 if __name__ == '__main__':

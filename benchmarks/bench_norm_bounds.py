@@ -14,13 +14,12 @@ import argparse
 import math
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _results import save_results  # noqa: E402
+from _common import save_results, timed  # noqa: E402
 
 from pdeblocks.ops import conv, norm_bound, power_iteration_norm  # noqa: E402
 from pdeblocks.ops.norms import symbol_plane_wave  # noqa: E402
@@ -75,9 +74,8 @@ def main() -> None:
                     w = trained_kernel(c, k, seed=c + k)
                 w32 = w.float()
                 for boundary in ('neumann', 'zeros', 'circular', 'reflect'):
-                    t0 = time.perf_counter()
-                    bound = float(norm_bound(w32, boundary))
-                    dt = time.perf_counter() - t0
+                    bound, dt = timed(norm_bound, w32, boundary)
+                    bound = float(bound)
                     n = args.size or (32 if c <= 64 else 16)
                     size = [n, n]
                     true = float(power_iteration_norm(w, boundary, size, iters=iters, tol=1e-9,

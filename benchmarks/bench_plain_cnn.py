@@ -20,7 +20,6 @@ import argparse
 import dataclasses
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -30,7 +29,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _results import save_results  # noqa: E402
+from _common import Stopwatch, save_results  # noqa: E402
 
 from pdeblocks.data import SIGMAS, make_signals, psnr  # noqa: E402
 from pdeblocks.train.evaluate import EVAL_SEED, TEST_LENGTH, baseline_psnr  # noqa: E402
@@ -64,9 +63,9 @@ def train_for(model: nn.Module, seconds: float) -> Dict[str, float]:
     recipe = get_recipe('denoiser-1d')
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     # the cosine schedule needs a step count: estimated from the first 20 steps (still in the warm-up)
-    t0, step, schedule = time.perf_counter(), 0, recipe
+    watch, step, schedule = Stopwatch(), 0, recipe
     while True:
-        elapsed = time.perf_counter() - t0
+        elapsed = watch()
         if elapsed >= seconds:
             break
         if step == 20:
@@ -80,7 +79,7 @@ def train_for(model: nn.Module, seconds: float) -> Dict[str, float]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
-    return dict(steps=step, seconds=time.perf_counter() - t0, final_loss=float(loss.detach()))
+    return dict(steps=step, seconds=watch(), final_loss=float(loss.detach()))
 
 
 @torch.no_grad()

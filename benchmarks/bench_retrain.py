@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _results import save_results  # noqa: E402
+from _common import save_results  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from pdeblocks.hub import BUNDLED_DIR  # noqa: E402

@@ -28,9 +28,7 @@ Run: ``PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/bench_reversible.py``; w
 ``benchmarks/results/bench_reversible.md`` and ``.json``.
 """
 import os
-import statistics
 import sys
-import time
 from typing import Dict, List
 
 import torch
@@ -38,7 +36,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _results import save_results  # noqa: E402
+from _common import interleaved, save_results, summary  # noqa: E402
 
 from pdeblocks.layers.hyperbolic import HamiltonianBlock, HyperbolicBlock  # noqa: E402
 
@@ -117,18 +115,13 @@ def main() -> None:
             for b in blocks.values():
                 training_step(b, x)  # warm-up
                 b.zero_grad(set_to_none=True)
-            times: Dict[bool, List[float]] = {True: [], False: []}
-            for _ in range(REPEATS):
-                for rev in (True, False):
-                    t0 = time.perf_counter()
-                    training_step(blocks[rev], x)
-                    times[rev].append(time.perf_counter() - t0)
-                    blocks[rev].zero_grad(set_to_none=True)
+            steps = {rev: (lambda b=blocks[rev]: training_step(b, x)) for rev in (True, False)}
+            times, _ = interleaved(steps, REPEATS, after=lambda rev, b=blocks: b[rev].zero_grad(set_to_none=True))
             for rev in (True, False):
                 rows.append(dict(block=kind, depth=depth, mode='reversible' if rev else 'plain autograd',
                                  saved_MiB=saved_tensor_bytes(blocks[rev], x) / 2 ** 20,
                                  peak_MiB=profiler_peak_bytes(blocks[rev], x) / 2 ** 20,
-                                 step_ms=1e3 * statistics.median(times[rev])))
+                                 step_ms=1e3 * summary(times[rev])['median']))
     key = {(r['block'], r['depth'], r['mode']): r for r in rows}
     lines = ['| block | mode | depth | saved activations MiB | profiler peak MiB | step ms | '
              'time vs plain |', '|---|---|---|---|---|---|---|']

@@ -29,16 +29,14 @@ Run: ``PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/bench_schemes.py``; writ
 """
 import math
 import os
-import statistics
 import sys
-import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _results import save_results  # noqa: E402
+from _common import interleaved, save_results, summary  # noqa: E402
 
 from pdeblocks.classical import relative_error  # noqa: E402
 from pdeblocks.data import make_signals  # noqa: E402
@@ -141,12 +139,6 @@ def single_cycle_table() -> str:
     return '\n'.join(lines)
 
 
-def timed(fn: Callable[[], torch.Tensor]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def main() -> None:
     torch.set_num_threads(1)
     u0 = signals()
@@ -177,14 +169,11 @@ def main() -> None:
                                  fn=lambda run=run: run(u0), stats=stats))
             with torch.no_grad():
                 outputs = [r['fn']() for r in runs]
-                times: List[List[float]] = [[] for _ in runs]
-                for _ in range(REPEATS):
-                    for i, r in enumerate(runs):
-                        times[i].append(timed(r['fn']))
-            for r, out, ts in zip(runs, outputs, times):
+                times, _ = interleaved({i: r['fn'] for i, r in enumerate(runs)}, REPEATS)
+            for r, out, ts in zip(runs, outputs, times.values()):
                 err = relative_error(out, ref)
                 row = dict(lam=lam, T=time_, scheme=r['scheme'], error_mean=float(err.mean()),
-                           error_max=float(err.max()), wall_ms=1e3 * statistics.median(ts),
+                           error_max=float(err.max()), wall_ms=1e3 * summary(ts)['median'],
                            norm_ratio_max=float((out.flatten(1).norm(dim=1) / u0.flatten(1).norm(dim=1)).max()))
                 if 'stats' in r:
                     st = r['stats']

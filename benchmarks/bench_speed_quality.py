@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _results import save_results  # noqa: E402
+from _common import Stopwatch, save_results  # noqa: E402
 from bench_denoise import forward_flops, throughput, tuned  # noqa: E402
 
 from pdeblocks.classical import tv_denoise  # noqa: E402
@@ -94,13 +93,13 @@ def main(argv=None) -> None:
                     multiply_adds=multiply_adds_per_sample(m), psnr=float(psnr(run_model(m, s.noisy), s.clean).mean()),
                     config=m.config(), train_seconds=train_seconds[k])
             for k, m in models.items()}
-    t0 = time.perf_counter()
+    watch = Stopwatch()
     tp = throughput(models, a.throughput_signals, a.repeats)
     lines = [f"Smaller stable denoisers (denoiser-1d's recipe, {a.steps} steps each) against tuned TV. PSNR: σ = 0.1, "
              f"64 piecewise-constant test signals of length 1024 (TV {tv:.2f} dB). Throughput: "
              f"{tp['signals']} signals of length 4096, {tp['threads']} thread(s), median of {tp['repeats']} interleaved "
              f"repeats, TV at duality gap ≤ {tp['tv_tolerance']:g}/sample: {tp['seconds']['tv']:.2f} s "
-             f"({time.perf_counter() - t0:.0f} s for the timing).", '',
+             f"({watch():.0f} s for the timing).", '',
              '| model | scale | channels | blocks | parameters | multiply-adds / sample | training (min) | PSNR (dB) '
              '| − TV | seconds | speed-up vs TV |', '|---' * 11 + '|']
     for k, r in rows.items():

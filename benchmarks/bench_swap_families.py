@@ -15,7 +15,6 @@ Run: ``python benchmarks/bench_swap_families.py``; writes ``benchmarks/results/s
 """
 import importlib.util
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -25,7 +24,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _results import save_results  # noqa: E402
+from _common import save_results, timed  # noqa: E402
 
 from pdeblocks import swap_blocks  # noqa: E402
 
@@ -105,9 +104,7 @@ def measure(family: str, build: Builder, include: Optional[str]) -> Dict:
     torch.manual_seed(0)
     model, x, call = build()
     model.eval()
-    t0 = time.perf_counter()
-    swapped, report = swap_blocks(model, include=include, **CHEAP)
-    swap_seconds = time.perf_counter() - t0
+    (swapped, report), swap_seconds = timed(swap_blocks, model, include=include, **CHEAP)
     with torch.no_grad():
         before, after = call(model, x), call(swapped, x)
     return dict(family=family, swapped=len(report.swapped), skipped=len(report.skipped),
