@@ -77,10 +77,11 @@ def fmt_range(values: List[float], digits: int = 3) -> str:
 
 
 def write_tables(a: argparse.Namespace, names: List[str], runs: Dict[str, List[dict]]) -> None:
-    """The table of the runs so far (rewritten after every seed, so an interrupted run leaves its finished seeds)."""
+    """The table of the runs so far (rewritten after every run, so an interrupted run leaves the finished ones;
+    the seeds of each row are listed in its "per seed" column)."""
     runs = {n: rs for n, rs in runs.items() if rs}
     names = [n for n in names if n in runs]
-    done = [r['seed'] for r in runs[names[0]]]
+    done = sorted({r['seed'] for rs in runs.values() for r in rs})
     plain_time = statistics.mean(r['s_per_epoch'] for r in runs['plain']) if 'plain' in runs else None
     lines = [f"MNIST-1D (mnist1d standard arguments, 4000/1000, length 40), {a.epochs} epochs, AdamW lr {a.lr}, "
              f"cosine, batch 100, seeds {done}, {a.threads} thread(s)", '',
@@ -91,6 +92,7 @@ def write_tables(a: argparse.Namespace, names: List[str], runs: Dict[str, List[d
     for name in names:
         rs = runs[name]
         accs = [r['acc'] * 100 for r in rs]
+        per_seed = ', '.join(f"{v:.1f} (s{r['seed']})" for v, r in zip(accs, rs))
         mean = statistics.mean(accs)
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         t = statistics.mean(r['s_per_epoch'] for r in rs)
@@ -101,7 +103,7 @@ def write_tables(a: argparse.Namespace, names: List[str], runs: Dict[str, List[d
         summary[name] = dict(mean=mean, std=std, params=rs[0]['params'], s_per_epoch=t, runs=rs)
         ratio = f"{t / plain_time:.2f}" if plain_time else '—'
         lines.append(f"| {name} | {modes} | {rs[0]['params']:,} | {mean:.1f} ± {std:.1f} | "
-                     f"{', '.join(f'{v:.1f}' for v in accs)} | {statistics.mean(r['train_acc'] for r in rs) * 100:.1f} "
+                     f"{per_seed} | {statistics.mean(r['train_acc'] for r in rs) * 100:.1f} "
                      f"| {t:.2f} | {ratio} | {fmt_range(taus)} | {fmt_range(fracs)} | {fmt_range(rhos, 2)} |")
     lines += ['', 'τ: step size per block (per-channel variants: the mean over channels); τ·L·B²/2: the fraction of '
               'the scalar stable limit 2/(L·B²) (B ≥ ‖K‖ the rigorous bound), above 1 only without a guarantee; '
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
             runs[name].append(row)
             print(f"{name:34s} seed {seed}: {acc * 100:.1f}% (train {train_acc * 100:.1f}%), {per_epoch:.2f} s/epoch",
                   flush=True)
-        write_tables(a, names, runs)
+            write_tables(a, names, runs)
 
     return 0
 
