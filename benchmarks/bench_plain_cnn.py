@@ -32,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 from _common import Stopwatch, save_results  # noqa: E402
 
 from pdeblocks.data import SIGMAS, make_signals, psnr  # noqa: E402
+from pdeblocks.train.batches import denoise_batch  # noqa: E402
 from pdeblocks.train.evaluate import EVAL_SEED, TEST_LENGTH, baseline_psnr  # noqa: E402
 from pdeblocks.train.recipes import get_recipe  # noqa: E402
-from pdeblocks.train.trainer import denoise_batch, learning_rate, training_loss  # noqa: E402
+from pdeblocks.train.trainer import learning_rate, training_loss  # noqa: E402
 
 WIDTH = 74                       # 10 layers of 3-tap convolutions: 132,535 parameters
 DILATIONS = {'plain': [1] * 10, 'dilated': [1, 2, 4, 8, 16, 1, 2, 4, 8, 1]}

@@ -6,15 +6,27 @@ empty, ragged, non-numeric, NaN, too short, unknown model) prints one line
 ``pdeblocks: error: …`` to stderr and exits with status 2; no partial output file is left.
 """
 import argparse
+import json
 import math
 import os
 import sys
 from typing import List, Optional
 
 import numpy as np
+import torch
 
+from . import classical
 from ._io import atomic_path
+from .classical import perona_malik_denoise, tv_denoise
+from .data.signals import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr
+from .hub import BUNDLED_DIR, from_pretrained, list_pretrained
 from .ops.schedules import fed_cycle_length
+from .publish import assemble, upload
+from .signal_io import read_signals, write_signals
+from .stability import certify
+from .train.evaluate import tuned_baselines
+from .train.recipes import get_recipe
+from .train.trainer import train
 
 DEFAULT_DENOISER = 'denoiser-1d'
 DEFAULT_DIFFUSION = 'diffusion-1d-perona-malik'
@@ -25,7 +37,6 @@ class UsageError(ValueError):
 
 
 def _load_model(name: str, allowed_tasks=('denoise',)):
-    from .hub import from_pretrained, list_pretrained
     try:
         model = from_pretrained(name)
     except ValueError as exc:
@@ -38,7 +49,6 @@ def _load_model(name: str, allowed_tasks=('denoise',)):
 
 
 def _apply(model, signals: np.ndarray, repeat: int = 1) -> np.ndarray:
-    import torch
     if signals.shape[-1] < model.min_length:
         raise UsageError(f"signals have length {signals.shape[-1]}, model needs at least {model.min_length} samples")
     x = torch.from_numpy(signals.astype(np.float32))[:, None]
@@ -54,8 +64,6 @@ def estimate_sigma(signals: np.ndarray) -> np.ndarray:
 
 def _tv_weight(sigma: float) -> float:
     """TV weight for noise level σ: interpolated (log–log) between the validation-tuned weights."""
-    from .data.signals import SIGMAS
-    from .train.evaluate import tuned_baselines
     table = _bundled_eval(DEFAULT_DENOISER)
     ws = []
     for s in SIGMAS:
@@ -65,9 +73,6 @@ def _tv_weight(sigma: float) -> float:
 
 
 def _bundled_eval(name: str):
-    import json
-
-    from .hub import BUNDLED_DIR
     p = BUNDLED_DIR / name / 'eval.json'
     return json.loads(p.read_text()) if p.is_file() else None
 
@@ -89,7 +94,6 @@ def _plot(path: str, curves, title: str) -> None:
 
 
 def cmd_denoise(args) -> int:
-    from .signal_io import read_signals, write_signals
     if args.sigma is not None and not (args.sigma > 0 and math.isfinite(args.sigma)):
         raise UsageError(f"--sigma must be a positive number, got {args.sigma}")
     if args.plot and not args.plot.lower().endswith('.png'):
@@ -100,9 +104,6 @@ def cmd_denoise(args) -> int:
     write_signals(args.output, out, one_dimensional=signals.shape[0] == 1)
     sigma = args.sigma if args.sigma is not None else float(np.median(estimate_sigma(signals)))
     if args.plot:
-        import torch
-
-        from .classical import tv_denoise
         tv = tv_denoise(torch.from_numpy(signals[:1]), _tv_weight(sigma)).numpy()[0]
         _plot(args.plot, [('noisy', signals[0], ':'), (f'TV (w for σ={sigma:.3g})', tv, '-'),
                           (args.model, out[0], '-')], f'{args.input}: signal 1 of {len(signals)}')
@@ -112,7 +113,6 @@ def cmd_denoise(args) -> int:
 
 
 def cmd_diffuse(args) -> int:
-    from .signal_io import read_signals, write_signals
     if not (args.time > 0 and math.isfinite(args.time)):
         raise UsageError(f"--time must be a positive number, got {args.time}")
     signals = read_signals(args.input)
@@ -124,20 +124,17 @@ def cmd_diffuse(args) -> int:
                              f"of it (got {args.time:g}), or use --method fed/implicit/reference")
         out = _apply(model, signals, repeat=int(round(k)))
     else:
-        import torch
-
-        from . import classical as ref
         if signals.shape[1] < 2:
             raise UsageError(f"signals have length {signals.shape[1]}, diffusion needs at least 2 samples")
-        flux = ref.make_flux('perona_malik', args.contrast)
+        flux = classical.make_flux('perona_malik', args.contrast)
         f = torch.from_numpy(signals)
         if args.method == 'fed':
             # one cycle with τ_max ≤ 2/(L‖D‖²) = 1/2 (Perona–Malik L = 1, ‖D‖² ≤ 4)
-            u = ref.fed(f, flux, args.time, fed_cycle_length(args.time, ref.stable_step(flux)))
+            u = classical.fed(f, flux, args.time, fed_cycle_length(args.time, classical.stable_step(flux)))
         elif args.method == 'implicit':
-            u = ref.implicit(f, flux, args.time, max(1, math.ceil(args.time)))
+            u = classical.implicit(f, flux, args.time, max(1, math.ceil(args.time)))
         else:
-            u = ref.fine_reference(f, flux, args.time)
+            u = classical.fine_reference(f, flux, args.time)
         out = u.numpy()
     write_signals(args.output, out, one_dimensional=signals.shape[0] == 1)
     print(f"diffused {len(signals)} signal(s) to T = {args.time:g} ({args.method}) → {args.output}")
@@ -145,17 +142,12 @@ def cmd_diffuse(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    import torch
-
-    from .classical import perona_malik_denoise, tv_denoise
-    from .data.signals import bayes_segment_means, make_signals, oracle_segment_means, psnr
     model = _load_model(args.model)
     sigma = 0.1
     s = make_signals('piecewise_constant', 'test', args.count, 1024, sigma, seed=0)
     ev = _bundled_eval(args.model) or _bundled_eval(DEFAULT_DENOISER)
     tuned = ev['evaluation']['table']['piecewise_constant'][str(sigma)]['tuned'] if ev else None
     if tuned is None:
-        from .train.evaluate import tuned_baselines
         tuned = tuned_baselines('piecewise_constant', sigma)
     f = torch.from_numpy(s.noisy).double()
     results = {
@@ -180,8 +172,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train.recipes import get_recipe
-    from .train.trainer import train
     get_recipe(args.recipe)  # validates the name
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be ≥ 1, got {args.steps}")
@@ -194,7 +184,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_publish(args) -> int:
-    from .publish import assemble, upload
     folder = assemble(args.name, args.out)
     print(f"assembled {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
     if args.dry_run:
@@ -205,7 +194,6 @@ def cmd_publish(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .hub import list_pretrained
     for name in list_pretrained():
         print(name)
     return 0
@@ -214,9 +202,7 @@ def cmd_list(args) -> int:
 def cmd_certify(args) -> int:
     import timm
 
-    import pdeblocks  # noqa: F401  (registers the timm models)
 
-    from .stability import certify
     try:
         model = timm.create_model(args.model)
     except RuntimeError as exc:

@@ -20,7 +20,9 @@ import torch
 
 from ._io import atomic_path, atomic_write_text
 from .classical import PM_CONTRASTS, PM_MAX_TIME, fed, fine_reference, make_flux
+from .data.signals import make_signals
 from .hub import BUNDLED_DIR, CONFIG_NAME, WEIGHTS_NAME, list_pretrained, load_folder
+from .layers.flux import LearnedFlux
 
 FIGURES = ('examples.png', 'flux.png')
 HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, 'eval.json', 'README.md') + FIGURES   # an assembled folder holds these
@@ -42,7 +44,6 @@ def _savefig(fig, path: Path) -> None:
 
 def flux_curves(model: torch.nn.Module, s_max: float, points: int = 400):
     """(s, [(label, Φ(s) [channels, points])]) for every learned flux module of ``model``."""
-    from .layers.flux import LearnedFlux
     s = torch.linspace(-s_max, s_max, points)
     curves = []
     for name, mod in model.named_modules():
@@ -59,7 +60,6 @@ def make_figures(name: str, folder: Path) -> List[Path]:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    from .data.signals import make_signals
     model = load_folder(BUNDLED_DIR / name)
     ev = read_eval(name)
     recipe = ev['recipe']

@@ -28,6 +28,7 @@ from ..classical import (
     tv_denoise,
 )
 from ..data.signals import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr
+from .batches import diffusion_pairs
 
 EVAL_SEED = 0
 TEST_LENGTH = 1024
@@ -83,7 +84,6 @@ def evaluate_denoiser(model: torch.nn.Module, count: int = 64, length: int = TES
 
 
 def evaluate_diffusion(model: torch.nn.Module, recipe, count: int = 64, length: int = TEST_LENGTH) -> Dict[str, Any]:
-    from .trainer import diffusion_pairs
     kw = recipe.model_kwargs
     n, T, order, cycles = kw['layers'], kw['time'], kw.get('order', 1), kw.get('cycles', 1)
     flux = make_flux(recipe.flux, kw['contrast'])

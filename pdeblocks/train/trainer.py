@@ -18,7 +18,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -27,10 +27,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .._io import atomic_path, atomic_write_json
-from ..classical import fine_reference, make_flux
-from ..data.signals import make_signals
 from ..hub import architecture_class
 from ..layers.certificate import NormCertificate
+from .batches import denoise_batch, diffusion_pairs  # noqa: F401  (the trainer's data; importable here)
+from .evaluate import evaluate_model
 from .recipes import Recipe, get_recipe
 
 CHECKPOINT = 'checkpoint.safetensors'
@@ -57,31 +57,6 @@ def training_loss(recipe: Recipe, out: torch.Tensor, x: torch.Tensor, y: torch.T
     if recipe.loss == 'relative_mse':
         return (err / (x - y).pow(2).flatten(1).sum(1).clamp_min(1e-12)).mean()
     return err.mean() / y[0].numel()
-
-
-def denoise_batch(recipe: Recipe, step: int, rank: int, world: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(noisy, clean) ``[B, 1, length]`` for this step and rank, deterministic."""
-    b = recipe.batch_size
-    rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, 7, step, rank]))
-    sigma = np.exp(rng.uniform(np.log(recipe.sigma_min), np.log(recipe.sigma_max), size=b))
-    kind = recipe.kinds[step % len(recipe.kinds)]
-    s = make_signals(kind, 'train', b, recipe.length, sigma, seed=recipe.seed, offset=(step * world + rank) * b)
-    return torch.from_numpy(s.noisy)[:, None], torch.from_numpy(s.clean)[:, None]
-
-
-def diffusion_pairs(recipe: Recipe, count: int, length: int, split: str, seed: int):
-    """(noisy input, fine reference at T) ``[count, 1, length]`` float64, half of each kind."""
-    kw = recipe.model_kwargs
-    flux = make_flux(recipe.flux, kw.get('contrast', 0.1))
-    xs = []
-    per_kind = [count // len(recipe.kinds) + (i < count % len(recipe.kinds)) for i in range(len(recipe.kinds))]
-    for kind, c in zip(recipe.kinds, per_kind):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 11, len(xs)]))
-        sigma = rng.uniform(recipe.sigma_min, recipe.sigma_max, size=c)
-        xs.append(make_signals(kind, split, c, length, sigma, seed=seed).noisy)
-    f = torch.from_numpy(np.concatenate(xs)).double()[:, None]
-    ref = fine_reference(f, flux, kw.get('time', 10.0), kw.get('order', 1))
-    return f, ref
 
 
 def _save_checkpoint(out: Path, model, opt, state: Dict[str, Any]) -> None:
@@ -211,7 +186,6 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
         model.eval()
         model.save_pretrained(outdir / 'model')
         if evaluate:
-            from .evaluate import evaluate_model
             result['evaluation'] = evaluate_model(model, recipe, count=eval_count)
         atomic_write_json(outdir / 'eval.json', result)
     if distributed:
