@@ -421,7 +421,7 @@ def test_certificates_cover_every_swapped_block():
     for path in report.step_paths:
         step = swapped.get_submodule(path)
         cert = step.stability_certificate()
-        assert cert['mode'] == 'euclidean' and cert['norm_factor'] == 1.0
+        assert cert.mode == 'euclidean' and cert.norm_factor == 1.0
         # adversarial check of the promise on the swapped step: huge, rough inputs never grow
         u = 1e3 * torch.randn(4, step.channels, 7, 7).sign() * torch.rand(4, step.channels, 7, 7)
         with torch.no_grad():
