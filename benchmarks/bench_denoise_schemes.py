@@ -32,7 +32,7 @@ from _results import save_results  # noqa: E402
 
 from pdeblocks.data.signals import make_signals  # noqa: E402
 from pdeblocks.hub import load_folder  # noqa: E402
-from pdeblocks.train.baselines import tv_denoise  # noqa: E402
+from pdeblocks.classical import tv_denoise  # noqa: E402
 from pdeblocks.train.general import SCHEME_BUDGET, SCHEME_MODELS, family_psnr, train_general  # noqa: E402
 
 RUNS = ROOT / 'runs' / 'schemes'

@@ -31,8 +31,8 @@ twin (``stability='none'``: the same skeleton, parameters and operator applicati
 * ``'implicit'`` — ``blocks`` lagged implicit steps (I + τKᵀGK)u = u⁰ (:class:`~pdeblocks.layers.
   implicit.ImplicitBlock`, τ starting at ``relative_step`` × the explicit limit, at most ``steps``
   Chebyshev iterations, stopping at relative residual 0.05: ‖u‖ ≤ ‖u⁰‖ after any number).
-* ``'multigrid'`` — f − U(f), U a :class:`~pdeblocks.layers.multigrid.MultigridUNet` V-cycle of
-  symmetric steps on ``levels`` grids (no unshuffle).
+* ``'multigrid'`` — f − S⁻¹U(Sf), U a :class:`~pdeblocks.layers.multigrid.MultigridUNet` V-cycle of
+  symmetric steps on ``levels`` grids of widths channels·growth^l, S the unshuffle by ``scale``.
 
 The free twin of a cycle (``'fed'``, ``'fsi'``, ``'implicit'``) is one free symmetric step applied
 ``steps`` times with its weights shared (:class:`RepeatedStep`): the same K and flux, the same number
@@ -53,7 +53,7 @@ from ..layers.flux import LearnedFlux
 from ..layers.implicit import ImplicitBlock
 from ..layers.multigrid import MultigridUNet
 from ..layers.symmetric import SymmetricResidual
-from .denoise1d import ARCHITECTURES, Denoiser1D, Pretrained1D, _Skeleton1D
+from .denoise1d import ARCHITECTURES, Denoiser1D, Pretrained1D, _shuffle, _Skeleton1D, _unshuffle
 
 __all__ = ['NOISE_FILTER', 'MAD_TO_SIGMA', 'SCHEMES', 'SCALE_LIMITS', 'noise_sigma', 'RepeatedStep',
            'BlindDenoiser1D', 'DenoiseResult', 'denoise_signal', 'check_signal_1d']
@@ -125,12 +125,18 @@ class SchemeSkeleton1D(_Skeleton1D):
 
 
 class MultigridResidual1D(nn.Module):
-    """f ↦ f − U(f), U a 1D :class:`MultigridUNet` of learned-flux symmetric steps (head zero: the identity at start)."""
+    """f ↦ f − S⁻¹U(S f): S the pixel-unshuffle by ``scale`` (the identity for 1), U a 1D :class:`MultigridUNet`
+    of learned-flux symmetric steps on ``levels`` grids of widths channels·growth^l (head zero: the identity
+    at start)."""
 
     def __init__(self, channels: int, levels: int, kernel_size: int, stability: str, interp_slack: float,
-                 smooth: int):
+                 smooth: int, scale: int = 1, growth: int = 2):
         super().__init__()
-        self.unet = MultigridUNet(dim=1, in_channels=1, out_channels=1, channels=channels, levels=levels, cycle='V',
+        if scale < 1 or growth < 1:
+            raise ValueError(f"need scale ≥ 1 and growth ≥ 1, got scale={scale}, growth={growth}")
+        self.scale = scale
+        widths = [channels * growth ** lev for lev in range(levels)]
+        self.unet = MultigridUNet(dim=1, in_channels=scale, out_channels=scale, channels=widths, cycle='V',
                                   pre_smooth=smooth, post_smooth=smooth, coarse_steps=smooth, kernel_size=kernel_size,
                                   flux='learned', boundary='neumann', stability=stability, interp_slack=interp_slack)
         with torch.no_grad():
@@ -138,10 +144,15 @@ class MultigridResidual1D(nn.Module):
 
     @property
     def min_length(self) -> int:
-        return (self.unet.min_coarse - 1) * 2 ** (self.unet.levels - 1) + 1
+        return ((self.unet.min_coarse - 1) * 2 ** (self.unet.levels - 1) + 1) * self.scale
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
-        return f - self.unet(f)
+        if self.scale == 1:
+            return f - self.unet(f)
+        n = f.shape[-1]
+        extra = (-n) % self.scale
+        x = F.pad(f, (0, extra), mode='replicate') if extra else f
+        return f - _shuffle(self.unet(_unshuffle(x, self.scale)))[..., :n]
 
 
 class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffusion']):
@@ -152,7 +163,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
     ``knots``, ``contrast``, ``support`` its skeleton (as :class:`Denoiser1D`); ``steps``: steps per
     cycle (``'fed'``, ``'fsi'``), Chebyshev iterations (``'implicit'``), or smoothing steps per level
     (``'multigrid'``); ``relative_step``: the implicit τ at start, in explicit limits; ``levels``:
-    multigrid grids; ``pad``: reflected samples per side; ``interp_slack``: the norm bound's grid.
+    multigrid grids; ``growth``: multigrid width factor per level; ``pad``: reflected samples per side; ``interp_slack``: the norm bound's grid.
     """
 
     architecture = 'blind_denoiser_1d'
@@ -160,7 +171,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
     def __init__(self, scheme: str = 'fed', stability: str = 'euclidean', scale: int = 8, channels: int = 32,
                  hidden_channels: int = 32, blocks: int = 4, kernel_size: int = 5, knots: int = 16,
                  contrast: float = 1.0, support: float = 4.0, steps: int = 4, relative_step: float = 4.0,
-                 levels: int = 3, pad: int = 32, interp_slack: float = 1.005):
+                 levels: int = 3, growth: int = 2, pad: int = 32, interp_slack: float = 1.005):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -174,7 +185,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
             self.net: nn.Module = Denoiser1D(scale, channels, hidden_channels, blocks, kernel_size, knots, contrast,
                                              support, stability=stability, interp_slack=interp_slack)
         elif scheme == 'multigrid':
-            self.net = MultigridResidual1D(channels, levels, kernel_size, stability, interp_slack, steps)
+            self.net = MultigridResidual1D(channels, levels, kernel_size, stability, interp_slack, steps, scale, growth)
         else:
             self.net = SchemeSkeleton1D(scheme, stability, scale, channels, hidden_channels, blocks, kernel_size, knots,
                                         contrast, support, steps, relative_step, interp_slack)
