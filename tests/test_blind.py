@@ -47,9 +47,9 @@ def test_noise_sigma_is_scale_and_offset_equivariant():
         assert math.isclose(float(noise_sigma(a * f + b)), a * float(noise_sigma(f)), rel_tol=1e-6)
 
 
-@pytest.mark.parametrize('scheme', SCHEMES)
-def test_affine_equivariance(scheme):
-    m = _model(scheme)
+@pytest.mark.parametrize('scheme, kw', [(s, {}) for s in SCHEMES] + [('multigrid', dict(scale=1))])
+def test_affine_equivariance(scheme, kw):
+    m = _model(scheme, **kw)
     _, f = _noisy()
     f = f.float()[None, None]
     with torch.no_grad():
