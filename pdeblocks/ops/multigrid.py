@@ -23,6 +23,12 @@ Smoothers: damped Jacobi u ← u + ω D⁻¹(f − A u); Richardson u ← u + (�
 (Schur bound for a stencil, σ + norm_bound(K)² for σI + KᵀK), convergent for 0 < ω < 2 when A is
 symmetric positive semi-definite; red–black Gauss–Seidel (5-point/3-point star stencils): the
 red points (even index sum), then the black ones, each from the current values of the other colour.
+
+Why one module of about 650 lines: operators, transfers, smoothers and the cycle are one algorithm;
+the allocation-free cycle (:class:`Multigrid` with ``fast``) reaches into the operators' taps, the
+transfers' in-place kernels and the smoothers' scales, and :class:`GramOperator` ← :class:`StencilOperator`
+← :func:`galerkin_operator` are only meaningful on its grids. The Krylov reference solvers at the end
+(:func:`conjugate_gradient`, :func:`jacobi_solve`) are what the cycle is measured against.
 """
 import math
 from typing import Callable, List, Optional, Tuple, Union
