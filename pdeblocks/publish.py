@@ -13,7 +13,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -192,6 +192,12 @@ def target_status(row: Dict[str, Any], steps: int) -> str:
             + (UNREACHABLE_TARGET if limit < TARGET_GAIN_DB else "") + ".\n")
 
 
+def pm_grid_edges(evaluation: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """(kind, σ) of every table row whose tuned Perona–Malik λ is the lowest of :data:`PM_CONTRASTS`."""
+    return [(kind, s) for kind, rows in evaluation['table'].items() for s, row in rows.items()
+            if row.get('tuned', {}).get('pm_contrast', np.inf) <= min(PM_CONTRASTS) * (1 + 1e-9)]
+
+
 def _denoise_body(name: str, ev: Dict[str, Any]) -> str:
     e = ev['evaluation']
     r = ev['recipe']
@@ -231,8 +237,7 @@ def _denoise_body(name: str, ev: Dict[str, Any]) -> str:
     row = e['table']['piecewise_constant'].get('0.1')
     if row:
         lines.append('\n' + target_status(row, r['steps']))   # a blank line ends the table above
-    at_edge = [f"{kind.replace('_', ' ')} signals at σ = {s}" for kind, rows in e['table'].items()
-               for s, row in rows.items() if row.get('tuned', {}).get('pm_contrast', np.inf) <= min(PM_CONTRASTS) * (1 + 1e-9)]
+    at_edge = [f"{kind.replace('_', ' ')} signals at σ = {s}" for kind, s in pm_grid_edges(e)]
     edge_note = (f" For {'; '.join(at_edge)} the best λ is the grid's lowest, so Perona–Malik could be marginally "
                  f"stronger there with a smaller λ and a longer run." if at_edge else '')
     lines += ["\nTV: min ½‖u − f‖² + w‖Du‖₁ solved to a duality gap ≤ 1e-7 per sample, w tuned per σ on "

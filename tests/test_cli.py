@@ -337,13 +337,14 @@ def test_certify_prints_the_report(capsys):
 
 def test_card_says_where_the_perona_malik_tuning_ended_at_its_grid():
     from pdeblocks.classical import PM_CONTRASTS
-    from pdeblocks.publish import _denoise_body, read_eval
+    from pdeblocks.publish import _denoise_body, pm_grid_edges, read_eval
     ev = read_eval('denoiser-1d')
     rows = ev['evaluation']['table']['piecewise_constant']
     rows['0.1']['tuned']['pm_contrast'] = min(PM_CONTRASTS)
     for s in ('0.05', '0.2'):
         rows[s]['tuned']['pm_contrast'] = 0.01
-    body = _denoise_body('denoiser-1d', ev)
-    assert "For piecewise constant signals at σ = 0.1 the best λ is the grid's lowest" in body
+    assert pm_grid_edges(ev['evaluation']) == [('piecewise_constant', '0.1')]
+    assert 'piecewise constant signals at σ = 0.1' in _denoise_body('denoiser-1d', ev)
     rows['0.1']['tuned']['pm_contrast'] = 0.01
-    assert "grid's lowest" not in _denoise_body('denoiser-1d', ev)
+    assert pm_grid_edges(ev['evaluation']) == []
+    assert 'signals at σ = ' not in _denoise_body('denoiser-1d', ev)
