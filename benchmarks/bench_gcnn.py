@@ -70,6 +70,47 @@ def reference_cde_layer(layer: CDELayerM2) -> nn.Module:
     return ref
 
 
+# ------------------------------------------------------------------------------------------------
+# the previous release's CDE layer (commit e02162c), kept here only to measure the speed-up against it:
+# convection by gather on expanded indices, min-plus by the torch loop (PDEBLOCKS_NATIVE=0), channel
+# mixing by a 1×1×1 conv3d. Same parameters and same values as the current layer.
+# ------------------------------------------------------------------------------------------------
+
+def _previous_left_invariant_shift_m2(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    from pdeblocks.layers.gcnn import translate_bilinear
+    B, C, Or, H, W = x.shape
+    s = shift[:, 2] * (Or / (2 * math.pi))
+    n = torch.floor(s)
+    a = (s - n).to(x.dtype).view(1, C, 1, 1, 1)
+    o = torch.arange(Or, device=x.device).view(1, Or)
+    i0 = torch.remainder(o + n.long().view(C, 1), Or)
+    i1 = torch.remainder(i0 + 1, Or)
+    f0 = x.gather(2, i0.view(1, C, Or, 1, 1).expand(B, C, Or, H, W))
+    f1 = x.gather(2, i1.view(1, C, Or, 1, 1).expand(B, C, Or, H, W))
+    x = f0 + a * (f1 - f0)
+    theta = torch.arange(Or, device=x.device, dtype=torch.float32) * (2 * math.pi / Or)
+    cos_o, sin_o = torch.cos(theta).view(1, Or), torch.sin(theta).view(1, Or)
+    x0, y0 = shift[:, 0].view(C, 1), shift[:, 1].view(C, 1)
+    sx = (cos_o * x0 - sin_o * y0).reshape(C * Or)
+    sy = (sin_o * x0 + cos_o * y0).reshape(C * Or)
+    return translate_bilinear(x.reshape(B, C * Or, H, W), sx, sy).reshape(B, C, Or, H, W)
+
+
+class PreviousCDELayer(nn.Module):
+    """The previous release's evaluation of ``layer`` (shares its parameters); run it with PDEBLOCKS_NATIVE=0."""
+
+    def __init__(self, layer: CDELayerM2):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lay = self.layer
+        for _ in range(lay.iterations):
+            x = _previous_left_invariant_shift_m2(x, lay.convection.shift)
+            x = lay.erosion(lay.dilation(x))
+        return lay.norm(F.conv3d(x, lay.linear.weight[:, :, None, None, None]))
+
+
 SPEED_CFG = dict(B=8, C=16, Or=8, H=64, W=64, k=5, kt=5)
 
 
@@ -119,10 +160,10 @@ def _rss_kib(field: str) -> int:
 def _memory_child(which: str, threads: int) -> None:
     torch.set_num_threads(threads)
     layer, x = _make_layer_and_input()
-    net = reference_cde_layer(layer) if which == 'unfold' else layer
-    _fwd_bwd(net, x[:1].detach().requires_grad_(), which != 'loop')  # build / load the C kernel first
+    net = {'unfold': reference_cde_layer(layer), 'previous': PreviousCDELayer(layer)}.get(which, layer)
+    _fwd_bwd(net, x[:1].detach().requires_grad_(), which != 'previous')  # build / load the C kernel first
     base = _rss_kib('VmRSS:')
-    _fwd_bwd(net, x, which != 'loop')
+    _fwd_bwd(net, x, which != 'previous')
     print(json.dumps({'peak_extra_mib': (_rss_kib('VmHWM:') - base) / 1024}))
 
 
@@ -132,39 +173,47 @@ def _peak_memory(which: str) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])['peak_extra_mib']
 
 
-def bench_speed(repeats: int = 10, unfold: bool = False) -> str:
-    """One CDE layer fwd+bwd: fused C kernel (default) against the torch loop (previous default),
-    interleaved; the layer's linear counterpart (diffusion, same kernel size) for scale."""
-    from pdeblocks.layers._morphology_native import native_available
+def bench_speed(repeats: int = 10, unfold: bool = False, with_diffusion: bool = False) -> str:
+    """One CDE layer fwd+bwd: this release (fused C min-plus kernel) against the previous release's
+    evaluation of the same layer, and against this release with the torch loop (no C compiler),
+    interleaved; the linear counterpart (diffusion, same kernel size) for scale."""
+    from pdeblocks.layers._native import native_available
     from pdeblocks.layers.gcnn import DiffusionM2
     if not native_available():
         raise SystemExit('the C kernel is not available (no C compiler, or PDEBLOCKS_NATIVE=0)')
     layer, x = _make_layer_and_input()
+    previous = PreviousCDELayer(layer)
     c = SPEED_CFG
     diffusion = DiffusionM2(c['C'], c['Or'], c['k'], c['kt'])
-    for native in (True, False):  # warm-up (builds the C kernel once)
-        _fwd_bwd(layer, x, native)
-    _fwd_bwd(diffusion, x)
-    times: Dict[str, List[float]] = {'native': [], 'loop': [], 'diffusion': []}
+    runs = {'native': (layer, True), 'previous': (previous, False), 'loop': (layer, False)}
+    if with_diffusion:
+        runs['diffusion'] = (diffusion, True)
+    for net, native in runs.values():  # warm-up (builds the C kernel once)
+        _fwd_bwd(net, x, native)
+    times: Dict[str, List[float]] = {k: [] for k in runs}
     max_out = max_grad = 0.0
     for _ in range(repeats):  # interleaved, so contention hits all alike
-        t, y, g = _fwd_bwd(layer, x, True)
-        times['native'].append(t)
-        g = g.clone()
-        t, y_loop, g_loop = _fwd_bwd(layer, x, False)
-        times['loop'].append(t)
-        times['diffusion'].append(_fwd_bwd(diffusion, x)[0])
-        max_out = max(max_out, (y - y_loop).abs().max().item())
-        max_grad = max(max_grad, (g - g_loop).abs().max().item())
+        outs = {}
+        for name, (net, native) in runs.items():
+            t, y, g = _fwd_bwd(net, x, native)
+            times[name].append(t)
+            outs[name] = (y, g.clone())
+        for name in ('previous', 'loop'):
+            max_out = max(max_out, (outs['native'][0] - outs[name][0]).abs().max().item())
+            max_grad = max(max_grad, (outs['native'][1] - outs[name][1]).abs().max().item())
         print({k: f'{v[-1]:.3f}' for k, v in times.items()}, flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratios = [lo / na for na, lo in zip(times['native'], times['loop'])]
-    mem = {k: _peak_memory(k) for k in ('native', 'loop')}
+    ratios = [p / n for n, p in zip(times['native'], times['previous'])]
+    ratios_loop = [p / n for n, p in zip(times['native'], times['loop'])]
+    mem = {k: _peak_memory(k) for k in ('native', 'previous')}
     rows = [
-        ['CDE layer, fused C min-plus kernel (default)', f"{med['native']:.3f}", f"{mem['native']:.0f}"],
-        ['CDE layer, torch loop over offsets (previous default)', f"{med['loop']:.3f}", f"{mem['loop']:.0f}"],
-        ['DiffusionM2 alone (linear convolution, same kernel), for scale', f"{med['diffusion']:.3f}", ''],
+        ['CDE layer, this release (fused C min-plus kernel)', f"{med['native']:.3f}", f"{mem['native']:.0f}"],
+        ['CDE layer, previous release (torch loop, gather convection, conv3d mixing)', f"{med['previous']:.3f}",
+         f"{mem['previous']:.0f}"],
+        ['CDE layer, this release without the C kernel (PDEBLOCKS_NATIVE=0)', f"{med['loop']:.3f}", ''],
     ]
+    if with_diffusion:
+        rows.append(['DiffusionM2 alone (linear convolution, same kernel), for scale', f"{med['diffusion']:.3f}", ''])
     if unfold:
         ref = reference_cde_layer(layer)
         t_ref = _fwd_bwd(ref, x)[0]
@@ -173,10 +222,11 @@ def bench_speed(repeats: int = 10, unfold: bool = False) -> str:
             f"kernel {c['kt']}x{c['k']}x{c['k']}\n\n"
             f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats} interleaved repeats; "
             f"peak memory = peak RSS increase of a fresh process over its RSS before the pass.\n"
-            f"speed-up of the C kernel over the torch loop: median of per-repeat ratios "
-            f"{statistics.median(ratios):.2f}x (min {min(ratios):.2f}x, max {max(ratios):.2f}x).\n"
-            f"same layer, same input: max |out_C - out_loop| = {max_out:.2e}, "
-            f"max |grad_C - grad_loop| = {max_grad:.2e} (summation order)\n\n"
+            f"speed-up over the previous release: median of per-repeat ratios {statistics.median(ratios):.2f}x "
+            f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x); over this release without the C kernel: "
+            f"{statistics.median(ratios_loop):.2f}x (min {min(ratios_loop):.2f}x, max {max(ratios_loop):.2f}x).\n"
+            f"same layer, same input: max |out - out_other| = {max_out:.2e}, "
+            f"max |grad - grad_other| = {max_grad:.2e} (summation order)\n\n"
             + table(['implementation', 'time fwd+bwd [s]', 'peak extra memory [MiB]'], rows) + '\n')
     print(text)
     write_atomic(RESULTS / 'gcnn_speed.md', text)
@@ -384,6 +434,28 @@ def bench_digits(protocol: str, names: List[str], epochs: Dict[str, int], lrs: D
     return text
 
 
+def bench_epoch(names: List[str], repeats: int = 3) -> str:
+    """CPU time of one training epoch on the digits (upright split, batch 32, AdamW) per model, the
+    models interleaved within every repeat; ratio to the plain CNN's epoch."""
+    data = load_digits_tensors()
+    models = digits_models(names + ['cnn'] if 'cnn' not in names else names, {})
+    times: Dict[str, List[float]] = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            run = train(model, data['x_train'], data['y_train'], 1, 0.005)
+            times[name].append(run['cpu_time'])
+    med = {name: statistics.median(v) for name, v in times.items()}
+    rows = [[name, sum(p.numel() for p in models[name].parameters()), f'{med[name]:.2f}',
+             f"{med[name] / med['cnn']:.1f}"] for name in models]
+    text = ('## One training epoch on the digits (1437 images 20×20, batch 32)\n\n'
+            f'CPU time of the process (median of {repeats}, models interleaved), {torch.get_num_threads()} '
+            f'thread(s), torch {torch.__version__}.\n\n'
+            + table(['model', 'parameters', 'epoch CPU time [s]', 'ratio to the CNN'], rows) + '\n')
+    print(text)
+    write_atomic(RESULTS / 'gcnn_epoch.md', text)
+    return text
+
+
 # ------------------------------------------------------------------------------------------------
 # segmentation of thin curvilinear structures (the paper's vessel task, on synthetic data)
 # ------------------------------------------------------------------------------------------------
@@ -527,9 +599,10 @@ def main() -> None:
         _memory_child(sys.argv[2], int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('section', choices=['speed', 'rotation', 'digits', 'segment', 'all'])
+    parser.add_argument('section', choices=['speed', 'rotation', 'digits', 'epoch', 'segment', 'all'])
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--unfold', action='store_true', help='speed: also time the unfold + amin reference (~100 s)')
+    parser.add_argument('--diffusion', action='store_true', help='speed: also time DiffusionM2 (for scale)')
     parser.add_argument('--protocol', choices=['upright', 'rotated', 'both'], default='both',
                         help='digits: train upright (test rotated) or train and test rotated')
     parser.add_argument('--models', default='pde_gcnn,cnn,cnn+rot', help='digits: comma-separated model names')
@@ -549,7 +622,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.section in ('speed', 'all'):
-        bench_speed(args.repeats, args.unfold)
+        bench_speed(args.repeats, args.unfold, args.diffusion)
     if args.section in ('rotation', 'all'):
         bench_rotation()
     if args.section in ('digits', 'all'):
@@ -557,6 +630,8 @@ def main() -> None:
         for protocol in protocols:
             bench_digits(protocol, args.models.split(','), {'gcnn': args.epochs, 'cnn': args.cnn_epochs},
                          {'gcnn': args.lr, 'cnn': args.cnn_lr}, json.loads(args.gcnn), args.time_limit, args.tag)
+    if args.section in ('epoch', 'all'):
+        bench_epoch(['pde_gcnn', 'pde_gcnn_small'], max(1, min(args.repeats, 5)))
     if args.section in ('segment', 'all'):
         bench_segment(args.seg_models.split(','), args.seg_epochs, {'pde_gcnn': args.seg_lr, 'unet': args.unet_lr},
                       args.time_limit, tag=args.tag)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pdeblocks.layers._morphology import _min_plus_autograd_loop
-from pdeblocks.layers._morphology_native import native_available
+from pdeblocks.layers._native import native_available
 from pdeblocks.layers.gcnn import (
     CDELayerM2,
     CDELayerR2,
@@ -25,6 +25,7 @@ from pdeblocks.layers.gcnn import (
     LinearM2,
     ProjectM2,
     bspline,
+    left_invariant_shift_m2,
     linear_convolution_m2,
     max_plus_convolution_m2,
     min_plus_convolution_m2,
@@ -305,9 +306,32 @@ def test_native_kernel_matches_unfold_and_gradcheck(monkeypatch):
     torch.autograd.gradcheck(max_plus_convolution_m2, (x, k))
 
 
+@needs_native
+def test_native_shift_equals_torch_path_and_gradcheck(monkeypatch):
+    """Convection's C kernel against the index_select + grid_sample path (values and all gradients),
+    including shifts larger than the image and a single orientation; gradcheck in float64."""
+    torch.manual_seed(0)
+    for shape, scale in (((2, 3, 8, 9, 11), 1.0), ((2, 3, 4, 6, 5), 3.0), ((1, 2, 1, 5, 7), 20.0)):
+        x = torch.randn(*shape, dtype=torch.float64)
+        shift = torch.randn(shape[1], 3, dtype=torch.float64) * scale
+        g = torch.randn(*shape, dtype=torch.float64)
+        results = []
+        for native in ('1', '0'):
+            monkeypatch.setenv('PDEBLOCKS_NATIVE', native)
+            xx, ss = x.clone().requires_grad_(), shift.clone().requires_grad_()
+            y = left_invariant_shift_m2(xx, ss)
+            results.append((y,) + torch.autograd.grad(y, (xx, ss), g))
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    monkeypatch.setenv('PDEBLOCKS_NATIVE', '1')
+    x = torch.randn(2, 3, 4, 6, 5, dtype=torch.float64, requires_grad=True)
+    shift = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
+    torch.autograd.gradcheck(left_invariant_shift_m2, (x, shift))
+
+
 def test_native_kernel_falls_back_without_a_compiler(monkeypatch, tmp_path):
     """No working compiler: native_library() is None and the layers still work (torch loop)."""
-    from pdeblocks.layers import _morphology_native as nat
+    from pdeblocks.layers import _native as nat
     monkeypatch.setattr(nat, '_state', {'tried': False, 'lib': None, 'error': ''})
     monkeypatch.setenv('PDEBLOCKS_CACHE', str(tmp_path))
     monkeypatch.setenv('CC', str(tmp_path / 'no-such-compiler'))
@@ -649,3 +673,19 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(xc.grad.cpu(), x.grad)
     for p, pc in zip(layer.parameters(), layer_c.parameters()):
         torch.testing.assert_close(pc.grad.cpu(), p.grad)
+
+
+def test_segmentation_model_is_equivariant_to_quarter_turns():
+    """Per-pixel logits of the dense PDE-G-CNN rotate with the image (Or divisible by 4)."""
+    from pdeblocks.models.pde_gcnn import PDEGCNNSegmentation
+    torch.manual_seed(0)
+    model = PDEGCNNSegmentation(in_chans=2, out_chans=3, channels=4, orientations=8, depth=2, kernel_size=3).eval()
+    x = torch.randn(2, 2, 13, 13)
+    with torch.no_grad():
+        y = model(x)
+        assert y.shape == (2, 3, 13, 13)
+        for turns in (1, 2, 3):
+            torch.testing.assert_close(model(torch.rot90(x, turns, dims=(-2, -1))), torch.rot90(y, turns, dims=(-2, -1)),
+                                       rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='depth must be a positive int'):
+        PDEGCNNSegmentation(depth=0)

@@ -15,7 +15,7 @@ routes every output gradient to its winner: ∂L/∂f at the winning source posi
 = Σ of the output gradients whose winner is j. Memory is O(|f|) instead of the O(|f|·kθ·kh·kw)
 of an unfold + amin. Two evaluations give identical values and winners:
 
-- on CPU in float32 / float64, a fused C kernel (:mod:`._morphology_native`, compiled on first use;
+- on CPU in float32 / float64, a fused C kernel (:mod:`._native`, compiled on first use;
   set ``PDEBLOCKS_NATIVE=0`` to disable): one pass over the offsets per output plane, planes split
   over ``torch.get_num_threads()`` threads;
 - otherwise (other devices or dtypes, no C compiler) a loop over the offsets of elementwise torch
@@ -28,7 +28,7 @@ from typing import Tuple
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._morphology_native import native_library
+from ._native import native_library
 
 __all__ = ['min_plus_convolution_m2', 'max_plus_convolution_m2', 'check_m2_kernel']
 

@@ -34,7 +34,10 @@ except ImportError:  # pragma: no cover - timm is a dependency, keep the layers 
     def register_notrace_function(fn):
         return fn
 
-from ._morphology import max_plus_convolution_m2, min_plus_convolution_m2
+from torch.autograd.function import once_differentiable
+
+from ._morphology import _run_ranges, _split, max_plus_convolution_m2, min_plus_convolution_m2
+from ._native import native_library
 
 __all__ = [
     'logarithmic_coordinates_m2', 'metric_norm_sq_m2', 'metric_norm_sq_r2',
@@ -291,16 +294,74 @@ def bspline_rotation_matrix(reference: torch.Tensor, orientations: int, kernel_s
     return bx * by
 
 
+class _LeftInvariantShiftM2(torch.autograd.Function):
+    """C evaluation of :func:`left_invariant_shift_m2` given θ's integer step ``n`` [C] (long), its
+    fraction ``a`` [C] and the per-(c, o) pixel shifts ``sx``, ``sy`` [C, Or]; gradients for x, a, sx, sy."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, n: torch.Tensor, a: torch.Tensor, sx: torch.Tensor,
+                sy: torch.Tensor) -> torch.Tensor:
+        lib = native_library()
+        B, C, Or, H, W = x.shape
+        x = x.contiguous()
+        n, a, sx, sy = n.contiguous(), a.to(x.dtype).contiguous(), sx.to(x.dtype).contiguous(), sy.to(x.dtype).contiguous()
+        out = torch.empty(x.shape, dtype=x.dtype)
+        fwd = lib.shift_f32_forward if x.dtype == torch.float32 else lib.shift_f64_forward
+        ptrs = (x.data_ptr(), out.data_ptr(), n.data_ptr(), a.data_ptr(), sx.data_ptr(), sy.data_ptr())
+        if any(_run_ranges(lambda q0, q1: fwd(*ptrs, C, Or, H, W, q0, q1), _split(B * C, torch.get_num_threads()))):
+            raise MemoryError('left_invariant_shift_m2: the C kernel could not allocate its buffer')
+        ctx.save_for_backward(x, n, a, sx, sy)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        lib = native_library()
+        x, n, a, sx, sy = ctx.saved_tensors
+        B, C, Or, H, W = x.shape
+        g = grad_out.contiguous().to(x.dtype)
+        gx = torch.zeros_like(x)
+        ranges = _split(B * C, torch.get_num_threads())
+        partial = torch.zeros(len(ranges), C + 2 * C * Or, dtype=torch.float64)  # per range: a, sx, sy sums
+        bwd = lib.shift_f32_backward if x.dtype == torch.float32 else lib.shift_f64_backward
+        ptrs = (x.data_ptr(), g.data_ptr(), gx.data_ptr(), n.data_ptr(), a.data_ptr(), sx.data_ptr(), sy.data_ptr())
+
+        def blocks(r: int) -> int:
+            row = partial[r]
+            return bwd(*ptrs, row.data_ptr(), row[C:].data_ptr(), row[C + C * Or:].data_ptr(), C, Or, H, W, *ranges[r])
+
+        if any(_run_ranges(blocks, [(r,) for r in range(len(ranges))])):
+            raise MemoryError('left_invariant_shift_m2: the C kernel could not allocate its buffers')
+        total = partial.sum(0)
+        ga = total[:C].to(a.dtype)
+        gsx = total[C:C + C * Or].view(C, Or).to(sx.dtype)
+        gsy = total[C + C * Or:].view(C, Or).to(sy.dtype)
+        return gx, None, ga, gsx, gsy
+
+
 @register_notrace_function
 def left_invariant_shift_m2(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """(f ∘ R_{g₀})(p, θ) = f(p + R_θ(x₀, y₀), θ + θ₀) per channel, g₀ = ``shift[c]`` = (x₀, y₀, θ₀).
 
     Trilinear: linear and periodic in θ, bilinear in (x, y), zero outside the image. x: [B, C, Or, H, W].
+    On CPU in float32 / float64 one fused C kernel (see :mod:`._native`), else index_select + lerp +
+    grid_sample; the same values up to rounding.
     """
     B, C, Or, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     # θ: f(θ_o + θ₀) = (1 − a) f(o + n) + a f(o + n + 1), s = θ₀·Or/2π = n + a
     s = shift[:, 2] * (Or / (2 * math.pi))
     n = torch.floor(s)
+    # (x, y): per (c, o) shift R_{θ_o}(x₀, y₀)
+    gd = _geometry_dtype(x.dtype)
+    theta = torch.arange(Or, device=x.device, dtype=gd) * (2 * math.pi / Or)
+    cos_o, sin_o = torch.cos(theta).view(1, Or), torch.sin(theta).view(1, Or)
+    x0 = shift[:, 0].to(gd).view(C, 1)
+    y0 = shift[:, 1].to(gd).view(C, 1)
+    sx = cos_o * x0 - sin_o * y0
+    sy = sin_o * x0 + cos_o * y0
+    if not torch.jit.is_scripting():
+        if x.device.type == 'cpu' and x.dtype in (torch.float32, torch.float64) and native_library() is not None:
+            return _LeftInvariantShiftM2.apply(x, n.long(), s - n, sx, sy)
     a = (s - n).to(x.dtype).view(1, C, 1, 1, 1)
     o = torch.arange(Or, device=x.device).view(1, Or)
     i0 = torch.remainder(o + n.long().view(C, 1), Or)
@@ -311,15 +372,7 @@ def left_invariant_shift_m2(x: torch.Tensor, shift: torch.Tensor) -> torch.Tenso
     f0 = planes.index_select(1, (base + i0).reshape(-1)).view(B, C, Or, H, W)
     f1 = planes.index_select(1, (base + i1).reshape(-1)).view(B, C, Or, H, W)
     x = torch.lerp(f0, f1, a)
-    # (x, y): per (c, o) shift R_{θ_o}(x₀, y₀)
-    gd = _geometry_dtype(x.dtype)
-    theta = torch.arange(Or, device=x.device, dtype=gd) * (2 * math.pi / Or)
-    cos_o, sin_o = torch.cos(theta).view(1, Or), torch.sin(theta).view(1, Or)
-    x0 = shift[:, 0].to(gd).view(C, 1)
-    y0 = shift[:, 1].to(gd).view(C, 1)
-    sx = (cos_o * x0 - sin_o * y0).reshape(C * Or)
-    sy = (sin_o * x0 + cos_o * y0).reshape(C * Or)
-    out = translate_bilinear(x.reshape(B, C * Or, H, W), sx, sy)
+    out = translate_bilinear(x.reshape(B, C * Or, H, W), sx.reshape(C * Or), sy.reshape(C * Or))
     return out.reshape(B, C, Or, H, W)
 
 

@@ -1,21 +1,27 @@
-"""A fused C kernel for the min-plus convolution on M₂, built on first use with the system C compiler.
+"""Fused C kernels for M₂ = ℝ² ⋊ S¹, built on first use with the system C compiler.
+
+1. The min-plus convolution (erosion; dilation by a sign flip):
 
     out[b, c, o, y, x] = min_{d, i, j}  f[b, c, (o + d − rθ) mod Or, y + i − rh, x + j − rw] + k[c, o, d, i, j]
     win[b, c, o, y, x] = the first (d, i, j) in row-major order attaining that minimum
 
 Each (b, c) block is copied once into a buffer padded with +∞ in (y, x) (those positions never win;
 the centre tap is always inside); dilation max_h f(h) − k = −min_h (−f(h) + k) flips the sign in that
-copy and in the output. Per output plane, each offset is one contiguous, vectorised loop over the plane in the
-padded row stride (running minimum and winner stay in L1), instead of ~6 full-tensor torch ops per
-offset in the pure torch loop. The backward routes ∂L/∂out[b, c, o, y, x] to the winning input position and kernel tap;
-kernel gradients accumulate in float64.
+copy and in the output. An output plane is evaluated in the padded row stride, so an offset is a
+constant shift of a flat index; blocks of 4 native-width vectors run through all offsets with the
+running minimum and its winner in registers. The backward routes ∂L/∂out[b, c, o, y, x] to the
+winning input position and kernel tap; kernel gradients accumulate in float64.
+
+2. The left-invariant shift of convection: per (c, o), linear interpolation in θ between two
+planes, then a bilinear shift by (sx, sy) pixels with zeros outside; its backward gives ∂L/∂f and
+the sums of g·∂out/∂(θ fraction, sx, sy) (float64).
 
 The shared library is compiled from the source below (``cc -O3 -shared -fPIC``, plus ``-march=native``
 when the compiler accepts it) into ``$PDEBLOCKS_CACHE`` (default ``~/.cache/pdeblocks``), keyed by a
 hash of source, flags, compiler and machine, and loaded with ``ctypes`` (calls release the GIL, so
 plane ranges run in parallel threads). If no compiler works, or ``PDEBLOCKS_NATIVE=0``,
-:func:`native_library` returns None and callers use the pure torch loop, which gives the same
-values and winners.
+:func:`native_library` returns None and callers use torch ops, which give the same values (and,
+for the min-plus convolution, the same winners).
 """
 import ctypes
 import hashlib
@@ -28,6 +34,7 @@ import threading
 from typing import List, Optional
 
 __all__ = ['native_library', 'native_available', 'C_SOURCE']
+
 
 C_SOURCE = r"""
 #include <stdint.h>
@@ -176,6 +183,144 @@ int NAME##_backward(const T* g, const int16_t* win, T* gx, double* gk, int64_t B
     return 0;                                                                                           \
 }
 
+/* Left-invariant shift on M2 (convection), per (b, c) block q in [q0, q1) of x: [B, C, Or, H, W]:
+   out[o](y, x) = bilinear sample, zero outside, at (x + sx[c, o], y + sy[c, o]) of
+   G_o = (1 - at[c]) x[(o + nt[c]) mod Or] + at[c] x[(o + nt[c] + 1) mod Or].
+   G_o is built in a buffer with a one-pixel zero border, so both taps of a row/column are inside it
+   whenever either is inside the image; outputs whose taps are both outside are 0. */
+#define DEFINE_SHIFT(T, NAME)                                                                            \
+typedef struct { int64_t ny, nx, lo, hi; T ay, ax; } NAME##_geom;                                       \
+static NAME##_geom NAME##_geometry(T sx, T sy, int64_t H, int64_t W) {                                  \
+    NAME##_geom g;                                                                                      \
+    const T fy = floor(sy), fx = floor(sx);                                                             \
+    /* shifts beyond the image give all-zero output: clamp (keeps the integers small) */                 \
+    g.ny = fy < -(T)(H + 2) ? -(H + 2) : (fy > (T)(H + 2) ? H + 2 : (int64_t)fy);                         \
+    g.nx = fx < -(T)(W + 2) ? -(W + 2) : (fx > (T)(W + 2) ? W + 2 : (int64_t)fx);                         \
+    g.ay = sy - fy; g.ax = sx - fx;                                                                     \
+    g.lo = -g.nx - 1 > 0 ? -g.nx - 1 : 0;                                                               \
+    g.hi = W - g.nx < W ? W - g.nx : W;                                                                 \
+    if (g.hi < g.lo) g.hi = g.lo;                                                                       \
+    return g;                                                                                           \
+}                                                                                                       \
+static void NAME##_blend(const T* f0, const T* f1, T at, T* gp, int64_t H, int64_t W) {                 \
+    const int64_t Wp = W + 2;                                                                           \
+    for (int64_t y = 0; y < H; ++y) {                                                                   \
+        T* r = gp + (y + 1) * Wp + 1;                                                                   \
+        const T* a = f0 + y * W;                                                                        \
+        const T* b = f1 + y * W;                                                                        \
+        for (int64_t x = 0; x < W; ++x) r[x] = a[x] + at * (b[x] - a[x]);                               \
+    }                                                                                                   \
+}                                                                                                       \
+int NAME##_forward(const T* x, T* out, const int64_t* nt, const T* at, const T* sx, const T* sy,        \
+                   int64_t C, int64_t Or, int64_t H, int64_t W, int64_t q0, int64_t q1) {               \
+    const int64_t HW = H * W, Wp = W + 2, Hp = H + 2;                                                   \
+    T* gp = (T*)calloc((size_t)(Hp * Wp), sizeof(T));                                                   \
+    if (!gp) return 1;                                                                                  \
+    for (int64_t q = q0; q < q1; ++q) {                                                                 \
+        const int64_t c = q % C;                                                                        \
+        for (int64_t o = 0; o < Or; ++o) {                                                              \
+            const int64_t p0 = ((o + nt[c]) % Or + Or) % Or, p1 = (p0 + 1) % Or;                        \
+            NAME##_blend(x + (q * Or + p0) * HW, x + (q * Or + p1) * HW, at[c], gp, H, W);               \
+            const NAME##_geom g = NAME##_geometry(sx[c * Or + o], sy[c * Or + o], H, W);                 \
+            const T wy0 = 1 - g.ay, wy1 = g.ay, wx0 = 1 - g.ax, wx1 = g.ax;                             \
+            T* op = out + (q * Or + o) * HW;                                                            \
+            for (int64_t y = 0; y < H; ++y) {                                                           \
+                T* orow = op + y * W;                                                                   \
+                const int64_t ys = y + g.ny + 1;                                                        \
+                for (int64_t xx = 0; xx < W; ++xx) orow[xx] = 0;                                        \
+                if (ys + 1 < 0 || ys > Hp - 1) continue;                                                \
+                const T* r0 = ys >= 0 && ys < Hp ? gp + ys * Wp + g.nx + 1 : 0;                          \
+                const T* r1 = ys + 1 < Hp ? gp + (ys + 1) * Wp + g.nx + 1 : 0;                           \
+                if (r0 && r1)                                                                           \
+                    for (int64_t xx = g.lo; xx < g.hi; ++xx)                                            \
+                        orow[xx] = wy0 * (wx0 * r0[xx] + wx1 * r0[xx + 1]) + wy1 * (wx0 * r1[xx] + wx1 * r1[xx + 1]); \
+                else if (r0)                                                                            \
+                    for (int64_t xx = g.lo; xx < g.hi; ++xx) orow[xx] = wy0 * (wx0 * r0[xx] + wx1 * r0[xx + 1]); \
+                else                                                                                    \
+                    for (int64_t xx = g.lo; xx < g.hi; ++xx) orow[xx] = wy1 * (wx0 * r1[xx] + wx1 * r1[xx + 1]); \
+            }                                                                                           \
+        }                                                                                               \
+    }                                                                                                   \
+    free(gp);                                                                                           \
+    return 0;                                                                                           \
+}                                                                                                       \
+/* gradients for blocks [q0, q1): gx (owned by the block), and partial sums over these blocks of       \
+   dat[c] = Σ g ∂out/∂at, dsx[c, o] = Σ g ∂out/∂sx, dsy[c, o] = Σ g ∂out/∂sy (float64, caller sums) */  \
+int NAME##_backward(const T* x, const T* g, T* gx, const int64_t* nt, const T* at, const T* sx,         \
+                    const T* sy, double* dat, double* dsx, double* dsy, int64_t C, int64_t Or,          \
+                    int64_t H, int64_t W, int64_t q0, int64_t q1) {                                     \
+    const int64_t HW = H * W, Wp = W + 2, Hp = H + 2;                                                   \
+    T* gp = (T*)calloc((size_t)(Hp * Wp), sizeof(T));                                                   \
+    T* gg = (T*)calloc((size_t)(Hp * Wp), sizeof(T));                                                   \
+    if (!gp || !gg) { free(gp); free(gg); return 1; }                                                   \
+    for (int64_t q = q0; q < q1; ++q) {                                                                 \
+        const int64_t c = q % C;                                                                        \
+        for (int64_t o = 0; o < Or; ++o) {                                                              \
+            const int64_t p0 = ((o + nt[c]) % Or + Or) % Or, p1 = (p0 + 1) % Or;                        \
+            const T* f0 = x + (q * Or + p0) * HW;                                                       \
+            const T* f1 = x + (q * Or + p1) * HW;                                                       \
+            NAME##_blend(f0, f1, at[c], gp, H, W);                                                      \
+            for (int64_t m = 0; m < Hp * Wp; ++m) gg[m] = 0;                                            \
+            const NAME##_geom ge = NAME##_geometry(sx[c * Or + o], sy[c * Or + o], H, W);                \
+            const T wy0 = 1 - ge.ay, wy1 = ge.ay, wx0 = 1 - ge.ax, wx1 = ge.ax;                         \
+            const T* gop = g + (q * Or + o) * HW;                                                       \
+            double ssx = 0, ssy = 0;                                                                    \
+            for (int64_t y = 0; y < H; ++y) {                                                           \
+                const int64_t ys = y + ge.ny + 1;                                                       \
+                const T* grow = gop + y * W;                                                            \
+                const int in0 = ys >= 0 && ys < Hp, in1 = ys + 1 >= 0 && ys + 1 < Hp;                   \
+                if (!in0 && !in1) continue;                                                             \
+                const T* r0 = in0 ? gp + ys * Wp + ge.nx + 1 : 0;                                       \
+                const T* r1 = in1 ? gp + (ys + 1) * Wp + ge.nx + 1 : 0;                                 \
+                T* s0 = in0 ? gg + ys * Wp + ge.nx + 1 : 0;                                             \
+                T* s1 = in1 ? gg + (ys + 1) * Wp + ge.nx + 1 : 0;                                       \
+                T ax_acc = 0, ay_acc = 0;                                                               \
+                for (int64_t xx = ge.lo; xx < ge.hi; ++xx) {                                            \
+                    const T gv = grow[xx];                                                              \
+                    const T a0 = in0 ? r0[xx] : 0, b0 = in0 ? r0[xx + 1] : 0;                           \
+                    const T a1 = in1 ? r1[xx] : 0, b1 = in1 ? r1[xx + 1] : 0;                           \
+                    ax_acc += gv * (wy0 * (b0 - a0) + wy1 * (b1 - a1));                                 \
+                    ay_acc += gv * ((wx0 * a1 + wx1 * b1) - (wx0 * a0 + wx1 * b0));                     \
+                }                                                                                       \
+                if (in0) for (int64_t xx = ge.lo; xx < ge.hi; ++xx) s0[xx] += wy0 * wx0 * grow[xx];     \
+                if (in0) for (int64_t xx = ge.lo; xx < ge.hi; ++xx) s0[xx + 1] += wy0 * wx1 * grow[xx]; \
+                if (in1) for (int64_t xx = ge.lo; xx < ge.hi; ++xx) s1[xx] += wy1 * wx0 * grow[xx];     \
+                if (in1) for (int64_t xx = ge.lo; xx < ge.hi; ++xx) s1[xx + 1] += wy1 * wx1 * grow[xx]; \
+                ssx += ax_acc;                                                                          \
+                ssy += ay_acc;                                                                          \
+            }                                                                                           \
+            dsx[c * Or + o] += ssx;                                                                     \
+            dsy[c * Or + o] += ssy;                                                                     \
+            /* G = f0 + at (f1 - f0): interior of gg to gx and to dat */                                \
+            T* g0 = gx + (q * Or + p0) * HW;                                                            \
+            T* g1 = gx + (q * Or + p1) * HW;                                                            \
+            const T a = at[c];                                                                          \
+            double sat = 0;                                                                             \
+            for (int64_t y = 0; y < H; ++y) {                                                           \
+                const T* r = gg + (y + 1) * Wp + 1;                                                     \
+                const T* u0 = f0 + y * W;                                                               \
+                const T* u1 = f1 + y * W;                                                               \
+                T* v0 = g0 + y * W;                                                                     \
+                T* v1 = g1 + y * W;                                                                     \
+                T acc = 0;                                                                              \
+                for (int64_t xx = 0; xx < W; ++xx) {                                                    \
+                    v0[xx] += (1 - a) * r[xx];                                                          \
+                    v1[xx] += a * r[xx];                                                                \
+                    acc += r[xx] * (u1[xx] - u0[xx]);                                                   \
+                }                                                                                       \
+                sat += acc;                                                                             \
+            }                                                                                           \
+            dat[c] += sat;                                                                              \
+        }                                                                                               \
+    }                                                                                                   \
+    free(gp);                                                                                           \
+    free(gg);                                                                                           \
+    return 0;                                                                                           \
+}
+
+DEFINE_SHIFT(float, shift_f32)
+DEFINE_SHIFT(double, shift_f64)
+
 DEFINE_MINPLUS(float, vf32, int32_t, vi32, minplus_f32)
 DEFINE_MINPLUS(double, vf64, int64_t, vi64, minplus_f64)
 """
@@ -236,6 +381,13 @@ def _load() -> Optional[ctypes.CDLL]:
             fwd.restype = ctypes.c_int
             bwd = getattr(lib, name + '_backward')
             bwd.argtypes = [ptr] * 4 + [i64] * 11
+            bwd.restype = ctypes.c_int
+        for name in ('shift_f32', 'shift_f64'):
+            fwd = getattr(lib, name + '_forward')
+            fwd.argtypes = [ptr] * 6 + [i64] * 6
+            fwd.restype = ctypes.c_int
+            bwd = getattr(lib, name + '_backward')
+            bwd.argtypes = [ptr] * 10 + [i64] * 6
             bwd.restype = ctypes.c_int
         return lib
     _state['error'] = '; '.join(errors)
