@@ -50,8 +50,9 @@ def first_difference(u: torch.Tensor) -> torch.Tensor:
     """D u along the last axis, (Du)_i = u_{i+1} − u_i: the (n−1)×n forward difference.
 
     Equal to ``conv(u, difference_stencil(1), 'neumann')`` for ``[B, 1, n]`` signals (bit for bit), for
-    any leading shape, and 3–16× faster in float64 on CPU than ``conv1d`` (slices instead of a
-    convolution; the iterative baselines apply it tens of thousands of times).
+    any leading shape. Slices instead of a convolution: D then Dᵀ in float64 on one CPU thread took
+    3.5× less time than ``conv1d`` for 32 signals of length 256 and 16× less for 512 (``conv1d`` wins
+    only for a single short signal); the iterative baselines apply it tens of thousands of times.
     """
     return u[..., 1:] - u[..., :-1]
 
