@@ -10,8 +10,9 @@ lagged implicit steps, multigrid V-cycle), certified (``stability='euclidean'``)
 recipe (``SCHEME_BUDGET``: 1200 steps of 16 signals of length 512 from all families, σ log-uniform in
 [0.005, 0.3], seed 0, relative MSE, 1 thread) into ``runs/schemes/<recipe>/`` (resumable). The table:
 mean validation PSNR per family at σ = 0.05 and 0.1 (16 signals per family and σ, length 1024, data
-seed 0), certified − free, parameters, training seconds, and seconds for 200 signals of length 4096
-(σ = 0.1, piecewise constant) relative to tuned TV on the same signals, timed interleaved.
+seed 0), certified − free, parameters, training seconds, and speed: 200 signals of length 4096
+(σ = 0.1, piecewise constant), tuned TV's time over the model's, interleaved, TV stopped as in
+bench_denoise, the bundled denoiser-1d timed alongside (0.97× TV there).
 
 Writes benchmarks/results/denoise_schemes.md and .json.
 """
@@ -31,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from _results import save_results  # noqa: E402
 
 from pdeblocks.data.signals import make_signals  # noqa: E402
-from pdeblocks.hub import load_folder  # noqa: E402
-from pdeblocks.classical import tv_denoise  # noqa: E402
+from bench_denoise_general import tv_chunked, tv_stop  # noqa: E402
+from pdeblocks.hub import from_pretrained, load_folder  # noqa: E402
 from pdeblocks.train.general import SCHEME_BUDGET, SCHEME_MODELS, family_psnr, train_general  # noqa: E402
 
 RUNS = ROOT / 'runs' / 'schemes'
@@ -40,12 +41,16 @@ LABELS = ('certified', 'free')
 
 
 def timing(models, n: int = 200, repeats: int = 3) -> dict:
-    """Seconds for ``n`` piecewise-constant signals of length 4096 (σ = 0.1) per model and for TV (duality gap
-    ≤ 1e-4 per sample, chunks of 50), interleaved, median of ``repeats``. TV's weight: the one tuned at σ = 0.1
-    on this data, recorded in pdeblocks/pretrained/denoiser-1d/eval.json."""
+    """Seconds for ``n`` piecewise-constant signals of length 4096 (σ = 0.1) per model, the bundled denoiser-1d
+    (the reference: 0.97× TV in benchmarks/results/denoise.md) and TV, interleaved, median of ``repeats``; TV with
+    the weight tuned at σ = 0.1 (pdeblocks/pretrained/denoiser-1d/eval.json) and bench_denoise's stop (the
+    loosest duality gap within 0.01 dB of the exact solve, :func:`bench_denoise_general.tv_stop`)."""
     table = json.loads((ROOT / 'pdeblocks' / 'pretrained' / 'denoiser-1d' / 'eval.json').read_text())
     tv_weight = table['evaluation']['table']['piecewise_constant']['0.1']['tuned']['tv_weight']
-    x = torch.from_numpy(make_signals('piecewise_constant', 'test', n, 4096, 0.1, seed=0, offset=10_000).noisy)[:, None]
+    s = make_signals('piecewise_constant', 'test', n, 4096, 0.1, seed=0, offset=10_000)
+    x = torch.from_numpy(s.noisy)[:, None]
+    tol = tv_stop(x[:, 0], s.clean, tv_weight)
+    models = dict(models, **{'denoiser-1d (bundled)': from_pretrained('denoiser-1d')})
     times = {k: [] for k in list(models) + ['tv']}
     with torch.no_grad():
         for m in models.values():
@@ -54,13 +59,13 @@ def timing(models, n: int = 200, repeats: int = 3) -> dict:
         for _ in range(repeats):
             for k, m in models.items():
                 t0 = time.perf_counter()
-                torch.cat([m(x[i:i + 32]) for i in range(0, n, 32)])
+                m.predict(x)
                 times[k].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            torch.cat([tv_denoise(x[i:i + 50, 0], tv_weight, tol=1e-4) for i in range(0, n, 50)])
+            tv_chunked(x[:, 0], tv_weight, tol)
             times['tv'].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return dict(seconds=med, speed_vs_tv={k: med['tv'] / med[k] for k in models}, signals=n)
+    return dict(seconds=med, speed_vs_tv={k: med['tv'] / med[k] for k in models}, signals=n, tv_tolerance=tol)
 
 
 def main(argv=None):
@@ -91,7 +96,8 @@ def main(argv=None):
     fams = list(next(iter(rows.values()))['val_psnr'])
     lines = [f"Scheme comparison: validation PSNR (dB), 16 signals per family and σ, length 1024; one budget "
              f"({SCHEME_BUDGET['steps']} steps × {SCHEME_BUDGET['batch_size']} signals of length "
-             f"{SCHEME_BUDGET['length']}, 1 thread); speed: 200 signals × 4096 vs TV (gap 1e-4), interleaved", '']
+             f"{SCHEME_BUDGET['length']}, 1 thread); speed: 200 signals × 4096, TV's time / the model's, interleaved (TV stop "
+             f"{tp['tv_tolerance']:g}/sample; the bundled denoiser-1d: {tp['speed_vs_tv']['denoiser-1d (bundled)']:.2f}×)", '']
     for sigma in ('0.05', '0.1'):
         lines += [f'σ = {sigma}:', '', '| scheme | ' + ' | '.join(fams) + ' | mean | params | train s | speed vs TV |',
                   '|---' * (len(fams) + 5) + '|']

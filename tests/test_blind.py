@@ -145,3 +145,37 @@ def test_bad_constructor_arguments():
         BlindDenoiser1D(scheme='spectral')
     with pytest.raises(ValueError, match='stability'):
         BlindDenoiser1D(stability='lipschitz')
+
+
+def test_general_training_resumes_exactly(tmp_path, monkeypatch):
+    """4 steps straight = 2 steps, stop, resume for 2 more (same weights, same Adam state); the resumed run
+    draws the batches of steps 2 and 3 only."""
+    import pdeblocks.data.families as families
+    from pdeblocks.train.general import load_checkpoint, train_general
+    from pdeblocks.train.recipes import RECIPES, Recipe, register_recipe
+    from pdeblocks.data.families import FAMILIES
+    name = 'test-general-tiny'
+    register_recipe(Recipe(name=name, task='denoise', architecture='blind_denoiser_1d',
+                           model_kwargs=dict(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=2),
+                           seed=3, steps=4, batch_size=2, length=64, warmup=1, checkpoint_every=2, kinds=FAMILIES,
+                           sigma_min=0.005, sigma_max=0.3, loss='relative_mse', published=False))
+    try:
+        train_general(name, str(tmp_path / 'straight'), evaluate=False)
+        train_general(name, str(tmp_path / 'split'), steps=2, evaluate=False)
+        drawn = []
+        original = families.training_batch
+        monkeypatch.setattr(families, 'training_batch', lambda *a, **k: drawn.append(a[3]) or original(*a, **k))
+        train_general(name, str(tmp_path / 'split'), resume=True, evaluate=False)
+        assert drawn == [2, 3]
+        models = []
+        for run in ('straight', 'split'):
+            m = BlindDenoiser1D(**RECIPES[name].model_kwargs)
+            opt = torch.optim.Adam(m.parameters())
+            state = load_checkpoint(tmp_path / run, m, opt)
+            assert state['step'] == 4
+            models.append(m)
+        for (k, p), q in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+            assert torch.allclose(p, q, atol=1e-6), k
+        assert (tmp_path / 'split' / 'model' / 'model.safetensors').is_file()
+    finally:
+        RECIPES.pop(name, None)

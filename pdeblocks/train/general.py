@@ -50,6 +50,7 @@ SCHEME_MODELS: Dict[str, Dict[str, Any]] = {
     'multigrid': dict(scheme='multigrid', scale=1, channels=12, levels=3, steps=2),
     # added after the first four: the multigrid cycle on the unshuffled grid of the explicit skeleton
     'multigrid-unshuffled': dict(scheme='multigrid', scale=8, channels=32, levels=3, growth=1, steps=2),
+    'explicit-scale16': dict(scheme='explicit', scale=16, blocks=16),   # twice the reach per step, half the cost
 }
 SCHEME_BUDGET = dict(steps=1200, batch_size=16, length=512, lr=3e-3, warmup=50, checkpoint_every=200)
 
