@@ -45,8 +45,10 @@ def test_save_load_round_trip(tmp_path, make):
 
 
 def test_fine_tuned_round_trip_is_bitwise(tmp_path):
-    """After optimizer steps τ rests on the cached perturbation bound; save/load reproduces it exactly,
-    and a file without the stored bounds (as saved by earlier versions) still loads strictly."""
+    """Save/load after optimizer steps reproduces the eval outputs exactly, and a file without the stored
+    bounds (as saved by earlier versions) still loads strictly. Under the default training contract the
+    eval pass uses the full bound at the current weights, so the legacy file gives the same outputs
+    (in the strict mode the stored B(W₀) + drift is what it keeps: tests/test_symmetric.py)."""
     from pdeblocks.layers.symmetric import NORM_BOUND_STATE
     m = tiny_denoiser(blocks=2)
     opt = torch.optim.Adam(m.parameters(), lr=1e-4)
@@ -66,8 +68,7 @@ def test_fine_tuned_round_trip_is_bitwise(tmp_path):
     save_file({k: v for k, v in load_file(path).items() if k not in stored}, path)
     legacy = from_pretrained(tmp_path)
     with torch.no_grad():
-        assert not torch.equal(legacy(x), m(x))   # fresh bounds: τ moved (what storing B avoids)
-        torch.testing.assert_close(legacy(x), m(x), rtol=0.05, atol=1e-3)
+        assert torch.equal(legacy(x), m(x))
 
 
 def test_class_from_pretrained_checks_architecture(tmp_path):

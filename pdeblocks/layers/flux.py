@@ -118,13 +118,15 @@ class Flux(nn.Module):
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         lam = channel_view(F.softplus(self.raw_contrast), s).to(s.dtype)
-        if not torch.jit.is_scripting() and self.fused and torch.is_grad_enabled():
-            return self._fused_forward(s, lam)
+        if not torch.jit.is_scripting():
+            return self._eager_forward(s, lam)
         return self.diffusivity(s * s, lam) * s
 
     @torch.jit.unused
-    def _fused_forward(self, s: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        return fused_flux(s, lam, self)
+    def _eager_forward(self, s: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        if self.fused and torch.is_grad_enabled():
+            return fused_flux(s, lam, self)
+        return self.diffusivity(s * s, lam) * s
 
     def extra_repr(self) -> str:
         return f"channels={self.raw_contrast.numel()}, L={self.sector_bound}, monotone={self.monotone}"
