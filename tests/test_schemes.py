@@ -122,7 +122,7 @@ def test_fed_block_is_the_lagged_cycle():
 def test_fed_lagged_is_more_accurate_than_per_step():
     """One 8-step cycle to T ≈ 12 (τ_max just below 0.5) against the fine reference (explicit, τ/50),
     noisy signals: the block (lagged) vs the data package's per-step FED."""
-    from pdeblocks.data.reference import explicit_steps, fed, make_flux, relative_error
+    from pdeblocks.classical import explicit_steps, fed, make_flux, relative_error
     lam, n, time_ = 0.2, 8, 11.99
     u0 = signals_1d(6, 128, seed=1, noise=0.1)
     flux = make_flux('perona_malik', lam)

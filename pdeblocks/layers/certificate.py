@@ -20,12 +20,12 @@ weight changed visibly (its version counter) and the drift passes the threshold.
   training the weights move a few per cent of B per SGD step, so nearly every step recomputes the
   full bound, which costs O(N^d·C³) per block (``benchmarks/bench_certificate.py``).
 * ``'eval'`` — the training contract: passes in training mode (``module.training``) use the
-  calibrated estimate B̃(W) = ρ·σ(W), σ(W) = ‖K̂_W(ω*) v‖ with ω* the grid frequency where the last
-  rigorous bound peaked, v its top right singular vector (one warm-started power step per pass) and
-  ρ = B(W_c)/σ(W_c) at the last calibration W_c (every ``calibrate_every`` training passes). σ costs
-  O(weights + C²) and no host synchronisation. Every eval-mode pass, every saved ``state_dict``,
-  TorchScript and :func:`pdeblocks.certify` use the rigorous B. B̃ is *not* a bound: training passes
-  are not certified.
+  estimate B̃(W) = κ·σ(W), σ(W) = ‖K̂_W(ω*) v‖ (one warm-started power step on v per pass: O(weights
+  + C²), no host synchronisation). Every ``calibrate_every`` training passes a warm-started power
+  iteration at every grid frequency re-chooses ω* (the largest σ(ω)) and v (O(N^d·H·C) per step, no
+  Gram products); κ = B(W_r)/max_ω σ(ω) is set at each rigorous bound W_r, so that B̃ equals the
+  rigorous B there. Every eval-mode pass, every saved ``state_dict``, TorchScript and
+  :func:`pdeblocks.certify` use the rigorous B. B̃ is *not* a bound: training passes are not certified.
 
 **Gradient** (``Certification.gradient``): B carries the gradient of the scale-equivariant
 B·‖W‖_F/‖W₀‖_F at W₀ = W — B's exact derivative along W, so the optimizer sees that growing ‖K‖
@@ -64,8 +64,9 @@ class Certification:
         interp_slack: the largest Szegő factor 1/cos(π Σ r_a / N) the default grid allows (> 1).
         refresh: strict mode: the drift Σ‖W − W₀‖_F, relative to B(W₀), above which the full bound
             is recomputed (≥ 0; 0 recomputes on every change).
-        calibrate_every: training contract: training passes between rigorous recalibrations (≥ 1).
-        power_steps: power-iteration steps per pass that keep v on the top singular vector (≥ 1).
+        calibrate_every: training contract: training passes between recalibrations of the estimate (≥ 1).
+        calibration_steps: warm-started power steps at every grid frequency per recalibration (≥ 1).
+        power_steps: power-iteration steps per training pass that keep v on the top singular vector (≥ 1).
         gradient: whether τ carries the gradient of the bound.
     """
 
@@ -74,7 +75,8 @@ class Certification:
     gram_steps: int = 5
     interp_slack: float = 1.1
     refresh: float = 0.02
-    calibrate_every: int = 100
+    calibrate_every: int = 50
+    calibration_steps: int = 4
     power_steps: int = 1
     gradient: bool = True
 
@@ -85,6 +87,7 @@ class Certification:
         _check_int('gram_steps', self.gram_steps, 1)
         _check_int('calibrate_every', self.calibrate_every, 1)
         _check_int('power_steps', self.power_steps, 1)
+        _check_int('calibration_steps', self.calibration_steps, 1)
         if not isinstance(self.interp_slack, (int, float)) or not self.interp_slack > 1.0 \
                 or not math.isfinite(self.interp_slack):
             raise ValueError(f"Certification.interp_slack must be a finite number > 1, got {self.interp_slack!r}")
@@ -149,7 +152,8 @@ class NormCertificate(nn.Module):
     Under TorchScript the full bound is recomputed on every call.
     """
 
-    __jit_ignored_attributes__ = ['_w0', '_b0', '_version', '_phase', '_v', '_ratio', '_index', 'settings']
+    __jit_ignored_attributes__ = ['_w0', '_b0', '_version', '_phase', '_v', '_vectors', '_kappa', '_index',
+                                  'settings']
     __jit_unused_properties__ = ['strict']
 
     def __init__(self, kernel_size: List[int], boundary: str,
@@ -169,7 +173,8 @@ class NormCertificate(nn.Module):
         self._index = -1                                # ω*: flat grid index where B(W₀) peaked
         self._phase: Optional[torch.Tensor] = None     # e^{−i⟨ω*, j⟩} over the taps
         self._v: Optional[torch.Tensor] = None         # top right singular vector of K̂(ω*)
-        self._ratio: Optional[torch.Tensor] = None     # ρ = B(W_c) / σ(W_c)
+        self._vectors: Optional[torch.Tensor] = None   # the power iteration's vectors at every grid frequency
+        self._kappa: Optional[torch.Tensor] = None     # κ = B(W_r) / max_ω σ(ω) at the last full bound
 
     @property
     def strict(self) -> bool:
@@ -182,36 +187,49 @@ class NormCertificate(nn.Module):
 
     # -- the rigorous bound -------------------------------------------------------------------------
     @torch.jit.unused
-    def _recompute(self, weight: torch.Tensor) -> torch.Tensor:
-        """Full bound at ``weight``, cached with W₀ and the estimate's state (ω*, v, ρ) recalibrated there."""
+    def _recompute(self, weight: torch.Tensor, stored: Optional[torch.Tensor] = None) -> bool:
+        """The full bound at ``weight`` (or a ``stored`` B if it is ≥ that), cached with W₀; the estimate
+        is recalibrated there and its factor κ = B / max_ω σ(ω) reset. Returns whether ``stored`` was taken."""
         w = weight.detach()
-        bounds = symbol_gram_bounds(w, self.grid, self.gram_steps)
-        index = int(bounds.argmax())
-        b = (bounds[index] * self.factor).clamp_min(1e-6)
+        b = (symbol_gram_bounds(w, self.grid, self.gram_steps).amax() * self.factor).clamp_min(1e-6)
+        accepted = False
+        if stored is not None:
+            stored = stored.detach().to(device=b.device, dtype=b.dtype).reshape(b.shape)
+            accepted = bool(stored >= b)
+            b = stored.clone() if accepted else b
         self.recomputations += 1
         self._w0, self._b0 = w.clone(), b
         self._version = (w._version, w.data_ptr())
-        self._calibrate(w, index)
-        return b
+        sigma = self._calibrate(w, max(self.settings.calibration_steps, 10))
+        self._kappa = (b / sigma.clamp_min(1e-30)).to(b.dtype)
+        return accepted
 
     @torch.jit.unused
-    def _calibrate(self, w: torch.Tensor, index: int) -> None:
-        cdtype = _complex_dtype(w.dtype)
-        if index != self._index or self._phase is None or self._phase.device != w.device \
-                or self._phase.dtype != cdtype:
-            self._phase = symbol_phase(self.kernel_size, self.grid, index, dtype=cdtype, device=w.device)
+    def _calibrate(self, w: torch.Tensor, steps: int) -> torch.Tensor:
+        """Warm-started power iteration at every grid frequency (O(N^d·H·C) per step, no Gram products):
+        ω* = the frequency with the largest σ(ω), v its vector. Returns max_ω σ(ω) (a lower bound on it)."""
+        w = w.detach()
+        w = w if w.dtype in (torch.float32, torch.float64) else w.float()
+        dims = list(range(2, w.dim()))
+        a = torch.fft.rfftn(w, s=[self.grid] * len(dims), dim=dims).flatten(2).permute(2, 0, 1)   # [F, H, C]
+        v = self._vectors
+        if v is None or v.shape != (a.shape[0], a.shape[2], 1) or v.dtype != a.dtype or v.device != a.device:
+            v = torch.ones(a.shape[0], a.shape[2], 1, dtype=a.dtype, device=a.device)
+            steps = max(steps, 30)
+        ah = a.conj().transpose(1, 2)
+        for _ in range(steps):
+            v = ah @ (a @ v)
+            v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(1e-30)
+        self._vectors = v
+        sigma = torch.linalg.vector_norm(a @ v, dim=1).flatten()
+        index = int(sigma.argmax())
+        if index != self._index or self._phase is None or self._phase.device != a.device \
+                or self._phase.dtype != a.dtype:
+            self._phase = symbol_phase(self.kernel_size, self.grid, index, dtype=a.dtype, device=a.device)
             self._index = index
-        a = self.symbol(w)
-        v = self._v
-        if v is None or v.shape[0] != a.shape[1] or v.dtype != cdtype or v.device != w.device:
-            v = torch.ones(a.shape[1], dtype=cdtype, device=w.device)
-        for _ in range(30):   # converge v at the new ω*: O(C²) each
-            v = a.conj().T @ (a @ v)
-            v = v / torch.linalg.vector_norm(v).clamp_min(1e-30)
-        self._v = v
-        sigma = torch.linalg.vector_norm(a @ v).clamp_min(1e-30)
-        self._ratio = (self._b0 / sigma).to(w.dtype if w.dtype == torch.float64 else torch.float32)
+        self._v = v[index, :, 0].clone()
         self.passes_since_calibration = 0
+        return sigma[index]
 
     @torch.jit.unused
     def drift(self, weight: torch.Tensor) -> torch.Tensor:
@@ -237,15 +255,15 @@ class NormCertificate(nn.Module):
         if w.is_meta:
             return self.compute(w)
         if not self._cache_valid(w):
-            return self._recompute(w)
+            self._recompute(w)
+            return self._b0
         drift = self.drift(w)
         changed = (w._version, w.data_ptr()) != self._version
         if changed or not w.is_cuda:
-            if changed and w.is_cuda and not self.strict:
-                return self._recompute(w)
             threshold = self.settings.refresh * float(self._b0) if self.strict else 0.0
-            if float(drift) > threshold:
-                return self._recompute(w)
+            if (changed and w.is_cuda and not self.strict) or float(drift) > threshold:
+                self._recompute(w)
+                return self._b0
             self._version = (w._version, w.data_ptr())
         return self._b0 + drift
 
@@ -268,7 +286,7 @@ class NormCertificate(nn.Module):
 
     @torch.jit.unused
     def estimate(self, weight: torch.Tensor) -> torch.Tensor:
-        """ρ·σ(W), σ(W) = ‖K̂_W(ω*) v‖ after ``power_steps`` warm-started power steps on v, floored at
+        """κ·σ(W), σ(W) = ‖K̂_W(ω*) v‖ after ``power_steps`` warm-started power steps on v, floored at
         1e-6; no gradient (see :meth:`with_scale_gradient`). Not a bound."""
         with torch.no_grad():
             a = self.symbol(weight.detach())
@@ -277,7 +295,7 @@ class NormCertificate(nn.Module):
                 v = a.conj().T @ (a @ v)
                 v = v / torch.linalg.vector_norm(v).clamp_min(1e-30)
             self._v = v
-            return (self._ratio * torch.linalg.vector_norm(a @ v)).clamp_min(1e-6)
+            return (self._kappa * torch.linalg.vector_norm(a @ v)).clamp_min(1e-6)
 
     @staticmethod
     def with_scale_gradient(value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -293,9 +311,10 @@ class NormCertificate(nn.Module):
             return self.compute(weight)
         with torch.autocast(weight.device.type, enabled=False):
             if self.training and not self.strict:
-                if not self._cache_valid(weight.detach()) \
-                        or self.passes_since_calibration >= self.settings.calibrate_every:
+                if not self._cache_valid(weight.detach()):
                     self._recompute(weight)
+                elif self.passes_since_calibration >= self.settings.calibrate_every:
+                    self._calibrate(weight, self.settings.calibration_steps)
                 self.passes_since_calibration += 1
                 b = self.estimate(weight)
             else:
@@ -313,38 +332,38 @@ class NormCertificate(nn.Module):
     @torch.jit.unused
     def clear(self) -> None:
         """Forget the cache: the next pass computes the full bound."""
-        self._w0 = self._b0 = self._version = None
+        self._w0 = self._b0 = self._version = self._kappa = None
 
     @torch.jit.unused
     def restore(self, weight: torch.Tensor, value: torch.Tensor) -> bool:
         """Take a stored B for ``weight`` (from a ``state_dict``) if it is certified: B ≥ the full bound
         at ``weight``, hence ≥ ‖K‖; otherwise cache the full bound. Returns whether B was taken."""
-        fresh = self._recompute(weight)
-        stored = value.detach().to(device=fresh.device, dtype=fresh.dtype).reshape(fresh.shape)
-        if not bool(stored >= fresh):
-            return False
-        self._b0 = stored.clone()
-        self._calibrate(self._w0, self._index)
-        return True
+        return self._recompute(weight, stored=value)
 
     @torch.jit.unused
     def anchor(self) -> Optional[Dict[str, torch.Tensor]]:
         """The cache and the estimate's state as tensors (None before the first bound): with
         :meth:`restore_anchor` a training checkpoint resumes with the very bounds an uninterrupted run uses."""
-        if self._w0 is None or self._b0 is None or self._v is None or self._ratio is None:
+        if self._w0 is None or self._b0 is None or self._vectors is None:
             return None
-        return dict(weight=self._w0, value=self._b0, vector=torch.view_as_real(self._v), ratio=self._ratio,
-                    index=torch.tensor(self._index), passes=torch.tensor(self.passes_since_calibration))
+        return dict(weight=self._w0, value=self._b0, kappa=self._kappa, vectors=torch.view_as_real(self._vectors),
+                    vector=torch.view_as_real(self._v), index=torch.tensor(self._index),
+                    passes=torch.tensor(self.passes_since_calibration))
 
     @torch.jit.unused
-    def restore_anchor(self, anchor: Mapping[str, torch.Tensor], device: Optional[torch.device] = None) -> bool:
+    def restore_anchor(self, anchor: Mapping[str, torch.Tensor]) -> bool:
         """Restore :meth:`anchor`'s state; B is checked against the full bound (not trusted)."""
-        w0 = anchor['weight'].to(device=device)
-        accepted = self.restore(w0, anchor['value'])
+        accepted = self.restore(anchor['weight'], anchor['value'])
         index = int(anchor['index'])
-        if accepted and index == self._index:
-            self._v = torch.view_as_complex(anchor['vector'].to(device=device).contiguous())
-            self._ratio = anchor['ratio'].to(device=device)
+        vectors = torch.view_as_complex(anchor['vectors'].contiguous())
+        if accepted and self._vectors is not None and vectors.shape == self._vectors.shape:
+            device = self._vectors.device
+            self._vectors = vectors.to(device)
+            if index != self._index:
+                self._phase = symbol_phase(self.kernel_size, self.grid, index, dtype=vectors.dtype, device=device)
+                self._index = index
+            self._v = torch.view_as_complex(anchor['vector'].contiguous()).to(device)
+            self._kappa = anchor['kappa'].to(device)
             self.passes_since_calibration = int(anchor['passes'])
         return accepted
 

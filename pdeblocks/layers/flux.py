@@ -84,6 +84,7 @@ class Flux(nn.Module):
     monotone: bool = False
     slope_bound: Optional[float] = None
     lipschitz_bound: Optional[float] = 1.0  # sup |Φ'(s)|
+    no_weight_decay_params = ('raw_contrast', 'knot_logits')
     __jit_unused_properties__ = ['contrast']
 
     def __init__(

@@ -54,6 +54,8 @@ class TVNorm(nn.Module):
     a (scale) and b (bias) are trainable per channel (a = 1, b = 0 at start). Input ``[B, C, *spatial]``.
     """
 
+    no_weight_decay_params = ('weight', 'bias')
+
     def __init__(self, channels: int, eps: float = 1e-3, affine: bool = True, device=None, dtype=None):
         super().__init__()
         if channels < 1:
@@ -411,5 +413,6 @@ class HamiltonianBlock(_ReversibleBase):
                 f"reversible={self.reversible}")
 
 
+register_block('parabolic', ParabolicBlock)
 register_block('hyperbolic', HyperbolicBlock)
 register_block('hamiltonian', HamiltonianBlock)

@@ -26,14 +26,12 @@ from torch import nn
 
 from ..ops.conv import check_boundary, min_signal_size
 from ..ops.multigrid import (
-    COARSE_OPERATORS,
-    COARSE_SOLVES,
     CYCLES,
     GRID_BOUNDARIES,
-    SMOOTHERS,
     GramOperator,
     Multigrid,
     StencilOperator,
+    check_cycle_settings,
     poisson_stencil,
 )
 from ..ops.norms import norm_bound
@@ -86,18 +84,8 @@ class MultigridCycle(nn.Module):
             raise ValueError(f"channels must be ≥ 1, got {channels}")
         if boundary not in GRID_BOUNDARIES:
             raise ValueError(f"MultigridCycle supports boundary {GRID_BOUNDARIES}, got {boundary!r}")
-        if cycle not in CYCLES:
-            raise ValueError(f"cycle must be one of {tuple(CYCLES)}, got {cycle!r}")
-        if smoother not in SMOOTHERS:
-            raise ValueError(f"smoother must be one of {SMOOTHERS}, got {smoother!r}")
-        if coarse_solve not in COARSE_SOLVES:
-            raise ValueError(f"coarse_solve must be one of {COARSE_SOLVES}, got {coarse_solve!r}")
-        if coarse_operator not in COARSE_OPERATORS:
-            raise ValueError(f"coarse_operator must be one of {COARSE_OPERATORS}, got {coarse_operator!r}")
-        if damping is not None and not 0.0 < damping < 2.0:
-            raise ValueError(f"damping ω must be in (0, 2), got {damping}")
-        if levels < 1:
-            raise ValueError(f"levels must be ≥ 1, got {levels}")
+        check_cycle_settings(levels, cycle, smoother, damping, pre_smooth, post_smooth, coarse_solve, coarse_steps,
+                             coarse_operator)
         if cycles < 1:
             raise ValueError(f"cycles must be ≥ 1, got {cycles}")
         if restriction not in ('full_weighting', 'learned'):

@@ -103,6 +103,8 @@ class SymmetricResidual(nn.Module):
     (a NaN spreads over the kernel's footprint). The guarantees hold for finite inputs.
     """
 
+    no_weight_decay_params = ('step_param',)
+
     def __init__(
             self,
             channels: int,

@@ -17,7 +17,7 @@ small hooks:
 It needs ``self.stem``, ``self.head`` (a timm ``ClassifierHead``), ``self.num_features`` and
 ``self.feature_info`` (one entry per tap).
 """
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Set, Tuple, Union
 
 import torch
 from timm.layers import get_device_dtype
@@ -66,6 +66,14 @@ class StageModelMixin(StagePruningMixin):
     @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head.fc
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> Set[str]:
+        """The parameters the model's modules declare exempt from weight decay (``no_weight_decay_params``:
+        step parameters θ, flux contrasts and knots, norm scales), by their full names."""
+        return {f'{path}.{name}' if path else name for path, module in self.named_modules()
+                for name in getattr(module, 'no_weight_decay_params', ())
+                if isinstance(getattr(module, name, None), nn.Parameter)}
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """A new classifier of ``num_classes`` outputs (0: none) on the features, in the model's mode."""

@@ -13,11 +13,11 @@ Layout (as timm's ResNet, each BasicBlock replaced by one symmetric block, Alt e
 The PDE steps use zero padding (``boundary='zeros'``) like the convolutions they replace, so any
 input size works down to 1×1 features.
 """
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, get_device_dtype
+from timm.layers import ClassifierHead
 from timm.models import (
     build_model_with_cfg,
     checkpoint_seq,
@@ -25,11 +25,10 @@ from timm.models import (
     register_model,
     register_model_deprecations,
 )
-from timm.models._features import feature_take_indices
 from torch import nn
 
 from ..layers.registry import create_block
-from ._stages import StagePruningMixin
+from ._stages import StageModelMixin
 
 __all__ = ['PDEResNet', 'PDEStage', 'Connector']
 
@@ -83,7 +82,7 @@ class PDEStage(nn.Module):
         return self.blocks(x)
 
 
-class PDEResNet(StagePruningMixin, nn.Module):
+class PDEResNet(StageModelMixin, nn.Module):
     """ResNet of residual PDE blocks (see the module docstring).
 
     Args:
@@ -153,66 +152,18 @@ class PDEResNet(StagePruningMixin, nn.Module):
         )
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        """The step parameters θ (τ = sigmoid(θ)·limit) and flux contrasts are not decayed."""
-        return {n for n, _ in self.named_parameters()
-                if n.endswith('step_param') or n.endswith('raw_contrast') or n.endswith('knot_logits')}
-
-    @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for s in self.stages:
             s.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
+    def after_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem_pool(x)
 
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool, in_features=self.num_features, **get_device_dtype(self))
-        self.head_hidden_size = self.head.num_features
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Final features and the features after the stem (index 0) and each stage (1…).
-
-        ``indices``: the last n taps if int, all if None, else the listed ones.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        intermediates: List[torch.Tensor] = []
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        x = self.stem(x)
-        if 0 in take_indices:
-            intermediates.append(x)
-        x = self.stem_pool(x)
-        if torch.jit.is_scripting() or not stop_early:
-            stages = self.stages
-        else:
-            stages = self.stages[:max_index]
-        for i, stage in enumerate(stages):
-            x = stage(x)  # each stage checkpoints its own blocks when enabled
-            if i + 1 in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
+    def run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return stage(x)  # each PDEStage checkpoints its own blocks
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem_pool(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _create_pde_resnet(variant: str, pretrained: bool = False, **kwargs) -> PDEResNet:

@@ -21,13 +21,12 @@ from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from torch import nn
 
-from ..layers.hyperbolic import ParabolicBlock, TVNorm
-from ..layers.registry import create_block, register_block
+from ..layers.hyperbolic import TVNorm
+from ..layers.registry import create_block
 from ._stages import StageModelMixin
 
 __all__ = ['RuthottoHaberNet', 'RHConnector', 'RH_UNITS']
 
-register_block('parabolic', ParabolicBlock)   # (hyperbolic and hamiltonian are registered with their classes)
 RH_UNITS = ('parabolic', 'hyperbolic', 'hamiltonian')   # the paper's units, by their names in RESIDUAL_BLOCKS
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -123,15 +122,6 @@ class RuthottoHaberNet(StageModelMixin, nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else [
             (r'^stages\.(\d+)\.unit', None), (r'^stages\.(\d+)\.connector', (0,))])
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        """TVNorm scales and biases are not decayed."""
-        names = set()
-        for path, module in self.named_modules():
-            if isinstance(module, TVNorm):
-                names.update({path + '.weight', path + '.bias'})
-        return names
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
