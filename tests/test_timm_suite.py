@@ -11,17 +11,12 @@ import subprocess
 import sys
 import tarfile
 
-import pytest
 import timm
 
 import pdeblocks  # noqa: F401
 
 MARKERS = 'base or forward or backward or cfg or torchscript or features or fxforward or fxbackward'
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Full-width ImageNet layouts whose 512-channel 2D norm bounds cost ~10 s per block and model instance
-# on a 2-core CPU (the suite builds a fresh model in each of its tests): the slow test runs them.
-# pde_resnet18 (also served under its deprecated name pde_resnet) stays in the default run.
-HEAVY = ['pde_resnet34']
 ALL = timm.list_models('pde_*')
 
 
@@ -55,11 +50,7 @@ def _run_suite(models):
 
 
 def test_timm_model_suite():
-    models = [m for m in ALL if m not in HEAVY]
-    assert 'pde_resnet18' in models and len(models) >= 5
-    _run_suite(models)
-
-
-@pytest.mark.slow
-def test_timm_model_suite_heavy():
-    _run_suite([m for m in HEAVY if m in ALL])
+    """Every registered pde_* model, pde_resnet34 included (its 512-channel bounds cost ~4 s a block and
+    model instance on 2 cores; the suite builds a fresh model per test)."""
+    assert 'pde_resnet18' in ALL and 'pde_resnet34' in ALL and len(ALL) >= 5
+    _run_suite(ALL)

@@ -200,7 +200,7 @@ class NormCertificate(nn.Module):
         self.recomputations += 1
         self._w0, self._b0 = w.clone(), b
         self._version = (w._version, w.data_ptr())
-        sigma = self._calibrate(w, max(self.settings.calibration_steps, 10))
+        sigma = self._calibrate(w, self.settings.calibration_steps)
         self._kappa = (b / sigma.clamp_min(1e-30)).to(b.dtype)
         return accepted
 
@@ -215,7 +215,7 @@ class NormCertificate(nn.Module):
         v = self._vectors
         if v is None or v.shape != (a.shape[0], a.shape[2], 1) or v.dtype != a.dtype or v.device != a.device:
             v = torch.ones(a.shape[0], a.shape[2], 1, dtype=a.dtype, device=a.device)
-            steps = max(steps, 30)
+            steps = max(steps, 10)
         ah = a.conj().transpose(1, 2)
         for _ in range(steps):
             v = ah @ (a @ v)
