@@ -21,9 +21,11 @@ models interleaved seed by seed), and after training the step sizes τ, the frac
 limit (> 1 only for the free step) and ρ = mean σ²/B² over the modes of K (see ``mnist1d_levers.mode_fraction``).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/bench_mnist1d.py [--epochs 60] [--seeds 0,1,2] [--models ...]
-[--stem mnist1d]``; writes ``benchmarks/results/<stem>.md`` and ``.json``.
+[--stem mnist1d] [--fresh]``; writes ``benchmarks/results/<stem>.md`` and ``.json`` after every run. Runs already in
+``<stem>.json`` with the same epochs, lr and threads are kept and not repeated (``--fresh`` starts over).
 """
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -33,7 +35,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import save_results  # noqa: E402
+from _results import RESULTS, save_results  # noqa: E402
 from mnist1d_levers import VARIANTS, LeverBlock, PlainCNN, mnist1d_data, step_stats, train  # noqa: E402
 
 import pdeblocks  # noqa: E402
@@ -115,6 +117,17 @@ def write_tables(a: argparse.Namespace, names: List[str], runs: Dict[str, List[d
     save_results(a.stem, text, dict(epochs=a.epochs, seeds=done, lr=a.lr, threads=a.threads, models=summary))
 
 
+def previous_runs(a: argparse.Namespace) -> Dict[str, List[dict]]:
+    """The runs of results/<stem>.json if it was written with the same epochs, lr and threads (else none)."""
+    path = RESULTS / f'{a.stem}.json'
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if (old.get('epochs'), old.get('lr'), old.get('threads')) != (a.epochs, a.lr, a.threads):
+        return {}
+    return {name: m['runs'] for name, m in old.get('models', {}).items()}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--models', default='plain,free,certified,certified_grad')
@@ -123,6 +136,8 @@ def main(argv=None) -> int:
     p.add_argument('--lr', type=float, default=3e-3)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--stem', default='mnist1d')
+    p.add_argument('--fresh', action='store_true',
+                   help='ignore the runs already in results/<stem>.json (default: keep those of the same recipe)')
     a = p.parse_args(argv)
     names = a.models.split(',')
     unknown = [n for n in names if n not in MODELS]
@@ -132,8 +147,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     data = mnist1d_data()
     runs: Dict[str, List[dict]] = {n: [] for n in names}
+    if not a.fresh:
+        for name, rs in previous_runs(a).items():
+            if name in runs:
+                runs[name] = [r for r in rs if r['seed'] in seeds]
     for seed in seeds:          # models interleaved seed by seed, so CPU contention spreads over all of them
         for name in names:
+            if any(r['seed'] == seed for r in runs[name]):
+                continue        # done by an earlier (interrupted) invocation with the same recipe
             torch.manual_seed(seed)
             model = MODELS[name]()
             params = sum(q.numel() for q in model.parameters() if q.requires_grad)
@@ -146,10 +167,13 @@ def main(argv=None) -> int:
                        composed_norm_factor=report.composed_norm_factor,
                        composed_lipschitz=report.composed_lipschitz)
             runs[name].append(row)
+            runs[name].sort(key=lambda r: r['seed'])
             print(f"{name:34s} seed {seed}: {acc * 100:.1f}% (train {train_acc * 100:.1f}%), {per_epoch:.2f} s/epoch",
                   flush=True)
             write_tables(a, names, runs)
-
+    if not any(runs.values()):
+        raise ValueError(f"no runs for models {names} and seeds {seeds}")
+    write_tables(a, names, runs)   # all were done before: the table of those
     return 0
 
 

@@ -208,6 +208,20 @@ class PlainCNN(nn.Module):
         return self.head(self.features(x).flatten(1))
 
 
+class BoundGradient:
+    """Mixin for the library's SymmetricResidual (and its FED/FSI subclasses), 1D: ``norm_bound()`` keeps its value,
+    the rigorous cached B, and carries the gradient of σ_max: B·s/s.detach(), s = |u*ᴴK̂(ω*)v*| with the top
+    singular triple found without gradient (:func:`top_singular_value_surrogate`). τ = σ(θ)·2/(L·B²) is unchanged
+    in value, so the certificate is exactly the library's; only the optimizer now sees that growing σ_max shrinks τ."""
+
+    def norm_bound(self) -> torch.Tensor:
+        b = super().norm_bound()
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            s = top_singular_value_surrogate(self.weight, grid=self.bound.grid)
+            b = b * (s / s.detach())
+        return b
+
+
 def library_blocks(depth: int, **kw) -> List[nn.Module]:
     from pdeblocks.layers import SymmetricResidual
     return [SymmetricResidual(32, kernel_size=3, dim=1, boundary='zeros', **kw) for _ in range(depth)]
@@ -216,6 +230,14 @@ def library_blocks(depth: int, **kw) -> List[nn.Module]:
 def fed_blocks(depth: int, **kw) -> List[nn.Module]:
     from pdeblocks.layers import FEDCycle
     return [FEDCycle(32, kernel_size=3, dim=1, boundary='zeros', **kw) for _ in range(depth)]
+
+
+def library_blocks_st(depth: int, fed: bool = False, **kw) -> List[nn.Module]:
+    """The library's blocks with :class:`BoundGradient` (FEDCycle with ``fed``)."""
+    from pdeblocks.layers import FEDCycle, SymmetricResidual
+    base = FEDCycle if fed else SymmetricResidual
+    cls = type(f'{base.__name__}BoundGradient', (BoundGradient, base), {})
+    return [cls(32, kernel_size=3, dim=1, boundary='zeros', **kw) for _ in range(depth)]
 
 
 # name → (builder of the model); each builder takes depth
@@ -249,7 +271,13 @@ VARIANTS = {
     'scalar_st_charb_bias': lambda d: Net([LeverBlock(32, grad_bound='surrogate', flux='charbonnier', bias=True)
                                            for _ in range(d)]),
     'scalar_st_relu': lambda d: Net([LeverBlock(32, grad_bound='surrogate', flux='relu') for _ in range(d)]),
- 'lib_cert_scale': lambda d: Net(library_blocks(d), between='scale'),
+    'lib_cert_st': lambda d: Net(library_blocks_st(d)),
+    'lib_fed3': lambda d: Net(fed_blocks(d, steps=3)),
+    'lib_fed3_st': lambda d: Net(library_blocks_st(d, fed=True, steps=3)),
+    'lib_cert_st_d3': lambda d: Net(library_blocks_st(3)),
+    'lib_cert_st_lam01': lambda d: Net(library_blocks_st(d, contrast=0.1)),
+    'lib_cert_st_lam10': lambda d: Net(library_blocks_st(d, contrast=10.0)),
+    'lib_cert_scale': lambda d: Net(library_blocks(d), between='scale'),
     'scalar_st_scale': lambda d: Net([LeverBlock(32, grad_bound='surrogate') for _ in range(d)], between='scale'),
     'scalar_st_bn': lambda d: Net([LeverBlock(32, grad_bound='surrogate') for _ in range(d)], between='bn'),
     'lib_free_bn': lambda d: Net(library_blocks(d, stability='none'), between='bn'),
@@ -283,6 +311,12 @@ LEVERS = {
     'lib_cert_bn': 'library default + BatchNorm after every block (not certified)',
     'scalar_grad_bn': 'gradient through B + BatchNorm after every block',
     'scalar_st_bn': 'σ_max surrogate gradient + BatchNorm after every block',
+    'lib_cert_st': 'library SymmetricResidual + BoundGradient mixin (σ_max surrogate gradient, value unchanged)',
+    'lib_fed3': 'library FEDCycle, 3 steps per cycle (diffusion time 4τ_max), no gradient through B',
+    'lib_fed3_st': 'library FEDCycle, 3 steps, + BoundGradient',
+    'lib_cert_st_d3': 'library block + BoundGradient, 3 blocks instead of 6',
+    'lib_cert_st_lam01': 'library block + BoundGradient, contrast λ init 0.1',
+    'lib_cert_st_lam10': 'library block + BoundGradient, contrast λ init 10',
     'lib_cert_scale': 'library default + certified per-channel gain after every block',
     'scalar_st_scale': 'σ_max surrogate gradient + certified per-channel gain after every block',
     'scalar_grad_h64': 'gradient through B, 64 hidden channels',
