@@ -58,8 +58,8 @@ def mnist1d_family(between: str = '', **kw) -> SymmetricResNet1d:
 
 MODELS: Dict[str, Callable[[], nn.Module]] = {
     'plain': PlainCNN,
-    'free': lambda: create_model_1d('symresnet1d_mnist1d_free'),
-    'certified': lambda: create_model_1d('symresnet1d_mnist1d'),
+    'free': lambda: create_model_1d('symresnet1d_mnist1d_free', between=''),
+    'certified': lambda: create_model_1d('symresnet1d_mnist1d', between=''),
     'certified_grad': lambda: mnist1d_family(),
     'certified_grad_surrogate': lambda: mnist1d_family(grad_bound='surrogate'),
     'free_bn': lambda: create_model_1d('symresnet1d_mnist1d_free', between='batchnorm'),

@@ -132,18 +132,22 @@ def test_bad_input_names_expected_and_got(bad, match):
 
 def test_parameter_counts():
     """The issue's MNIST-1D layout: lift 1×5 → 32 (192), 6 blocks × (32·32·3 weights + 32 contrasts + 1 step),
-    flatten head 32·40 → 10 (12,810); the free twin adds 32 biases per block (stability='none' allows them)."""
+    flatten head 32·40 → 10 (12,810); the free twin adds 32 biases per block (stability='none' allows them); the
+    default gains between blocks add 32 per block."""
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    assert count(create_model_1d('symresnet1d_mnist1d')) == 192 + 6 * (3072 + 32 + 1) + 12810 == 31632
-    assert count(create_model_1d('symresnet1d_mnist1d_free')) == 31632 + 6 * 32 == 31824
+    assert count(create_model_1d('symresnet1d_mnist1d', between='')) == 192 + 6 * (3072 + 32 + 1) + 12810 == 31632
+    assert count(create_model_1d('symresnet1d_mnist1d_free', between='')) == 31632 + 6 * 32 == 31824
+    assert count(create_model_1d('symresnet1d_mnist1d')) == 31632 + 6 * 32 == 31824
+    assert count(create_model_1d('symresnet1d_mnist1d')) <= 1.5 * 22314   # issue 20's budget: 1.5× the plain CNN
     tiny = create_model_1d('symresnet1d_tiny', in_chans=2, num_classes=3)
-    # stem 2→16 ×5 (+bias) | block 16 | connector 16→32 1×1 + BN(32) | block 32 | head 32→3
-    expected = (2 * 16 * 5 + 16) + (16 * 16 * 3 + 16 + 1) + (16 * 32 + 64) + (32 * 32 * 3 + 32 + 1) + (32 * 3 + 3)
+    # stem 2→16 ×5 (+bias) | block 16 + gain 16 | connector 16→32 1×1 + BN(32) | block 32 + gain 32 | head 32→3
+    expected = (2 * 16 * 5 + 16) + (16 * 16 * 3 + 16 + 1 + 16) + (16 * 32 + 64) + (32 * 32 * 3 + 32 + 1 + 32) \
+        + (32 * 3 + 3)
     assert count(tiny) == expected
 
 
 def test_certify_every_block():
-    m = create_model_1d('symresnet1d_mnist1d')
+    m = create_model_1d('symresnet1d_mnist1d', between='')
     report = pdeblocks.certify(m)
     assert [b.path for b in report.blocks] == [f'stages.0.blocks.{i}' for i in range(6)]
     assert all(b.mode == 'euclidean' and b.norm_factor == 1.0 for b in report.blocks)
@@ -153,7 +157,10 @@ def test_certify_every_block():
     with torch.no_grad():
         assert (m.stages(u).flatten(1).norm(dim=1) <= u.flatten(1).norm(dim=1) * (1 + 1e-5)).all()
     free = pdeblocks.certify(create_model_1d('symresnet1d_mnist1d_free'))
-    assert free.composed_norm_factor is None and all(b.mode == 'none' for b in free.blocks)
+    assert free.composed_norm_factor is None and {b.mode for b in free.blocks} == {'none', 'scale'}
+    default = pdeblocks.certify(create_model_1d('symresnet1d_mnist1d'))
+    assert [b.block for b in default.blocks] == ['SymmetricResidual', 'ChannelScale'] * 6
+    assert default.composed_norm_factor == 1.0   # gains start at 1
 
 
 def test_block_kwargs_and_custom_block():
@@ -178,7 +185,7 @@ def test_block_kwargs_and_custom_block():
 def test_no_weight_decay_names_step_and_contrast():
     m = create_model_1d('symresnet1d_tiny')
     names = m.no_weight_decay()
-    assert names and all(n.endswith(('step_param', 'raw_contrast')) for n in names)
+    assert names and all(n.endswith(('step_param', 'raw_contrast', 'gain')) for n in names)
     assert 'stages.0.blocks.0.step_param' in names and 'stages.0.blocks.0.weight' not in names
 
 
@@ -192,7 +199,7 @@ def test_bad_constructor_arguments():
 
 
 def test_channel_scale_between_blocks_is_composed_by_certify():
-    m = create_model_1d('symresnet1d_mnist1d', between='scale')
+    m = create_model_1d('symresnet1d_mnist1d')   # between='scale' is the default
     gains = [b for b in m.modules() if isinstance(b, ChannelScale)]
     assert len(gains) == 6
     with torch.no_grad():

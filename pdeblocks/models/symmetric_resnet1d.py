@@ -4,7 +4,9 @@ Layout (Alt et al. 2022, in 1D):
 
 * stem: a lifting convolution ``in_chans → widths[0]`` (kernel ``stem_kernel``, with bias);
 * stages of residual PDE blocks u ↦ u − τKᵀΦ(Ku) at constant width (``block='symmetric'`` by default,
-  any name of :data:`pdeblocks.layers.RESIDUAL_BLOCKS` or a constructor ``(channels, dim=1, **kw)``);
+  any name of :data:`pdeblocks.layers.RESIDUAL_BLOCKS` or a constructor ``(channels, dim=1, **kw)``), each
+  followed by a certified per-channel gain x ↦ a⊙x (``between='scale'``, :class:`ChannelScale`): a chain of
+  dissipative steps cannot amplify, the gains can, with the composed factor Π max|a_c| that ``certify`` reports;
 * connectors between stages where width or length changes: average pooling by ``stride``, then
   1×1 convolution + BatchNorm + ReLU (outside the certified blocks, as in :class:`~pdeblocks.models.PDEResNet`);
 * a head: global pooling (``'avg'``, ``'max'``) or ``'flatten'`` (position-aware: needs the fixed input
@@ -93,7 +95,7 @@ class Stage1d(nn.Module):
 
     def __init__(self, in_chs: int, out_chs: int, depth: int, stride: int = 1,
                  block: Union[str, Callable[..., nn.Module]] = 'symmetric',
-                 block_kwargs: Optional[Dict[str, Any]] = None, between: str = '', device=None, dtype=None):
+                 block_kwargs: Optional[Dict[str, Any]] = None, between: str = 'scale', device=None, dtype=None):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         self.grad_checkpointing = False
@@ -167,9 +169,11 @@ class SymmetricResNet1d(StagePruningMixin, nn.Module):
         block: residual block name or constructor ``(channels, dim=1, **kwargs)``.
         block_kwargs: passed to every block (``flux``, ``stability``, ``kernel_size``, …; boundary defaults
             to ``'zeros'``).
-        between: after every block ``''`` (nothing), ``'batchnorm'`` (outside the blocks: each block keeps its
-            certificate; in eval mode a norm is the affine map x ↦ a⊙x + b, which ``certify`` does not compose)
-            or ``'scale'`` (:class:`ChannelScale`, certified with factor max|a_c|, composed by ``certify``).
+        between: after every block ``'scale'`` (default: :class:`ChannelScale`, certified with factor max|a_c|,
+            composed by ``certify``; on MNIST-1D it lifts the certified net by 2.7–15 points, see
+            docs/certified_accuracy.md), ``''`` (nothing: the chain of blocks alone, ‖f(u)‖ ≤ ‖u‖) or
+            ``'batchnorm'`` (outside the blocks: each block keeps its certificate; in eval mode a norm is the affine
+            map x ↦ a⊙x + b, which ``certify`` does not compose).
     """
 
     def __init__(
@@ -183,7 +187,7 @@ class SymmetricResNet1d(StagePruningMixin, nn.Module):
             stem_kernel: int = 5,
             block: Union[str, Callable[..., nn.Module]] = 'symmetric',
             block_kwargs: Optional[Dict[str, Any]] = None,
-            between: str = '',
+            between: str = 'scale',
             drop_rate: float = 0.0,
             device=None,
             dtype=None,
