@@ -6,5 +6,7 @@ from .multigrid_unet import multigrid_unet_1d, multigrid_unet_2d
 from .pde_gcnn import PDEGCNN
 from .pde_resnet import Connector, PDEResNet, PDEStage
 from .ruthotto_haber import RuthottoHaberNet
+from .symmetric_resnet1d import SymmetricResNet1d, create_model_1d, list_models_1d
 
-__all__ = ['Connector', 'PDEGCNN', 'PDEResNet', 'PDEStage', 'RuthottoHaberNet', 'multigrid_unet_1d', 'multigrid_unet_2d']
+__all__ = ['Connector', 'PDEGCNN', 'PDEResNet', 'PDEStage', 'RuthottoHaberNet', 'SymmetricResNet1d', 'create_model_1d',
+           'list_models_1d', 'multigrid_unet_1d', 'multigrid_unet_2d']
