@@ -80,6 +80,7 @@ def load_model(path: str) -> BlindDenoiser1D:
     model = BlindDenoiser1D(**meta['recipe']['model_kwargs'])
     model.load_state_dict(state, strict=True)
     print(f"{path}: checkpoint at step {meta['step']} of {meta['recipe']['steps']}", flush=True)
+    model.checkpoint_step = int(meta['step'])   # named in the tables
     return model.eval()
 
 
@@ -235,6 +236,22 @@ def throughput(model, n: int, tv_weight: float, repeats: int = 3) -> dict:
                                                                  tv=float(psnr(z.numpy(), s.clean).mean())))
 
 
+UNITS = ((1.0, 0.0), (1000.0, 5000.0), (10.0, -3.0), (0.001, 0.0), (0.001, 0.5))   # (a, b): f ↦ a·f + b
+
+
+def units_rows(model, count: int = 16, sigma: float = 0.1) -> List[dict]:
+    """The issue's change-of-units check: today's piecewise-constant test signals at σ, denoised as a·f + b
+    (float32 input, as a user's array would be) and mapped back, PSNR against the clean signal."""
+    s = make_signals('piecewise_constant', 'test', count, LENGTH, sigma, seed=0)
+    rows = []
+    for a, b in UNITS:
+        x = (a * s.noisy.astype(np.float64) + b).astype(np.float32)
+        back = (run_model(model, x).astype(np.float64) - b) / a
+        rows.append(dict(a=a, b=b, psnr=float(psnr(back, s.clean).mean()),
+                         noisy=float(psnr((x.astype(np.float64) - b) / a, s.clean).mean())))
+    return rows
+
+
 def table_lines(rows, classics, todays, tp, names, params) -> List[str]:
     cols = ['noisy', 'tv', 'perona_malik', 'bayes_shrink'] + names
     head = dict(noisy='noisy', tv='TV (tuned)', perona_malik='PM (tuned)', bayes_shrink='BayesShrink')
@@ -300,14 +317,32 @@ def main(argv=None):
     p.add_argument('--baselines-only', action='store_true', help='tune and cache the peers only')
     p.add_argument('--no-classics', action='store_true')
     p.add_argument('--out', default='denoise_general')
+    p.add_argument('--units-only', action='store_true', help='only the change-of-units table (denoise_general_units)')
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     models = {}
     if not a.baselines_only:
-        models[a.name] = load_model(a.model)
+        model = load_model(a.model)
+        step = getattr(model, 'checkpoint_step', None)
+        a.name = a.name if step is None else f'{a.name} (step {step})'
+        models[a.name] = model
         if a.free:
-            models[a.name + ' (free twin)'] = load_model(a.free)
+            free = load_model(a.free)
+            step = getattr(free, 'checkpoint_step', None)
+            models[a.name + ' (free twin' + ('' if step is None else f', step {step}') + ')'] = free
     names = list(models)
+    if a.units_only:
+        rows = {k: units_rows(m) for k, m in models.items()}
+        lines = ["Change of units: today's piecewise-constant test signals (16, σ = 0.1), input a·f + b in float32, "
+                 "output mapped back, PSNR (dB):", '', '| model | ' + ' | '.join(f'a = {a:g}, b = {b:g}' for a, b in UNITS)
+                 + ' |', '|---' * (len(UNITS) + 1) + '|']
+        first = next(iter(rows.values()))
+        lines += [f"| noisy input | " + ' | '.join(f"{r['noisy']:.2f}" for r in first) + ' |']
+        lines += [f"| {k} | " + ' | '.join(f"{r['psnr']:.2f}" for r in v) + ' |' for k, v in rows.items()]
+        text = '\n'.join(lines) + '\n'
+        print(text)
+        save_results(a.out + '_units', text, dict(rows=rows, models=dict(model=a.model, free=a.free)))
+        return
     params = {k: sum(q.numel() for q in m.parameters() if q.requires_grad) for k, m in models.items()}
     rows = family_rows(models, a.sigmas, a.count)
     todays = todays_piecewise_constant(models, [s for s in a.sigmas if s in (0.05, 0.1)])
