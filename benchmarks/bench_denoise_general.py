@@ -113,11 +113,22 @@ def apply_peers(noisy: np.ndarray, tuned: Dict[str, list]) -> Dict[str, np.ndarr
                 bayes_shrink=bayes_shrink(noisy, tuned['bayes_shrink'][0]))
 
 
-def cached_tuning(key: str, make_val) -> Dict[str, list]:
+def family_val(family: str, sigma: float):
+    v = make_family_signals(family, 'val', VAL_COUNT, LENGTH, sigma)
+    return v.noisy, v.clean
+
+
+def todays_val(sigma: float):
+    v = make_signals('piecewise_constant', 'val', 32, LENGTH, sigma, seed=0)
+    return v.noisy, v.clean
+
+
+def cached_tuning(key: str, make_val, *args) -> Dict[str, list]:
+    """The peers' parameters for ``key`` from the cache, else tuned on ``make_val(*args)`` = (noisy, clean)."""
     cache = json.loads(TUNED_CACHE.read_text()) if TUNED_CACHE.is_file() else {}
     if key not in cache:
         t0 = time.time()
-        cache[key] = tune_peers(*make_val())
+        cache[key] = tune_peers(*make_val(*args))
         print(f"tuned {key} in {time.time() - t0:.0f} s: {cache[key]}", flush=True)
         cache = dict(json.loads(TUNED_CACHE.read_text()) if TUNED_CACHE.is_file() else {}, **{key: cache[key]})
         write_atomic(TUNED_CACHE, json.dumps(cache, indent=1, sort_keys=True) + '\n')
@@ -132,8 +143,7 @@ def family_rows(models, sigmas, count: int) -> List[dict]:
     rows = []
     for fam in FAMILIES:
         for sigma in sigmas:
-            tuned = cached_tuning(f'{fam}/{sigma}', lambda: (lambda v: (v.noisy, v.clean))(
-                make_family_signals(fam, 'val', VAL_COUNT, LENGTH, sigma)))
+            tuned = cached_tuning(f'{fam}/{sigma}', family_val, fam, sigma)
             s = make_family_signals(fam, 'test', count, LENGTH, sigma)
             out = dict(noisy=s.noisy.astype(np.float64), **apply_peers(s.noisy, tuned))
             out.update({k: run_model(m, s.noisy) for k, m in models.items()})
@@ -156,8 +166,7 @@ def family_rows(models, sigmas, count: int) -> List[dict]:
 def todays_piecewise_constant(models, sigmas, count: int = 64) -> List[dict]:
     rows = []
     for sigma in sigmas:
-        tuned = cached_tuning(f'signals.piecewise_constant/{sigma}', lambda: (lambda v: (v.noisy, v.clean))(
-            make_signals('piecewise_constant', 'val', 32, LENGTH, sigma, seed=0)))
+        tuned = cached_tuning(f'signals.piecewise_constant/{sigma}', todays_val, sigma)
         s = make_signals('piecewise_constant', 'test', count, LENGTH, sigma, seed=0)
         f = torch.from_numpy(s.noisy).double()
         out = dict(noisy=s.noisy.astype(np.float64), tv=tv_denoise(f, tuned['tv'][0]).numpy(),
@@ -176,17 +185,19 @@ def classic_signal(name: str, n: int = LENGTH) -> np.ndarray:
     return unit_range(np.asarray(x, dtype=np.float64))
 
 
+def classic_noisy(name: str, sigma: float, seed: int, count: int):
+    """(noisy, clean) ``[count, 1024]``: ``count`` noise draws on the classic signal ``name`` (seed 1: tuning, 2: test)."""
+    clean = classic_signal(name)
+    rng = np.random.default_rng([seed, CLASSICS.index(name), int(sigma * 1e6)])
+    return clean[None] + sigma * rng.standard_normal((count, clean.size)), np.repeat(clean[None], count, 0)
+
+
 def classic_rows(models, sigmas, draws: int = 8) -> List[dict]:
     rows = []
     for name in CLASSICS:
-        clean = classic_signal(name)
         for sigma in sigmas:
-            def noisy_set(seed0: int, k: int) -> np.ndarray:
-                rng = np.random.default_rng([seed0, CLASSICS.index(name), int(sigma * 1e6)])
-                return clean[None] + sigma * rng.standard_normal((k, clean.size))
-            tuned = cached_tuning(f'classic.{name}/{sigma}', lambda: (noisy_set(1, 4), np.repeat(clean[None], 4, 0)))
-            noisy = noisy_set(2, draws)
-            ref = np.repeat(clean[None], draws, 0)
+            tuned = cached_tuning(f'classic.{name}/{sigma}', classic_noisy, name, sigma, 1, 4)
+            noisy, ref = classic_noisy(name, sigma, 2, draws)
             out = dict(noisy=noisy, **apply_peers(noisy, tuned))
             out.update({k: run_model(m, noisy) for k, m in models.items()})
             row = dict(signal=name, sigma=sigma, tuned=tuned, psnr=scores(out, ref))
@@ -294,7 +305,7 @@ def table_lines(rows, classics, todays, tp, names, params) -> List[str]:
                 p = r['psnr']
                 lines.append(f"| {r['signal']} | " + ' | '.join(f'{p[c]:.2f}' for c in cols)
                              + f" | {p[main] - r['best_peer']:+.2f} | {p[main] - p['tv']:+.2f} |")
-            lines.append(f"| **mean** | " + ' | '.join(f"{np.mean([r['psnr'][c] for r in sub]):.2f}" for c in cols)
+            lines.append("| **mean** | " + ' | '.join(f"{np.mean([r['psnr'][c] for r in sub]):.2f}" for c in cols)
                          + f" | {np.mean([r['psnr'][main] - r['best_peer'] for r in sub]):+.2f} | "
                            f"{np.mean([r['psnr'][main] - r['psnr']['tv'] for r in sub]):+.2f} |")
             lines.append('')
@@ -337,7 +348,7 @@ def main(argv=None):
                  "output mapped back, PSNR (dB):", '', '| model | ' + ' | '.join(f'a = {a:g}, b = {b:g}' for a, b in UNITS)
                  + ' |', '|---' * (len(UNITS) + 1) + '|']
         first = next(iter(rows.values()))
-        lines += [f"| noisy input | " + ' | '.join(f"{r['noisy']:.2f}" for r in first) + ' |']
+        lines += ["| noisy input | " + ' | '.join(f"{r['noisy']:.2f}" for r in first) + ' |']
         lines += [f"| {k} | " + ' | '.join(f"{r['psnr']:.2f}" for r in v) + ' |' for k, v in rows.items()]
         text = '\n'.join(lines) + '\n'
         print(text)
@@ -349,8 +360,7 @@ def main(argv=None):
     classics = [] if a.no_classics else classic_rows(models, a.sigmas)
     if a.baselines_only:
         return
-    tuned_tv = cached_tuning('signals.piecewise_constant/0.1', lambda: (lambda v: (v.noisy, v.clean))(
-        make_signals('piecewise_constant', 'val', 32, LENGTH, 0.1, seed=0)))['tv'][0]
+    tuned_tv = cached_tuning('signals.piecewise_constant/0.1', todays_val, 0.1)['tv'][0]
     tp = throughput(models[a.name], a.throughput_signals, tuned_tv) if a.throughput_signals else None
     lines = table_lines(rows, classics, todays, tp, names, params)
     text = '\n'.join(lines) + '\n'

@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _results import save_results  # noqa: E402
+from bench_denoise_general import tv_chunked, tv_stop  # noqa: E402
 
 from pdeblocks.data.signals import make_signals  # noqa: E402
-from bench_denoise_general import tv_chunked, tv_stop  # noqa: E402
 from pdeblocks.hub import from_pretrained, load_folder  # noqa: E402
-from pdeblocks.train.general import SCHEME_BUDGET, SCHEME_MODELS, family_psnr, train_general  # noqa: E402
+from pdeblocks.train.general import SCHEME_BUDGET, SCHEME_MODELS, train_general  # noqa: E402
 
 RUNS = ROOT / 'runs' / 'schemes'
 LABELS = ('certified', 'free')

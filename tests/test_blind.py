@@ -151,9 +151,9 @@ def test_general_training_resumes_exactly(tmp_path, monkeypatch):
     """4 steps straight = 2 steps, stop, resume for 2 more (same weights, same Adam state); the resumed run
     draws the batches of steps 2 and 3 only."""
     import pdeblocks.data.families as families
+    from pdeblocks.data.families import FAMILIES
     from pdeblocks.train.general import load_checkpoint, train_general
     from pdeblocks.train.recipes import RECIPES, Recipe, register_recipe
-    from pdeblocks.data.families import FAMILIES
     name = 'test-general-tiny'
     register_recipe(Recipe(name=name, task='denoise', architecture='blind_denoiser_1d',
                            model_kwargs=dict(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=2),

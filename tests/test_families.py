@@ -3,8 +3,16 @@ import numpy as np
 import pytest
 import torch
 
-from pdeblocks.data.families import (AR1_RHO, FAMILIES, GENERATORS, NOISES, family_rng, make_family_signals,
-                                     training_batch, unit_range)
+from pdeblocks.data.families import (
+    AR1_RHO,
+    FAMILIES,
+    GENERATORS,
+    NOISES,
+    family_rng,
+    make_family_signals,
+    training_batch,
+    unit_range,
+)
 
 
 @pytest.mark.parametrize('family', FAMILIES)

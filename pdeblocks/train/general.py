@@ -29,7 +29,6 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
-
 from safetensors import safe_open
 from safetensors.torch import save_file
 
