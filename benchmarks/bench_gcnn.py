@@ -1,12 +1,16 @@
 """Benchmarks for the PDE-G-CNN layers (pdeblocks.layers.gcnn) and the ``pde_gcnn`` timm models.
 
-    python benchmarks/bench_gcnn.py speed      # one CDE layer vs an unfold + amin reference: time, peak memory
+    python benchmarks/bench_gcnn.py speed      # one CDE layer fwd+bwd: this release vs the previous one, interleaved
+    python benchmarks/bench_gcnn.py epoch      # CPU time of one digits epoch: pde_gcnn, pde_gcnn_small, a plain CNN
     python benchmarks/bench_gcnn.py rotation   # equivariance error for rotations off the 90° grid, against Or
-    python benchmarks/bench_gcnn.py digits     # sklearn digits, rotated test split: pde_gcnn vs a plain CNN
+    python benchmarks/bench_gcnn.py digits     # sklearn digits, protocols 'upright' / 'rotated' (--protocol)
+    python benchmarks/bench_gcnn.py segment    # thin-curve segmentation: PDEGCNNSegmentation vs a U-net (Dice)
     python benchmarks/bench_gcnn.py all
 
-Each section prints a markdown table and writes it to ``benchmarks/results/gcnn_<section>.md``
-(atomically). ``digits`` needs scikit-learn (benchmark-only dependency).
+Each section prints a markdown table and writes it to ``benchmarks/results/gcnn_<section>[_...].md``
+(atomically). ``digits`` needs scikit-learn (benchmark-only dependency). Training runs are capped by
+CPU time (``--time-limit``), which contention on a shared machine does not inflate. docs/gcnn.md has
+the commands behind the published tables.
 """
 import argparse
 import contextlib
