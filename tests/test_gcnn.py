@@ -689,3 +689,25 @@ def test_segmentation_model_is_equivariant_to_quarter_turns():
                                        rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match='depth must be a positive int'):
         PDEGCNNSegmentation(depth=0)
+
+
+@needs_native
+def test_native_kernels_with_two_threads_match_one_thread():
+    """Plane and channel ranges split over a thread pool give the same values and gradients."""
+    torch.manual_seed(0)
+    layer = CDELayerM2(3, 3, 4, 3)
+    x = torch.randn(2, 3, 4, 9, 9, requires_grad=True)
+    results = []
+    old = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            x.grad = None
+            layer.zero_grad()
+            y = layer(x)
+            y.square().sum().backward()
+            results.append([y.detach(), x.grad.clone()] + [p.grad.clone() for p in layer.parameters()])
+    finally:
+        torch.set_num_threads(old)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -22,6 +22,7 @@ of an unfold + amin. Two evaluations give identical values and winners:
   ops on strided views, processed in cache-sized chunks, with a ``bincount`` / ``index_add_`` backward.
 """
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Tuple
 
@@ -114,9 +115,11 @@ _pool: dict = {}
 
 
 def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    if workers not in _pool:
-        _pool[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix='pdeblocks-minplus')
-    return _pool[workers]
+    """One pool per (process, size): a pool inherited through fork has no threads in the child."""
+    key = (os.getpid(), workers)
+    if key not in _pool:
+        _pool[key] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix='pdeblocks-m2')
+    return _pool[key]
 
 
 def _split(n: int, parts: int):
