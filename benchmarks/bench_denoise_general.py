@@ -263,6 +263,25 @@ def units_rows(model, count: int = 16, sigma: float = 0.1) -> List[dict]:
     return rows
 
 
+def sigma_estimates(sigmas=(0.005, 0.05, 0.3), count: int = 64) -> List[str]:
+    """σ̂/σ (median and 90th percentile over ``count`` validation signals per family) for the MAD of first differences
+    (h = (1, −1)/√2, the Haar finest scale) and of third differences (h = (1, −3, 3, −1)/√20, what the wrapper uses)."""
+    filters = {'first difference': np.array([1.0, -1.0]) / np.sqrt(2.0),
+               'third difference': np.array([1.0, -3.0, 3.0, -1.0]) / np.sqrt(20.0)}
+    lines = ['σ̂/σ, median (90th percentile) over 64 validation signals of length 1024 per family:', '',
+             '| σ | family | ' + ' | '.join(filters) + ' |', '|---|---|' + '---|' * len(filters)]
+    for sigma in sigmas:
+        for fam in FAMILIES:
+            x = make_family_signals(fam, 'val', count, LENGTH, sigma).noisy.astype(np.float64)
+            cells = []
+            for h in filters.values():
+                d = np.stack([np.convolve(r, h, 'valid') for r in x])
+                ratio = 1.482602218505602 * np.median(np.abs(d - np.median(d, 1, keepdims=True)), 1) / sigma
+                cells.append(f'{np.median(ratio):.3f} ({np.quantile(ratio, 0.9):.2f})')
+            lines.append(f'| {sigma} | {fam} | ' + ' | '.join(cells) + ' |')
+    return lines
+
+
 def table_lines(rows, classics, todays, tp, names, params) -> List[str]:
     cols = ['noisy', 'tv', 'perona_malik', 'bayes_shrink'] + names
     head = dict(noisy='noisy', tv='TV (tuned)', perona_malik='PM (tuned)', bayes_shrink='BayesShrink')
@@ -329,8 +348,15 @@ def main(argv=None):
     p.add_argument('--no-classics', action='store_true')
     p.add_argument('--out', default='denoise_general')
     p.add_argument('--units-only', action='store_true', help='only the change-of-units table (denoise_general_units)')
+    p.add_argument('--sigma-estimates', action='store_true',
+                   help='only the noise-estimator table (denoise_general_sigma_estimates), no model needed')
     a = p.parse_args(argv)
     torch.set_num_threads(1)
+    if a.sigma_estimates:
+        text = '\n'.join(sigma_estimates()) + '\n'
+        print(text)
+        save_results('denoise_general_sigma_estimates', text, dict(table=text))
+        return
     models = {}
     if not a.baselines_only:
         model = load_model(a.model)
