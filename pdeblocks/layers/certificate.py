@@ -20,8 +20,8 @@ weight changed visibly (its version counter) and the drift passes the threshold.
   training the weights move a few per cent of B per SGD step, so nearly every step recomputes the
   full bound, which costs O(N^d·C³) per block (``benchmarks/bench_certificate.py``).
 * ``'eval'`` — the training contract: passes in training mode (``module.training``) use the
-  estimate B̃(W) = κ·σ(W), σ(W) = ‖K̂_W(ω*) v‖ (one warm-started power step on v per pass: O(weights
-  + C²), no host synchronisation). Every ``calibrate_every`` training passes a warm-started power
+  estimate B̃(W) = κ·σ(W), σ(W) = ‖K̂_W(ω*) v‖ (O(weights + C²), no host synchronisation). After
+  every ``calibrate_every`` updates of the weight (its version counter) a warm-started power
   iteration at every grid frequency re-chooses ω* (the largest σ(ω)) and v (O(N^d·H·C) per step, no
   Gram products); κ = B(W_r)/max_ω σ(ω) is set at each rigorous bound W_r, so that B̃ equals the
   rigorous B there. Every eval-mode pass, every saved ``state_dict``, TorchScript and
@@ -64,9 +64,9 @@ class Certification:
         interp_slack: the largest Szegő factor 1/cos(π Σ r_a / N) the default grid allows (> 1).
         refresh: strict mode: the drift Σ‖W − W₀‖_F, relative to B(W₀), above which the full bound
             is recomputed (≥ 0; 0 recomputes on every change).
-        calibrate_every: training contract: training passes between recalibrations of the estimate (≥ 1).
+        calibrate_every: training contract: updates of the weight (its version counter: optimizer steps,
+            in-place edits) between recalibrations of the estimate (≥ 1).
         calibration_steps: warm-started power steps at every grid frequency per recalibration (≥ 1).
-        power_steps: power-iteration steps per training pass that keep v on the top singular vector (≥ 1).
         gradient: whether τ carries the gradient of the bound.
     """
 
@@ -75,9 +75,8 @@ class Certification:
     gram_steps: int = 5
     interp_slack: float = 1.1
     refresh: float = 0.02
-    calibrate_every: int = 50
+    calibrate_every: int = 25
     calibration_steps: int = 4
-    power_steps: int = 1
     gradient: bool = True
 
     def __post_init__(self):
@@ -86,7 +85,6 @@ class Certification:
         _check_int('grid', self.grid, 1, optional=True)
         _check_int('gram_steps', self.gram_steps, 1)
         _check_int('calibrate_every', self.calibrate_every, 1)
-        _check_int('power_steps', self.power_steps, 1)
         _check_int('calibration_steps', self.calibration_steps, 1)
         if not isinstance(self.interp_slack, (int, float)) or not self.interp_slack > 1.0 \
                 or not math.isfinite(self.interp_slack):
@@ -166,7 +164,8 @@ class NormCertificate(nn.Module):
         self.gram_steps = settings.gram_steps
         self.padding_factor = 2.0 ** (len(kernel_size) / 2.0) if boundary == 'reflect' else 1.0
         self.recomputations = 0   # full bounds computed (for benchmarks)
-        self.passes_since_calibration = 0
+        self.calibrations = 0     # recalibrations of the training contract's estimate (for benchmarks)
+        self._calibrated_version = -1
         self._w0: Optional[torch.Tensor] = None        # W₀ of the cached bound
         self._b0: Optional[torch.Tensor] = None        # B(W₀)
         self._version: Optional[Tuple[int, int]] = None
@@ -200,35 +199,38 @@ class NormCertificate(nn.Module):
         self.recomputations += 1
         self._w0, self._b0 = w.clone(), b
         self._version = (w._version, w.data_ptr())
-        sigma = self._calibrate(w, self.settings.calibration_steps)
+        sigma = self.calibrate(w, self.settings.calibration_steps)
         self._kappa = (b / sigma.clamp_min(1e-30)).to(b.dtype)
         return accepted
 
     @torch.jit.unused
-    def _calibrate(self, w: torch.Tensor, steps: int) -> torch.Tensor:
+    def calibrate(self, w: torch.Tensor, steps: int) -> torch.Tensor:
         """Warm-started power iteration at every grid frequency (O(N^d·H·C) per step, no Gram products):
         ω* = the frequency with the largest σ(ω), v its vector. Returns max_ω σ(ω) (a lower bound on it)."""
         w = w.detach()
         w = w if w.dtype in (torch.float32, torch.float64) else w.float()
-        dims = list(range(2, w.dim()))
-        a = torch.fft.rfftn(w, s=[self.grid] * len(dims), dim=dims).flatten(2).permute(2, 0, 1)   # [F, H, C]
+        taps = list(range(w.dim() - 2))
+        # the symbol laid out [F, H, C] contiguously: FFT over the leading tap axes of W permuted
+        a = torch.fft.rfftn(w.permute([d + 2 for d in taps] + [0, 1]),
+                            s=[self.grid] * len(taps), dim=taps).reshape(-1, w.shape[0], w.shape[1])
         v = self._vectors
-        if v is None or v.shape != (a.shape[0], a.shape[2], 1) or v.dtype != a.dtype or v.device != a.device:
-            v = torch.ones(a.shape[0], a.shape[2], 1, dtype=a.dtype, device=a.device)
+        if v is None or v.shape != (a.shape[0], a.shape[2]) or v.dtype != a.dtype or v.device != a.device:
+            v = torch.ones(a.shape[0], a.shape[2], dtype=a.dtype, device=a.device)
             steps = max(steps, 10)
-        ah = a.conj().transpose(1, 2)
-        for _ in range(steps):
-            v = ah @ (a @ v)
+        for _ in range(steps):   # v ← Aᴴ(A v), with Aᴴu = conj(Aᵀ conj(u)): no conjugated copy of A
+            u = torch.einsum('fhc,fc->fh', a, v)
+            v = torch.einsum('fhc,fh->fc', a, u.conj()).conj()
             v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(1e-30)
         self._vectors = v
-        sigma = torch.linalg.vector_norm(a @ v, dim=1).flatten()
+        sigma = torch.linalg.vector_norm(torch.einsum('fhc,fc->fh', a, v), dim=1)
         index = int(sigma.argmax())
         if index != self._index or self._phase is None or self._phase.device != a.device \
                 or self._phase.dtype != a.dtype:
             self._phase = symbol_phase(self.kernel_size, self.grid, index, dtype=a.dtype, device=a.device)
             self._index = index
-        self._v = v[index, :, 0].clone()
-        self.passes_since_calibration = 0
+        self._v = v[index].clone()
+        self._calibrated_version = w._version
+        self.calibrations += 1
         return sigma[index]
 
     @torch.jit.unused
@@ -286,16 +288,11 @@ class NormCertificate(nn.Module):
 
     @torch.jit.unused
     def estimate(self, weight: torch.Tensor) -> torch.Tensor:
-        """κ·σ(W), σ(W) = ‖K̂_W(ω*) v‖ after ``power_steps`` warm-started power steps on v, floored at
-        1e-6; no gradient (see :meth:`with_scale_gradient`). Not a bound."""
+        """κ·‖K̂_W(ω*) v‖ with ω*, v and κ from the last calibration, floored at 1e-6: O(weights + C²), a
+        pure function of W between calibrations (so checkpointed recomputation repeats it exactly); no
+        gradient (see :meth:`with_scale_gradient`). Not a bound."""
         with torch.no_grad():
-            a = self.symbol(weight.detach())
-            v = self._v
-            for _ in range(self.settings.power_steps):
-                v = a.conj().T @ (a @ v)
-                v = v / torch.linalg.vector_norm(v).clamp_min(1e-30)
-            self._v = v
-            return (self._kappa * torch.linalg.vector_norm(a @ v)).clamp_min(1e-6)
+            return (self._kappa * torch.linalg.vector_norm(self.symbol(weight.detach()) @ self._v)).clamp_min(1e-6)
 
     @staticmethod
     def with_scale_gradient(value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -313,9 +310,8 @@ class NormCertificate(nn.Module):
             if self.training and not self.strict:
                 if not self._cache_valid(weight.detach()):
                     self._recompute(weight)
-                elif self.passes_since_calibration >= self.settings.calibrate_every:
-                    self._calibrate(weight, self.settings.calibration_steps)
-                self.passes_since_calibration += 1
+                elif not 0 <= weight._version - self._calibrated_version < self.settings.calibrate_every:
+                    self.calibrate(weight, self.settings.calibration_steps)
                 b = self.estimate(weight)
             else:
                 b = self.rigorous(weight)
@@ -347,8 +343,7 @@ class NormCertificate(nn.Module):
         if self._w0 is None or self._b0 is None or self._vectors is None:
             return None
         return dict(weight=self._w0, value=self._b0, kappa=self._kappa, vectors=torch.view_as_real(self._vectors),
-                    vector=torch.view_as_real(self._v), index=torch.tensor(self._index),
-                    passes=torch.tensor(self.passes_since_calibration))
+                    vector=torch.view_as_real(self._v), index=torch.tensor(self._index))
 
     @torch.jit.unused
     def restore_anchor(self, anchor: Mapping[str, torch.Tensor]) -> bool:
@@ -364,7 +359,6 @@ class NormCertificate(nn.Module):
                 self._index = index
             self._v = torch.view_as_complex(anchor['vector'].contiguous()).to(device)
             self._kappa = anchor['kappa'].to(device)
-            self.passes_since_calibration = int(anchor['passes'])
         return accepted
 
     def extra_repr(self) -> str:
