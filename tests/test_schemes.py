@@ -12,14 +12,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pdeblocks.stability import Certificate
 from pdeblocks.layers.fed import FEDCycle, FSIBlock, cycle_amplification_bound, leja_order
 from pdeblocks.layers.hyperbolic import HamiltonianBlock, HyperbolicBlock, ParabolicBlock, TVNorm
 from pdeblocks.layers.implicit import ImplicitBlock
 from pdeblocks.layers.registry import RESIDUAL_BLOCKS, create_block
 from pdeblocks.ops.schedules import fed_step_sizes
 from pdeblocks.ops.stencils import difference_stencil
-
+from pdeblocks.stability import Certificate
 
 
 def difference_matrix(n: int) -> torch.Tensor:
