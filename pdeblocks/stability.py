@@ -51,21 +51,13 @@ class Certificate:
             raise ValueError(f"Certificate.passes must be one of {CERTIFIED_PASS_KINDS}, got {self.passes!r}")
 
 
-@dataclass
-class BlockCertificate:
+@dataclass(frozen=True)
+class BlockCertificate(Certificate):
     """A block's :class:`Certificate` with its place in the model; ``verified`` is set by ``verify=True``."""
 
-    path: str
-    block: str
-    mode: str
-    step_size: float
-    norm_bound: Optional[float]
-    sector_bound: Optional[float]
-    norm_factor: Optional[float]
-    lipschitz: Optional[float]
-    guarantee: str
-    passes: str = 'all'
-    verified: Optional[bool] = None
+    path: str = field(default='', kw_only=True)
+    block: str = field(default='', kw_only=True)
+    verified: Optional[bool] = field(default=None, kw_only=True)
 
 
 def _product(values: List[Optional[float]]) -> Optional[float]:
@@ -148,7 +140,7 @@ def certify(model: nn.Module, verify: bool = False) -> StabilityReport:
         if verify:
             checks = [m.verify_certificate() for m in module.modules() if callable(getattr(m, 'verify_certificate', None))]
             verified = all(checks) if checks else None
-        report.blocks.append(BlockCertificate(path=path or '(root)', block=type(module).__name__, verified=verified,
-                                              **asdict(c)))
+        report.blocks.append(BlockCertificate(**asdict(c), path=path or '(root)', block=type(module).__name__,
+                                              verified=verified))
         skip.append(path)
     return report

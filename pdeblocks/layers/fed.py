@@ -59,6 +59,14 @@ def euclidean_scheme_kwargs(block: str, kwargs: Dict[str, Any]) -> Dict[str, Any
     return dict(kwargs, stability='euclidean', bias=False)
 
 
+def check_cycle(scheme: str, steps: Any, cycles: Any) -> None:
+    """A ValueError naming the setting unless the cycle length n and the number of cycles are ints ≥ 1."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps ({scheme} cycle length n) must be an int ≥ 1, got {steps!r}")
+    if not isinstance(cycles, int) or cycles < 1:
+        raise ValueError(f"cycles must be an int ≥ 1, got {cycles!r}")
+
+
 def slope_floor(s: torch.Tensor, small: float = 1e-6) -> torch.Tensor:
     """s with entries |s| < ``small`` replaced by ``small`` (where Φ(s)/s is evaluated instead of 0/0)."""
     return torch.where(s.abs() < small, torch.full_like(s, small), s)
@@ -146,10 +154,7 @@ class FEDCycle(LaggedDiffusion):
             learn_steps: bool = False,
             **kwargs: Any,
     ):
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps (FED cycle length n) must be an int ≥ 1, got {steps!r}")
-        if not isinstance(cycles, int) or cycles < 1:
-            raise ValueError(f"cycles must be an int ≥ 1, got {cycles!r}")
+        check_cycle('FED', steps, cycles)
         if ordering not in FED_ORDERINGS:
             raise ValueError(f"ordering must be one of {FED_ORDERINGS}, got {ordering!r}")
         super().__init__(channels, hidden_channels, kernel_size, dim, flux, boundary,
@@ -249,10 +254,7 @@ class FSIBlock(LaggedDiffusion):
             learn_extrapolation: bool = False,
             **kwargs: Any,
     ):
-        if not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps (FSI cycle length n) must be an int ≥ 1, got {steps!r}")
-        if not isinstance(cycles, int) or cycles < 1:
-            raise ValueError(f"cycles must be an int ≥ 1, got {cycles!r}")
+        check_cycle('FSI', steps, cycles)
         if diffusivity not in DIFFUSIVITY_MODES:
             raise ValueError(f"diffusivity must be one of {DIFFUSIVITY_MODES}, got {diffusivity!r}")
         super().__init__(channels, hidden_channels, kernel_size, dim, flux, boundary,
