@@ -25,6 +25,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ..layers.registry import create_block
+from ..stability import Certificate
 from ._stages import StagePruningMixin
 
 __all__ = ['SymmetricResNet1d', 'ChannelScale', 'Connector1d', 'Stage1d', 'MODELS_1D', 'create_model_1d', 'list_models_1d',
@@ -82,11 +83,11 @@ class ChannelScale(nn.Module):
         return x * self.gain.reshape([1, -1] + [1] * (x.dim() - 2))
 
     @torch.jit.unused
-    def stability_certificate(self) -> Dict[str, Any]:
-        """‖f(u)‖ ≤ c‖u‖ and ‖f(u) − f(v)‖ ≤ c‖u − v‖ with c = max|a_c| (read by ``pdeblocks.certify``)."""
+    def stability_certificate(self) -> Certificate:
+        """‖f(u)‖ ≤ c‖u‖ and ‖f(u) − f(v)‖ ≤ c‖u − v‖ with c = max|a_c|, in every pass (read by ``certify``)."""
         c = float(self.gain.detach().abs().max())
-        return dict(mode='scale', step_size=float('nan'), norm_bound=c, sector_bound=None, norm_factor=c,
-                    lipschitz=c, guarantee=f'‖f(u)‖ ≤ {c:.4g}‖u‖ (linear, per-channel gain)')
+        return Certificate(mode='scale', step_size=float('nan'), norm_bound=c, sector_bound=None, norm_factor=c,
+                           lipschitz=c, guarantee=f'‖f(u)‖ ≤ {c:.4g}‖u‖ (linear, per-channel gain)', passes='all')
 
 
 class Stage1d(nn.Module):
