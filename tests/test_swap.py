@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from timm.models.resnet import BasicBlock as TimmBasicBlock
 from torch import nn
 
+import pdeblocks
+from pdeblocks.layers import SymmetricResidual
 from pdeblocks.layers.registry import RESIDUAL_BLOCKS
 from pdeblocks.ops.norms import power_iteration_norm
 from pdeblocks.swap import (
@@ -614,3 +616,29 @@ def test_diffusers_unet1d_both_block_kinds():
         swapped.train()
         check_backward(swapped, swapped(x, 5).sample, report)
         check_roundtrip(model, swapped, lambda m, x=x: m(x, 5).sample)
+
+
+def test_scheme_blocks_take_the_certification_keywords():
+    """Every registered stable scheme forwards the certificate settings (FED used to reject bound_refresh)."""
+    model = timm.create_model('resnet18', num_classes=10)
+    for name in ('symmetric', 'fed', 'fsi', 'implicit'):
+        swapped, report = pdeblocks.swap_blocks(model, name, bound_refresh=0.25, certification='all')
+        steps = [m for m in swapped.modules() if isinstance(m, SymmetricResidual)]
+        assert len(steps) == 8 and all(s.bound.settings.refresh == 0.25 and s.bound.strict for s in steps), name
+
+
+def test_settle_step_size_keeps_tau_for_every_parameterisation():
+    """settle_step_size re-parameterises τ through the block's own step_fraction: an implicit step at 50×
+    the explicit limit keeps its τ (it used to be written as a sigmoid logit, capping it near 14×)."""
+    from pdeblocks.layers import ImplicitBlock
+    from pdeblocks.swap.calibrate import settle_step_size
+    for block in (ImplicitBlock(4, dim=2, relative_step=50.0), SymmetricResidual(4, dim=2)):
+        block.train()
+        with torch.no_grad():
+            tau_fit = float(block.step_size())
+        settle_step_size(block)
+        block.eval()
+        with torch.no_grad():
+            assert float(block.step_size()) == pytest.approx(tau_fit, rel=1e-5)
+    assert float(block.step_fraction()) < 1.0 and float(ImplicitBlock(4, dim=2, relative_step=50.0).step_fraction()) == \
+        pytest.approx(50.0)
