@@ -231,9 +231,13 @@ class SymmetricResNet1d(StagePruningMixin, nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        """Step parameters θ, flux contrasts, learned-flux knots and channel gains are not decayed."""
-        return {n for n, _ in self.named_parameters()
-                if n.endswith(('step_param', 'raw_contrast', 'knot_logits', 'gain'))}
+        """Step parameters θ, flux contrasts, learned-flux knots and channel gains are not decayed, and whatever a
+        module declares in ``no_weight_decay_params``."""
+        declared = {f'{path}.{name}' if path else name for path, module in self.named_modules()
+                    for name in getattr(module, 'no_weight_decay_params', ())
+                    if isinstance(getattr(module, name, None), nn.Parameter)}
+        return declared | {n for n, _ in self.named_parameters()
+                           if n.endswith(('step_param', 'raw_contrast', 'knot_logits', 'gain'))}
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
