@@ -9,8 +9,9 @@ Models (the layout of the issue: 1×5 lift to 32 channels, 6 blocks of 3 taps at
 
 * ``plain``: 4 convolutions (1×5 lift, three 32→32 3-tap), ReLU, flatten, linear (22,314 parameters);
 * ``free``: ``symresnet1d_mnist1d_free``, symmetric blocks with a free step (``stability='none'``);
-* ``certified``: ``symresnet1d_mnist1d``, the library default (Euclidean, Perona–Malik, τ = σ(θ)·2/(L·B²) with
-  the cached bound B carrying no gradient);
+* ``certified``: ``symresnet1d_mnist1d`` without gains, the library default (Euclidean, Perona–Malik,
+  τ = σ(θ)·2/(L·B²)). The committed tables ran on the library at d952c0c, where B carries no gradient; from
+  cad507a on B carries a radial gradient (a 30-epoch screen of it: ``mnist1d_levers.md``, ``lib_cert@cad507a``);
 * ``certified_grad``: the same blocks with the gradient of the bound: τ = σ(θ)·2/(L·B(K)²) where B(K) is the
   library's rigorous bound (Gram iteration on the symbol × Szegő factor) recomputed from the current weight in
   autograd every step (the prototype :class:`mnist1d_levers.LeverBlock`; same theorem, same parameters);
