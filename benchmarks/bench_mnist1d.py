@@ -64,6 +64,7 @@ MODELS: Dict[str, Callable[[], nn.Module]] = {
     'certified_grad': lambda: mnist1d_family(),
     'certified_grad_surrogate': lambda: mnist1d_family(grad_bound='surrogate'),
     'certified_grad_lam01': lambda: mnist1d_family(grad_bound='surrogate', contrast=0.1),
+    'free_lam01': lambda: create_model_1d('symresnet1d_mnist1d_free', between='', block_kwargs=dict(contrast=0.1)),
     'free_bn': lambda: create_model_1d('symresnet1d_mnist1d_free', between='batchnorm'),
     'certified_bn': lambda: create_model_1d('symresnet1d_mnist1d', between='batchnorm'),
     'certified_grad_bn': lambda: mnist1d_family(between='batchnorm', grad_bound='surrogate'),
