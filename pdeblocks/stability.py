@@ -139,6 +139,7 @@ def certify(model: nn.Module, verify: bool = False) -> StabilityReport:
         verified: Optional[bool] = None
         if verify:
             checks = [m.verify_certificate() for m in module.modules() if callable(getattr(m, 'verify_certificate', None))]
+            checks = [c for c in checks if c is not None]    # None: nothing to verify (a free step)
             verified = all(checks) if checks else None
         report.blocks.append(BlockCertificate(**asdict(c), path=path or '(root)', block=type(module).__name__,
                                               verified=verified))

@@ -208,3 +208,10 @@ def test_bf16_autocast_keeps_the_bound_in_float32():
         b = blk.norm_bound()
     assert b.dtype == torch.float32
     assert float(b) == pytest.approx(float(norm_bound(blk.weight, 'zeros')), rel=1e-6)
+
+
+def test_verify_reports_nothing_for_free_steps():
+    free = SymmetricResidual(3, dim=1, stability='none')
+    report = pdeblocks.certify(torch.nn.Sequential(free, SymmetricResidual(3, dim=1)).eval(), verify=True)
+    assert [b.verified for b in report.blocks] == [None, True] and report.verified is True
+    assert pdeblocks.certify(free, verify=True).verified is None

@@ -165,7 +165,8 @@ class NormCertificate(nn.Module):
         self.padding_factor = 2.0 ** (len(kernel_size) / 2.0) if boundary == 'reflect' else 1.0
         self.recomputations = 0   # full bounds computed (for benchmarks)
         self.calibrations = 0     # recalibrations of the training contract's estimate (for benchmarks)
-        self._calibrated_version = -1
+        self._seen_version = -1                          # the weight's version at the last training pass
+        self.updates_since_calibration = 0               # training passes that saw a changed weight
         self._w0: Optional[torch.Tensor] = None        # W₀ of the cached bound
         self._b0: Optional[torch.Tensor] = None        # B(W₀)
         self._version: Optional[Tuple[int, int]] = None
@@ -187,8 +188,8 @@ class NormCertificate(nn.Module):
     # -- the rigorous bound -------------------------------------------------------------------------
     @torch.jit.unused
     def _recompute(self, weight: torch.Tensor, stored: Optional[torch.Tensor] = None) -> bool:
-        """The full bound at ``weight`` (or a ``stored`` B if it is ≥ that), cached with W₀; the estimate
-        is recalibrated there and its factor κ = B / max_ω σ(ω) reset. Returns whether ``stored`` was taken."""
+        """The full bound at ``weight`` (or a ``stored`` B if it is ≥ that), cached with W₀; the estimate's
+        factor κ is reset (recalibrated at the next training pass). Returns whether ``stored`` was taken."""
         w = weight.detach()
         b = (symbol_gram_bounds(w, self.grid, self.gram_steps).amax() * self.factor).clamp_min(1e-6)
         accepted = False
@@ -199,8 +200,7 @@ class NormCertificate(nn.Module):
         self.recomputations += 1
         self._w0, self._b0 = w.clone(), b
         self._version = (w._version, w.data_ptr())
-        sigma = self.calibrate(w, self.settings.calibration_steps)
-        self._kappa = (b / sigma.clamp_min(1e-30)).to(b.dtype)
+        self._kappa = None
         return accepted
 
     @torch.jit.unused
@@ -229,7 +229,8 @@ class NormCertificate(nn.Module):
             self._phase = symbol_phase(self.kernel_size, self.grid, index, dtype=a.dtype, device=a.device)
             self._index = index
         self._v = v[index].clone()
-        self._calibrated_version = w._version
+        self._seen_version = w._version
+        self.updates_since_calibration = 0
         self.calibrations += 1
         return sigma[index]
 
@@ -287,6 +288,16 @@ class NormCertificate(nn.Module):
         return w.flatten(2).to(self._phase.dtype) @ self._phase
 
     @torch.jit.unused
+    def _start_estimate(self, weight: torch.Tensor) -> None:
+        """κ = B(W)/max_ω σ(ω) at a weight with a full bound: the cached one if W has not visibly changed
+        since (e.g. the first training pass after an eval pass), else a new one."""
+        w = weight.detach()
+        if not self._cache_valid(w) or (w._version, w.data_ptr()) != self._version:
+            self._recompute(w)
+        sigma = self.calibrate(w, self.settings.calibration_steps)
+        self._kappa = (self._b0 / sigma.clamp_min(1e-30)).to(self._b0.dtype)
+
+    @torch.jit.unused
     def estimate(self, weight: torch.Tensor) -> torch.Tensor:
         """κ·‖K̂_W(ω*) v‖ with ω*, v and κ from the last calibration, floored at 1e-6: O(weights + C²), a
         pure function of W between calibrations (so checkpointed recomputation repeats it exactly); no
@@ -308,9 +319,12 @@ class NormCertificate(nn.Module):
             return self.compute(weight)
         with torch.autocast(weight.device.type, enabled=False):
             if self.training and not self.strict:
-                if not self._cache_valid(weight.detach()):
-                    self._recompute(weight)
-                elif not 0 <= weight._version - self._calibrated_version < self.settings.calibrate_every:
+                if weight._version != self._seen_version:
+                    self._seen_version = weight._version
+                    self.updates_since_calibration += 1
+                if self._kappa is None or not self._cache_valid(weight.detach()):
+                    self._start_estimate(weight)
+                elif self.updates_since_calibration >= self.settings.calibrate_every:
                     self.calibrate(weight, self.settings.calibration_steps)
                 b = self.estimate(weight)
             else:
@@ -340,10 +354,11 @@ class NormCertificate(nn.Module):
     def anchor(self) -> Optional[Dict[str, torch.Tensor]]:
         """The cache and the estimate's state as tensors (None before the first bound): with
         :meth:`restore_anchor` a training checkpoint resumes with the very bounds an uninterrupted run uses."""
-        if self._w0 is None or self._b0 is None or self._vectors is None:
+        if self._w0 is None or self._b0 is None or self._vectors is None or self._kappa is None:
             return None
         return dict(weight=self._w0, value=self._b0, kappa=self._kappa, vectors=torch.view_as_real(self._vectors),
-                    vector=torch.view_as_real(self._v), index=torch.tensor(self._index))
+                    vector=torch.view_as_real(self._v), index=torch.tensor(self._index),
+                    updates=torch.tensor(self.updates_since_calibration))
 
     @torch.jit.unused
     def restore_anchor(self, anchor: Mapping[str, torch.Tensor]) -> bool:
@@ -351,14 +366,16 @@ class NormCertificate(nn.Module):
         accepted = self.restore(anchor['weight'], anchor['value'])
         index = int(anchor['index'])
         vectors = torch.view_as_complex(anchor['vectors'].contiguous())
-        if accepted and self._vectors is not None and vectors.shape == self._vectors.shape:
-            device = self._vectors.device
+        if accepted:
+            device = self._b0.device
             self._vectors = vectors.to(device)
-            if index != self._index:
+            if index != self._index or self._phase is None:
                 self._phase = symbol_phase(self.kernel_size, self.grid, index, dtype=vectors.dtype, device=device)
                 self._index = index
             self._v = torch.view_as_complex(anchor['vector'].contiguous()).to(device)
             self._kappa = anchor['kappa'].to(device)
+            self.updates_since_calibration = int(anchor['updates'])
+            self._seen_version = -1    # the loaded weight's version counter restarts
         return accepted
 
     def extra_repr(self) -> str:
