@@ -207,6 +207,7 @@ class NormCertificate(nn.Module):
     def calibrate(self, w: torch.Tensor, steps: int) -> torch.Tensor:
         """Warm-started power iteration at every grid frequency (O(N^d·H·C) per step, no Gram products):
         ω* = the frequency with the largest σ(ω), v its vector. Returns max_ω σ(ω) (a lower bound on it)."""
+        version = w._version
         w = w.detach()
         w = w if w.dtype in (torch.float32, torch.float64) else w.float()
         taps = list(range(w.dim() - 2))
@@ -229,7 +230,7 @@ class NormCertificate(nn.Module):
             self._phase = symbol_phase(self.kernel_size, self.grid, index, dtype=a.dtype, device=a.device)
             self._index = index
         self._v = v[index].clone()
-        self._seen_version = w._version
+        self._seen_version = version
         self.updates_since_calibration = 0
         self.calibrations += 1
         return sigma[index]
