@@ -312,7 +312,7 @@ class NormCertificate(nn.Module):
         positively homogeneous, so this is its exact derivative along W (growing K shrinks τ), and zero
         across; a direction the optimizer cannot exploit to undercut the bound."""
         n = torch.linalg.vector_norm(weight if weight.dtype in (torch.float32, torch.float64) else weight.float())
-        return value * (n / n.detach().clamp_min(1e-30))
+        return value * (1.0 + (n - n.detach()) / n.detach().clamp_min(1e-30))   # the value exactly, also at W = 0
 
     @torch.jit.unused
     def _eager(self, weight: torch.Tensor) -> torch.Tensor:
