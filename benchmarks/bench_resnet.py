@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import timm  # noqa: E402
-from _results import save_results  # noqa: E402
+from _common import classification_step, save_results  # noqa: E402
 
 import pdeblocks  # noqa: E402
 from pdeblocks.layers.certificate import NormCertificate  # noqa: E402
@@ -81,12 +81,7 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,), generator=gen)
 
     def step(n: str) -> float:
-        t0 = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(models[n](x), y)
-        opts[n].zero_grad(set_to_none=True)
-        loss.backward()
-        opts[n].step()
-        return time.perf_counter() - t0
+        return classification_step(models[n], opts[n], x, y)
 
     for _ in range(2):
         for n in names:

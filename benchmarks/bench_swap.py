@@ -103,7 +103,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import timm  # noqa: E402
-from _results import save_results  # noqa: E402
+from _common import classification_step, save_results  # noqa: E402
 from timm.scheduler import CosineLRScheduler  # noqa: E402
 
 from pdeblocks.swap import swap_blocks  # noqa: E402
@@ -153,15 +153,6 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return acc
 
 
-def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
-    t = time.perf_counter()
-    loss = F.cross_entropy(model(x), y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return time.perf_counter() - t
-
-
 def fine_tune(models: Dict[str, nn.Module], xtr: torch.Tensor, ytr: torch.Tensor, epoch_batches: List[torch.Tensor],
               log: bool = True) -> Dict[str, List[float]]:
     """One epoch for every model on the same batches, steps interleaved, the lr decayed to 0 over the epoch
@@ -176,7 +167,7 @@ def fine_tune(models: Dict[str, nn.Module], xtr: torch.Tensor, ytr: torch.Tensor
         times[name] = []
     for i, b in enumerate(epoch_batches):
         for name, model in models.items():
-            times[name].append(train_step(model, opts[name], xtr[b], ytr[b]))
+            times[name].append(classification_step(model, opts[name], xtr[b], ytr[b]))
             schedules[name].step_update(i + 1)
         if log and (i + 1) % 10 == 0:
             print(f"  fine-tune step {i + 1}/{len(epoch_batches)} "
@@ -213,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         model.train()
         for epoch in range(PRETRAIN_EPOCHS):
             for b in batches(len(ytr), gen, PRETRAIN_BATCH):
-                train_step(model, opt, xtr[b], ytr[b])
+                classification_step(model, opt, xtr[b], ytr[b])
             print(f"  pretrain epoch {epoch + 1}/{PRETRAIN_EPOCHS} ({time.time() - t_start:.0f} s)", flush=True)
         if cache:
             from safetensors.torch import save_file
