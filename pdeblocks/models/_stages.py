@@ -12,7 +12,9 @@ small hooks:
 * :meth:`~StageModelMixin.feature_map` — how a tapped state becomes a feature map (default the state
   itself; PDE-G-CNN: the projection M₂ → ℝ²);
 * :meth:`~StageModelMixin.run_stage` — one stage, checkpointed when ``self.grad_checkpointing`` is
-  set (a model whose stages checkpoint themselves overrides it).
+  set (a model whose stages checkpoint themselves overrides it);
+* :meth:`~StageModelMixin.check_input` — validation of the input of ``forward_intermediates`` (default
+  none), and ``feature_fmt``, the layout of the feature maps (default ``'NCHW'``; signals: ``'NCL'``).
 
 It needs ``self.stem``, ``self.head`` (a timm ``ClassifierHead``), ``self.num_features`` and
 ``self.feature_info`` (one entry per tap).
@@ -26,31 +28,11 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 
-class StagePruningMixin:
-    """``prune_intermediate_layers`` for a stem tap at index 0 followed by one tap per stage."""
+class StageModelMixin:
+    """timm's model API for stem → stages → head models (see the module docstring)."""
 
     stages_attr: str = 'stages'
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the stages after the last requested tap (and the head); returns the kept indices."""
-        stages = getattr(self, self.stages_attr)
-        take_indices, max_index = feature_take_indices(len(stages) + 1, indices)
-        prune_end = max_index < len(stages)
-        setattr(self, self.stages_attr, stages[:max_index])
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
-
-
-class StageModelMixin(StagePruningMixin):
-    """timm's model API for stem → stages → head models (see the module docstring)."""
+    feature_fmt: str = 'NCHW'
 
     def after_stem(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -83,22 +65,44 @@ class StageModelMixin(StagePruningMixin):
         self.head.train(self.training)
         self.head_hidden_size = self.head.num_features
 
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the stages after the last requested tap (and the head); returns the kept indices."""
+        stages = getattr(self, self.stages_attr)
+        take_indices, max_index = feature_take_indices(len(stages) + 1, indices)
+        prune_end = max_index < len(stages)
+        setattr(self, self.stages_attr, stages[:max_index])
+        if prune_end:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
     def forward_intermediates(
             self,
             x: torch.Tensor,
             indices: Optional[Union[int, List[int]]] = None,
             norm: bool = False,
             stop_early: bool = False,
-            output_fmt: str = 'NCHW',
+            output_fmt: Optional[str] = None,
             intermediates_only: bool = False,
     ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
         """Final features and the feature maps after the stem (index 0) and each stage (1…).
 
         ``indices``: the last n taps if int, all if None, else the listed ones; ``stop_early`` skips the
-        stages after the last tap; ``norm`` has no effect (no final norm).
+        stages after the last tap; ``norm`` has no effect (no final norm); ``output_fmt``: the model's
+        ``feature_fmt`` (the only layout; None means it).
         """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        if output_fmt is not None and output_fmt != self.feature_fmt:
+            raise ValueError(f"output_fmt must be {self.feature_fmt!r}, got {output_fmt!r}")
+        x = self.check_input(x)
         stages = getattr(self, self.stages_attr)
         take_indices, max_index = feature_take_indices(len(stages) + 1, indices)
         intermediates: List[torch.Tensor] = []

@@ -17,16 +17,15 @@ The models follow timm's API (``forward_features``, ``forward_head``, ``reset_cl
 registered with timm (timm's model zoo and its test suite are for images): they live in their own registry,
 :func:`create_model_1d` / :func:`list_models_1d`. ``pdeblocks.certify(model)`` lists every block's guarantee.
 """
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from timm.models import checkpoint_seq, register_notrace_function
-from timm.models._features import feature_take_indices
 from torch import nn
 
 from ..layers.registry import create_block
 from ..stability import Certificate
-from ._stages import StagePruningMixin
+from ._stages import StageModelMixin
 
 __all__ = ['SymmetricResNet1d', 'ChannelScale', 'Connector1d', 'Stage1d', 'MODELS_1D', 'create_model_1d', 'list_models_1d',
            'register_model_1d', 'check_signal_batch']
@@ -157,7 +156,7 @@ class Head1d(nn.Module):
         return x if pre_logits else self.fc(x)
 
 
-class SymmetricResNet1d(StagePruningMixin, nn.Module):
+class SymmetricResNet1d(StageModelMixin, nn.Module):
     """Symmetric ResNet for 1D signals ``[B, in_chans, L]`` (see the module docstring).
 
     Args:
@@ -244,10 +243,6 @@ class SymmetricResNet1d(StagePruningMixin, nn.Module):
         for s in self.stages:
             s.grad_checkpointing = enable
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         """A new classifier for ``num_classes`` (0: identity), optionally with a new pooling."""
         self.num_classes = num_classes
@@ -265,41 +260,19 @@ class SymmetricResNet1d(StagePruningMixin, nn.Module):
     def _expected_length(self) -> int:
         return self.input_length if self.head.pool_type == 'flatten' else 0
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCL',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Final features and those after the stem (index 0) and each stage (1…), each ``[B, C, L']``."""
-        if output_fmt != 'NCL':
-            raise ValueError(f"output_fmt must be 'NCL', got {output_fmt!r}")
-        x = check_signal_batch(x, self.in_chans, 0)
-        intermediates: List[torch.Tensor] = []
-        take_indices, max_index = feature_take_indices(len(self.stages) + 1, indices)
-        x = self.stem(x)
-        if 0 in take_indices:
-            intermediates.append(x)
-        stages = self.stages if torch.jit.is_scripting() or not stop_early else self.stages[:max_index]
-        for i, stage in enumerate(stages):
-            x = stage(x)
-            if i + 1 in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
+    feature_fmt = 'NCL'
+
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """forward_intermediates' input: ``[B, in_chans, L]``, any L (a ValueError naming what came)."""
+        return check_signal_batch(x, self.in_chans, 0)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = check_signal_batch(x, self.in_chans, self._expected_length())
         return self.stages(self.stem(x))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # defined here, not inherited: torch.fx keeps check_signal_batch a leaf only when it is a global of
+        # the module that defines the traced forward
         return self.forward_head(self.forward_features(x))
 
 
