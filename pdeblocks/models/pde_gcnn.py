@@ -7,20 +7,36 @@ orientation count is divisible by 4); max over θ followed by global pooling mak
 invariant. There is no ReLU and no pooling inside: dilations and erosions are the nonlinearities.
 No downsampling either, so every feature map (and ``pool_size``) has the input's size.
 """
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, get_device_dtype
-from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
+from timm.layers import ClassifierHead
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 
 from pdeblocks.layers.gcnn import CDELayerM2, LiftM2Cartesian, ProjectM2
+
+from ._stages import StageModelMixin
 
 __all__ = ['PDEGCNN', 'PDEGCNNSegmentation']
 
 
-class PDEGCNN(nn.Module):
+def m2_trunk(in_chans: int, channels: int, orientations: int, depth: int, kernel_size: int,
+             orientation_kernel_size: Optional[int], lift_kernel_size: int, iterations: int, alpha: float,
+             device=None, dtype=None) -> Tuple[nn.Sequential, nn.Sequential]:
+    """(stem, layers): the lift ℝ² → M₂ with BatchNorm, then ``depth`` CDE layers on M₂ at ``channels``."""
+    dd = {'device': device, 'dtype': dtype}
+    stem = nn.Sequential()
+    stem.add_module('lift', LiftM2Cartesian(in_chans, channels, orientations, lift_kernel_size, **dd))
+    stem.add_module('norm', nn.BatchNorm3d(channels, **dd))
+    layers = nn.Sequential(*[
+        CDELayerM2(channels, channels, orientations, kernel_size, orientation_kernel_size, iterations, alpha, **dd)
+        for _ in range(depth)
+    ])
+    return stem, layers
+
+
+class PDEGCNN(StageModelMixin, nn.Module):
     """Lift → CDE layers on M₂ → projection to ℝ² → classifier head.
 
     Args:
@@ -37,7 +53,12 @@ class PDEGCNN(nn.Module):
         projection: 'max' or 'sum' over orientations.
         global_pool: timm pooling type of the head ('avg', 'max', '' = none, ...).
         drop_rate: dropout before the classifier.
+
+    The timm API comes from :class:`~pdeblocks.models._stages.StageModelMixin`: feature 0 is the lift, feature
+    i ≥ 1 the i-th CDE layer, each projected to ℝ² (``[B, C, H, W]``).
     """
+
+    stages_attr = 'layers'
 
     def __init__(
             self,
@@ -66,14 +87,8 @@ class PDEGCNN(nn.Module):
         self.drop_rate = drop_rate
         self.orientations = orientations
         self.grad_checkpointing = False
-
-        self.stem = nn.Sequential()
-        self.stem.add_module('lift', LiftM2Cartesian(in_chans, channels, orientations, lift_kernel_size, **dd))
-        self.stem.add_module('norm', nn.BatchNorm3d(channels, **dd))
-        self.layers = nn.Sequential(*[
-            CDELayerM2(channels, channels, orientations, kernel_size, orientation_kernel_size, iterations, alpha, **dd)
-            for _ in range(depth)
-        ])
+        self.stem, self.layers = m2_trunk(in_chans, channels, orientations, depth, kernel_size, orientation_kernel_size,
+                                          lift_kernel_size, iterations, alpha, **dd)
         self.project = ProjectM2(projection)
         self.num_features = self.head_hidden_size = channels
         self.feature_info = [dict(num_chs=channels, reduction=1, module='stem')]
@@ -93,63 +108,8 @@ class PDEGCNN(nn.Module):
         # metric weights and shifts are geometric quantities, not filter weights
         return {n for n, _ in self.named_parameters() if n.endswith('.metric') or n.endswith('.shift')}
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        # factory kwargs from the whole model: the head alone may hold no parameters after reset(0)
-        self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool, **get_device_dtype(self))
-        self.head.train(self.training)
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Features of the stem and every CDE layer, projected to ℝ² ([B, C, H, W], max/sum over θ).
-
-        Index 0 is the stem (lifting), index i ≥ 1 the i-th CDE layer. ``norm`` has no effect (no final norm).
-        """
-        assert output_fmt in ('NCHW',), 'Output shape must be NCHW.'
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.layers) + 1, indices)
-        x = self.stem(x)
-        if 0 in take_indices:
-            intermediates.append(self.project(x))
-        feat_idx = 0
-        for layer in self.layers:
-            feat_idx += 1
-            if stop_early and feat_idx > max_index:
-                break
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                x = checkpoint(layer, x)
-            else:
-                x = layer(x)
-            if feat_idx in take_indices:
-                intermediates.append(self.project(x))
-        if intermediates_only:
-            return intermediates
-        return self.project(x), intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Drop the CDE layers after the last wanted feature; drop the head if asked (or if layers went)."""
-        take_indices, max_index = feature_take_indices(len(self.layers) + 1, indices)
-        prune_end = max_index < len(self.layers)
-        self.layers = self.layers[:max_index]
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(x)   # M₂ features → ℝ² (max or sum over θ)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """[B, in_chans, H, W] → projected M₂ features [B, channels, H, W]."""
@@ -159,14 +119,6 @@ class PDEGCNN(nn.Module):
         else:
             x = self.layers(x)
         return self.project(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_features(x)
-        x = self.forward_head(x)
-        return x
 
 
 class PDEGCNNSegmentation(nn.Module):
@@ -185,13 +137,8 @@ class PDEGCNNSegmentation(nn.Module):
         if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
             raise ValueError(f"depth must be a positive int, got {depth!r}")
         dd = {'device': device, 'dtype': dtype}
-        self.stem = nn.Sequential()
-        self.stem.add_module('lift', LiftM2Cartesian(in_chans, channels, orientations, lift_kernel_size, **dd))
-        self.stem.add_module('norm', nn.BatchNorm3d(channels, **dd))
-        self.layers = nn.Sequential(*[
-            CDELayerM2(channels, channels, orientations, kernel_size, orientation_kernel_size, iterations, alpha, **dd)
-            for _ in range(depth)
-        ])
+        self.stem, self.layers = m2_trunk(in_chans, channels, orientations, depth, kernel_size, orientation_kernel_size,
+                                          lift_kernel_size, iterations, alpha, **dd)
         self.project = ProjectM2('max')
         self.head = nn.Conv2d(channels, out_chans, 1, **dd)
 
