@@ -70,6 +70,7 @@ MODELS: Dict[str, Callable[[], nn.Module]] = {
     'certified_grad_bn': lambda: mnist1d_family(between='batchnorm', grad_bound='surrogate'),
     'free_scale': lambda: create_model_1d('symresnet1d_mnist1d_free', between='scale'),
     'certified_scale': lambda: create_model_1d('symresnet1d_mnist1d', between='scale'),
+    'certified_scale_lam01': lambda: create_model_1d('symresnet1d_mnist1d', block_kwargs=dict(contrast=0.1)),
     'certified_grad_scale': lambda: mnist1d_family(between='scale', grad_bound='surrogate'),
     'lipschitz_grad_charbonnier_bias': lambda: mnist1d_family(flux='charbonnier', bias=True),
 }

@@ -222,7 +222,7 @@ def _fine_tuned_block(seed: int = 0) -> SymmetricResidual:
     """A block after small optimizer steps: B is the cached perturbation bound, above a fresh full bound."""
     torch.manual_seed(seed)
     blk = SymmetricResidual(6, dim=1, flux='perona_malik', certification='all')
-    opt = torch.optim.SGD(blk.parameters(), lr=1e-4)
+    opt = torch.optim.SGD(blk.parameters(), lr=3e-5)
     for _ in range(4):
         blk(torch.randn(3, 6, 32)).pow(2).sum().backward()
         opt.step()

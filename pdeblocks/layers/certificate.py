@@ -27,11 +27,19 @@ weight changed visibly (its version counter) and the drift passes the threshold.
   rigorous B there. Every eval-mode pass, every saved ``state_dict``, TorchScript and
   :func:`pdeblocks.certify` use the rigorous B. B̃ is *not* a bound: training passes are not certified.
 
-**Gradient** (``Certification.gradient``): B carries the gradient of the scale-equivariant
-B·‖W‖_F/‖W₀‖_F at W₀ = W — B's exact derivative along W, so the optimizer sees that growing ‖K‖
-shrinks τ — and none across (a gradient through σ at ω* alone is exploited: the optimizer grows K at
-the other frequencies, and the estimate falls 2× below the rigorous bound in 150 SGD steps). The
-value of B is unchanged.
+**Gradient** (``Certification.gradient``; the value of B is the same in every case):
+
+* ``'sigma_max'``: B·σ/σ.detach() with σ = ‖K̂_W(ω*) v‖ at the *current* maximiser: ω* and v are re-tracked by
+  ``calibration_steps`` warm-started power steps at every grid frequency on every weight update (O(F·H·C)).
+  This is Danskin's gradient of sup_ω σ_max(K̂_W(ω)): the optimizer sees which singular value sets τ and can
+  flatten K's spectrum instead of shrinking every mode's step (``docs/certified_accuracy.md``: MNIST-1D
+  78% → 94–96%). Under the training contract the estimate is then recalibrated at every update, so the
+  optimizer cannot grow K at frequencies the estimate does not look at.
+* ``'scale'``: the gradient of the scale-equivariant B·‖W‖_F/‖W₀‖_F at W₀ = W: B's exact derivative along W
+  (growing ‖K‖ shrinks τ) and none across. O(weights); for wide blocks, where per-update tracking costs more
+  than the step can spare. (A σ gradient at a frequency tracked only every ``calibrate_every`` updates is
+  exploited: ``benchmarks/bench_contract_gap.py``.)
+* ``'none'``; ``'auto'`` (default): ``'sigma_max'`` for H·C·F ≤ :data:`TRACKING_LIMIT`, else ``'scale'``.
 """
 import math
 from dataclasses import asdict, dataclass, fields, replace
@@ -41,11 +49,15 @@ import torch
 from timm.models import register_notrace_module
 from torch import nn
 
-from ..ops.norms import bound_settings, symbol_gram_bounds, symbol_phase, tap_norm_sum
+from ..ops.norms import bound_settings, symbol_gram_bounds, symbol_phases, tap_norm_sum
 
-__all__ = ['CERTIFIED_PASSES', 'Certification', 'NormCertificate', 'resolve_certification']
+__all__ = ['CERTIFIED_PASSES', 'GRADIENTS', 'TRACKING_LIMIT', 'Certification', 'NormCertificate', 'resolve_certification']
 
 CERTIFIED_PASSES = ('eval', 'all')
+GRADIENTS = ('auto', 'sigma_max', 'scale', 'none')
+# 'auto' tracks the maximiser (one symbol [F, H, C] per weight update) up to this many entries: ≤ 64 channels
+# at 3×3 (F = 120), ≤ 1 ms per power step on a 2-core CPU (benchmarks/bench_certificate.py)
+TRACKING_LIMIT = 1 << 19
 # legacy keyword arguments of the blocks → Certification fields
 LEGACY_SETTINGS = {'grid': 'grid', 'gram_steps': 'gram_steps', 'interp_slack': 'interp_slack',
                    'bound_refresh': 'refresh'}
@@ -67,7 +79,11 @@ class Certification:
         calibrate_every: training contract: updates of the weight (its version counter: optimizer steps,
             in-place edits) between recalibrations of the estimate (≥ 1).
         calibration_steps: warm-started power steps at every grid frequency per recalibration (≥ 1).
-        gradient: whether τ carries the gradient of the bound.
+        gradient: the gradient B carries (its value is the same in every case, see the module docstring):
+            ``'sigma_max'`` (Danskin's gradient of σ_max at the current maximiser, tracked at every weight
+            update), ``'scale'`` (along W only), ``'none'``, or ``'auto'`` (default: ``'sigma_max'`` where
+            tracking is cheap, H·C·F ≤ :data:`TRACKING_LIMIT` symbol entries, else ``'scale'``).
+            ``True`` / ``False`` are read as ``'auto'`` / ``'none'``.
     """
 
     passes: str = 'eval'
@@ -77,7 +93,7 @@ class Certification:
     refresh: float = 0.02
     calibrate_every: int = 25
     calibration_steps: int = 4
-    gradient: bool = True
+    gradient: Union[str, bool] = 'auto'
 
     def __post_init__(self):
         if self.passes not in CERTIFIED_PASSES:
@@ -91,8 +107,10 @@ class Certification:
             raise ValueError(f"Certification.interp_slack must be a finite number > 1, got {self.interp_slack!r}")
         if not isinstance(self.refresh, (int, float)) or not self.refresh >= 0.0 or not math.isfinite(self.refresh):
             raise ValueError(f"Certification.refresh must be a finite number ≥ 0, got {self.refresh!r}")
-        if not isinstance(self.gradient, bool):
-            raise ValueError(f"Certification.gradient must be True or False, got {self.gradient!r}")
+        if isinstance(self.gradient, bool):
+            object.__setattr__(self, 'gradient', 'auto' if self.gradient else 'none')
+        if self.gradient not in GRADIENTS:
+            raise ValueError(f"Certification.gradient must be one of {GRADIENTS} (or a bool), got {self.gradient!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -150,8 +168,8 @@ class NormCertificate(nn.Module):
     Under TorchScript the full bound is recomputed on every call.
     """
 
-    __jit_ignored_attributes__ = ['_w0', '_b0', '_version', '_phase', '_v', '_vectors', '_kappa', '_index',
-                                  'settings']
+    __jit_ignored_attributes__ = ['_w0', '_b0', '_version', '_phase', '_phases', '_v', '_vectors', '_kappa',
+                                  '_index', 'settings']
     __jit_unused_properties__ = ['strict']
 
     def __init__(self, kernel_size: List[int], boundary: str,
@@ -170,7 +188,8 @@ class NormCertificate(nn.Module):
         self._w0: Optional[torch.Tensor] = None        # W₀ of the cached bound
         self._b0: Optional[torch.Tensor] = None        # B(W₀)
         self._version: Optional[Tuple[int, int]] = None
-        self._index = -1                                # ω*: flat grid index where B(W₀) peaked
+        self._index: Optional[torch.Tensor] = None     # ω*: flat grid index of the largest σ(ω) (a device tensor)
+        self._phases: Optional[torch.Tensor] = None    # e^{−i⟨ω, j⟩} [taps, F] over the grid
         self._phase: Optional[torch.Tensor] = None     # e^{−i⟨ω*, j⟩} over the taps
         self._v: Optional[torch.Tensor] = None         # top right singular vector of K̂(ω*)
         self._vectors: Optional[torch.Tensor] = None   # the power iteration's vectors at every grid frequency
@@ -204,36 +223,45 @@ class NormCertificate(nn.Module):
         return accepted
 
     @torch.jit.unused
+    def _grid_phases(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        p = self._phases
+        if p is None or p.dtype != dtype or p.device != device:
+            p = self._phases = symbol_phases(self.kernel_size, self.grid, dtype=dtype, device=device)
+        return p
+
+    @torch.jit.unused
+    def _select(self, index: torch.Tensor) -> None:
+        """ω* ← the grid frequency of flat ``index`` (a device tensor: no host synchronisation)."""
+        self._index = index.reshape(1)
+        self._phase = self._phases.index_select(1, self._index).squeeze(1)
+        self._v = self._vectors.index_select(0, self._index).squeeze(0)
+
+    @torch.jit.unused
     def calibrate(self, w: torch.Tensor, steps: int) -> torch.Tensor:
-        """Warm-started power iteration at every grid frequency (O(N^d·H·C) per step, no Gram products):
-        ω* = the frequency with the largest σ(ω), v its vector. Returns max_ω σ(ω) (a lower bound on it)."""
+        """Warm-started power iteration at every grid frequency (O(F·H·C) per step, no Gram products, no host
+        synchronisation): ω* = the frequency with the largest σ(ω), v its vector. Returns max_ω σ(ω) (≤ the
+        true maximum)."""
         version = w._version
         w = w.detach()
         w = w if w.dtype in (torch.float32, torch.float64) else w.float()
-        taps = list(range(w.dim() - 2))
-        # the symbol laid out [F, H, C] contiguously: FFT over the leading tap axes of W permuted
-        a = torch.fft.rfftn(w.permute([d + 2 for d in taps] + [0, 1]),
-                            s=[self.grid] * len(taps), dim=taps).reshape(-1, w.shape[0], w.shape[1])
+        phases = self._grid_phases(_complex_dtype(w.dtype), w.device)
+        a = (w.flatten(2).to(phases.dtype) @ phases).permute(2, 0, 1).contiguous()   # the symbol [F, H, C]
         v = self._vectors
         if v is None or v.shape != (a.shape[0], a.shape[2]) or v.dtype != a.dtype or v.device != a.device:
             v = torch.ones(a.shape[0], a.shape[2], dtype=a.dtype, device=a.device)
             steps = max(steps, 10)
-        for _ in range(steps):   # v ← Aᴴ(A v), with Aᴴu = conj(Aᵀ conj(u)): no conjugated copy of A
-            u = torch.einsum('fhc,fc->fh', a, v)
-            v = torch.einsum('fhc,fh->fc', a, u.conj()).conj()
+        for _ in range(steps):   # v ← Aᴴ(A v)
+            u = torch.bmm(a, v.unsqueeze(2))
+            v = torch.bmm(u.transpose(1, 2).conj(), a).squeeze(1).conj()
             v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(1e-30)
         self._vectors = v
-        sigma = torch.linalg.vector_norm(torch.einsum('fhc,fc->fh', a, v), dim=1)
-        index = int(sigma.argmax())
-        if index != self._index or self._phase is None or self._phase.device != a.device \
-                or self._phase.dtype != a.dtype:
-            self._phase = symbol_phase(self.kernel_size, self.grid, index, dtype=a.dtype, device=a.device)
-            self._index = index
-        self._v = v[index].clone()
+        sigma = torch.linalg.vector_norm(torch.bmm(a, v.unsqueeze(2)).squeeze(2), dim=1)
+        index = sigma.argmax()
+        self._select(index)
         self._seen_version = version
         self.updates_since_calibration = 0
         self.calibrations += 1
-        return sigma[index]
+        return sigma.gather(0, index.reshape(1)).squeeze(0)
 
     @torch.jit.unused
     def drift(self, weight: torch.Tensor) -> torch.Tensor:
@@ -299,40 +327,74 @@ class NormCertificate(nn.Module):
         self._kappa = (self._b0 / sigma.clamp_min(1e-30)).to(self._b0.dtype)
 
     @torch.jit.unused
+    def sigma(self, weight: torch.Tensor) -> torch.Tensor:
+        """σ(W) = ‖K̂_W(ω*) v‖ at the tracked ω* and v, differentiable in W: σ_max(K̂_W(ω*)) when v is its top
+        right singular vector, and then its gradient is Danskin's gradient of sup_ω σ_max(K̂_W(ω))."""
+        return torch.linalg.vector_norm(self.symbol(weight) @ self._v)
+
+    @torch.jit.unused
     def estimate(self, weight: torch.Tensor) -> torch.Tensor:
-        """κ·‖K̂_W(ω*) v‖ with ω*, v and κ from the last calibration, floored at 1e-6: O(weights + C²), a
-        pure function of W between calibrations (so checkpointed recomputation repeats it exactly); no
-        gradient (see :meth:`with_scale_gradient`). Not a bound."""
+        """κ·σ(W) with ω*, v and κ from the last calibration, floored at 1e-6: O(weights + C²), a pure function
+        of W between calibrations (so checkpointed recomputation repeats it exactly); no gradient (added by
+        :meth:`with_gradient`). Not a bound."""
         with torch.no_grad():
-            return (self._kappa * torch.linalg.vector_norm(self.symbol(weight.detach()) @ self._v)).clamp_min(1e-6)
+            return (self._kappa * self.sigma(weight.detach())).clamp_min(1e-6)
+
+    @staticmethod
+    def _carry(value: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """``value`` exactly (also where s = 0), with the gradient of value·s/s.detach()."""
+        return value * (1.0 + (s - s.detach()) / s.detach().clamp_min(1e-30))
 
     @staticmethod
     def with_scale_gradient(value: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``value`` with the gradient of the scale-equivariant B(W)·‖W‖_F/‖W₀‖_F at W₀ = W: B is
         positively homogeneous, so this is its exact derivative along W (growing K shrinks τ), and zero
         across; a direction the optimizer cannot exploit to undercut the bound."""
-        n = torch.linalg.vector_norm(weight if weight.dtype in (torch.float32, torch.float64) else weight.float())
-        return value * (1.0 + (n - n.detach()) / n.detach().clamp_min(1e-30))   # the value exactly, also at W = 0
+        w = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
+        return NormCertificate._carry(value, torch.linalg.vector_norm(w))
+
+    @torch.jit.unused
+    def tracks_maximiser(self, weight: torch.Tensor) -> bool:
+        """Whether B carries the σ_max gradient for this weight (``gradient='sigma_max'``, or ``'auto'`` with
+        H·C·F ≤ :data:`TRACKING_LIMIT`), so that ω* and v are tracked at every weight update."""
+        g = self.settings.gradient
+        if g == 'auto':
+            return weight.shape[0] * weight.shape[1] * self.grid ** (weight.dim() - 3) * (self.grid // 2 + 1) \
+                <= TRACKING_LIMIT
+        return g == 'sigma_max'
+
+    @torch.jit.unused
+    def with_gradient(self, value: torch.Tensor, weight: torch.Tensor, track: bool) -> torch.Tensor:
+        """``value`` with the gradient of :class:`Certification`'s ``gradient``: Danskin's σ_max gradient
+        value·σ/σ.detach() at the current maximiser (``track``; ω* and v re-tracked if W changed since), else
+        the scale gradient, or none."""
+        if self.settings.gradient == 'none' or not (torch.is_grad_enabled() and weight.requires_grad):
+            return value
+        if not track:
+            return self.with_scale_gradient(value, weight)
+        if self._v is None or weight._version != self._seen_version or self._vectors is None \
+                or self._vectors.device != weight.device:
+            self.calibrate(weight, self.settings.calibration_steps)
+        return self._carry(value, self.sigma(weight))
 
     @torch.jit.unused
     def _eager(self, weight: torch.Tensor) -> torch.Tensor:
         if weight.is_meta:
             return self.compute(weight)
         with torch.autocast(weight.device.type, enabled=False):
+            track = self.tracks_maximiser(weight)
             if self.training and not self.strict:
                 if weight._version != self._seen_version:
                     self._seen_version = weight._version
                     self.updates_since_calibration += 1
                 if self._kappa is None or not self._cache_valid(weight.detach()):
                     self._start_estimate(weight)
-                elif self.updates_since_calibration >= self.settings.calibrate_every:
+                elif self.updates_since_calibration >= (1 if track else self.settings.calibrate_every):
                     self.calibrate(weight, self.settings.calibration_steps)
                 b = self.estimate(weight)
             else:
                 b = self.rigorous(weight)
-            if self.settings.gradient and torch.is_grad_enabled() and weight.requires_grad:
-                b = self.with_scale_gradient(b, weight)
-            return b
+            return self.with_gradient(b, weight, track)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         if torch.jit.is_scripting():
@@ -344,6 +406,7 @@ class NormCertificate(nn.Module):
     def clear(self) -> None:
         """Forget the cache: the next pass computes the full bound."""
         self._w0 = self._b0 = self._version = self._kappa = None
+        self._v = self._vectors = self._index = None
 
     @torch.jit.unused
     def restore(self, weight: torch.Tensor, value: torch.Tensor) -> bool:
@@ -358,22 +421,19 @@ class NormCertificate(nn.Module):
         if self._w0 is None or self._b0 is None or self._vectors is None or self._kappa is None:
             return None
         return dict(weight=self._w0, value=self._b0, kappa=self._kappa, vectors=torch.view_as_real(self._vectors),
-                    vector=torch.view_as_real(self._v), index=torch.tensor(self._index),
+                    vector=torch.view_as_real(self._v), index=self._index.reshape(()),
                     updates=torch.tensor(self.updates_since_calibration))
 
     @torch.jit.unused
     def restore_anchor(self, anchor: Mapping[str, torch.Tensor]) -> bool:
         """Restore :meth:`anchor`'s state; B is checked against the full bound (not trusted)."""
         accepted = self.restore(anchor['weight'], anchor['value'])
-        index = int(anchor['index'])
         vectors = torch.view_as_complex(anchor['vectors'].contiguous())
         if accepted:
             device = self._b0.device
             self._vectors = vectors.to(device)
-            if index != self._index or self._phase is None:
-                self._phase = symbol_phase(self.kernel_size, self.grid, index, dtype=vectors.dtype, device=device)
-                self._index = index
-            self._v = torch.view_as_complex(anchor['vector'].contiguous()).to(device)
+            self._grid_phases(vectors.dtype, device)
+            self._select(anchor['index'].to(device=device, dtype=torch.long))
             self._kappa = anchor['kappa'].to(device)
             self.updates_since_calibration = int(anchor['updates'])
             self._seen_version = -1    # the loaded weight's version counter restarts

@@ -117,23 +117,18 @@ def symbol_norm_sup(weight: torch.Tensor, grid: int, gram_steps: int) -> torch.T
     return symbol_gram_bounds(weight, grid, gram_steps).amax()
 
 
-def symbol_phase(kernel_size: List[int], grid: int, index: int, dtype: torch.dtype = torch.complex64,
-                 device: Optional[torch.device] = None) -> torch.Tensor:
-    """e^{−i⟨ω, j⟩} over the kernel taps j (flattened ``[Π k_a]``) for the frequency ω of flat ``index``
-    in the order of :func:`symbol_gram_bounds`, so that K̂(ω) = ``weight.flatten(2) @ phase``."""
+def symbol_phases(kernel_size: List[int], grid: int, dtype: torch.dtype = torch.complex64,
+                  device: Optional[torch.device] = None) -> torch.Tensor:
+    """e^{−i⟨ω, j⟩} ``[Π k_a, F]`` over the kernel taps j (flattened) and the F frequencies ω of the N-grid
+    in the flat order of :func:`symbol_gram_bounds` (the last axis halved by the real FFT), so that
+    K̂(ω_f) = ``(weight.flatten(2) @ phases)[..., f]``."""
     sizes = [grid] * (len(kernel_size) - 1) + [grid // 2 + 1]
-    if not 0 <= index < math.prod(sizes):
-        raise ValueError(f"frequency index must be in [0, {math.prod(sizes)}), got {index}")
-    freq, rest = [], index
-    for n in sizes[::-1]:
-        freq.append(rest % n)
-        rest //= n
-    freq = freq[::-1]
-    angle = torch.zeros(kernel_size, dtype=torch.float64)
-    for a, k in enumerate(kernel_size):
-        shape = [k if b == a else 1 for b in range(len(kernel_size))]
-        angle = angle + (2.0 * math.pi * freq[a] / grid) * torch.arange(k, dtype=torch.float64).reshape(shape)
-    return torch.polar(torch.ones_like(angle), -angle).flatten().to(dtype=dtype, device=device)
+    freq = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in sizes], indexing='ij'),
+                       dim=-1).reshape(-1, len(sizes))                                          # [F, d]
+    taps = torch.stack(torch.meshgrid(*[torch.arange(k, dtype=torch.float64) for k in kernel_size],
+                                      indexing='ij'), dim=-1).reshape(-1, len(kernel_size))     # [T, d]
+    angle = (2.0 * math.pi / grid) * (taps @ freq.t())
+    return torch.polar(torch.ones_like(angle), -angle).to(dtype=dtype, device=device)
 
 
 def tap_norm_sum(weight: torch.Tensor) -> torch.Tensor:
