@@ -31,7 +31,7 @@ with the largest, then each maximises the product of distances to the chosen one
 both the partial and the tail products small (≤ 7 for n = 8, ≤ 30 for n = 16).
 """
 import math
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, List
 
 import torch
 from torch import nn
@@ -43,28 +43,10 @@ from .registry import register_block
 from .symmetric import SymmetricResidual, check_input
 
 __all__ = ['FEDCycle', 'FSIBlock', 'leja_order', 'FED_ORDERINGS', 'DIFFUSIVITY_MODES',
-           'cycle_amplification_bound', 'LaggedDiffusion', 'slope_floor']
+           'cycle_amplification_bound', 'LaggedDiffusion', 'LaggedCycle', 'slope_floor']
 
 FED_ORDERINGS = ('leja', 'ascending')
 DIFFUSIVITY_MODES = ('lagged', 'per_step')
-
-
-def euclidean_scheme_kwargs(block: str, kwargs: Dict[str, Any]) -> Dict[str, Any]:
-    """The :class:`SymmetricResidual` keywords of a lagged-diffusivity scheme block, which is
-    Euclidean-stable and bias-free: ``stability`` and ``bias`` may only restate that."""
-    if kwargs.get('stability', 'euclidean') != 'euclidean':
-        raise ValueError(f"{block} is a norm-stable scheme (stability='euclidean'); got stability={kwargs['stability']!r}")
-    if kwargs.get('bias'):
-        raise ValueError(f"{block} needs a bias-free inner layer (its guarantee holds without b); got bias=True")
-    return dict(kwargs, stability='euclidean', bias=False)
-
-
-def check_cycle(scheme: str, steps: Any, cycles: Any) -> None:
-    """A ValueError naming the setting unless the cycle length n and the number of cycles are ints ≥ 1."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps ({scheme} cycle length n) must be an int ≥ 1, got {steps!r}")
-    if not isinstance(cycles, int) or cycles < 1:
-        raise ValueError(f"cycles must be an int ≥ 1, got {cycles!r}")
 
 
 def slope_floor(s: torch.Tensor, small: float = 1e-6) -> torch.Tensor:
@@ -72,8 +54,31 @@ def slope_floor(s: torch.Tensor, small: float = 1e-6) -> torch.Tensor:
     return torch.where(s.abs() < small, torch.full_like(s, small), s)
 
 
+# SymmetricResidual's leading positional arguments: channels, hidden_channels, kernel_size, dim, flux, boundary
+_POSITIONAL = 6
+
+
 class LaggedDiffusion(SymmetricResidual):
-    """A :class:`SymmetricResidual` that can freeze its diffusivity: G = g(K u) = Φ(K u)/(K u) ∈ [0, L]."""
+    """A :class:`SymmetricResidual` that can freeze its diffusivity: G = g(K u) = Φ(K u)/(K u) ∈ [0, L].
+
+    The base of the lagged-diffusivity scheme blocks. It takes the arguments of :class:`SymmetricResidual`
+    (``channels, hidden_channels, kernel_size, dim, flux, boundary`` also by position, the rest by keyword);
+    its schemes are Euclidean-stable and bias-free, so ``stability`` and ``bias`` may only restate that
+    (a ValueError otherwise). A subclass declares only its own arguments, as keywords, and passes the rest on:
+    ``def __init__(self, *args, steps: int = 4, **kwargs)`` … ``super().__init__(*args, **kwargs)``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        block = type(self).__name__
+        if len(args) > _POSITIONAL:
+            raise TypeError(f"{block} takes at most {_POSITIONAL} positional arguments (channels, hidden_channels, "
+                            f"kernel_size, dim, flux, boundary), got {len(args)}; pass the others by keyword")
+        if kwargs.get('stability', 'euclidean') != 'euclidean':
+            raise ValueError(f"{block} is a norm-stable scheme (stability='euclidean'); "
+                             f"got stability={kwargs['stability']!r}")
+        if kwargs.get('bias'):
+            raise ValueError(f"{block} needs a bias-free inner layer (its guarantee holds without b); got bias=True")
+        super().__init__(*args, **dict(kwargs, stability='euclidean', bias=False))
 
     def diffusivity_at(self, u: torch.Tensor) -> torch.Tensor:
         """G = g(K u) = Φ(K u)/(K u), clamped to the sector [0, L].
@@ -84,6 +89,16 @@ class LaggedDiffusion(SymmetricResidual):
         """
         safe = slope_floor(conv(u, self.weight, self.boundary))
         return (self.flux(safe) / safe).clamp(0.0, self.sector_bound)
+
+    @torch.jit.unused
+    def lagged_certificate(self, mode: str, guarantee: str, proven: bool = True) -> Certificate:
+        """The certificate of a lagged scheme at the (τ, B) of an eval pass: ``proven`` ‖f(u)‖ ≤ ‖u‖ (norm
+        factor 1, in the passes the certification covers), else no bound (``passes='none'``); never a
+        Lipschitz claim (the lagged G depends on u)."""
+        tau, bound = self.certified_step()
+        return Certificate(mode=mode, step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
+                           norm_factor=1.0 if proven else None, lipschitz=None, guarantee=guarantee,
+                           passes=self.certified_passes() if proven else 'none')
 
 
 def leja_order(values: List[float]) -> List[int]:
@@ -117,7 +132,26 @@ def cycle_amplification_bound(fractions: torch.Tensor, points_per_degree_sq: int
         return p.abs().amax() / slack
 
 
-class FEDCycle(LaggedDiffusion):
+class LaggedCycle(LaggedDiffusion):
+    """The base of the cycle blocks: ``cycles`` cycles of ``steps`` (n) explicit steps each, the diffusivity
+    lagged at each cycle's input. ``scheme`` names the scheme in error messages."""
+
+    scheme = 'cycle'
+
+    def __init__(self, *args: Any, steps: int = 4, cycles: int = 1, **kwargs: Any):
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps ({self.scheme} cycle length n) must be an int ≥ 1, got {steps!r}")
+        if not isinstance(cycles, int) or cycles < 1:
+            raise ValueError(f"cycles must be an int ≥ 1, got {cycles!r}")
+        super().__init__(*args, **kwargs)
+        self.steps = steps
+        self.cycles = cycles
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", steps={self.steps}, cycles={self.cycles}"
+
+
+class FEDCycle(LaggedCycle):
     """``cycles`` FED cycles of n lagged-diffusivity steps: u ← p(Kᵀ G(u⁰) K) u, per cycle.
 
     Per cycle: G = diag g(K u⁰) once (:meth:`LaggedDiffusion.diffusivity_at`), then n linear steps
@@ -128,9 +162,10 @@ class FEDCycle(LaggedDiffusion):
     Guarantee: ‖f(u)‖₂ ≤ ‖u‖₂ (every cycle is a linear map of norm ≤ 1), for any weights, any flux
     with 0 ≤ Φ(s)/s ≤ L (nonmonotone allowed), any input; no bias. Not a Lipschitz bound.
 
-    Args (besides those of :class:`SymmetricResidual`, which fixes ``stability='euclidean'``):
-        steps: n, steps per cycle.
-        cycles: M, cycles per block.
+    Args (besides those of :class:`LaggedDiffusion`, i.e. :class:`SymmetricResidual` with
+    ``stability='euclidean'``; keywords only):
+        steps: n, steps per cycle (:class:`LaggedCycle`).
+        cycles: M, cycles per block (:class:`LaggedCycle`).
         ordering: ``'leja'`` (default, limits rounding growth) or ``'ascending'``.
         learn_steps: train per-step factors τᵢ → τᵢ·exp(δᵢ) (δ = 0 at start). The cycle's
             amplification c ≥ sup|p̃| on [0, 2/τ_max] is then bounded rigorously
@@ -140,28 +175,14 @@ class FEDCycle(LaggedDiffusion):
             conservation of the mean whenever c > 1, so training is best kept near FED.
     """
 
-    def __init__(
-            self,
-            channels: int,
-            hidden_channels: Optional[int] = None,
-            kernel_size: Union[int, List[int]] = 3,
-            dim: int = 2,
-            flux: Any = 'perona_malik',
-            boundary: str = 'neumann',
-            steps: int = 4,
-            cycles: int = 1,
-            ordering: str = 'leja',
-            learn_steps: bool = False,
-            **kwargs: Any,
-    ):
-        check_cycle('FED', steps, cycles)
+    scheme = 'FED'
+
+    def __init__(self, *args: Any, ordering: str = 'leja', learn_steps: bool = False, **kwargs: Any):
         if ordering not in FED_ORDERINGS:
             raise ValueError(f"ordering must be one of {FED_ORDERINGS}, got {ordering!r}")
-        super().__init__(channels, hidden_channels, kernel_size, dim, flux, boundary,
-                         **euclidean_scheme_kwargs(type(self).__name__, kwargs))
+        super().__init__(*args, **kwargs)
         device, dtype = self.weight.device, self.weight.dtype
-        self.steps = steps
-        self.cycles = cycles
+        steps = self.steps
         self.ordering = ordering
         self.learn_steps = learn_steps
         base = fed_step_sizes(steps, 1.0)
@@ -213,18 +234,15 @@ class FEDCycle(LaggedDiffusion):
 
     @torch.jit.unused
     def stability_certificate(self) -> Certificate:
-        tau, bound = self.certified_step()
-        return Certificate(mode='fed-lagged', step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
-                           norm_factor=1.0, lipschitz=None, passes=self.certified_passes(),
-                           guarantee=f'‖f(u)‖ ≤ ‖u‖ per cycle (diffusivity lagged per cycle; {self.cycles}×{self.steps} '
-                                     f'steps, time {self.cycles * self.cycle_time():.4g})')
+        return self.lagged_certificate('fed-lagged', f'‖f(u)‖ ≤ ‖u‖ per cycle (diffusivity lagged per cycle; '
+                                                     f'{self.cycles}×{self.steps} steps, time '
+                                                     f'{self.cycles * self.cycle_time():.4g})')
 
     def extra_repr(self) -> str:
-        return (super().extra_repr() + f", steps={self.steps}, cycles={self.cycles}, ordering={self.ordering!r}, "
-                f"learn_steps={self.learn_steps}")
+        return super().extra_repr() + f", ordering={self.ordering!r}, learn_steps={self.learn_steps}"
 
 
-class FSIBlock(LaggedDiffusion):
+class FSIBlock(LaggedCycle):
     """Fast semi-iterative extrapolation: u^{k+1} = α_k(u^k − τ Kᵀ Φ̃(K u^k)) + (1 − α_k) u^{k−1}.
 
     A ResNet step with an extra skip from two steps back (momentum), u^{−1} = u⁰, α_k =
@@ -238,33 +256,21 @@ class FSIBlock(LaggedDiffusion):
     no proven bound (the certificate says so).
     ``learn_extrapolation=True`` trains α_k freely (initialised at the FSI values); this voids the
     guarantee, which the certificate reports.
+
+    Args (keywords only): ``steps``, ``cycles`` (:class:`LaggedCycle`), ``diffusivity``, ``learn_extrapolation``,
+    besides those of :class:`LaggedDiffusion`.
     """
 
-    def __init__(
-            self,
-            channels: int,
-            hidden_channels: Optional[int] = None,
-            kernel_size: Union[int, List[int]] = 3,
-            dim: int = 2,
-            flux: Any = 'perona_malik',
-            boundary: str = 'neumann',
-            steps: int = 4,
-            cycles: int = 1,
-            diffusivity: str = 'lagged',
-            learn_extrapolation: bool = False,
-            **kwargs: Any,
-    ):
-        check_cycle('FSI', steps, cycles)
+    scheme = 'FSI'
+
+    def __init__(self, *args: Any, diffusivity: str = 'lagged', learn_extrapolation: bool = False, **kwargs: Any):
         if diffusivity not in DIFFUSIVITY_MODES:
             raise ValueError(f"diffusivity must be one of {DIFFUSIVITY_MODES}, got {diffusivity!r}")
-        super().__init__(channels, hidden_channels, kernel_size, dim, flux, boundary,
-                         **euclidean_scheme_kwargs(type(self).__name__, kwargs))
+        super().__init__(*args, **kwargs)
         device, dtype = self.weight.device, self.weight.dtype
-        self.steps = steps
-        self.cycles = cycles
         self.diffusivity = diffusivity
         self.lagged = diffusivity == 'lagged'
-        alphas = torch.tensor(fsi_weights(steps), device=device, dtype=dtype)
+        alphas = torch.tensor(fsi_weights(self.steps), device=device, dtype=dtype)
         if learn_extrapolation:
             self.extrapolation = nn.Parameter(alphas)
         else:
@@ -300,24 +306,13 @@ class FSIBlock(LaggedDiffusion):
 
     @torch.jit.unused
     def stability_certificate(self) -> Certificate:
-        tau, bound = self.certified_step()
-        passes = self.certified_passes()
         if self.lagged and not self.learn_extrapolation:
-            norm_factor: Optional[float] = 1.0
-            guarantee = '‖u^k‖ ≤ ‖u⁰‖ at every FSI step (diffusivity lagged per cycle)'
-            mode = 'fsi-lagged'
-        else:
-            norm_factor = None
-            guarantee = 'none proven (' + ('trainable extrapolation' if self.learn_extrapolation
-                                           else 'diffusivity re-evaluated every step') + ')'
-            mode = 'fsi-' + self.diffusivity
-            passes = 'none'
-        return Certificate(mode=mode, step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
-                           norm_factor=norm_factor, lipschitz=None, guarantee=guarantee, passes=passes)
+            return self.lagged_certificate('fsi-lagged', '‖u^k‖ ≤ ‖u⁰‖ at every FSI step (diffusivity lagged per cycle)')
+        reason = 'trainable extrapolation' if self.learn_extrapolation else 'diffusivity re-evaluated every step'
+        return self.lagged_certificate('fsi-' + self.diffusivity, f'none proven ({reason})', proven=False)
 
     def extra_repr(self) -> str:
-        return (super().extra_repr() + f", steps={self.steps}, cycles={self.cycles}, "
-                f"diffusivity={self.diffusivity!r}, learn_extrapolation={self.learn_extrapolation}")
+        return super().extra_repr() + f", diffusivity={self.diffusivity!r}, learn_extrapolation={self.learn_extrapolation}"
 
 
 register_block('fed', FEDCycle)

@@ -42,7 +42,7 @@ Gradients (``gradient=``):
 """
 import math
 import warnings
-from typing import Any, List, Optional, Tuple, Union
+from typing import Any, Tuple
 
 import torch
 from timm.models import register_notrace_module
@@ -50,7 +50,7 @@ from torch import nn
 
 from ..ops.conv import conv, conv_adjoint
 from ..stability import Certificate
-from .fed import LaggedDiffusion, euclidean_scheme_kwargs
+from .fed import LaggedDiffusion
 from .registry import register_block
 from .symmetric import check_input
 
@@ -68,8 +68,9 @@ def _inverse_softplus(x: float) -> float:
 class ImplicitBlock(LaggedDiffusion):
     """u⁰ ↦ u solving (I + τ Kᵀ G(u⁰) K) u = u⁰ by a stable recurrence (see the module docstring).
 
-    Args (besides those of :class:`~pdeblocks.layers.symmetric.SymmetricResidual`; the block is
-    bias-free with ``stability='euclidean'`` constants):
+    Args (besides those of :class:`~pdeblocks.layers.fed.LaggedDiffusion`, i.e. of
+    :class:`~pdeblocks.layers.symmetric.SymmetricResidual` bias-free with ``stability='euclidean'``
+    constants, except ``step_init``; keywords only):
         relative_step: initial τ as a multiple of the explicit limit 2/(L B²); any value > 0.
             τ = softplus(θ)·2/(L B²) stays positive under training.
         trainable_step: whether θ is trained.
@@ -82,23 +83,9 @@ class ImplicitBlock(LaggedDiffusion):
 
     __jit_ignored_attributes__ = ['last_residual', 'last_iterations', '_warned']
 
-    def __init__(
-            self,
-            channels: int,
-            hidden_channels: Optional[int] = None,
-            kernel_size: Union[int, List[int]] = 3,
-            dim: int = 2,
-            flux: Any = 'perona_malik',
-            boundary: str = 'neumann',
-            relative_step: float = 4.0,
-            trainable_step: bool = True,
-            tol: float = 1e-4,
-            max_iterations: int = 50,
-            solver: str = 'chebyshev',
-            gradient: str = 'unrolled',
-            outer_iterations: int = 1,
-            **kwargs: Any,
-    ):
+    def __init__(self, *args: Any, relative_step: float = 4.0, trainable_step: bool = True, tol: float = 1e-4,
+                 max_iterations: int = 50, solver: str = 'chebyshev', gradient: str = 'unrolled',
+                 outer_iterations: int = 1, **kwargs: Any):
         if not relative_step > 0 or not math.isfinite(relative_step):
             raise ValueError(f"relative_step (τ / explicit limit) must be a finite number > 0, got {relative_step}")
         if not tol > 0:
@@ -116,8 +103,7 @@ class ImplicitBlock(LaggedDiffusion):
                              f"outer_iterations=1, got {outer_iterations}")
         if 'step_init' in kwargs:
             raise TypeError("ImplicitBlock takes relative_step (τ as a multiple of the explicit limit), not step_init")
-        super().__init__(channels, hidden_channels, kernel_size, dim, flux, boundary,
-                         **euclidean_scheme_kwargs(type(self).__name__, kwargs))
+        super().__init__(*args, **kwargs)
         device, dtype = self.weight.device, self.weight.dtype
         # τ = softplus(θ)·limit (unbounded above: every τ > 0 is stable here)
         self.step_param = nn.Parameter(torch.tensor(_inverse_softplus(relative_step), device=device, dtype=dtype),
@@ -252,12 +238,10 @@ class ImplicitBlock(LaggedDiffusion):
 
     @torch.jit.unused
     def stability_certificate(self) -> Certificate:
-        tau, bound = self.certified_step()
-        return Certificate(mode='implicit-lagged', step_size=tau, norm_bound=bound, sector_bound=self.sector_bound,
-                           norm_factor=1.0, lipschitz=None, passes=self.certified_passes(),
-                           guarantee=f'‖f(u)‖ ≤ ‖u‖ for every τ > 0 and every iterate ({self.solver}, '
-                                     f'≤ {self.max_iterations} iterations, tol {self.tol:g}; τ = '
-                                     f'{tau * self.sector_bound * bound ** 2 / 2:.3g}× explicit limit)')
+        relative = float(self.step_fraction())   # τ·L·B²/2 at the certified τ, B
+        return self.lagged_certificate('implicit-lagged', f'‖f(u)‖ ≤ ‖u‖ for every τ > 0 and every iterate '
+                                                          f'({self.solver}, ≤ {self.max_iterations} iterations, '
+                                                          f'tol {self.tol:g}; τ = {relative:.3g}× explicit limit)')
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", solver={self.solver!r}, gradient={self.gradient!r}, tol={self.tol:g}, "
