@@ -182,7 +182,7 @@ def test_checkpoint_keeps_the_bound_anchors(tmp_path):
     uninterrupted run (a fresh anchor at the checkpoint would give a different, looser B, hence τ)."""
     from pdeblocks.layers.symmetric import SymmetricResidual
     from pdeblocks.models.denoise1d import Denoiser1D
-    from pdeblocks.train.trainer import _load_checkpoint, _save_checkpoint
+    from pdeblocks.train.trainer import load_checkpoint, save_checkpoint
 
     def nudge(model, seed):
         g = torch.Generator().manual_seed(seed)
@@ -199,9 +199,9 @@ def test_checkpoint_keeps_the_bound_anchors(tmp_path):
     bounds(a)                       # anchors W₀
     nudge(a, 1)
     bounds(a)                       # perturbation bounds, anchors kept
-    _save_checkpoint(tmp_path, a, torch.optim.Adam(a.parameters()), dict(step=1))
+    save_checkpoint(tmp_path, a, torch.optim.Adam(a.parameters()), dict(step=1))
     b = make()
-    _load_checkpoint(tmp_path, b, torch.optim.Adam(b.parameters()))
+    load_checkpoint(tmp_path, b, torch.optim.Adam(b.parameters()))
     nudge(a, 2)
     nudge(b, 2)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))

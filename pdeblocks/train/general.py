@@ -5,11 +5,11 @@ Usage::
 
     OMP_NUM_THREADS=1 python -m pdeblocks.train.general RECIPE [--out DIR] [--resume] [--steps N]
 
-Same recipe format, learning-rate schedule and loss as :mod:`pdeblocks.train.trainer`, and an atomic
-safetensors checkpoint (``OUT/checkpoint.safetensors``: the model's ``state_dict`` — with every
-block's stored norm bound B, so a resumed run starts from the very τ it stopped at — the Adam
-tensors, and the JSON state in the metadata; ``OUT/checkpoint.json`` a readable copy), so
-``--resume`` continues where an interrupted run stopped. The data differ: each step draws a fresh batch from
+Same recipe format, learning-rate schedule, loss and atomic checkpoint as :mod:`pdeblocks.train.trainer`
+(:func:`~pdeblocks.train.trainer.save_checkpoint`: ``OUT/checkpoint.safetensors`` holds the model's
+``state_dict`` — with every block's stored norm bound B — the anchors of the norm-bound caches, so a resumed
+run computes the same τ as an uninterrupted one, the Adam state, and the JSON state in the metadata;
+``OUT/checkpoint.json`` a readable copy), so ``--resume`` continues where an interrupted run stopped. The data differ: each step draws a fresh batch from
 :func:`~pdeblocks.data.families.training_batch` (family uniform per signal, σ log-uniform in
 [sigma_min, sigma_max]), a deterministic function of (recipe seed, step). The recipes live here (not
 in :mod:`pdeblocks.train.recipes`) because the project trainer draws its batches from
@@ -29,15 +29,17 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from .._io import atomic_path, atomic_write_json
+from .._io import atomic_write_json
+from ..data import families
 from ..data.families import FAMILIES, make_family_signals
 from ..data.signals import psnr
 from ..models.blind import BlindDenoiser1D
 from .recipes import RECIPES, Recipe, register_recipe
-from .trainer import CHECKPOINT, STATE, learning_rate, training_loss
+from .trainer import CHECKPOINT, build_model, learning_rate, load_checkpoint, save_checkpoint, training_loss
+
+__all__ = ['train_general', 'register_general', 'family_psnr', 'save_checkpoint', 'load_checkpoint',
+           'SCHEME_MODELS', 'SCHEME_BUDGET', 'GENERAL_SIGMAS']
 
 GENERAL_SIGMAS = (0.005, 0.3)
 
@@ -84,38 +86,6 @@ register_general(dict(scheme='explicit', scale=8, channels=32, hidden_channels=3
                       contrast=1.0, support=4.0, pad=32, interp_slack=1.005))
 
 
-def save_checkpoint(outdir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: Dict[str, Any]) -> None:
-    """``outdir/checkpoint.safetensors`` (model state_dict, Adam tensors, JSON state as metadata), atomically."""
-    tensors = {f'model.{k}': v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    opt_state = opt.state_dict()
-    for idx, st in opt_state['state'].items():
-        for key, val in st.items():
-            tensors[f'opt.{idx}.{key}'] = torch.as_tensor(val).detach().contiguous().cpu()
-    meta = dict(state, param_groups=opt_state['param_groups'])
-    with atomic_path(outdir / CHECKPOINT) as tmp:
-        save_file(tensors, str(tmp), metadata={'state': json.dumps(meta)})
-    atomic_write_json(outdir / STATE, meta)
-
-
-def load_checkpoint(outdir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> Dict[str, Any]:
-    """Restore what :func:`save_checkpoint` wrote; returns the JSON state. A ValueError if unreadable."""
-    path = outdir / CHECKPOINT
-    try:
-        with safe_open(str(path), framework='pt') as fh:
-            meta = json.loads(fh.metadata()['state'])
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:  # corrupted or truncated checkpoint
-        raise ValueError(f"cannot resume from {path}: {exc}") from None
-    model.load_state_dict({k[len('model.'):]: v for k, v in tensors.items() if k.startswith('model.')}, strict=True)
-    state: Dict[int, Dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith('opt.'):
-            _, idx, key = k.split('.', 2)
-            state.setdefault(int(idx), {})[key] = v
-    opt.load_state_dict(dict(state=state, param_groups=meta['param_groups']))
-    return meta
-
-
 def family_psnr(model: torch.nn.Module, sigmas: Sequence[float] = (0.05, 0.1), count: int = 16, length: int = 1024,
                 split: str = 'val', seed: int = 0, families: Sequence[str] = FAMILIES) -> Dict[str, Dict[str, float]]:
     """Mean PSNR (dB) of ``model`` per family and σ on ``count`` signals of ``split`` (data seed ``seed``)."""
@@ -135,7 +105,6 @@ def train_general(recipe_name: str, out: Optional[str] = None, resume: bool = Fa
                   evaluate: bool = True, log_every: int = 50) -> Dict[str, Any]:
     """Train a recipe of this module; checkpoints every ``checkpoint_every`` steps; returns the final metrics
     (``OUT/eval.json``: validation PSNR per family at σ 0.05 and 0.1 when ``evaluate``)."""
-    from .trainer import build_model
     if recipe_name not in RECIPES:
         raise ValueError(f"unknown recipe {recipe_name!r}; valid recipes: {sorted(RECIPES)}")
     recipe = RECIPES[recipe_name]
@@ -151,13 +120,12 @@ def train_general(recipe_name: str, out: Optional[str] = None, resume: bool = Fa
         if state['recipe'] != recipe.to_dict():
             raise ValueError(f"checkpoint in {outdir} was written by a different recipe; refusing to resume")
         start, elapsed, loss_ema = int(state['step']), float(state.get('elapsed', 0.0)), state.get('loss')
-    from ..data.families import training_batch
     model.train()
     t0 = time.time()
     for step in range(start, total):
         for g in opt.param_groups:
             g['lr'] = learning_rate(recipe, step)
-        x, y = training_batch(recipe.kinds, recipe.batch_size, recipe.length, step, seed=recipe.seed,
+        x, y = families.training_batch(recipe.kinds, recipe.batch_size, recipe.length, step, seed=recipe.seed,
                               sigma_range=(recipe.sigma_min, recipe.sigma_max))
         loss = training_loss(recipe, model(x), x, y)
         opt.zero_grad(set_to_none=True)

@@ -59,7 +59,9 @@ def training_loss(recipe: Recipe, out: torch.Tensor, x: torch.Tensor, y: torch.T
     return err.mean() / y[0].numel()
 
 
-def _save_checkpoint(out: Path, model, opt, state: Dict[str, Any]) -> None:
+def save_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: Dict[str, Any]) -> None:
+    """``out/checkpoint.safetensors`` (model state_dict, the certificates' anchors, optimizer tensors; the JSON
+    ``state`` and optimizer scalars as metadata) and its readable copy ``out/checkpoint.json``, each atomically."""
     tensors = {f'model.{k}': v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     for name, m in model.named_modules():   # anchors of the certificates: resume = uninterrupted run
         anchor = m.anchor() if isinstance(m, NormCertificate) else None
@@ -78,7 +80,10 @@ def _save_checkpoint(out: Path, model, opt, state: Dict[str, Any]) -> None:
     atomic_write_json(out / STATE, state)
 
 
-def _load_checkpoint(out: Path, model, opt) -> Dict[str, Any]:
+def load_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> Dict[str, Any]:
+    """Restore what :func:`save_checkpoint` wrote into ``model`` and ``opt``; returns the JSON state. A ValueError
+    if the file is unreadable. (Checkpoints without anchors or optimizer scalars, as ``pdeblocks.train.general``
+    wrote them before it used this function, load too: optimizer scalars then come as 0-d tensors.)"""
     path = out / CHECKPOINT
     try:
         with safe_open(str(path), framework='pt') as fh:
@@ -100,7 +105,7 @@ def _load_checkpoint(out: Path, model, opt) -> Dict[str, Any]:
         for k, v in tensors.items():
             if k.startswith(f'opt.{idx}.'):
                 st[k.split('.', 2)[2]] = v
-        for k, v in state['optimizer_scalars'].items():
+        for k, v in state.get('optimizer_scalars', {}).items():
             i, name = k.split('.', 1)
             if int(i) == idx:
                 st[name] = torch.tensor(v)
@@ -133,7 +138,7 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
     start, elapsed = 0, 0.0
     if resume and (outdir / CHECKPOINT).exists():
-        state = _load_checkpoint(outdir, model, opt)
+        state = load_checkpoint(outdir, model, opt)
         if state['recipe'] != recipe.to_dict():
             raise ValueError(f"checkpoint in {outdir} was written by a different recipe; refusing to resume")
         start, elapsed = int(state['step']), float(state.get('elapsed', 0.0))
@@ -175,7 +180,7 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
             bar.set_postfix(loss=f'{loss_ema:.3g}')
             done = step + 1
             if done % recipe.checkpoint_every == 0 or done == total:
-                _save_checkpoint(outdir, model, opt, dict(step=done, recipe=recipe.to_dict(), loss=loss_ema,
+                save_checkpoint(outdir, model, opt, dict(step=done, recipe=recipe.to_dict(), loss=loss_ema,
                                                           elapsed=elapsed + time.time() - t0, world_size=world))
     bar.close()
     result: Dict[str, Any] = dict(recipe=recipe.to_dict(), steps=total, world_size=world,
