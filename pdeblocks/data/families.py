@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 import torch
 
-from .signals import MAX_LENGTH, MIN_LENGTH, SPLITS, SignalSet, segment_starts
+from .signals import MAX_LENGTH, MIN_LENGTH, SignalSet, segment_starts, stream_rng
 
 FAMILIES = ('piecewise_constant', 'piecewise_smooth', 'peaks', 'oscillations', 'smooth_trend', 'sums')
 FAMILY_STREAM = 1000          # first family id in the SeedSequence (signals.py uses 0, 1)
@@ -45,14 +45,7 @@ MAX_FREQUENCY = 0.15          # highest oscillation frequency, cycles per sample
 
 def family_rng(family: str, split: str, index: int, seed: int = 0) -> np.random.Generator:
     """The generator of one signal: SeedSequence([seed, split id, FAMILY_STREAM + family id, index])."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    if family not in FAMILIES:
-        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
-    if index < 0 or seed < 0:
-        raise ValueError(f"index and seed must be ≥ 0, got index={index}, seed={seed}")
-    return np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split], FAMILY_STREAM + FAMILIES.index(family),
-                                                         index]))
+    return stream_rng('family', family, FAMILIES, split, index, seed, FAMILY_STREAM)
 
 
 def log_uniform(rng: np.random.Generator, low: float, high: float, size=None):

@@ -25,15 +25,22 @@ SIGMAS = (0.05, 0.1, 0.2)
 MIN_LENGTH, MAX_LENGTH = 16, 1 << 16
 
 
-def signal_rng(kind: str, split: str, index: int, seed: int = 0) -> np.random.Generator:
-    """The generator of one signal: SeedSequence([seed, split id, kind id, index])."""
+def stream_rng(what: str, name: str, names: Sequence[str], split: str, index: int, seed: int = 0,
+               first_stream: int = 0) -> np.random.Generator:
+    """The generator of signal ``index`` of ``split`` in the stream of ``name`` (one of ``names``, a ``what``):
+    SeedSequence([seed, split id, first_stream + names.index(name), index]). ValueErrors name what was wrong."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if name not in names:
+        raise ValueError(f"{what} must be one of {names}, got {name!r}")
     if index < 0 or seed < 0:
         raise ValueError(f"index and seed must be ≥ 0, got index={index}, seed={seed}")
-    return np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split], KINDS.index(kind), index]))
+    return np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split], first_stream + names.index(name), index]))
+
+
+def signal_rng(kind: str, split: str, index: int, seed: int = 0) -> np.random.Generator:
+    """The generator of one signal: SeedSequence([seed, split id, kind id, index])."""
+    return stream_rng('kind', kind, KINDS, split, index, seed)
 
 
 def segment_starts(length: int, rng: np.random.Generator, mean_segment: float = 64.0,

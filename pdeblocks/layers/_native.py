@@ -325,6 +325,10 @@ DEFINE_MINPLUS(float, vf32, int32_t, vi32, minplus_f32)
 DEFINE_MINPLUS(double, vf64, int64_t, vi64, minplus_f64)
 """
 
+# the exported kernels ('*' is f32 or f64): (pointer arguments, int64 arguments), as declared in C_SOURCE
+_SIGNATURES = {'minplus_*_forward': (4, 10), 'minplus_*_backward': (4, 11),
+               'shift_*_forward': (6, 6), 'shift_*_backward': (10, 6)}
+
 _lock = threading.Lock()
 _state = {'tried': False, 'lib': None, 'error': ''}
 
@@ -374,21 +378,11 @@ def _load() -> Optional[ctypes.CDLL]:
         except (OSError, subprocess.SubprocessError) as e:
             errors.append(f'{" ".join(flags)}: {e}')
             continue
-        i64, ptr = ctypes.c_int64, ctypes.c_void_p
-        for name in ('minplus_f32', 'minplus_f64'):
-            fwd = getattr(lib, name + '_forward')
-            fwd.argtypes = [ptr] * 4 + [i64] * 10
-            fwd.restype = ctypes.c_int
-            bwd = getattr(lib, name + '_backward')
-            bwd.argtypes = [ptr] * 4 + [i64] * 11
-            bwd.restype = ctypes.c_int
-        for name in ('shift_f32', 'shift_f64'):
-            fwd = getattr(lib, name + '_forward')
-            fwd.argtypes = [ptr] * 6 + [i64] * 6
-            fwd.restype = ctypes.c_int
-            bwd = getattr(lib, name + '_backward')
-            bwd.argtypes = [ptr] * 10 + [i64] * 6
-            bwd.restype = ctypes.c_int
+        for name, (pointers, ints) in _SIGNATURES.items():
+            for precision in ('f32', 'f64'):
+                fn = getattr(lib, name.replace('*', precision))
+                fn.argtypes = [ctypes.c_void_p] * pointers + [ctypes.c_int64] * ints
+                fn.restype = ctypes.c_int
         return lib
     _state['error'] = '; '.join(errors)
     return None
