@@ -30,7 +30,7 @@ weight changed visibly (its version counter) and the drift passes the threshold.
 **Gradient** (``Certification.gradient``; the value of B is the same in every case):
 
 * ``'sigma_max'``: B·σ/σ.detach() with σ = ‖K̂_W(ω*) v‖ at the *current* maximiser: ω* and v are re-tracked by
-  ``calibration_steps`` warm-started power steps at every grid frequency on every weight update (O(F·H·C)).
+  one warm-started power step at every grid frequency on every weight update (O(F·H·C)).
   This is Danskin's gradient of sup_ω σ_max(K̂_W(ω)): the optimizer sees which singular value sets τ and can
   flatten K's spectrum instead of shrinking every mode's step (``docs/certified_accuracy.md``: MNIST-1D
   78% → 94–96%). Under the training contract the estimate is then recalibrated at every update, so the
@@ -374,7 +374,7 @@ class NormCertificate(nn.Module):
             return self.with_scale_gradient(value, weight)
         if self._v is None or weight._version != self._seen_version or self._vectors is None \
                 or self._vectors.device != weight.device:
-            self.calibrate(weight, self.settings.calibration_steps)
+            self.calibrate(weight, 1)
         return self._carry(value, self.sigma(weight))
 
     @torch.jit.unused
@@ -389,7 +389,9 @@ class NormCertificate(nn.Module):
                     self.updates_since_calibration += 1
                 if self._kappa is None or not self._cache_valid(weight.detach()):
                     self._start_estimate(weight)
-                elif self.updates_since_calibration >= (1 if track else self.settings.calibrate_every):
+                elif track and self.updates_since_calibration >= 1:
+                    self.calibrate(weight, 1)          # warm started: the weights moved a little
+                elif self.updates_since_calibration >= self.settings.calibrate_every:
                     self.calibrate(weight, self.settings.calibration_steps)
                 b = self.estimate(weight)
             else:
