@@ -36,7 +36,7 @@ from ..data.families import FAMILIES, make_family_signals
 from ..data.signals import psnr
 from ..models.blind import BlindDenoiser1D
 from .recipes import RECIPES, Recipe, register_recipe
-from .trainer import CHECKPOINT, build_model, learning_rate, load_checkpoint, save_checkpoint, training_loss
+from .trainer import build_model, learning_rate, load_checkpoint, optimization_step, resume_from, save_checkpoint
 
 __all__ = ['train_general', 'register_general', 'family_psnr', 'save_checkpoint', 'load_checkpoint',
            'SCHEME_MODELS', 'SCHEME_BUDGET', 'GENERAL_SIGMAS']
@@ -114,25 +114,13 @@ def train_general(recipe_name: str, out: Optional[str] = None, resume: bool = Fa
     torch.manual_seed(recipe.seed)
     model = build_model(recipe)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
-    start, elapsed, loss_ema = 0, 0.0, None
-    if resume and (outdir / CHECKPOINT).exists():
-        state = load_checkpoint(outdir, model, opt)
-        if state['recipe'] != recipe.to_dict():
-            raise ValueError(f"checkpoint in {outdir} was written by a different recipe; refusing to resume")
-        start, elapsed, loss_ema = int(state['step']), float(state.get('elapsed', 0.0)), state.get('loss')
+    start, elapsed, loss_ema = resume_from(outdir, model, opt, recipe) if resume else (0, 0.0, None)
     model.train()
     t0 = time.time()
     for step in range(start, total):
-        for g in opt.param_groups:
-            g['lr'] = learning_rate(recipe, step)
         x, y = families.training_batch(recipe.kinds, recipe.batch_size, recipe.length, step, seed=recipe.seed,
-                              sigma_range=(recipe.sigma_min, recipe.sigma_max))
-        loss = training_loss(recipe, model(x), x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        lv = float(loss.detach())
+                                       sigma_range=(recipe.sigma_min, recipe.sigma_max))
+        lv = optimization_step(recipe, step, model, opt, x, y)
         loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
         done = step + 1
         if done % log_every == 0:

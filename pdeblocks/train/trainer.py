@@ -18,7 +18,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -116,6 +116,32 @@ def load_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimize
     return state
 
 
+def resume_from(outdir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                recipe: Recipe) -> Tuple[int, float, Optional[float]]:
+    """Load the checkpoint in ``outdir`` into ``model`` and ``opt``: (next step, seconds trained, loss EMA), or
+    (0, 0.0, None) where there is none. A ValueError if another recipe wrote it."""
+    if not (outdir / CHECKPOINT).exists():
+        return 0, 0.0, None
+    state = load_checkpoint(outdir, model, opt)
+    if state['recipe'] != recipe.to_dict():
+        raise ValueError(f"checkpoint in {outdir} was written by a different recipe; refusing to resume")
+    return int(state['step']), float(state.get('elapsed', 0.0)), state.get('loss')
+
+
+def optimization_step(recipe: Recipe, step: int, net: torch.nn.Module, opt: torch.optim.Optimizer,
+                      x: torch.Tensor, y: torch.Tensor) -> float:
+    """One optimizer step at the scheduled learning rate on the recipe's loss of ``net(x)`` against ``y``, the
+    gradient clipped to norm 1; returns the loss."""
+    for g in opt.param_groups:
+        g['lr'] = learning_rate(recipe, step)
+    loss = training_loss(recipe, net(x), x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+    return float(loss.detach())
+
+
 def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, steps: Optional[int] = None,
           evaluate: bool = True, progress: bool = True, eval_count: Optional[int] = None) -> Dict[str, Any]:
     """Train a recipe (optionally only ``steps`` steps, e.g. a smoke run) and return the final metrics."""
@@ -136,15 +162,7 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
     torch.manual_seed(recipe.seed)
     model = build_model(recipe).to(device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
-    start, elapsed = 0, 0.0
-    if resume and (outdir / CHECKPOINT).exists():
-        state = load_checkpoint(outdir, model, opt)
-        if state['recipe'] != recipe.to_dict():
-            raise ValueError(f"checkpoint in {outdir} was written by a different recipe; refusing to resume")
-        start, elapsed = int(state['step']), float(state.get('elapsed', 0.0))
-        loss_resumed = state.get('loss')
-    else:
-        loss_resumed = None
+    start, elapsed, loss_ema = resume_from(outdir, model, opt, recipe) if resume else (0, 0.0, None)
     net = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -158,23 +176,14 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
     bar = tqdm(range(start, total), initial=start, total=total, desc=recipe.name, disable=not progress or rank != 0,
                dynamic_ncols=True)
     t0 = time.time()
-    loss_ema = loss_resumed
     for step in bar:
-        for g in opt.param_groups:
-            g['lr'] = learning_rate(recipe, step)
         if recipe.task == 'denoise':
             x, y = denoise_batch(recipe, step, rank, world)
         else:
             rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, 13, step, rank]))
             idx = torch.from_numpy(rng.integers(0, pairs[0].shape[0], size=recipe.batch_size))
             x, y = pairs[0][idx], pairs[1][idx]
-        x, y = x.to(device), y.to(device)
-        loss = training_loss(recipe, net(x), x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        lv = float(loss.detach())
+        lv = optimization_step(recipe, step, net, opt, x.to(device), y.to(device))
         loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
         if rank == 0:
             bar.set_postfix(loss=f'{loss_ema:.3g}')
