@@ -1,0 +1,289 @@
+"""The functional half of the PDE-G-CNN layers (:mod:`pdeblocks.layers.gcnn`): geometry of the
+roto-translation group M₂ = ℝ² ⋊ S¹, its kernels, linear convolution, rotations and the left-invariant shift.
+
+Conventions. M₂ feature maps are ``[B, C, Or, H, W]``: orientation θ_o = 2πo/Or, x along W
+(columns), y along H (rows); ℝ² maps are ``[B, C, H, W]``. Rotations act on (x, y) by
+R_θ = [[cos θ, −sin θ], [sin θ, cos θ]]. The group product is
+(p, θ)·(p', θ') = (p + R_θ p', θ + θ'). A kernel on M₂ is evaluated at g⁻¹h, so for output
+orientation θ_o the spatial offset Δp is rotated by R_{θ_o}⁻¹ before the metric is applied: every
+layer is then left invariant, i.e. equivariant to roto-translations. With Or divisible by 4,
+``torch.rot90`` of the image equals a rotation of M₂ maps by :func:`rotate_m2` exactly.
+
+Logarithmic coordinates of q = (x, y, θ), θ ∈ (−π, π]:
+    c₁ = ( x cos(θ/2) + y sin(θ/2)) / sinc(θ/2),
+    c₂ = (−x sin(θ/2) + y cos(θ/2)) / sinc(θ/2),   c₃ = θ,
+and the (left-invariant, diagonal) metric estimate ρ̃²(q) = w₁c₁² + w₂c₂² + w₃c₃².
+"""
+import math
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from timm.layers import register_notrace_function
+from torch.autograd.function import once_differentiable
+
+from ._morphology import _run_ranges, _split
+from ._native import native_library
+
+__all__ = [
+    'logarithmic_coordinates_m2', 'metric_norm_sq_m2', 'metric_norm_sq_r2', 'fractional_morphological_kernel',
+    'heat_kernel', 'morphological_exponent', 'linear_convolution_m2', 'rotate_m2', 'bspline',
+    'bspline_rotation_matrix', 'left_invariant_shift_m2', 'translate_bilinear',
+]
+
+# ---------------------------------------------------------------------------------------------
+# geometry: logarithmic coordinates, metric, kernels
+# ---------------------------------------------------------------------------------------------
+
+def logarithmic_coordinates_m2(
+        x: torch.Tensor, y: torch.Tensor, theta: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logarithmic coordinates (c₁, c₂, c₃) of q = (x, y, θ) ∈ M₂, θ ∈ (−π, π]:
+
+        c₁ = (x cos(θ/2) + y sin(θ/2)) / sinc(θ/2),  c₂ = (−x sin(θ/2) + y cos(θ/2)) / sinc(θ/2),  c₃ = θ,
+
+    with the unnormalised sinc(t) = sin(t)/t (torch.sinc is sin(πt)/(πt)).
+    """
+    half = theta / 2
+    s = torch.sinc(half / math.pi)
+    c1 = (x * torch.cos(half) + y * torch.sin(half)) / s
+    c2 = (-x * torch.sin(half) + y * torch.cos(half)) / s
+    return c1, c2, theta
+
+
+def _geometry_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Kernel geometry is computed in float64 for float64 layers and in float32 otherwise."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _m2_offsets(orientations: int, kernel_size: int, orientation_kernel_size: int,
+                device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logarithmic coordinates of g⁻¹h for every output orientation o and offset (d, i, j).
+
+    h = g·… sits at (Δθ, Δy, Δx) = (d − kθ//2, i − k//2, j − k//2)·(2π/Or, 1, 1) from g = (p, θ_o),
+    so g⁻¹h = (R_{θ_o}⁻¹ Δp, Δθ). Returns c₁, c₂, c₃ of shape [Or, kθ, k, k] in ``dtype``.
+    """
+    r, rt = kernel_size // 2, orientation_kernel_size // 2
+    step = 2 * math.pi / orientations
+    theta_o = torch.arange(orientations, device=device, dtype=dtype).view(-1, 1, 1, 1) * step
+    d_theta = (torch.arange(orientation_kernel_size, device=device, dtype=dtype) - rt).view(1, -1, 1, 1) * step
+    dy = (torch.arange(kernel_size, device=device, dtype=dtype) - r).view(1, 1, -1, 1)
+    dx = (torch.arange(kernel_size, device=device, dtype=dtype) - r).view(1, 1, 1, -1)
+    cos_o, sin_o = torch.cos(theta_o), torch.sin(theta_o)
+    local_x = cos_o * dx + sin_o * dy  # R_{θ_o}⁻¹ Δp
+    local_y = -sin_o * dx + cos_o * dy
+    shape = [orientations, orientation_kernel_size, kernel_size, kernel_size]
+    return logarithmic_coordinates_m2(local_x.expand(shape), local_y.expand(shape), d_theta.expand(shape))
+
+
+@register_notrace_function
+def metric_norm_sq_m2(metric: torch.Tensor, orientations: int, kernel_size: int,
+                      orientation_kernel_size: int) -> torch.Tensor:
+    """ρ̃²(g⁻¹h) = w₁c₁² + w₂c₂² + w₃c₃² with w = |metric|, ``metric`` of shape [C, 3].
+
+    Returns [C, Or, kθ, k, k] (see :func:`_m2_offsets` for the offset layout), in metric's dtype.
+    """
+    gd = _geometry_dtype(metric.dtype)
+    c1, c2, c3 = _m2_offsets(orientations, kernel_size, orientation_kernel_size, metric.device, gd)
+    w = metric.abs().to(gd).view(-1, 3, 1, 1, 1, 1)
+    rho2 = w[:, 0] * c1 ** 2 + w[:, 1] * c2 ** 2 + w[:, 2] * c3 ** 2
+    return rho2.to(metric.dtype)
+
+
+@register_notrace_function
+def metric_norm_sq_r2(metric: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """ρ²(Δp) = w₁Δx² + w₂Δy² with w = |metric|, ``metric`` of shape [C, 2]; returns [C, 1, 1, k, k]."""
+    r = kernel_size // 2
+    gd = _geometry_dtype(metric.dtype)
+    dy = (torch.arange(kernel_size, device=metric.device, dtype=gd) - r).view(-1, 1)
+    dx = (torch.arange(kernel_size, device=metric.device, dtype=gd) - r).view(1, -1)
+    w = metric.abs().to(gd).view(-1, 2, 1, 1)
+    rho2 = w[:, 0] * dx ** 2 + w[:, 1] * dy ** 2
+    return rho2.view(-1, 1, 1, kernel_size, kernel_size).to(metric.dtype)
+
+
+def morphological_exponent(alpha: float) -> float:
+    """β = 2α / (2α − 1), the exponent of the fractional dilation / erosion kernel."""
+    return 2 * alpha / (2 * alpha - 1)
+
+
+def fractional_morphological_kernel(rho2: torch.Tensor, alpha: float) -> torch.Tensor:
+    """k = (1/β) ρ̃^β = (1/β) (ρ̃²)^{β/2} with β = 2α/(2α−1)."""
+    beta = morphological_exponent(alpha)
+    return rho2.pow(beta / 2) / beta
+
+
+def heat_kernel(rho2: torch.Tensor) -> torch.Tensor:
+    """Approximate heat kernel exp(−ρ̃²), normalised to sum 1 over its last three dims."""
+    k = torch.exp(-rho2)
+    return k / k.sum(dim=(-3, -2, -1), keepdim=True)
+
+
+@register_notrace_function
+def linear_convolution_m2(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """(k * f)(c, o, y, x) = Σ_{d,i,j} f(c, o + d − rθ, y + i − r, x + j − r) · kernel[c, o, d, i, j].
+
+    Periodic in θ, zero outside the image. ``x``: [B, C, Or, H, W]; ``kernel``: [C, Or, kθ, kh, kw].
+    Implemented as the θ-neighbourhood gathered into channels followed by a grouped conv2d.
+    """
+    C, Or, kt, kh, kw = kernel.shape[0], kernel.shape[1], kernel.shape[2], kernel.shape[3], kernel.shape[4]
+    B, H, W = x.shape[0], x.shape[3], x.shape[4]
+    rt = kt // 2
+    if rt > 0:
+        x = torch.cat([x[:, :, Or - rt:], x, x[:, :, :rt]], dim=2)
+    x = x.unfold(2, kt, 1)  # [B, C, Or, H, W, kθ]
+    x = x.permute(0, 1, 2, 5, 3, 4).reshape(B, C * Or * kt, H, W)
+    out = F.conv2d(x, kernel.reshape(C * Or, kt, kh, kw).to(x.dtype), padding=(kh // 2, kw // 2), groups=C * Or)
+    return out.view(B, C, Or, H, W)
+
+
+def rotate_m2(x: torch.Tensor, quarter_turns: int = 1) -> torch.Tensor:
+    """Left action of a rotation by ``quarter_turns``·90° on M₂ maps [..., Or, H, W].
+
+    (L_R f)(p, θ) = f(R⁻¹p, θ − 90°·quarter_turns): ``torch.rot90`` on (H, W) plus a cyclic shift of
+    the orientation axis by Or·quarter_turns/4. Requires Or divisible by 4 (by 2 for half turns).
+    """
+    if x.dim() < 3:
+        raise ValueError(f"expected [..., Or, H, W] (at least 3 dims), got shape {list(x.shape)}")
+    turns = quarter_turns % 4
+    Or = x.shape[-3]
+    if (turns * Or) % 4 != 0:
+        need = 'divisible by 4' if turns % 2 == 1 else 'even'
+        raise ValueError(f"rotating by {quarter_turns} quarter turns needs an orientation count {need}, got Or={Or}")
+    # torch.rot90 turns from H towards W, which is R_{−90°} in (x, y) = (column, row) coordinates
+    x = torch.rot90(x, -turns, dims=(-2, -1))
+    return torch.roll(x, shifts=turns * Or // 4, dims=-3)
+
+
+def bspline(t: torch.Tensor, order: int) -> torch.Tensor:
+    """Centred cardinal B-spline Bₙ(t) of order n ∈ {0, 1, 2, 3} (Bₙ = Bₙ₋₁ * B₀, B₀ = 1 on [−½, ½))."""
+    a = t.abs()
+    zero = torch.zeros_like(a)
+    if order == 0:
+        return torch.where((t >= -0.5) & (t < 0.5), torch.ones_like(a), zero)
+    if order == 1:
+        return torch.clamp(1 - a, min=0.0)
+    if order == 2:
+        return torch.where(a < 0.5, 0.75 - a ** 2, torch.where(a < 1.5, 0.5 * (1.5 - a) ** 2, zero))
+    if order == 3:
+        return torch.where(a < 1, 2.0 / 3.0 - a ** 2 + a ** 3 / 2, torch.where(a < 2, (2 - a) ** 3 / 6, zero))
+    raise ValueError(f"B-spline order must be 0, 1, 2 or 3, got {order}")
+
+
+@register_notrace_function
+def translate_bilinear(x: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor) -> torch.Tensor:
+    """out[b, n, y, x] = f[b, n](x + shift_x[n], y + shift_y[n]), bilinear, zero outside the image.
+
+    ``x``: [B, N, H, W]; shifts in pixels, shape [N]. One grid_sample with the N maps as its batch.
+    """
+    N, H, W = x.shape[1], x.shape[2], x.shape[3]
+    gd = _geometry_dtype(x.dtype)
+    gx = torch.linspace(-1.0, 1.0, W, device=x.device, dtype=gd).view(1, 1, W).expand(N, H, W)
+    gy = torch.linspace(-1.0, 1.0, H, device=x.device, dtype=gd).view(1, H, 1).expand(N, H, W)
+    # align_corners=True: pixel u ↦ −1 + 2u/(n − 1)
+    sx = (shift_x.to(gd) * (2.0 / max(W - 1, 1))).view(N, 1, 1)
+    sy = (shift_y.to(gd) * (2.0 / max(H - 1, 1))).view(N, 1, 1)
+    grid = torch.stack([gx + sx, gy + sy], dim=-1).to(x.dtype)
+    out = F.grid_sample(x.transpose(0, 1), grid, mode='bilinear', padding_mode='zeros', align_corners=True)
+    return out.transpose(0, 1)
+
+
+@register_notrace_function
+def bspline_rotation_matrix(reference: torch.Tensor, orientations: int, kernel_size: int, order: int) -> torch.Tensor:
+    """A[o, p, n] = Bₛ(R_{θ_o}⁻¹p − n), θ_o = 2πo/Or, for grid points p, n of the k×k grid (row-major).
+
+    Maps spline coefficients w (flattened k×k) to the kernel rotated by θ_o: K_o = A[o] w.
+    Shape [Or, k², k²], on ``reference``'s device; float64 if it is float64, else float32.
+    """
+    k, r = kernel_size, kernel_size // 2
+    dev, gd = reference.device, _geometry_dtype(reference.dtype)
+    grid = torch.arange(k, device=dev, dtype=gd) - r
+    py, px = grid.view(k, 1).expand(k, k).reshape(-1), grid.view(1, k).expand(k, k).reshape(-1)
+    theta = torch.arange(orientations, device=dev, dtype=gd) * (2 * math.pi / orientations)
+    c, s = torch.cos(theta).view(-1, 1), torch.sin(theta).view(-1, 1)
+    ux = c * px + s * py  # R_θ⁻¹ p, [Or, k²]
+    uy = -s * px + c * py
+    bx = bspline(ux.unsqueeze(-1) - px.view(1, 1, -1), order)
+    by = bspline(uy.unsqueeze(-1) - py.view(1, 1, -1), order)
+    return bx * by
+
+
+class _LeftInvariantShiftM2(torch.autograd.Function):
+    """C evaluation of :func:`left_invariant_shift_m2` given θ's integer step ``n`` [C] (long), its
+    fraction ``a`` [C] and the per-(c, o) pixel shifts ``sx``, ``sy`` [C, Or]; gradients for x, a, sx, sy."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, n: torch.Tensor, a: torch.Tensor, sx: torch.Tensor,
+                sy: torch.Tensor) -> torch.Tensor:
+        lib = native_library()
+        B, C, Or, H, W = x.shape
+        x = x.contiguous()
+        n, a, sx, sy = n.contiguous(), a.to(x.dtype).contiguous(), sx.to(x.dtype).contiguous(), sy.to(x.dtype).contiguous()
+        out = torch.empty(x.shape, dtype=x.dtype)
+        fwd = lib.shift_f32_forward if x.dtype == torch.float32 else lib.shift_f64_forward
+        ptrs = (x.data_ptr(), out.data_ptr(), n.data_ptr(), a.data_ptr(), sx.data_ptr(), sy.data_ptr())
+        if any(_run_ranges(lambda q0, q1: fwd(*ptrs, C, Or, H, W, q0, q1), _split(B * C, torch.get_num_threads()))):
+            raise MemoryError('left_invariant_shift_m2: the C kernel could not allocate its buffer')
+        ctx.save_for_backward(x, n, a, sx, sy)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        lib = native_library()
+        x, n, a, sx, sy = ctx.saved_tensors
+        B, C, Or, H, W = x.shape
+        g = grad_out.contiguous().to(x.dtype)
+        gx = torch.zeros_like(x)
+        ranges = _split(B * C, torch.get_num_threads())
+        partial = torch.zeros(len(ranges), C + 2 * C * Or, dtype=torch.float64)  # per range: a, sx, sy sums
+        bwd = lib.shift_f32_backward if x.dtype == torch.float32 else lib.shift_f64_backward
+        ptrs = (x.data_ptr(), g.data_ptr(), gx.data_ptr(), n.data_ptr(), a.data_ptr(), sx.data_ptr(), sy.data_ptr())
+
+        def blocks(r: int) -> int:
+            row = partial[r]
+            return bwd(*ptrs, row.data_ptr(), row[C:].data_ptr(), row[C + C * Or:].data_ptr(), C, Or, H, W, *ranges[r])
+
+        if any(_run_ranges(blocks, [(r,) for r in range(len(ranges))])):
+            raise MemoryError('left_invariant_shift_m2: the C kernel could not allocate its buffers')
+        total = partial.sum(0)
+        ga = total[:C].to(a.dtype)
+        gsx = total[C:C + C * Or].view(C, Or).to(sx.dtype)
+        gsy = total[C + C * Or:].view(C, Or).to(sy.dtype)
+        return gx, None, ga, gsx, gsy
+
+
+@register_notrace_function
+def left_invariant_shift_m2(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(f ∘ R_{g₀})(p, θ) = f(p + R_θ(x₀, y₀), θ + θ₀) per channel, g₀ = ``shift[c]`` = (x₀, y₀, θ₀).
+
+    Trilinear: linear and periodic in θ, bilinear in (x, y), zero outside the image. x: [B, C, Or, H, W].
+    On CPU in float32 / float64 one fused C kernel (see :mod:`._native`), else index_select + lerp +
+    grid_sample; the same values up to rounding.
+    """
+    B, C, Or, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    # θ: f(θ_o + θ₀) = (1 − a) f(o + n) + a f(o + n + 1), s = θ₀·Or/2π = n + a
+    s = shift[:, 2] * (Or / (2 * math.pi))
+    n = torch.floor(s)
+    # (x, y): per (c, o) shift R_{θ_o}(x₀, y₀)
+    gd = _geometry_dtype(x.dtype)
+    theta = torch.arange(Or, device=x.device, dtype=gd) * (2 * math.pi / Or)
+    cos_o, sin_o = torch.cos(theta).view(1, Or), torch.sin(theta).view(1, Or)
+    x0 = shift[:, 0].to(gd).view(C, 1)
+    y0 = shift[:, 1].to(gd).view(C, 1)
+    sx = cos_o * x0 - sin_o * y0
+    sy = sin_o * x0 + cos_o * y0
+    if not torch.jit.is_scripting():
+        if x.device.type == 'cpu' and x.dtype in (torch.float32, torch.float64) and native_library() is not None:
+            return _LeftInvariantShiftM2.apply(x, n.long(), s - n, sx, sy)
+    a = (s - n).to(x.dtype).view(1, C, 1, 1, 1)
+    o = torch.arange(Or, device=x.device).view(1, Or)
+    i0 = torch.remainder(o + n.long().view(C, 1), Or)
+    i1 = torch.remainder(i0 + 1, Or)
+    # planes (c, i) of the [B, C·Or, H, W] view: index_select (its backward is one index_add)
+    planes = x.reshape(B, C * Or, H, W)
+    base = torch.arange(C, device=x.device).view(C, 1) * Or
+    f0 = planes.index_select(1, (base + i0).reshape(-1)).view(B, C, Or, H, W)
+    f1 = planes.index_select(1, (base + i1).reshape(-1)).view(B, C, Or, H, W)
+    x = torch.lerp(f0, f1, a)
+    out = translate_bilinear(x.reshape(B, C * Or, H, W), sx.reshape(C * Or), sy.reshape(C * Or))
+    return out.reshape(B, C, Or, H, W)
