@@ -23,6 +23,12 @@ from ._morphology import max_plus_convolution_m2, min_plus_convolution_m2
 from .m2 import (
     bspline,
     bspline_rotation_matrix,
+    check_alpha,
+    check_m2_channels,
+    check_m2_input,
+    check_odd,
+    check_positive,
+    check_r2_input,
     fractional_morphological_kernel,
     heat_kernel,
     left_invariant_shift_m2,
@@ -31,6 +37,7 @@ from .m2 import (
     metric_norm_sq_m2,
     metric_norm_sq_r2,
     morphological_exponent,
+    resolve_orientation_kernel_size,
     rotate_m2,
     translate_bilinear,
 )
@@ -48,71 +55,6 @@ __all__ = [
 
 register_notrace_function(min_plus_convolution_m2)
 register_notrace_function(max_plus_convolution_m2)
-
-
-# ---------------------------------------------------------------------------------------------
-# argument and input checks
-# ---------------------------------------------------------------------------------------------
-
-def _check_odd(name: str, size: int) -> int:
-    if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % 2 == 0:
-        raise ValueError(f"{name} must be a positive odd int (a centred kernel), got {size!r}")
-    return size
-
-
-def _check_positive(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_alpha(alpha: float) -> float:
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0.55 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must be a number in [0.55, 1] (fractional order of the PDE), got {alpha!r}")
-    return float(alpha)
-
-
-def _orientation_kernel_size(orientation_kernel_size: Optional[int], kernel_size: int, orientations: int) -> int:
-    """Default kθ = the largest odd size ≤ min(kernel_size, Or); validate a given one."""
-    if orientation_kernel_size is None:
-        k = min(kernel_size, orientations)
-        return k if k % 2 == 1 else k - 1
-    _check_odd('orientation_kernel_size', orientation_kernel_size)
-    if orientation_kernel_size > orientations:
-        raise ValueError(
-            f"orientation_kernel_size must be <= orientations ({orientations}), got {orientation_kernel_size}")
-    return orientation_kernel_size
-
-
-@register_notrace_function
-def check_m2_input(x: torch.Tensor, channels: int, orientations: int) -> torch.Tensor:
-    """Return ``x`` if it is ``[B, channels, orientations, H, W]``, else raise ValueError."""
-    if x.dim() != 5:
-        raise ValueError(f"expected M2 feature maps [B, C, Or, H, W] (5 dims), got {x.dim()} dims, shape {list(x.shape)}")
-    if x.shape[1] != channels or x.shape[2] != orientations:
-        raise ValueError(
-            f"expected [B, C={channels}, Or={orientations}, H, W], got shape {list(x.shape)}")
-    return x
-
-
-@register_notrace_function
-def check_m2_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """Return ``x`` if it is ``[B, channels, Or, H, W]`` for any Or, else raise ValueError."""
-    if x.dim() != 5:
-        raise ValueError(f"expected M2 feature maps [B, C, Or, H, W] (5 dims), got {x.dim()} dims, shape {list(x.shape)}")
-    if channels > 0 and x.shape[1] != channels:
-        raise ValueError(f"expected [B, C={channels}, Or, H, W], got shape {list(x.shape)}")
-    return x
-
-
-@register_notrace_function
-def check_r2_input(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """Return ``x`` if it is ``[B, channels, H, W]``, else raise ValueError."""
-    if x.dim() != 4:
-        raise ValueError(f"expected R2 feature maps [B, C, H, W] (4 dims), got {x.dim()} dims, shape {list(x.shape)}")
-    if x.shape[1] != channels:
-        raise ValueError(f"expected [B, C={channels}, H, W], got shape {list(x.shape)}")
-    return x
 
 
 def _factory(device, dtype) -> dict:
@@ -143,10 +85,10 @@ class LiftM2Cartesian(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, orientations: int, kernel_size: int = 5,
                  spline_order: int = 2, bias: bool = False, device=None, dtype=None):
         super().__init__()
-        self.in_channels = _check_positive('in_channels', in_channels)
-        self.out_channels = _check_positive('out_channels', out_channels)
-        self.orientations = _check_positive('orientations', orientations)
-        self.kernel_size = _check_odd('kernel_size', kernel_size)
+        self.in_channels = check_positive('in_channels', in_channels)
+        self.out_channels = check_positive('out_channels', out_channels)
+        self.orientations = check_positive('orientations', orientations)
+        self.kernel_size = check_odd('kernel_size', kernel_size)
         if spline_order not in (0, 1, 2, 3):
             raise ValueError(f"spline_order must be 0, 1, 2 or 3, got {spline_order!r}")
         self.spline_order = spline_order
@@ -206,8 +148,8 @@ class LinearM2(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = False, device=None, dtype=None):
         super().__init__()
-        self.in_channels = _check_positive('in_channels', in_channels)
-        self.out_channels = _check_positive('out_channels', out_channels)
+        self.in_channels = check_positive('in_channels', in_channels)
+        self.out_channels = check_positive('out_channels', out_channels)
         dd = _factory(device, dtype)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, **dd))
         self.bias = nn.Parameter(torch.zeros(out_channels, **dd)) if bias else None
@@ -241,8 +183,8 @@ class ConvectionM2(nn.Module):
 
     def __init__(self, channels: int, orientations: int, device=None, dtype=None):
         super().__init__()
-        self.channels = _check_positive('channels', channels)
-        self.orientations = _check_positive('orientations', orientations)
+        self.channels = check_positive('channels', channels)
+        self.orientations = check_positive('orientations', orientations)
         self.shift = nn.Parameter(torch.empty(channels, 3, device=device, dtype=dtype))
         if self.shift.device.type != 'meta':
             with torch.no_grad():
@@ -263,10 +205,10 @@ class _MetricKernelM2(nn.Module):
     def __init__(self, channels: int, orientations: int, kernel_size: int, orientation_kernel_size: Optional[int],
                  device=None, dtype=None):
         super().__init__()
-        self.channels = _check_positive('channels', channels)
-        self.orientations = _check_positive('orientations', orientations)
-        self.kernel_size = _check_odd('kernel_size', kernel_size)
-        self.orientation_kernel_size = _orientation_kernel_size(orientation_kernel_size, kernel_size, orientations)
+        self.channels = check_positive('channels', channels)
+        self.orientations = check_positive('orientations', orientations)
+        self.kernel_size = check_odd('kernel_size', kernel_size)
+        self.orientation_kernel_size = resolve_orientation_kernel_size(orientation_kernel_size, kernel_size, orientations)
         self.metric = _metric_parameter(channels, 3, device, dtype)
 
     def rho2(self) -> torch.Tensor:
@@ -305,7 +247,7 @@ class FractionalErosionM2(_MetricKernelM2):
     def __init__(self, channels: int, orientations: int, kernel_size: int = 5,
                  orientation_kernel_size: Optional[int] = None, alpha: float = 0.65, device=None, dtype=None):
         super().__init__(channels, orientations, kernel_size, orientation_kernel_size, device=device, dtype=dtype)
-        self.alpha = _check_alpha(alpha)
+        self.alpha = check_alpha(alpha)
 
     def kernel(self) -> torch.Tensor:
         return fractional_morphological_kernel(self.rho2(), self.alpha)
@@ -339,7 +281,7 @@ class CDELayerM2(nn.Module):
                  orientation_kernel_size: Optional[int] = None, iterations: int = 1, alpha: float = 0.65,
                  norm: bool = True, device=None, dtype=None):
         super().__init__()
-        self.iterations = _check_positive('iterations', iterations)
+        self.iterations = check_positive('iterations', iterations)
         dd = _factory(device, dtype)
         self.convection = ConvectionM2(in_channels, orientations, **dd)
         self.dilation = FractionalDilationM2(in_channels, orientations, kernel_size, orientation_kernel_size, alpha, **dd)
@@ -365,7 +307,7 @@ class ConvectionR2(nn.Module):
 
     def __init__(self, channels: int, device=None, dtype=None):
         super().__init__()
-        self.channels = _check_positive('channels', channels)
+        self.channels = check_positive('channels', channels)
         self.shift = nn.Parameter(torch.empty(channels, 2, device=device, dtype=dtype))
         if self.shift.device.type != 'meta':
             nn.init.uniform_(self.shift, -1.0, 1.0)
@@ -383,8 +325,8 @@ class _MetricKernelR2(nn.Module):
 
     def __init__(self, channels: int, kernel_size: int, device=None, dtype=None):
         super().__init__()
-        self.channels = _check_positive('channels', channels)
-        self.kernel_size = _check_odd('kernel_size', kernel_size)
+        self.channels = check_positive('channels', channels)
+        self.kernel_size = check_odd('kernel_size', kernel_size)
         self.metric = _metric_parameter(channels, 2, device, dtype)
 
     def rho2(self) -> torch.Tensor:
@@ -412,7 +354,7 @@ class FractionalErosionR2(_MetricKernelR2):
 
     def __init__(self, channels: int, kernel_size: int = 5, alpha: float = 0.65, device=None, dtype=None):
         super().__init__(channels, kernel_size, device=device, dtype=dtype)
-        self.alpha = _check_alpha(alpha)
+        self.alpha = check_alpha(alpha)
 
     def kernel(self) -> torch.Tensor:
         return fractional_morphological_kernel(self.rho2(), self.alpha)
@@ -439,8 +381,8 @@ class CDELayerR2(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, iterations: int = 1,
                  alpha: float = 0.65, norm: bool = True, device=None, dtype=None):
         super().__init__()
-        self.iterations = _check_positive('iterations', iterations)
-        _check_positive('out_channels', out_channels)
+        self.iterations = check_positive('iterations', iterations)
+        check_positive('out_channels', out_channels)
         dd = _factory(device, dtype)
         self.convection = ConvectionR2(in_channels, **dd)
         self.dilation = FractionalDilationR2(in_channels, kernel_size, alpha, **dd)

@@ -1,5 +1,6 @@
-"""The functional half of the PDE-G-CNN layers (:mod:`pdeblocks.layers.gcnn`): geometry of the
-roto-translation group M₂ = ℝ² ⋊ S¹, its kernels, linear convolution, rotations and the left-invariant shift.
+"""The functional half of the PDE-G-CNN layers (:mod:`pdeblocks.layers.gcnn`): argument and input checks,
+geometry of the roto-translation group M₂ = ℝ² ⋊ S¹, its kernels, linear convolution, rotations and the
+left-invariant shift.
 
 Conventions. M₂ feature maps are ``[B, C, Or, H, W]``: orientation θ_o = 2πo/Or, x along W
 (columns), y along H (rows); ℝ² maps are ``[B, C, H, W]``. Rotations act on (x, y) by
@@ -15,7 +16,7 @@ Logarithmic coordinates of q = (x, y, θ), θ ∈ (−π, π]:
 and the (left-invariant, diagonal) metric estimate ρ̃²(q) = w₁c₁² + w₂c₂² + w₃c₃².
 """
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,77 @@ __all__ = [
     'logarithmic_coordinates_m2', 'metric_norm_sq_m2', 'metric_norm_sq_r2', 'fractional_morphological_kernel',
     'heat_kernel', 'morphological_exponent', 'linear_convolution_m2', 'rotate_m2', 'bspline',
     'bspline_rotation_matrix', 'left_invariant_shift_m2', 'translate_bilinear',
+    'check_m2_input', 'check_m2_channels', 'check_r2_input', 'check_odd', 'check_positive', 'check_alpha',
+    'resolve_orientation_kernel_size',
 ]
+
+# ---------------------------------------------------------------------------------------------
+# argument and input checks
+# ---------------------------------------------------------------------------------------------
+
+def check_odd(name: str, size: int) -> int:
+    """``size`` if it is a positive odd int (a centred kernel), else a ValueError naming ``name``."""
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1 or size % 2 == 0:
+        raise ValueError(f"{name} must be a positive odd int (a centred kernel), got {size!r}")
+    return size
+
+
+def check_positive(name: str, value: int) -> int:
+    """``value`` if it is an int ≥ 1, else a ValueError naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def check_alpha(alpha: float) -> float:
+    """The fractional order α as a float if α ∈ [0.55, 1], else a ValueError."""
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0.55 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be a number in [0.55, 1] (fractional order of the PDE), got {alpha!r}")
+    return float(alpha)
+
+
+def resolve_orientation_kernel_size(orientation_kernel_size: Optional[int], kernel_size: int, orientations: int) -> int:
+    """Default kθ = the largest odd size ≤ min(kernel_size, Or); validate a given one."""
+    if orientation_kernel_size is None:
+        k = min(kernel_size, orientations)
+        return k if k % 2 == 1 else k - 1
+    check_odd('orientation_kernel_size', orientation_kernel_size)
+    if orientation_kernel_size > orientations:
+        raise ValueError(
+            f"orientation_kernel_size must be <= orientations ({orientations}), got {orientation_kernel_size}")
+    return orientation_kernel_size
+
+
+@register_notrace_function
+def check_m2_input(x: torch.Tensor, channels: int, orientations: int) -> torch.Tensor:
+    """Return ``x`` if it is ``[B, channels, orientations, H, W]``, else raise ValueError."""
+    if x.dim() != 5:
+        raise ValueError(f"expected M2 feature maps [B, C, Or, H, W] (5 dims), got {x.dim()} dims, shape {list(x.shape)}")
+    if x.shape[1] != channels or x.shape[2] != orientations:
+        raise ValueError(
+            f"expected [B, C={channels}, Or={orientations}, H, W], got shape {list(x.shape)}")
+    return x
+
+
+@register_notrace_function
+def check_m2_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Return ``x`` if it is ``[B, channels, Or, H, W]`` for any Or, else raise ValueError."""
+    if x.dim() != 5:
+        raise ValueError(f"expected M2 feature maps [B, C, Or, H, W] (5 dims), got {x.dim()} dims, shape {list(x.shape)}")
+    if channels > 0 and x.shape[1] != channels:
+        raise ValueError(f"expected [B, C={channels}, Or, H, W], got shape {list(x.shape)}")
+    return x
+
+
+@register_notrace_function
+def check_r2_input(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Return ``x`` if it is ``[B, channels, H, W]``, else raise ValueError."""
+    if x.dim() != 4:
+        raise ValueError(f"expected R2 feature maps [B, C, H, W] (4 dims), got {x.dim()} dims, shape {list(x.shape)}")
+    if x.shape[1] != channels:
+        raise ValueError(f"expected [B, C={channels}, H, W], got shape {list(x.shape)}")
+    return x
+
 
 # ---------------------------------------------------------------------------------------------
 # geometry: logarithmic coordinates, metric, kernels
