@@ -20,18 +20,11 @@ from .gcnn import (
     min_plus_convolution_m2,
     rotate_m2,
 )
-from .hyperbolic import (
-    HamiltonianBlock,
-    HyperbolicBlock,
-    NormalizedFlux,
-    ParabolicBlock,
-    ReversibleState,
-    ReversibleStep,
-    TVNorm,
-)
+from .hyperbolic import HamiltonianBlock, HyperbolicBlock, NormalizedFlux, ParabolicBlock, TVNorm
 from .implicit import ImplicitBlock
 from .multigrid import GridTransfer, MultigridCycle, MultigridUNet
 from .registry import RESIDUAL_BLOCKS, create_block, register_block
+from .reversible import ReversibleState, ReversibleStep
 from .symmetric import STABILITY_MODES, OperatorNormBound, SymmetricBasicBlock, SymmetricResidual
 
 __all__ = [

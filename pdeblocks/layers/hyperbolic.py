@@ -12,8 +12,8 @@ All use the layer F(Y) = Kᵀ σ(N(K Y)): K a convolution, Kᵀ its exact adjoin
 **Reversibility.** The leapfrog and Verlet maps are exactly invertible given the last two states:
 Y_{j−1} = 2Y_j − Y_{j+1} − h² F_j(Y_j), and Z_j = Z_{j+1} − h F²_j(Y_{j+1}), Y_j = Y_{j+1} + h F¹_j(Z_j).
 With ``reversible=True`` (training only) every step is an autograd function
-(:class:`ReversibleStep`) that saves nothing; only the final two states are kept, the backward
-pass reconstructs each earlier state from the last two and back-propagates through one evaluation
+(:class:`~pdeblocks.layers.reversible.ReversibleStep`) that saves nothing; only the final two states are
+kept, the backward pass reconstructs each earlier state from the last two and back-propagates through one evaluation
 of each F, and parameter gradients are accumulated step by step, so activation memory does not
 grow with depth. Per step it costs one extra evaluation of each F
 (≈ 4/3 of plain autograd's compute). Gradients equal plain autograd's up to the rounding of the
@@ -23,7 +23,7 @@ Guarantees (honest): none of these maps is norm- or Lipschitz-bounded by constru
 are not constrained, as in the authors' code); leapfrog and Verlet are exactly invertible. The
 certificates say so.
 """
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from torch import nn
 from ..ops.conv import check_boundary, check_kernel_size, conv, conv_adjoint
 from ..stability import Certificate
 from .registry import register_block
+from .reversible import ReversibleStack, ReversibleState, ReversibleStep, vector_jacobian
 from .symmetric import check_input
 
 __all__ = ['TVNorm', 'NormalizedFlux', 'ParabolicBlock', 'HyperbolicBlock', 'HamiltonianBlock', 'ReversibleStep',
@@ -161,92 +162,8 @@ class ParabolicBlock(nn.Module):
                             'contraction of Ruthotto–Haber does not apply)')
 
 
-class ReversibleState:
-    """States shared by the step functions of one reversible forward pass.
-
-    ``final``: the last two states (detached aliases of the stack's outputs; their version
-    counters guard against in-place edits). ``current``: the states rebuilt so far in backward.
-    """
-
-    def __init__(self) -> None:
-        self.final: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-        self.versions: Tuple[int, int] = (0, 0)
-        self.current: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
-
-
-class ReversibleStep(torch.autograd.Function):
-    """Step j of a reversible stack: (a, b) ↦ (a', b') without saving anything for backward.
-
-    The backward of step j takes its output states from the shared :class:`ReversibleState`
-    (the final states for the last step, else the states rebuilt by step j + 1), rebuilds its
-    input states with ``block.step_reverse`` (one evaluation of each F, which also gives the
-    vector–Jacobian products) and leaves them for step j − 1. Parameter gradients are returned per
-    step, so autograd accumulates them at once: nothing grows with depth. Repeated backward passes
-    (``retain_graph=True``) work, since the final states are kept; an in-place edit of the outputs
-    before backward raises a RuntimeError instead of giving wrong gradients.
-    """
-
-    @staticmethod
-    def forward(ctx, block, index: int, shared: ReversibleState, a: torch.Tensor, b: torch.Tensor,
-                *params: torch.Tensor):
-        a_out, b_out = block.step_forward(index, a, b)
-        if a_out is a or a_out is b:  # leapfrog passes Y_j on unchanged; outputs must be new tensors
-            a_out = a_out.view_as(a_out)
-        ctx.block, ctx.index, ctx.shared = block, index, shared
-        ctx.last = index == block.steps - 1
-        if ctx.last:
-            shared.final = (a_out.detach(), b_out.detach())
-            shared.versions = (a_out._version, b_out._version)
-        return a_out, b_out
-
-    @staticmethod
-    def backward(ctx, grad_a, grad_b):
-        shared = ctx.shared
-        if ctx.last:
-            assert shared.final is not None
-            if (shared.final[0]._version, shared.final[1]._version) != shared.versions:
-                raise RuntimeError("the output of a reversible stack was modified in place before backward; "
-                                   "its earlier states cannot be rebuilt (use reversible=False or avoid the "
-                                   "in-place operation)")
-            a, b = shared.final
-        else:
-            assert shared.current is not None
-            a, b = shared.current
-        ga = torch.zeros_like(a) if grad_a is None else grad_a
-        gb = torch.zeros_like(b) if grad_b is None else grad_b
-        a_in, b_in, ga, gb, param_grads = ctx.block.step_reverse(ctx.index, a, b, ga, gb)
-        shared.current = (a_in, b_in)
-        return (None, None, None, ga, gb) + tuple(param_grads)
-
-
-def _vjp(output: torch.Tensor, inputs: Sequence[torch.Tensor], grad: torch.Tensor) -> List[Optional[torch.Tensor]]:
-    return list(torch.autograd.grad(output, list(inputs), grad, allow_unused=True))
-
-
-class _ReversibleBase(nn.Module):
-    """Shared machinery: plain (autograd/TorchScript) path or :class:`ReversibleStep` s when training."""
-
-    reversible: bool
-    steps: int
-
-    @torch.jit.unused
-    def step_parameters(self, index: int) -> List[nn.Parameter]:
-        """Trainable parameters of step ``index`` (inputs of its :class:`ReversibleStep`)."""
-        raise NotImplementedError
-
-    @torch.jit.unused
-    def run_reversible(self, a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        shared = ReversibleState()
-        for j in range(self.steps):
-            a, b = ReversibleStep.apply(self, j, shared, a, b, *self.step_parameters(j))
-        return a, b
-
-    def use_reversible(self, x: torch.Tensor) -> bool:
-        return self.reversible and torch.is_grad_enabled() and not x.is_meta
-
-
 @register_notrace_module
-class HyperbolicBlock(_ReversibleBase):
+class HyperbolicBlock(ReversibleStack):
     """``steps`` leapfrog steps Y_{j+1} = 2Yⱼ − Y_{j−1} − h² Kⱼᵀ σ(N(Kⱼ Yⱼ)), Y₋₁ = Y₀; returns Y_n.
 
     Args:
@@ -301,7 +218,7 @@ class HyperbolicBlock(_ReversibleBase):
             y = prev.detach().requires_grad_(True)
             f = self.layers[index](y)
         older = 2.0 * prev - cur - h2 * f.detach()
-        vjp = _vjp(f, [y] + params, -h2 * g_cur)
+        vjp = vector_jacobian(f, [y] + params, -h2 * g_cur)
         g_y = g_prev + 2.0 * g_cur
         if vjp[0] is not None:
             g_y = g_y + vjp[0]
@@ -324,7 +241,7 @@ class HyperbolicBlock(_ReversibleBase):
 
 
 @register_notrace_module
-class HamiltonianBlock(_ReversibleBase):
+class HamiltonianBlock(ReversibleStack):
     """``steps`` Verlet steps on [Y, Z] = channels split in halves (C must be even):
 
     Y_{j+1} = Yⱼ − h K¹ⱼᵀ σ(N(K¹ⱼ Zⱼ)),  Z_{j+1} = Zⱼ + h K²ⱼᵀ σ(N(K²ⱼ Y_{j+1})); K¹, K²: C/2 → C/2.
@@ -381,7 +298,7 @@ class HamiltonianBlock(_ReversibleBase):
             y_in = y.detach().requires_grad_(True)
             out2 = f2(y_in)
         z = z - h * out2.detach()
-        vjp2 = _vjp(out2, [y_in] + params2, h * gz)
+        vjp2 = vector_jacobian(out2, [y_in] + params2, h * gz)
         if vjp2[0] is not None:
             gy = gy + vjp2[0]
         # Y_{j+1} = Y_j − h F¹(Z_j)  ⇒  Y_j = Y_{j+1} + h F¹(Z_j), g_Z −= h J_{F¹}ᵀ g_Y
@@ -389,7 +306,7 @@ class HamiltonianBlock(_ReversibleBase):
             z_in = z.detach().requires_grad_(True)
             out1 = f1(z_in)
         y = y + h * out1.detach()
-        vjp1 = _vjp(out1, [z_in] + params1, -h * gy)
+        vjp1 = vector_jacobian(out1, [z_in] + params1, -h * gy)
         if vjp1[0] is not None:
             gz = gz + vjp1[0]
         return y, z, gy, gz, vjp1[1:] + vjp2[1:]
