@@ -16,6 +16,10 @@ coarse-grid correction the additive skip connection.
   so that a coarse level that changes nothing corrects nothing. Any input size is padded by the
   boundary condition to a multiple of 2^(levels−1) and cropped back. ``certify(unet)`` lists its
   SymmetricResidual blocks; :meth:`MultigridUNet.network_certificate` bounds the whole net.
+
+One module (about 410 lines): the cycle and the U-net are the two sides of the dictionary above, solver and
+network, with the same restriction (full weighting or a learned stride-2 convolution, :mod:`pdeblocks.ops.transfer`)
+and prolongation P = 2^d·Rᵀ; they are read and tested side by side.
 """
 import math
 from typing import Any, Dict, List, Optional, Sequence, Union
