@@ -1,5 +1,5 @@
 """Building blocks: flux activations, scheme blocks, multigrid and group layers."""
-from .fed import FEDCycle, FSIBlock, LaggedDiffusion, cycle_amplification_bound, leja_order
+from .fed import FEDCycle, FSIBlock, LaggedCycle, LaggedDiffusion, cycle_amplification_bound, leja_order
 from .flux import FLUXES, Charbonnier, ExpPeronaMalik, Flux, LearnedFlux, PeronaMalik, ReLUFlux, Weickert, create_flux
 from .gcnn import (
     CDELayer,
@@ -30,7 +30,7 @@ from .symmetric import STABILITY_MODES, OperatorNormBound, SymmetricBasicBlock, 
 __all__ = [
     'FLUXES', 'Charbonnier', 'ExpPeronaMalik', 'Flux', 'LearnedFlux', 'PeronaMalik', 'ReLUFlux', 'Weickert',
     'create_flux', 'RESIDUAL_BLOCKS', 'create_block', 'register_block', 'STABILITY_MODES',
-    'FEDCycle', 'FSIBlock', 'LaggedDiffusion', 'cycle_amplification_bound', 'leja_order', 'ImplicitBlock',
+    'FEDCycle', 'FSIBlock', 'LaggedCycle', 'LaggedDiffusion', 'cycle_amplification_bound', 'leja_order', 'ImplicitBlock',
     'HamiltonianBlock', 'HyperbolicBlock', 'NormalizedFlux', 'ParabolicBlock', 'ReversibleState', 'ReversibleStep',
     'TVNorm', 'GridTransfer', 'MultigridCycle', 'MultigridUNet',
     'CDELayer', 'CDELayerM2', 'CDELayerR2', 'ConvectionM2', 'ConvectionR2', 'DiffusionM2', 'DiffusionR2',
