@@ -2,8 +2,14 @@
 
 Subcommands: ``demo``, ``denoise IN OUT``, ``diffuse IN OUT --time T``, ``train RECIPE``,
 ``publish NAME --repo-id ORG/NAME``, ``list``, ``certify MODEL_NAME``. Bad input (unreadable,
-empty, ragged, non-numeric, NaN, too short, unknown model) prints one line
+empty, ragged, non-numeric, NaN, too short, absurd scale, unknown model) prints one line
 ``pdeblocks: error: …`` to stderr and exits with status 2; no partial output file is left.
+
+``denoise`` with a blind model (:class:`~pdeblocks.models.blind.BlindDenoiser1D`) runs every signal
+through :func:`~pdeblocks.models.blind.denoise_signals` (normalised by its own median and noise
+estimate σ̂, so any units work) and prints σ̂ in the signal's units: per signal for up to
+:data:`SIGMA_LINES` signals, else a summary. Signals with σ̂ = 0 (constant or noise-free) are written
+unchanged, and the output says which.
 """
 import argparse
 import json
@@ -20,6 +26,7 @@ from ._io import atomic_path
 from .classical import perona_malik_denoise, tv_denoise
 from .data.signals import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr
 from .hub import BUNDLED_DIR, from_pretrained, list_pretrained
+from .models.blind import BlindDenoiser1D, DenoiseResult, denoise_signals
 from .ops.schedules import fed_cycle_length
 from .publish import assemble, upload
 from .signal_io import read_signals, write_signals
@@ -30,6 +37,7 @@ from .train.trainer import train
 
 DEFAULT_DENOISER = 'denoiser-1d'
 DEFAULT_DIFFUSION = 'diffusion-1d-perona-malik'
+SIGMA_LINES = 10            # denoise: σ̂ per signal up to this many signals, a summary beyond
 
 
 class UsageError(ValueError):
@@ -48,13 +56,42 @@ def _load_model(name: str, allowed_tasks=('denoise',)):
     return model
 
 
-def _apply(model, signals: np.ndarray, repeat: int = 1) -> np.ndarray:
+def _check_length(model, signals: np.ndarray, source: str = 'the input') -> None:
+    """A one-line UsageError naming the array's shape when its rows are shorter than the model's minimum."""
     if signals.shape[-1] < model.min_length:
-        raise UsageError(f"signals have length {signals.shape[-1]}, model needs at least {model.min_length} samples")
+        raise UsageError(f"{source} holds an array of shape {signals.shape}, read as {signals.shape[0]} signal(s) "
+                         f"of length {signals.shape[-1]} (one signal per row); the model needs at least "
+                         f"{model.min_length} samples per signal")
+
+
+def _apply(model, signals: np.ndarray, repeat: int = 1, source: str = 'the input') -> np.ndarray:
+    _check_length(model, signals, source)
     x = torch.from_numpy(signals.astype(np.float32))[:, None]
     for _ in range(repeat):
         x = model.predict(x)
+    if not bool(torch.isfinite(x).all()):
+        raise UsageError(f"the model produced NaN or Inf (input max |f| = {np.abs(signals).max():.3g}); it is not "
+                         f"scale-free: rescale the signals to its training range or use a blind model")
     return x[:, 0].double().numpy()
+
+
+def _sigma_report(results: List[DenoiseResult], unit: str = "in the signals' units") -> str:
+    """σ̂ per signal (up to :data:`SIGMA_LINES` signals) or its median and range, and the unchanged signals."""
+    sigmas = np.array([r.noise_sigma for r in results])
+    unchanged = [i + 1 for i, r in enumerate(results) if r.noise_sigma == 0.0]
+    if len(results) == 1:
+        return results[0].note
+    if len(results) <= SIGMA_LINES:
+        lines = [f"  signal {i + 1}: " + (f"σ̂ = {r.noise_sigma:.4g}" if r.noise_sigma > 0 else r.note)
+                 for i, r in enumerate(results)]
+        return f"noise estimates ({unit}):\n" + '\n'.join(lines)
+    found = sigmas[sigmas > 0]
+    text = (f"estimated noise σ̂ ({unit}): median {np.median(found):.4g}, range [{found.min():.4g}, "
+            f"{found.max():.4g}] over {found.size} signals" if found.size else "no noise found in any signal")
+    if unchanged:
+        text += (f"; {len(unchanged)} signal(s) with σ̂ = 0 (constant or noise-free) returned unchanged: "
+                 f"{unchanged[:SIGMA_LINES]}{'…' if len(unchanged) > SIGMA_LINES else ''}")
+    return text
 
 
 def estimate_sigma(signals: np.ndarray) -> np.ndarray:
@@ -100,7 +137,9 @@ def cmd_denoise(args) -> int:
         raise UsageError(f"--plot must name a .png file, got {args.plot}")
     signals = read_signals(args.input)
     model = _load_model(args.model)
-    out = _apply(model, signals)
+    if isinstance(model, BlindDenoiser1D):
+        return _denoise_blind(args, model, signals)
+    out = _apply(model, signals, source=args.input)
     write_signals(args.output, out, one_dimensional=signals.shape[0] == 1)
     sigma = args.sigma if args.sigma is not None else float(np.median(estimate_sigma(signals)))
     if args.plot:
@@ -109,6 +148,28 @@ def cmd_denoise(args) -> int:
                           (args.model, out[0], '-')], f'{args.input}: signal 1 of {len(signals)}')
     print(f"denoised {len(signals)} signal(s) of length {signals.shape[1]} with {args.model} "
           f"(noise level {'given' if args.sigma is not None else 'estimated'} σ ≈ {sigma:.3g}) → {args.output}")
+    return 0
+
+
+def _denoise_blind(args, model: BlindDenoiser1D, signals: np.ndarray) -> int:
+    """``denoise`` with a blind model: every signal through :func:`denoise_signals`, σ̂ printed in its units."""
+    _check_length(model, signals, args.input)
+    try:
+        results = denoise_signals(signals, model)
+    except ValueError as exc:
+        raise UsageError(f"{args.input}: {exc}") from None
+    out = np.stack([r.denoised for r in results])
+    write_signals(args.output, out, one_dimensional=signals.shape[0] == 1)
+    if args.plot:
+        curves = [('noisy', signals[0], ':')]
+        sigma = args.sigma if args.sigma is not None else results[0].noise_sigma
+        if sigma > 0:   # TV weight tuned for unit-range piecewise-constant signals: a reference curve only
+            tv = tv_denoise(torch.from_numpy(signals[:1]), _tv_weight(sigma)).numpy()[0]
+            curves.append((f'TV (w for σ={sigma:.3g})', tv, '-'))
+        _plot(args.plot, curves + [(args.model, out[0], '-')], f'{args.input}: signal 1 of {len(signals)}')
+    unit = "in the signal's units" if len(signals) == 1 else "in the signals' units"
+    print(f"denoised {len(signals)} signal(s) of length {signals.shape[1]} with {args.model} (blind) → "
+          f"{args.output}\n{_sigma_report(results, unit)}")
     return 0
 
 
@@ -122,7 +183,7 @@ def cmd_diffuse(args) -> int:
         if abs(k - round(k)) > 1e-9 or round(k) < 1:
             raise UsageError(f"model {args.model} diffuses to T = {model.time:g}; --time must be a positive multiple "
                              f"of it (got {args.time:g}), or use --method fed/implicit/reference")
-        out = _apply(model, signals, repeat=int(round(k)))
+        out = _apply(model, signals, repeat=int(round(k)), source=args.input)
     else:
         if signals.shape[1] < 2:
             raise UsageError(f"signals have length {signals.shape[1]}, diffusion needs at least 2 samples")

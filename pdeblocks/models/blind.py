@@ -17,6 +17,11 @@ c(a·f + b) = a·c(f) + b for a > 0, so (a·f + b − c(a·f + b))/σ̂(a·f + b
 the same input, and D(a·f + b) = a·D(f) + b up to rounding. N works in units of the noise: its
 fluxes' contrasts are multiples of σ̂, which is what a Perona–Malik threshold should be.
 
+Scales. Normalisation and de-normalisation run in the input's dtype, so the only limits are the
+dtype's own (:func:`scale_limits`): σ̂ must be a normal number (≥ ``finfo.tiny``, else u = (f − c)/σ̂
+loses digits) and max |f| ≤ ``finfo.max``/16 (h∗f, f − c and c + σ̂·v stay finite). In float64 that is
+σ̂ ≥ 2.2e-308 and |f| ≤ 1.1e307: traces at 1e-30 or 1e30 denoise exactly like the same trace at 1.
+
 Edges. N sees the normalised signal extended by ``pad`` samples of even (whole-sample) reflection on
 each side (at most n − 1, and at least what N's minimum length needs), and the output is cropped.
 
@@ -41,7 +46,7 @@ of K/Kᵀ pairs, τ unconstrained, the flux re-evaluated at every step.
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -53,15 +58,15 @@ from ..layers.flux import LearnedFlux
 from ..layers.implicit import ImplicitBlock
 from ..layers.multigrid import MultigridUNet
 from ..layers.symmetric import SymmetricResidual
-from .denoise1d import ARCHITECTURES, Denoiser1D, Pretrained1D, _shuffle, _Skeleton1D, _unshuffle
+from .denoise1d import Denoiser1D, Pretrained1D, _shuffle, _Skeleton1D, _unshuffle
 
-__all__ = ['NOISE_FILTER', 'MAD_TO_SIGMA', 'SCHEMES', 'SCALE_LIMITS', 'noise_sigma', 'RepeatedStep',
-           'BlindDenoiser1D', 'DenoiseResult', 'denoise_signal', 'check_signal_1d']
+__all__ = ['NOISE_FILTER', 'MAD_TO_SIGMA', 'SCHEMES', 'scale_limits', 'noise_sigma', 'RepeatedStep',
+           'BlindDenoiser1D', 'DenoiseResult', 'denoise_signal', 'denoise_signals', 'check_signal_1d',
+           'check_finite_scale']
 
 NOISE_FILTER = (1.0 / math.sqrt(20.0), -3.0 / math.sqrt(20.0), 3.0 / math.sqrt(20.0), -1.0 / math.sqrt(20.0))
 MAD_TO_SIGMA = 1.482602218505602          # 1/Φ⁻¹(3/4): MAD → σ for Gaussian samples
 SCHEMES = ('explicit', 'fed', 'fsi', 'implicit', 'multigrid')
-SCALE_LIMITS = (1e-20, 1e20)              # accepted range of max|f| and of max f − min f (else "absurd scale")
 MIN_LENGTH = 16                           # shortest signal: σ̂ rests on n − 3 filtered samples
 
 
@@ -236,21 +241,44 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
             parameters=self.parameter_count())
 
 
-ARCHITECTURES[BlindDenoiser1D.architecture] = BlindDenoiser1D   # hub allow-list (hub.architectures reads it)
+def scale_limits(dtype: torch.dtype) -> Tuple[float, float]:
+    """(smallest σ̂, largest max |f|) for which D stays exact in ``dtype``: (finfo.tiny, finfo.max/16).
+
+    σ̂ ≥ finfo.tiny keeps σ̂ a normal number (a subnormal one has fewer digits, and u = (f − c)/σ̂ loses
+    them); max |f| ≤ finfo.max/16 keeps h∗f (|h|₁ = 8/√20 < 2), f − c (< 2 max |f|) and c + σ̂·v finite.
+    """
+    info = torch.finfo(dtype)
+    return float(info.tiny), float(info.max) / 16.0
 
 
 def check_finite_scale(f: torch.Tensor) -> None:
-    """One-line ValueErrors for NaN/Inf samples and for scales outside :data:`SCALE_LIMITS`."""
-    if not bool(torch.isfinite(f).all()):
-        bad = (~torch.isfinite(f)).flatten(1).any(1).nonzero().flatten().tolist()
-        raise ValueError(f"the signal contains NaN or Inf samples (signal(s) {bad[:8]}); expected finite values")
+    """One-line ValueErrors for NaN/Inf samples and for scales outside :func:`scale_limits` of f's dtype.
+
+    ``f``: ``[B, 1, n]`` floating point, n ≥ 4 for the σ̂ check (shorter signals are the length check's).
+    """
+    def which(mask: torch.Tensor) -> str:    # the batch index of the offending signals, where there is a batch
+        idx = mask.nonzero().flatten().tolist()
+        return f" (signal(s) {idx[:8]}{'…' if len(idx) > 8 else ''})" if f.shape[0] > 1 else ''
+
+    finite = torch.isfinite(f)
+    if not bool(finite.all()):
+        where = (~finite).flatten(1)
+        b, t = where.nonzero()[0].tolist()
+        raise ValueError(f"the signal contains NaN or Inf samples{which(where.any(1))}, the first at sample {t}"
+                         f"{f' of signal {b}' if f.shape[0] > 1 else ''}; expected finite values")
+    smallest_sigma, largest = scale_limits(f.dtype)
+    dtype = str(f.dtype).replace('torch.', '')
     peak = float(f.abs().amax())
-    spread = (f.amax(dim=-1) - f.amin(dim=-1)).flatten()
-    spread_pos = spread[spread > 0]
-    low = float(spread_pos.min()) if spread_pos.numel() else None
-    if peak > SCALE_LIMITS[1] or (low is not None and low < SCALE_LIMITS[0]):
-        raise ValueError(f"absurd scale: max |f| = {peak:.3g}, smallest range max f − min f = {low:.3g}; expected "
-                         f"max |f| ≤ {SCALE_LIMITS[1]:g} and a range ≥ {SCALE_LIMITS[0]:g} (rescale the units)")
+    if peak > largest:
+        raise ValueError(f"absurd scale: max |f| = {peak:.3g} exceeds {largest:.3g} (the {dtype} maximum / 16, "
+                         f"beyond which differences overflow); rescale the units")
+    if f.shape[-1] >= len(NOISE_FILTER):
+        sigma = noise_sigma(f).flatten()
+        tiny = (sigma > 0) & (sigma < smallest_sigma)
+        if bool(tiny.any()):
+            raise ValueError(f"absurd scale: the noise estimate σ̂ = {float(sigma[tiny][0]):.3g} is below "
+                             f"{smallest_sigma:.3g}, the smallest normal {dtype} number{which(tiny)}; "
+                             f"rescale the units")
 
 
 def check_signal_1d(signal: Any, min_length: int) -> np.ndarray:
@@ -277,26 +305,62 @@ class DenoiseResult:
 
 
 def denoise_signal(signal: Any, model: Optional[BlindDenoiser1D] = None) -> DenoiseResult:
-    """Denoise one measured trace in its own units (the function ``pdeblocks denoise`` calls).
+    """Denoise one measured trace in its own units (``pdeblocks denoise`` calls :func:`denoise_signals`).
 
     ``signal``: a 1-D array of any real dtype, length ≥ ``model.min_length``. Normalisation and
-    de-normalisation run in float64, the network in its own dtype. A constant signal, or one where
-    σ̂ = 0, is returned unchanged and the note says so. Bad input raises a one-line ValueError
-    (:func:`check_signal_1d`).
+    de-normalisation run in float64, the network in its own dtype, so D(a·f + b) = a·D(f) + b to
+    float64 rounding of the affine map plus the network's rounding times a·σ̂. A constant signal, or one
+    where σ̂ = 0, is returned unchanged and the note says so. Bad input raises a one-line ValueError
+    (:func:`check_signal_1d`: not 1-D (the shape named), too short, NaN/Inf, absurd scale).
     """
+    model = _blind_model(model)
+    return _denoise_rows(check_signal_1d(signal, model.min_length)[None], model)[0]
+
+
+def denoise_signals(signals: Any, model: Optional[BlindDenoiser1D] = None) -> List[DenoiseResult]:
+    """:func:`denoise_signal` for each row of a ``[count, length]`` array, run as one batch.
+
+    A bad row raises a one-line ValueError that names it ("signal i of count: …"); nothing is
+    returned then, so a caller writes all signals or none.
+    """
+    model = _blind_model(model)
+    x = np.asarray(signals)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"expected signals as a [count, length] array with count ≥ 1, got shape {x.shape}")
+    rows = []
+    for i, row in enumerate(x):
+        try:
+            rows.append(check_signal_1d(row, model.min_length))
+        except ValueError as exc:
+            raise ValueError(f"signal {i + 1} of {x.shape[0]}: {exc}") from None
+    return _denoise_rows(np.stack(rows), model)
+
+
+def _blind_model(model: Optional[BlindDenoiser1D]) -> BlindDenoiser1D:
     if model is None:
         from ..hub import from_pretrained
         model = from_pretrained('denoiser-1d')
     if not isinstance(model, BlindDenoiser1D):
         raise ValueError(f"denoise_signal needs a BlindDenoiser1D, got {type(model).__name__}")
-    x = check_signal_1d(signal, model.min_length)
-    f = torch.from_numpy(x)[None, None]
-    sigma = float(noise_sigma(f))
-    if x.max() == x.min():
-        return DenoiseResult(x.copy(), 0.0, 'constant signal: σ̂ = 0, returned unchanged')
-    if sigma == 0.0:
-        return DenoiseResult(x.copy(), 0.0, 'no noise found (σ̂ = 0): returned unchanged')
-    model.eval()
-    with torch.no_grad():
-        out = model(f)[0, 0].numpy()
-    return DenoiseResult(out, sigma, f'estimated noise σ̂ = {sigma:.4g} (in the signal\'s units)')
+    return model
+
+
+def _denoise_rows(x: np.ndarray, model: BlindDenoiser1D) -> List[DenoiseResult]:
+    """Checked float64 rows ``[count, n]`` → one result each; rows with σ̂ = 0 bypass the network."""
+    f = torch.from_numpy(x)[:, None]
+    sigma = noise_sigma(f).flatten()
+    active = sigma > 0
+    out = x.copy()
+    if bool(active.any()):
+        model.eval()
+        out[active.numpy()] = model.predict(f[active])[:, 0].numpy()
+    results = []
+    for row, s, constant in zip(out, sigma.tolist(), (x.max(axis=1) == x.min(axis=1)).tolist()):
+        if constant:
+            note = 'constant signal: σ̂ = 0, returned unchanged'
+        elif s == 0.0:
+            note = 'no noise found (σ̂ = 0): returned unchanged'
+        else:
+            note = f"estimated noise σ̂ = {s:.4g} (in the signal's units)"
+        results.append(DenoiseResult(row, s, note))
+    return results

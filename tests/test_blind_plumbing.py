@@ -1,0 +1,291 @@
+"""The blind denoiser's plumbing: scale-freeness of ``denoise_signal`` in any units, bad input (library and CLI:
+one line, exit 2, no partial files), ``pdeblocks denoise`` printing σ̂, and the Hub round trip offline."""
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pdeblocks.cli import main
+from pdeblocks.hub import architectures, from_pretrained, load_folder
+from pdeblocks.models.blind import BlindDenoiser1D, check_finite_scale, denoise_signal, denoise_signals, scale_limits
+from pdeblocks.models.denoise1d import Denoiser1D
+from pdeblocks.signal_io import read_signals
+
+ROOT = Path(__file__).resolve().parent.parent
+SCALES = (1e-3, 1.0, 1e3, 1e6)
+OFFSETS = (-3.0, 0.0, 5000.0)
+
+
+def _perturbed(m, seed=0):
+    """Leave the identity start: random weights that change the input."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m.eval()
+
+
+def tiny_blind(scheme='fed', seed=0):
+    torch.manual_seed(seed)
+    kw = dict(channels=4, levels=2, steps=1) if scheme == 'multigrid' else \
+        dict(scale=4, channels=4, hidden_channels=4, blocks=2, steps=2)
+    return _perturbed(BlindDenoiser1D(scheme=scheme, **kw), seed)
+
+
+def trace(n=512, sigma=0.1, seed=0):
+    """A step, a sine and a parabola (unit range) plus white noise of standard deviation ``sigma``."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0.0, 1.0, n)
+    return (t > 0.3) * 0.8 + 0.3 * np.sin(6 * t) + 0.5 * t ** 2 + sigma * rng.standard_normal(n)
+
+
+def equivariance_error(denoise, f, a, b):
+    """max |(D(a·f + b) − b)/a − D(f)| relative to max |D(f) − median f| (the denoised signal's own size)."""
+    base = denoise(f)
+    moved = (denoise(a * f + b) - b) / a
+    return float(np.abs(moved - base).max() / np.abs(base - np.median(f)).max())
+
+
+# ---------------------------------------------------------------- scale-freeness
+def test_denoise_signal_is_affine_equivariant_and_the_test_can_fail():
+    """denoise(a·f + b) = a·denoise(f) + b within rounding for a ∈ {1e-3, 1, 1e3, 1e6}, b ∈ {−3, 0, 5000}.
+
+    Rounding: the affine map is exact to float64 (1e-16 · (|b|/a + |f|) relative), the network runs in float32,
+    so the normalised input may round one float32 ulp differently: 1e-5 of the output's size is ~100 ulps.
+    The same check on the non-blind Denoiser1D (units fixed at training) fails by orders of magnitude."""
+    m = tiny_blind('fed')
+    f = trace()
+    blind = lambda x: denoise_signal(x, m).denoised   # noqa: E731
+    assert np.abs(blind(f) - f).max() > 1e-2          # the network does change the trace
+    for a in SCALES:
+        for b in OFFSETS:
+            assert equivariance_error(blind, f, a, b) < 1e-5, (a, b)
+
+    plain = _perturbed(Denoiser1D(scale=4, channels=4, hidden_channels=4, blocks=2))
+
+    def fixed_units(x):
+        with torch.no_grad():
+            return plain(torch.from_numpy(x).float()[None, None])[0, 0].double().numpy()
+    worst = max(equivariance_error(fixed_units, f, a, b) for a in SCALES for b in OFFSETS)
+    assert worst > 1e-2
+
+
+@pytest.mark.filterwarnings('ignore:ImplicitBlock')   # 2 Chebyshev iterations: residual above tol, no matter here
+@pytest.mark.parametrize('scheme', ['explicit', 'implicit', 'multigrid'])
+def test_other_schemes_are_affine_equivariant(scheme):
+    m = tiny_blind(scheme)
+    f = trace()
+    blind = lambda x: denoise_signal(x, m).denoised   # noqa: E731
+    for a, b in ((1e-3, 5000.0), (1e6, -3.0)):
+        assert equivariance_error(blind, f, a, b) < 1e-5, (a, b)
+
+
+def test_absurd_scales_work_exactly_in_float64():
+    """1e-30 and 1e30 (and 1e-200 with an offset) are exact: the normalisation is scale-free in float64."""
+    m = tiny_blind()
+    f = trace()
+    blind = lambda x: denoise_signal(x, m).denoised   # noqa: E731
+    for a, b in ((1e-30, 0.0), (1e30, 0.0), (1e30, -3e30), (1e-200, 1e-199)):
+        assert equivariance_error(blind, f, a, b) < 1e-5, (a, b)
+    res = denoise_signal(1e-30 * f, m)
+    sigma_1 = denoise_signal(f, m).noise_sigma
+    assert 0.05 < sigma_1 < 0.2 and abs(res.noise_sigma / (1e-30 * sigma_1) - 1) < 1e-12
+
+
+def test_scale_limits_are_the_dtypes():
+    assert scale_limits(torch.float64) == (torch.finfo(torch.float64).tiny, torch.finfo(torch.float64).max / 16)
+    assert scale_limits(torch.float32)[1] < 3e37
+    check_finite_scale(torch.from_numpy(1e-30 * trace())[None, None].float())   # fine in float32 too
+    with pytest.raises(ValueError, match=r'absurd scale: max \|f\|'):
+        check_finite_scale(torch.from_numpy(3e37 * trace())[None, None].float())
+
+
+@pytest.mark.parametrize('bad, match', [
+    (1e307 * trace(), r'absurd scale: max \|f\| = 1\.\d+e\+307 exceeds'),
+    (1e-310 * trace(), r'absurd scale: the noise estimate σ̂ = .* below .*smallest normal float64'),
+    (np.ones((64, 1)), r'1-D signal.*\(64, 1\)'),
+    (np.arange(15.0), 'has 15 samples; the denoiser needs at least 16'),
+    (np.array([1.0 + 1j] * 32), 'real numbers'),
+])
+def test_bad_input_one_line(bad, match):
+    with pytest.raises(ValueError, match=match) as info:
+        denoise_signal(bad, tiny_blind())
+    assert '\n' not in str(info.value)
+
+
+def test_denoise_signals_batch_equals_single_and_names_bad_rows():
+    m = tiny_blind()
+    rows = np.stack([trace(seed=0), np.full(512, 2.5), 1e3 * trace(seed=1) + 7])
+    batch = denoise_signals(rows, m)
+    for row, res in zip(rows, batch):
+        one = denoise_signal(row, m)
+        # batching changes the float32 network's summation order: ~1e-7 of the signal's size
+        np.testing.assert_allclose(res.denoised, one.denoised, rtol=0, atol=1e-5 * np.ptp(row))
+        assert res.noise_sigma == one.noise_sigma and res.note == one.note
+    assert np.array_equal(batch[1].denoised, rows[1]) and 'constant' in batch[1].note
+    rows[2, 100] = np.nan
+    with pytest.raises(ValueError, match=r'^signal 3 of 3: .*NaN or Inf'):
+        denoise_signals(rows, m)
+    with pytest.raises(ValueError, match=r'\[count, length\].*\(512,\)'):
+        denoise_signals(rows[0], m)
+    with pytest.raises(ValueError, match='needs a BlindDenoiser1D, got Denoiser1D'):
+        denoise_signals(rows, Denoiser1D(scale=2, channels=2, hidden_channels=2, blocks=1))
+
+
+# ---------------------------------------------------------------- pdeblocks denoise with a blind model
+@pytest.fixture(scope='module')
+def blind_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('models') / 'blind'
+    tiny_blind('explicit').save_pretrained(folder)
+    return folder
+
+
+def test_cli_blind_prints_sigma_per_signal_in_its_units(tmp_path, blind_folder, capsys):
+    """Three traces in millivolts around 5000 with σ = 50: σ̂ printed per signal (≈ 50, the noise put in),
+    the file equals denoise_signal's output, the constant row comes back unchanged and is named."""
+    rows = np.stack([1e3 * trace(4096, 0.05, seed=s) + 5000 for s in range(2)] + [np.full(4096, 3.25)])
+    src, dst = tmp_path / 'mv.npy', tmp_path / 'out.npy'
+    np.save(src, rows)
+    assert main(['denoise', str(src), str(dst), '--model', str(blind_folder)]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert '(blind)' in lines[0] and "in the signals' units" in lines[1]
+    printed = [float(ln.split('σ̂ = ')[1]) for ln in lines[2:4]]
+    assert all(abs(s / 50.0 - 1) < 0.1 for s in printed), printed
+    assert lines[4] == '  signal 3: constant signal: σ̂ = 0, returned unchanged'
+    m = load_folder(blind_folder)
+    written = np.load(dst)
+    for row, got in zip(rows, written):
+        np.testing.assert_allclose(got, denoise_signal(row, m).denoised, rtol=0, atol=1e-5 * np.ptp(row))
+    assert np.array_equal(written[2], rows[2])
+
+
+def test_cli_blind_one_signal_and_summary(tmp_path, blind_folder, capsys):
+    src, dst = tmp_path / 'one.csv', tmp_path / 'one_out.csv'
+    np.savetxt(src, 1e-30 * trace()[None], delimiter=',', fmt='%.17g')
+    assert main(['denoise', str(src), str(dst), '--model', str(blind_folder)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and out[1].startswith('estimated noise σ̂ = ') and "(in the signal's units)" in out[1]
+    assert 5e-32 < float(out[1].split('= ')[1].split()[0]) < 2e-31
+    assert read_signals(dst).shape == (1, 512)
+    many = np.stack([(k + 1) * trace(seed=k) for k in range(11)] + [np.zeros(512)])
+    src, dst = tmp_path / 'many.npy', tmp_path / 'many_out.npy'
+    np.save(src, many)
+    assert main(['denoise', str(src), str(dst), '--model', str(blind_folder)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and 'over 11 signals' in out[1] and 'returned unchanged: [12]' in out[1]
+    lo, hi = (float(v) for v in out[1].split('range [')[1].split(']')[0].split(', '))
+    assert 0.05 < lo < 0.2 and 0.5 < hi < 2.2          # σ = 0.1·(k + 1) for k = 0 … 10
+
+
+def _bad_cli(tmp_path, name, arr, capsys, *extra):
+    src, dst = tmp_path / name, tmp_path / ('out' + Path(name).suffix)
+    np.save(src, arr)
+    code = main(['denoise', str(src), str(dst), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith('pdeblocks: error: ') and err.count('\n') == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]      # no output, no temporary
+    return err
+
+
+@pytest.mark.parametrize('arr, match', [
+    (trace()[:, None], r'in\.npy holds an array of shape \(512, 1\), read as 512 signal\(s\) of length 1'),
+    (np.stack([trace(), 1e307 * trace()]), r'in\.npy: signal 2 of 2: absurd scale'),
+    (np.stack([trace(), 1e-310 * trace()]), r'signal 2 of 2: absurd scale: the noise estimate'),
+    (trace()[:12], 'at least 16 samples per signal'),
+    (np.r_[trace()[:100], np.inf, trace()[:100]], 'NaN or Inf'),
+])
+def test_cli_blind_bad_input_exit_2_no_files(tmp_path, blind_folder, capsys, arr, match):
+    err = _bad_cli(tmp_path, 'in.npy', arr, capsys, '--model', str(blind_folder))
+    assert len(re.findall(match, err)) == 1, err
+
+
+def test_cli_non_blind_unchanged_but_non_finite_output_is_an_error(tmp_path, capsys, monkeypatch):
+    """The bundled (non-blind) model keeps its path; should it return NaN, nothing is written and exit is 2."""
+    src, dst = tmp_path / 'in.npy', tmp_path / 'out.npy'
+    f = trace(256)
+    np.save(src, f)
+    assert main(['denoise', str(src), str(dst)]) == 0
+    assert 'noise level estimated σ ≈' in capsys.readouterr().out
+    m = from_pretrained('denoiser-1d')
+    with torch.no_grad():
+        np.testing.assert_allclose(np.load(dst), m(torch.from_numpy(f).float()[None, None])[0, 0].double().numpy(),
+                                   atol=2e-6)
+    dst.unlink()
+    monkeypatch.setattr(Denoiser1D, 'predict', lambda self, x: x * float('nan'))
+    err = _bad_cli(tmp_path, 'in.npy', f, capsys)
+    assert 'produced NaN or Inf' in err and 'not scale-free' in err
+
+
+# ---------------------------------------------------------------- the Hub: registry and offline round trip
+OFFLINE_LOAD = textwrap.dedent('''
+    import json, sys
+    import numpy as np, torch
+    import pdeblocks
+    from pdeblocks.hub import resolve
+    repo, signal_path = sys.argv[1], sys.argv[2]
+    f = torch.from_numpy(np.load(signal_path))[None, None]
+    out = {}
+    for how, load in (('function', pdeblocks.from_pretrained),
+                      ('class', lambda r: __import__('pdeblocks.models.blind', fromlist=['x']).BlindDenoiser1D
+                       .from_pretrained(r))):
+        m = load(repo)
+        with torch.no_grad():
+            out[how] = dict(type=type(m).__name__, source=resolve(repo)[2], config=m.config(),
+                            denoised=m(f)[0, 0].tolist())
+    print(json.dumps(out))
+''')
+
+
+@pytest.mark.parametrize('scheme', ['fed', 'multigrid'])
+def test_hub_round_trip_offline(tmp_path, scheme):
+    """save_pretrained → a Hub cache snapshot → from_pretrained in a fresh process with HF_HUB_OFFLINE=1:
+    the same class, config and outputs (bitwise); safetensors only; a bad config or missing key is refused.
+    The fresh process loads through ``pdeblocks.from_pretrained`` before anything imports models.blind:
+    ``import pdeblocks`` alone must put blind_denoiser_1d in the hub's one registry."""
+    assert architectures()['blind_denoiser_1d'] is BlindDenoiser1D
+    from safetensors.torch import load_file, save_file
+    from test_hub import fill_hub_cache
+    m = tiny_blind(scheme)
+    folder, cache = tmp_path / 'saved', tmp_path / 'hub'
+    m.save_pretrained(folder)
+    assert sorted(p.name for p in folder.iterdir() if p.suffix in ('.json', '.safetensors', '.bin', '.pt')) == \
+        ['config.json', 'model.safetensors']
+    config = json.loads((folder / 'config.json').read_text())
+    assert config['architecture'] == 'blind_denoiser_1d' and config['scheme'] == scheme
+    fill_hub_cache(cache, 'someone/blind-denoiser', folder, 'd' * 40)
+    f = trace()
+    np.save(tmp_path / 'f.npy', f)
+    env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE='1', PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    env.pop('HF_HOME', None)
+    proc = subprocess.run([sys.executable, '-c', OFFLINE_LOAD, 'someone/blind-denoiser', str(tmp_path / 'f.npy')],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    with torch.no_grad():
+        expect = m(torch.from_numpy(f)[None, None])[0, 0].numpy()
+    for how in ('function', 'class'):
+        assert res[how]['type'] == 'BlindDenoiser1D' and res[how]['source'] == 'hub'
+        assert res[how]['config'] == config
+        assert np.array_equal(np.array(res[how]['denoised']), expect), how
+    # strict: an unknown config key and a missing tensor are refused
+    bad = tmp_path / 'bad'
+    bad.mkdir()
+    (bad / 'config.json').write_text(json.dumps(dict(config, sigma=0.1)))
+    (bad / 'model.safetensors').write_bytes((folder / 'model.safetensors').read_bytes())
+    with pytest.raises(ValueError, match=r"unknown keys \['sigma'\]"):
+        from_pretrained(bad)
+    (bad / 'config.json').write_text(json.dumps(config))
+    tensors = load_file(str(folder / 'model.safetensors'))
+    key = next(k for k in sorted(tensors) if k.endswith('.weight'))
+    tensors.pop(key)
+    save_file(tensors, str(bad / 'model.safetensors'))
+    with pytest.raises(ValueError, match=re.escape(f"missing keys ['{key}']")):
+        from_pretrained(bad)
