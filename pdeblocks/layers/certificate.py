@@ -245,7 +245,9 @@ class NormCertificate(nn.Module):
         w = w.detach()
         w = w if w.dtype in (torch.float32, torch.float64) else w.float()
         phases = self._grid_phases(_complex_dtype(w.dtype), w.device)
-        a = (w.flatten(2).to(phases.dtype) @ phases).permute(2, 0, 1).contiguous()   # the symbol [F, H, C]
+        # the symbol [F, H, C]: one real product [H·C, taps] @ [taps, F·2] (re, im interleaved)
+        a = w.reshape(w.shape[0] * w.shape[1], -1) @ torch.view_as_real(phases).reshape(phases.shape[0], -1)
+        a = torch.view_as_complex(a.view(w.shape[0], w.shape[1], -1, 2)).permute(2, 0, 1).contiguous()
         v = self._vectors
         if v is None or v.shape != (a.shape[0], a.shape[2]) or v.dtype != a.dtype or v.device != a.device:
             v = torch.ones(a.shape[0], a.shape[2], dtype=a.dtype, device=a.device)
@@ -311,12 +313,6 @@ class NormCertificate(nn.Module):
 
     # -- the training contract's estimate -------------------------------------------------------------
     @torch.jit.unused
-    def symbol(self, weight: torch.Tensor) -> torch.Tensor:
-        """K̂_W(ω*) = Σ_j W_j e^{−i⟨ω*, j⟩}, ``[H, C]`` complex, differentiable in W."""
-        w = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
-        return w.flatten(2).to(self._phase.dtype) @ self._phase
-
-    @torch.jit.unused
     def _start_estimate(self, weight: torch.Tensor) -> None:
         """κ = B(W)/max_ω σ(ω) at a weight with a full bound: the cached one if W has not visibly changed
         since (e.g. the first training pass after an eval pass), else a new one."""
@@ -330,7 +326,10 @@ class NormCertificate(nn.Module):
     def sigma(self, weight: torch.Tensor) -> torch.Tensor:
         """σ(W) = ‖K̂_W(ω*) v‖ at the tracked ω* and v, differentiable in W: σ_max(K̂_W(ω*)) when v is its top
         right singular vector, and then its gradient is Danskin's gradient of sup_ω σ_max(K̂_W(ω))."""
-        return torch.linalg.vector_norm(self.symbol(weight) @ self._v)
+        w = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
+        # K̂(ω*)v = Σ_j W_j (e^{−i⟨ω*, j⟩} v): one real product [H, C·taps] @ [C·taps, 2] (re, im), W read once
+        x = torch.view_as_real((self._v[:, None] * self._phase[None, :]).reshape(-1))
+        return torch.linalg.vector_norm(w.reshape(w.shape[0], -1) @ x.to(w.dtype))
 
     @torch.jit.unused
     def estimate(self, weight: torch.Tensor) -> torch.Tensor:
