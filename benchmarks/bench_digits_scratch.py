@@ -12,8 +12,8 @@ seed). Every model: timm's SGD (lr 0.1, momentum 0.9, weight decay 5e-4 except t
 interleaved across the models so that they share the machine's load.
 
 Models (``--models``): ``resnet18``, ``pde_resnet18``, ``swapped`` (resnet18 after ``swap_blocks``),
-``pde_resnet_tiny`` (widths 16–64, one certified block per stage), ``pde_resnet_tiny_free`` (its free-step
-twin), ``resnet_tiny`` (timm's ResNet with BasicBlocks at the same widths: twice the convolutions) and
+``pde_resnet_tiny`` (widths 16–64, one certified block per stage), ``pde_resnet_tiny_scale`` (the same with
+the scale gradient of B instead of the default σ_max one), ``pde_resnet_tiny_free`` (its free-step twin), ``resnet_tiny`` (timm's ResNet with BasicBlocks at the same widths: twice the convolutions) and
 ``resnet_tiny_budget`` (the same ResNet narrowed to pde_resnet_tiny's parameter count).
 
 Reported per model: test accuracy (eval mode; mean ± std over ``--seeds``), parameters, mean step time and
@@ -53,6 +53,9 @@ def build(name: str, seed: int) -> torch.nn.Module:
         return ResNet(BasicBlock, [1, 1, 1, 1], channels=channels, stem_width=16, num_classes=10)
     if name == 'pde_resnet_tiny_free':
         return timm.create_model('pde_resnet_tiny', num_classes=10, block_kwargs=dict(stability='none'))
+    if name == 'pde_resnet_tiny_scale':
+        return timm.create_model('pde_resnet_tiny', num_classes=10,
+                                 block_kwargs=dict(certification=dict(gradient='scale')))
     return timm.create_model(name, num_classes=10)
 
 
