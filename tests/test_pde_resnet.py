@@ -173,3 +173,15 @@ def test_shared_stage_model_api_on_ruthotto_haber():
         assert len(m.stages) == 1 and m.num_features == 6 and m.num_classes == 0 and m(x).shape == (2, 6, 8, 8)
     with pytest.raises(ValueError, match="output_fmt must be 'NCHW'"):
         m.forward_intermediates(x, output_fmt='NHWC')
+
+
+def test_connector_is_one_module_for_every_dim():
+    """One Connector serves the 2D and 1D families (the same state-dict keys), and rejects other dims."""
+    from pdeblocks.models._stages import Connector
+    from pdeblocks.models.symmetric_resnet1d import Connector1d
+    two, one = Connector(4, 8, stride=2), Connector1d(4, 8, stride=2)
+    assert list(two.state_dict()) == list(one.state_dict())
+    assert two(torch.randn(2, 4, 6, 6)).shape == (2, 8, 3, 3)
+    assert one(torch.randn(2, 4, 7)).shape == (2, 8, 4)
+    with pytest.raises(ValueError, match='dim must be 1, 2 or 3, got 4'):
+        Connector(4, 8, dim=4)

@@ -18,6 +18,9 @@ small hooks:
 
 It needs ``self.stem``, ``self.head`` (a timm ``ClassifierHead``), ``self.num_features`` and
 ``self.feature_info`` (one entry per tap).
+
+:class:`Connector` is the change of width and resolution between stages that the PDE-ResNet (2D) and the 1D
+symmetric ResNets share.
 """
 from typing import List, Optional, Set, Tuple, Union
 
@@ -125,3 +128,23 @@ class StageModelMixin:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class Connector(nn.Module):
+    """Change of width and resolution between stages (not certified): AvgPool(stride) → 1×1 conv → BN → ReLU,
+    for ``dim``-D signals (1, 2 or 3)."""
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int = 2, dim: int = 2, device=None, dtype=None):
+        super().__init__()
+        if dim not in (1, 2, 3):
+            raise ValueError(f"Connector: dim must be 1, 2 or 3, got {dim!r}")
+        dd = {'device': device, 'dtype': dtype}
+        pool, conv, norm = ((nn.AvgPool1d, nn.Conv1d, nn.BatchNorm1d), (nn.AvgPool2d, nn.Conv2d, nn.BatchNorm2d),
+                            (nn.AvgPool3d, nn.Conv3d, nn.BatchNorm3d))[dim - 1]
+        self.pool = pool(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 else nn.Identity()
+        self.conv = conv(in_chs, out_chs, 1, bias=False, **dd)
+        self.bn = norm(out_chs, **dd)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(self.pool(x))))

@@ -28,25 +28,9 @@ from timm.models import (
 from torch import nn
 
 from ..layers.registry import create_block
-from ._stages import StageModelMixin
+from ._stages import Connector, StageModelMixin
 
 __all__ = ['PDEResNet', 'PDEStage', 'Connector']
-
-
-class Connector(nn.Module):
-    """Change of width and resolution between stages: AvgPool(stride) → 1×1 conv → BN → ReLU."""
-
-    def __init__(self, in_chs: int, out_chs: int, stride: int = 2, device=None, dtype=None):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
-        self.pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 \
-            else nn.Identity()
-        self.conv = nn.Conv2d(in_chs, out_chs, 1, bias=False, **dd)
-        self.bn = nn.BatchNorm2d(out_chs, **dd)
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(self.pool(x))))
 
 
 class PDEStage(nn.Module):

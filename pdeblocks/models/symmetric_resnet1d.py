@@ -25,7 +25,7 @@ from torch import nn
 
 from ..layers.registry import create_block
 from ..stability import Certificate
-from ._stages import StageModelMixin
+from ._stages import Connector, StageModelMixin
 
 __all__ = ['SymmetricResNet1d', 'ChannelScale', 'Connector1d', 'Stage1d', 'MODELS_1D', 'create_model_1d', 'list_models_1d',
            'register_model_1d', 'check_signal_batch']
@@ -47,20 +47,11 @@ def check_signal_batch(x: torch.Tensor, in_chans: int, length: int) -> torch.Ten
     return x
 
 
-class Connector1d(nn.Module):
-    """Change of width and length between stages: AvgPool(stride) → 1×1 conv → BN → ReLU (not certified)."""
+class Connector1d(Connector):
+    """:class:`~pdeblocks.models._stages.Connector` for signals ``[B, C, L]`` (AvgPool1d → 1×1 conv → BN → ReLU)."""
 
     def __init__(self, in_chs: int, out_chs: int, stride: int = 2, device=None, dtype=None):
-        super().__init__()
-        dd = {'device': device, 'dtype': dtype}
-        self.pool = nn.AvgPool1d(stride, stride, ceil_mode=True, count_include_pad=False) if stride > 1 \
-            else nn.Identity()
-        self.conv = nn.Conv1d(in_chs, out_chs, 1, bias=False, **dd)
-        self.bn = nn.BatchNorm1d(out_chs, **dd)
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(self.pool(x))))
+        super().__init__(in_chs, out_chs, stride, dim=1, device=device, dtype=dtype)
 
 
 BETWEEN = ('', 'batchnorm', 'scale')
