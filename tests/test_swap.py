@@ -112,15 +112,20 @@ def test_timm_auto_init_takes_the_pretrained_convolutions():
     scale = inner.bn1.weight / torch.sqrt(inner.bn1.running_var + inner.bn1.eps)
     torch.testing.assert_close(swapped.layer1[1].step.weight, inner.conv1.weight * scale[:, None, None, None])
     # stage entry 8→16, stride 2: the step runs first, at 8 channels and full resolution, with
-    # K [16, 8, 3, 3] = bn1·conv1 at stride 1: its output at even pixels is the original pre-activation
+    # K [16, 8, 3, 3] = bn1·conv1 at conv1's stride 2: K u is the original pre-activation
     entry = model.layer2[0]
     scale1 = entry.bn1.weight / torch.sqrt(entry.bn1.running_var + entry.bn1.eps)
     step = swapped.layer2[0].step
     assert swapped.layer2[0].step_first and not swapped.layer2[1].step_first and step.weight.shape == (16, 8, 3, 3)
+    assert step.stride == 2 and swapped.layer1[1].step.stride == 1
     u = torch.randn(1, 8, 6, 6, dtype=torch.float64)
     strided = F.conv2d(u, (entry.conv1.weight * scale1[:, None, None, None]).double(), stride=2, padding=1)
-    torch.testing.assert_close(F.conv2d(u, step.weight.double(), padding=1)[:, :, ::2, ::2], strided,
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(F.conv2d(u, step.weight.double(), stride=2, padding=1), strided, rtol=1e-5, atol=1e-6)
+    # the step's update is Kᵀ_s Φ(K_s u) with K_s that strided convolution and Kᵀ_s its adjoint
+    blk = copy.deepcopy(step).double()
+    s = F.conv2d(u, blk.weight, stride=2, padding=1)
+    expected = F.conv_transpose2d(F.relu(s), blk.weight, stride=2, padding=1, output_padding=1)
+    torch.testing.assert_close(blk.update(u), expected)
     # an input whose odd pixels are the only non-zero ones: a step after the strided 1×1 downsample
     # would never see it; before it, the 3×3 stencil carries it into the kept pixels
     v = torch.zeros(1, 8, 6, 6)

@@ -68,6 +68,8 @@ class LaggedDiffusion(SymmetricResidual):
     ``def __init__(self, *args, steps: int = 4, **kwargs)`` … ``super().__init__(*args, **kwargs)``.
     """
 
+    supports_stride = False   # the schemes apply K at the input's resolution
+
     def __init__(self, *args: Any, **kwargs: Any):
         block = type(self).__name__
         if len(args) > _POSITIONAL:

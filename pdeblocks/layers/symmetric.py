@@ -29,6 +29,7 @@ from timm.models import register_notrace_function
 from torch import nn
 
 from ..ops.conv import check_boundary, check_kernel_size, check_signal, conv, conv_adjoint
+from ..ops.transfer import strided_conv, strided_conv_adjoint
 from ..stability import Certificate
 from .certificate import Certification, NormCertificate
 from .flux import Flux, ReLUFlux, create_flux, flux_constants
@@ -92,6 +93,9 @@ class SymmetricResidual(nn.Module):
         weight: optional initial kernel ``[H, C, *k]``, e.g. a finite-difference stencil.
         trainable_weight: whether K is trained.
         drop_path: stochastic depth on the update τKᵀΦ (dropping it keeps the step stable).
+        stride: K_s = every s-th output of K (a strided convolution, as a ResNet's stage-entry conv), Kᵀ_s its
+            exact adjoint, so the step keeps u's size at a fraction 1/s^d of the cost. K_s is a row subset of
+            K, hence ‖K_s‖ ≤ ‖K‖ and the stride-1 bound certifies it. The explicit step only (default 1).
         certification: how τ is certified: ``'eval'`` (default, the training contract), ``'all'``
             (strict), a dict of fields or a :class:`~pdeblocks.layers.certificate.Certification`.
         grid, gram_steps, interp_slack, bound_refresh: override those fields of ``certification``
@@ -104,6 +108,7 @@ class SymmetricResidual(nn.Module):
     """
 
     no_weight_decay_params = ('step_param',)
+    supports_stride = True   # False where a subclass applies K itself (the lagged schemes)
 
     def __init__(
             self,
@@ -125,10 +130,15 @@ class SymmetricResidual(nn.Module):
             gram_steps: Optional[int] = None,
             interp_slack: Optional[float] = None,
             bound_refresh: Optional[float] = None,
+            stride: int = 1,
             device=None,
             dtype=None,
     ):
         super().__init__()
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            raise ValueError(f"stride must be an int ≥ 1, got {stride!r}")
+        if stride != 1 and not self.supports_stride:
+            raise ValueError(f"{type(self).__name__} applies K at the input's resolution: stride=1 only, got {stride}")
         if dim not in (1, 2, 3):
             raise ValueError(f"dim must be 1, 2 or 3, got {dim}")
         if channels < 1:
@@ -158,6 +168,7 @@ class SymmetricResidual(nn.Module):
         self.dim = dim
         self.boundary = boundary
         self.stability = stability
+        self.stride = stride
 
         self.flux = _resolve_flux(flux, hidden, contrast, device=device, dtype=dtype)
         self.sector_bound, monotone, slope = flux_constants(self.flux)
@@ -222,11 +233,14 @@ class SymmetricResidual(nn.Module):
         return self.step_fraction() * self.step_limit().to(self.step_param.dtype)
 
     def update(self, u: torch.Tensor) -> torch.Tensor:
-        """Kᵀ Φ(K u + b), the (un-scaled) diffusion update."""
-        s = conv(u, self.weight, self.boundary)
+        """Kᵀ Φ(K u + b), the (un-scaled) diffusion update (K_s and Kᵀ_s with a stride)."""
+        s = conv(u, self.weight, self.boundary) if self.stride == 1 \
+            else strided_conv(u, self.weight, self.boundary, self.stride)
         if self.bias is not None:
             s = s + self.bias.reshape([1, -1] + [1] * self.dim)
-        return conv_adjoint(self.flux(s), self.weight, self.boundary)
+        if self.stride == 1:
+            return conv_adjoint(self.flux(s), self.weight, self.boundary)
+        return strided_conv_adjoint(self.flux(s), self.weight, u.shape[2:], self.boundary, self.stride)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         u = check_input(u, self.weight, self.boundary)
@@ -326,7 +340,8 @@ class SymmetricResidual(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.channels}, hidden={self.hidden_channels}, kernel_size={tuple(self.kernel_size)}, "
-                f"dim={self.dim}, boundary={self.boundary!r}, stability={self.stability!r}")
+                f"dim={self.dim}, boundary={self.boundary!r}, stability={self.stability!r}"
+                + (f", stride={self.stride}" if self.stride != 1 else ''))
 
 
 class SymmetricBasicBlock(nn.Module):

@@ -53,11 +53,12 @@ class SwapSpec:
     def make_step(self, channels: int, dim: int, *, kernel_size: List[int],
                   hidden_channels: Optional[int] = None, weight: Optional[torch.Tensor] = None,
                   weight_source: str = '', flux: Optional[str] = None, drop_path: Optional[nn.Module] = None,
-                  like: Optional[nn.Module] = None) -> Tuple[nn.Module, str]:
+                  like: Optional[nn.Module] = None, stride: int = 1) -> Tuple[nn.Module, str]:
         """Build ``constructor(channels, dim=dim, **kw)`` with the swap defaults under the user's kwargs.
 
         Defaults: ``boundary='zeros'`` (size-preserving, like the replaced padded convs), the replaced
-        kernel size and hidden width, the flux hint, and with ``init='auto'`` the given initial K.
+        kernel size and hidden width, the flux hint, the replaced convolution's ``stride`` where the block
+        takes one (``supports_stride``; else K runs at stride 1), and with ``init='auto'`` the given initial K.
         Defaults the constructor does not take are dropped; the user's
         ``block_kwargs`` always win. Returns the module (dtype/device/mode of ``like``) and an init note.
         """
@@ -68,6 +69,8 @@ class SwapSpec:
             defaults['hidden_channels'] = hidden_channels
         if flux is not None:
             defaults['flux'] = flux
+        if stride != 1 and getattr(self.constructor, 'supports_stride', False):
+            defaults['stride'] = stride
         if drop_path is not None and not isinstance(drop_path, nn.Identity):
             defaults['drop_path'] = drop_path
         user = self.block_kwargs

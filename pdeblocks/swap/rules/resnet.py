@@ -26,13 +26,14 @@ def resnet_basic_rule(block: nn.Module, spec: SwapSpec) -> Tuple[nn.Module, str]
     """timm / torchvision ``BasicBlock``: relu(shortcut(x) + bn2 conv2 relu bn1 conv1 x) ↦
     relu(step(x)) inside a stage, relu(downsample(step(x))) at a stage entry.
 
-    K = bn1·conv1 taken at stride 1, i.e. K u is the original's pre-activation W₁'u (up to the
+    K = bn1·conv1 with conv1's stride, i.e. K u is the original's pre-activation W₁'u (up to the
     dropped bias): [C, C, 3, 3] inside a stage, [C_out, C_in, 3, 3] at a stage entry, where the step
     runs at the input width C_in with H = C_out hidden channels *before* the downsample connector.
     That order matters: the usual downsample is a 1×1 convolution with stride 2, which reads one
     input pixel in four, so a step placed after it would never see 3/4 of the block's input (the
     replaced strided 3×3 conv1 saw all of it); before it, K's 3×3 stencil carries the neighbours'
-    information into the pixels the connector keeps."""
+    information into the pixels the connector keeps. With the stride (blocks that take one: the explicit
+    step) K u costs what conv1 cost and Kᵀ the same; at stride 1 the step would cost 4× conv1 twice."""
     conv1, conv2 = block.conv1, block.conv2
     check_plain_conv(conv1, 'conv1')
     check_plain_conv(conv2, 'conv2')
@@ -45,11 +46,14 @@ def resnet_basic_rule(block: nn.Module, spec: SwapSpec) -> Tuple[nn.Module, str]
         raise CannotSwap(f"conv1 changes the width ({channels_in} → {channels}) but the block has no downsample")
     weight = folded_kernel(conv1, getattr(block, 'bn1', None))
     post = getattr(block, 'act2', None) or getattr(block, 'relu', None)
+    stride = conv1.stride[0] if step_first and len(set(conv1.stride)) == 1 else 1
     step, note = spec.make_step(channels_in, 2, kernel_size=conv_kernel_size(conv1),
                                 hidden_channels=conv1.out_channels if step_first else None, weight=weight,
-                                weight_source='conv1·bn1 at stride 1' if step_first else 'conv1·bn1',
-                                flux=relu_flux_hint(post), drop_path=getattr(block, 'drop_path', None),
-                                like=block)
+                                weight_source='conv1·bn1', flux=relu_flux_hint(post),
+                                drop_path=getattr(block, 'drop_path', None), like=block, stride=stride)
+    if stride != 1 and getattr(step, 'stride', 1) != stride:
+        note += ' (at stride 1: the block takes no stride)'
+
     return SwappedResidual(step, connector=downsample, post=post_activation(post), step_first=step_first), note
 
 
