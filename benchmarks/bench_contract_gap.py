@@ -28,7 +28,6 @@ from _common import save_results  # noqa: E402
 from pdeblocks.layers import SymmetricResidual  # noqa: E402
 from pdeblocks.layers.certificate import Certification  # noqa: E402
 
-
 FORMS = ('sigma_max', 'scale', 'sigma_stale', 'none')
 
 

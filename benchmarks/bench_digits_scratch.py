@@ -24,8 +24,8 @@ training contract's gap), and whether ``certify(model, verify=True)`` confirms e
 """
 import argparse
 import math
-import statistics
 import os
+import statistics
 import sys
 
 import torch
@@ -36,11 +36,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import timm  # noqa: E402
 from _common import classification_step, digits, save_results  # noqa: E402
 from bench_resnet import CertificateTimer  # noqa: E402
+from timm.models.resnet import BasicBlock, ResNet  # noqa: E402
 from timm.optim import create_optimizer_v2  # noqa: E402
 
 import pdeblocks  # noqa: E402
 from pdeblocks.layers import SymmetricResidual  # noqa: E402
-from timm.models.resnet import BasicBlock, ResNet  # noqa: E402
 
 
 def build(name: str, seed: int) -> torch.nn.Module:
