@@ -278,3 +278,28 @@ def test_verify_reports_nothing_for_free_steps():
     report = pdeblocks.certify(torch.nn.Sequential(free, SymmetricResidual(3, dim=1)).eval(), verify=True)
     assert [b.verified for b in report.blocks] == [None, True] and report.verified is True
     assert pdeblocks.certify(free, verify=True).verified is None
+
+
+def test_partial_recalibration_touches_only_the_candidate_frequencies():
+    """Between full recalibrations only the CANDIDATES frequencies of largest σ are iterated: the other vectors
+    and σ stay as they were, ω* is the best candidate, and a checkpoint anchor carries σ and the cadence."""
+    from pdeblocks.layers.certificate import CANDIDATES
+    torch.manual_seed(6)
+    cert = NormCertificate([3, 3], 'zeros')
+    w = torch.randn(12, 12, 3, 3)
+    cert.calibrate(w, 10)
+    vectors, sigmas = cert._vectors.clone(), cert._sigmas.clone()
+    candidates = sigmas.topk(CANDIDATES).indices
+    cert.calibrate(w + 0.01 * torch.randn_like(w), 2, full=False)
+    others = torch.ones(len(sigmas), dtype=torch.bool)
+    others[candidates] = False
+    assert torch.equal(cert._vectors[others], vectors[others]) and torch.equal(cert._sigmas[others], sigmas[others])
+    assert not torch.equal(cert._sigmas[candidates], sigmas[candidates])
+    assert int(cert._index) == int(candidates[cert._sigmas[candidates].argmax()])
+    blk = SymmetricResidual(12, dim=2, boundary='zeros', certification=dict(gradient='scale'))
+    blk(torch.randn(1, 12, 6, 6))
+    anchor = blk.bound.anchor()
+    other = SymmetricResidual(12, dim=2, boundary='zeros', certification=dict(gradient='scale'))
+    other.load_state_dict(blk.state_dict())
+    assert other.bound.restore_anchor(anchor)
+    assert torch.equal(other.bound._sigmas, blk.bound._sigmas) and other.bound.calibrations == blk.bound.calibrations

@@ -58,6 +58,10 @@ GRADIENTS = ('auto', 'sigma_max', 'scale', 'none')
 # 'auto' tracks the maximiser (one symbol [F, H, C] per weight update) up to this many entries: ≤ 64 channels
 # at 3×3 (F = 120), ≤ 1 ms per power step on a 2-core CPU (benchmarks/bench_certificate.py)
 TRACKING_LIMIT = 1 << 19
+# the contract's periodic recalibrations (scale gradient): the whole grid every FULL_EVERY-th time, in between the
+# CANDIDATES frequencies of largest σ (a 512-channel 3×3 symbol on the whole grid is 120 × 512² complex numbers)
+FULL_EVERY = 8
+CANDIDATES = 8
 # legacy keyword arguments of the blocks → Certification fields
 LEGACY_SETTINGS = {'grid': 'grid', 'gram_steps': 'gram_steps', 'interp_slack': 'interp_slack',
                    'bound_refresh': 'refresh'}
@@ -169,7 +173,7 @@ class NormCertificate(nn.Module):
     """
 
     __jit_ignored_attributes__ = ['_w0', '_b0', '_version', '_phase', '_phases', '_v', '_vectors', '_kappa',
-                                  '_index', 'settings']
+                                  '_index', '_sigmas', 'settings']
     __jit_unused_properties__ = ['strict']
 
     def __init__(self, kernel_size: List[int], boundary: str,
@@ -193,6 +197,7 @@ class NormCertificate(nn.Module):
         self._phase: Optional[torch.Tensor] = None     # e^{−i⟨ω*, j⟩} over the taps
         self._v: Optional[torch.Tensor] = None         # top right singular vector of K̂(ω*)
         self._vectors: Optional[torch.Tensor] = None   # the power iteration's vectors at every grid frequency
+        self._sigmas: Optional[torch.Tensor] = None    # σ(ω) at every grid frequency, as last calibrated
         self._kappa: Optional[torch.Tensor] = None     # κ = B(W_r) / max_ω σ(ω) at the last full bound
 
     @property
@@ -237,33 +242,43 @@ class NormCertificate(nn.Module):
         self._v = self._vectors.index_select(0, self._index).squeeze(0)
 
     @torch.jit.unused
-    def calibrate(self, w: torch.Tensor, steps: int) -> torch.Tensor:
-        """Warm-started power iteration at every grid frequency (O(F·H·C) per step, no Gram products, no host
-        synchronisation): ω* = the frequency with the largest σ(ω), v its vector. Returns max_ω σ(ω) (≤ the
-        true maximum)."""
+    def calibrate(self, w: torch.Tensor, steps: int, full: bool = True) -> torch.Tensor:
+        """Warm-started power iteration on the symbol (O(F·H·C) per step, no Gram products, no host
+        synchronisation): ω* = the frequency with the largest σ(ω), v its vector. ``full``: at every grid
+        frequency, else at the :data:`CANDIDATES` frequencies with the largest σ at the last calibrations (the
+        others keep their σ). Returns σ(ω*) (≤ the true maximum over the grid)."""
         version = w._version
         w = w.detach()
         w = w if w.dtype in (torch.float32, torch.float64) else w.float()
         phases = self._grid_phases(_complex_dtype(w.dtype), w.device)
-        # the symbol [F, H, C]: one real product [H·C, taps] @ [taps, F·2] (re, im interleaved)
-        a = w.reshape(w.shape[0] * w.shape[1], -1) @ torch.view_as_real(phases).reshape(phases.shape[0], -1)
-        a = torch.view_as_complex(a.view(w.shape[0], w.shape[1], -1, 2)).permute(2, 0, 1).contiguous()
+        n_freq = phases.shape[1]
         v = self._vectors
-        if v is None or v.shape != (a.shape[0], a.shape[2]) or v.dtype != a.dtype or v.device != a.device:
-            v = torch.ones(a.shape[0], a.shape[2], dtype=a.dtype, device=a.device)
+        if v is None or v.shape != (n_freq, w.shape[1]) or v.dtype != phases.dtype or v.device != w.device:
+            v = self._vectors = torch.ones(n_freq, w.shape[1], dtype=phases.dtype, device=w.device)
+            self._sigmas = None
             steps = max(steps, 10)
-        for _ in range(steps):   # v ← Aᴴ(A v)
-            u = torch.bmm(a, v.unsqueeze(2))
-            v = torch.bmm(u.transpose(1, 2).conj(), a).squeeze(1).conj()
-            v = v / torch.linalg.vector_norm(v, dim=1, keepdim=True).clamp_min(1e-30)
-        self._vectors = v
-        sigma = torch.linalg.vector_norm(torch.bmm(a, v.unsqueeze(2)).squeeze(2), dim=1)
-        index = sigma.argmax()
-        self._select(index)
+        if full or self._sigmas is None or CANDIDATES >= n_freq:
+            index = torch.arange(n_freq, device=w.device)
+        else:
+            index = self._sigmas.topk(CANDIDATES).indices
+        p = phases.index_select(1, index)
+        # the symbol [F', H, C]: one real product [H·C, taps] @ [taps, F'·2] (re, im interleaved)
+        a = w.reshape(w.shape[0] * w.shape[1], -1) @ torch.view_as_real(p).reshape(p.shape[0], -1)
+        a = torch.view_as_complex(a.view(w.shape[0], w.shape[1], -1, 2)).permute(2, 0, 1).contiguous()
+        x = v.index_select(0, index)
+        for _ in range(steps):   # x ← Aᴴ(A x)
+            u = torch.bmm(a, x.unsqueeze(2))
+            x = torch.bmm(u.transpose(1, 2).conj(), a).squeeze(1).conj()
+            x = x / torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(1e-30)
+        sigma = torch.linalg.vector_norm(torch.bmm(a, x.unsqueeze(2)).squeeze(2), dim=1)
+        self._vectors = v.index_copy(0, index, x)
+        self._sigmas = sigma if self._sigmas is None else self._sigmas.index_copy(0, index, sigma)
+        best = sigma.argmax()
+        self._select(index.gather(0, best.reshape(1)))
         self._seen_version = version
         self.updates_since_calibration = 0
         self.calibrations += 1
-        return sigma.gather(0, index.reshape(1)).squeeze(0)
+        return sigma.gather(0, best.reshape(1)).squeeze(0)
 
     @torch.jit.unused
     def drift(self, weight: torch.Tensor) -> torch.Tensor:
@@ -391,7 +406,9 @@ class NormCertificate(nn.Module):
                 elif track and self.updates_since_calibration >= 1:
                     self.calibrate(weight, 1)          # warm started: the weights moved a little
                 elif self.updates_since_calibration >= self.settings.calibrate_every:
-                    self.calibrate(weight, self.settings.calibration_steps)
+                    # the whole grid every FULL_EVERY-th time, else the candidate frequencies
+                    self.calibrate(weight, self.settings.calibration_steps,
+                                   full=self.calibrations % FULL_EVERY == 0)
                 b = self.estimate(weight)
             else:
                 b = self.rigorous(weight)
@@ -407,7 +424,7 @@ class NormCertificate(nn.Module):
     def clear(self) -> None:
         """Forget the cache: the next pass computes the full bound."""
         self._w0 = self._b0 = self._version = self._kappa = None
-        self._v = self._vectors = self._index = None
+        self._v = self._vectors = self._index = self._sigmas = None
 
     @torch.jit.unused
     def restore(self, weight: torch.Tensor, value: torch.Tensor) -> bool:
@@ -421,9 +438,12 @@ class NormCertificate(nn.Module):
         :meth:`restore_anchor` a training checkpoint resumes with the very bounds an uninterrupted run uses."""
         if self._w0 is None or self._b0 is None or self._vectors is None or self._kappa is None:
             return None
-        return dict(weight=self._w0, value=self._b0, kappa=self._kappa, vectors=torch.view_as_real(self._vectors),
-                    vector=torch.view_as_real(self._v), index=self._index.reshape(()),
-                    updates=torch.tensor(self.updates_since_calibration))
+        state = dict(weight=self._w0, value=self._b0, kappa=self._kappa, vectors=torch.view_as_real(self._vectors),
+                     vector=torch.view_as_real(self._v), index=self._index.reshape(()),
+                     updates=torch.tensor(self.updates_since_calibration), calibrations=torch.tensor(self.calibrations))
+        if self._sigmas is not None:
+            state['sigmas'] = self._sigmas
+        return state
 
     @torch.jit.unused
     def restore_anchor(self, anchor: Mapping[str, torch.Tensor]) -> bool:
@@ -437,6 +457,9 @@ class NormCertificate(nn.Module):
             self._select(anchor['index'].to(device=device, dtype=torch.long))
             self._kappa = anchor['kappa'].to(device)
             self.updates_since_calibration = int(anchor['updates'])
+            if 'calibrations' in anchor:   # anchors from before partial recalibrations lack these two
+                self.calibrations = int(anchor['calibrations'])
+            self._sigmas = anchor['sigmas'].to(device) if 'sigmas' in anchor else None
             self._seen_version = -1    # the loaded weight's version counter restarts
         return accepted
 
