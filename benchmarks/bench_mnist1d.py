@@ -15,6 +15,9 @@ Models (the layout of the issue: 1×5 lift to 32 channels, 6 blocks of 3 taps at
 * ``certified_grad``: the same blocks with the gradient of the bound: τ = σ(θ)·2/(L·B(K)²) where B(K) is the
   library's rigorous bound (Gram iteration on the symbol × Szegő factor) recomputed from the current weight in
   autograd every step (the prototype :class:`mnist1d_levers.LeverBlock`; same theorem, same parameters);
+* ``certified_scale`` / ``free_scale``: ``symresnet1d_mnist1d`` and its free twin as the library builds them (certified
+  gains between the blocks; since 1f4163f B carries the σ_max gradient, ``Certification.gradient='auto'``), and
+  ``certified_scale_lam01`` the same with contrast λ₀ = 0.1 (the library's numbers: ``--stem mnist1d_library``);
 * further variants of :mod:`mnist1d_levers` by name (``--models``).
 
 Reports test accuracy mean ± std over ``--seeds``, parameters, seconds per epoch (and the ratio to ``plain``,
