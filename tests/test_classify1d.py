@@ -223,3 +223,14 @@ def test_batchnorm_between_blocks():
     assert m(torch.randn(3, 1, 40)).shape == (3, 10)
     with pytest.raises(ValueError, match=r"between must be one of \('', 'batchnorm', 'scale'\), got 'layernorm'"):
         create_model_1d('symresnet1d_tiny', between='layernorm')
+
+
+def test_certified_blocks_carry_the_sigma_max_gradient_by_default():
+    """The finding of docs/certified_accuracy.md is the default: every certified block of the 1D models tracks
+    σ_max's maximiser (Certification.gradient='auto' on narrow blocks), and τ's gradient reaches K."""
+    model = create_model_1d('symresnet1d_mnist1d')
+    blocks = [m for m in model.modules() if isinstance(m, SymmetricResidual)]
+    assert blocks and all(b.bound.settings.gradient == 'auto' and b.bound.tracks_maximiser(b.weight) for b in blocks)
+    tau = blocks[0].step_size()
+    (grad,) = torch.autograd.grad(tau, blocks[0].weight)
+    assert float(grad.abs().max()) > 0
