@@ -35,7 +35,7 @@ from pdeblocks.data import SIGMAS, make_signals, psnr  # noqa: E402
 from pdeblocks.train.batches import denoise_batch  # noqa: E402
 from pdeblocks.train.evaluate import EVAL_SEED, TEST_LENGTH, baseline_psnr  # noqa: E402
 from pdeblocks.train.recipes import get_recipe  # noqa: E402
-from pdeblocks.train.trainer import learning_rate, training_loss  # noqa: E402
+from pdeblocks.train.trainer import optimization_step  # noqa: E402
 
 WIDTH = 74                       # 10 layers of 3-tap convolutions: 132,535 parameters
 DILATIONS = {'plain': [1] * 10, 'dilated': [1, 2, 4, 8, 16, 1, 2, 4, 8, 1]}
@@ -72,15 +72,9 @@ def train_for(model: nn.Module, seconds: float) -> Dict[str, float]:
         if step == 20:
             schedule = dataclasses.replace(recipe, steps=int(seconds / (elapsed / 20)))
         x, y = denoise_batch(recipe, step, 0, 1)
-        for g in opt.param_groups:
-            g['lr'] = learning_rate(schedule, step)
-        loss = training_loss(recipe, model(x), x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = optimization_step(schedule, step, model, opt, x, y)   # schedule: the recipe with the fitted length
         step += 1
-    return dict(steps=step, seconds=watch(), final_loss=float(loss.detach()))
+    return dict(steps=step, seconds=watch(), final_loss=loss)
 
 
 @torch.no_grad()
