@@ -104,6 +104,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import timm  # noqa: E402
 from _common import classification_step, save_results  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 from timm.scheduler import CosineLRScheduler  # noqa: E402
 
 from pdeblocks.swap import swap_blocks  # noqa: E402
@@ -175,26 +176,12 @@ def fine_tune(models: Dict[str, nn.Module], xtr: torch.Tensor, ytr: torch.Tensor
     return times
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    global SIZE
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--size', type=int, default=SIZE,
-                        help=f"side of the upsampled digits (default {SIZE}); results go to "
-                             f"results/bench_swap.md for {SIZE}, results/bench_swap_<size>.md otherwise")
-    args = parser.parse_args(argv)
-    if args.size < 8:
-        parser.error(f"--size must be ≥ 8 (the digits are 8×8), got {args.size}")
-    SIZE = args.size
-    torch.set_num_threads(THREADS)
-    torch.manual_seed(SEED)
-    t_start = time.time()
-    xtr, ytr, xte, yte = load_digits_tensors()
-    gen = torch.Generator().manual_seed(SEED)
-
+def pretrained_resnet(xtr: torch.Tensor, ytr: torch.Tensor, gen: torch.Generator, t_start: float) -> nn.Module:
+    """timm resnet18 (1 channel) trained from random weights for PRETRAIN_EPOCHS epochs, or loaded from the
+    safetensors file named by $BENCH_SWAP_PRETRAINED (the generator is advanced alike); returned in eval mode."""
     model = timm.create_model('resnet18', in_chans=1, num_classes=10)
     cache = os.environ.get(CACHE_ENV)
     if cache and os.path.exists(cache):
-        from safetensors.torch import load_file
         model.load_state_dict(load_file(cache))
         for _ in range(PRETRAIN_EPOCHS):
             batches(len(ytr), gen, PRETRAIN_BATCH)   # keep the generator where pretraining leaves it
@@ -207,77 +194,50 @@ def main(argv: Optional[List[str]] = None) -> None:
                 classification_step(model, opt, xtr[b], ytr[b])
             print(f"  pretrain epoch {epoch + 1}/{PRETRAIN_EPOCHS} ({time.time() - t_start:.0f} s)", flush=True)
         if cache:
-            from safetensors.torch import save_file
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, cache)
-    model.eval()
-    acc_pretrained = accuracy(model, xte, yte)
-    print(f"pretrained resnet18: test accuracy {acc_pretrained:.4f} ({time.time() - t_start:.0f} s)", flush=True)
+    return model.eval()
 
-    swapped_auto, report = swap_blocks(model, 'symmetric', init='auto', **BOUND)
+
+def swapped_models(model: nn.Module, xtr: torch.Tensor) -> Tuple[Dict[str, nn.Module], object]:
+    """The original and its three swaps (auto, auto + calibration on CALIBRATION_IMAGES unlabelled training
+    images, random), and the calibrated swap's report."""
+    swapped_auto, _ = swap_blocks(model, 'symmetric', init='auto', **BOUND)
     swapped_rand, _ = swap_blocks(model, 'symmetric', init='random', **BOUND)
-    # calibration: the first CALIBRATION_IMAGES training images, no labels, in batches of CALIBRATION_BATCH
     calibration = [xtr[i:i + CALIBRATION_BATCH] for i in range(0, CALIBRATION_IMAGES, CALIBRATION_BATCH)]
     swapped_cal, report_cal = swap_blocks(model, 'symmetric', init='auto', calibration=calibration,
                                           calibration_steps=CALIBRATION_STEPS, **BOUND)
     print(report_cal, flush=True)
-    models: Dict[str, nn.Module] = {
-        'resnet18 (original)': model,
-        "swapped, init='auto'": swapped_auto,
-        "swapped, init='auto' + calibration": swapped_cal,
-        "swapped, init='random'": swapped_rand,
-    }
-    start_models = {name: copy.deepcopy(m) for name, m in models.items()}   # for the other batch orders
-    rows: Dict[str, Dict] = {name: dict(model=name, params=sum(p.numel() for p in m.parameters()),
-                                        acc_before=accuracy(m, xte, yte)) for name, m in models.items()}
-    rows["swapped, init='auto' + calibration"].update(
-        calibration_s=report_cal.calibration_seconds, calibration_images=report_cal.calibration_samples,
-        calibration_errors={r.path: [r.calibration.error_before, r.calibration.error_after]
-                            for r in report_cal.swapped if r.calibration is not None})
-    epoch_batches = batches(len(ytr), gen, BATCH)
-    times = fine_tune(models, xtr, ytr, epoch_batches)
-    for name, m in models.items():
-        rows[name].update(acc_after=accuracy(m, xte, yte), time_per_step=statistics.median(times[name]),
-                          time_per_step_mean=statistics.mean(times[name]),
-                          bound_recomputations=sum(getattr(b, 'recomputations', 0) for b in m.modules()))
-        rows[name]['acc_after_orders'] = [rows[name]['acc_after']]
-    # the same epoch from the same start with the batches in other orders
-    for seed in OTHER_SEEDS:
-        order_models = {name: copy.deepcopy(m) for name, m in start_models.items()}
-        fine_tune(order_models, xtr, ytr, batches(len(ytr), torch.Generator().manual_seed(seed), BATCH), log=False)
-        for name, m in order_models.items():
-            rows[name]['acc_after_orders'].append(accuracy(m, xte, yte))
-        print(f"  batch order {seed}: " + ", ".join(f"{r['acc_after_orders'][-1]:.4f}" for r in rows.values()),
-              flush=True)
+    models = {'resnet18 (original)': model, "swapped, init='auto'": swapped_auto,
+              "swapped, init='auto' + calibration": swapped_cal, "swapped, init='random'": swapped_rand}
+    return models, report_cal
 
-    # cost of one full recomputation of the rigorous bounds with the default (tight) settings: what a
-    # training step with the default settings adds whenever K has moved by more than bound_refresh
+
+def default_bound_seconds(model: nn.Module) -> float:
+    """Seconds to compute the rigorous bounds of a default swap once (what a step pays at a full recomputation)."""
     default_swap, _ = swap_blocks(model, 'symmetric', init='auto')
     t = time.perf_counter()
     for step in default_swap.modules():
         if hasattr(step, 'stability_certificate') and hasattr(step, 'norm_bound'):
             step.norm_bound()
-    default_bound_time = time.perf_counter() - t
+    return time.perf_counter() - t
 
-    references = rows['resnet18 (original)']['acc_after_orders']
-    for row in rows.values():
-        row['recovery'] = row['acc_after'] / references[0]
-        row['recovery_orders'] = [a / r for a, r in zip(row['acc_after_orders'], references)]
-        row['recovery_mean'] = statistics.mean(row['recovery_orders'])
+
+def fmt(v, spec):
+    return '—' if v is None else format(v, spec)
+
+
+def table_text(rows: Dict[str, Dict], acc_pretrained: float, steps: int, default_bound_time: float,
+               elapsed: float) -> str:
+    """The markdown table of the run (rows with recoveries filled in)."""
     auto = rows["swapped, init='auto'"]
-    recovery, recovery_mean = auto['recovery'], auto['recovery_mean']
     recovery_cal = rows["swapped, init='auto' + calibration"]['recovery_mean']
     passed = sum(r >= 0.95 for r in auto['recovery_orders'])
-    n_orders = len(auto['recovery_orders'])
-
-    def fmt(v, spec):
-        return '—' if v is None else format(v, spec)
-
     bn = 'in train mode (batch statistics)' if BN_TRAIN else 'frozen (eval mode)'
     lines = [
         "# bench_swap: timm resnet18 vs swap_blocks(resnet18, 'symmetric') on sklearn digits",
         "",
         f"digits upsampled to {SIZE}×{SIZE}, 1437 train / 360 test; resnet18 pretrained {PRETRAIN_EPOCHS} epochs "
-        f"(test acc {acc_pretrained:.4f}); then 1 epoch = {len(epoch_batches)} steps of batch {BATCH}, BatchNorm "
+        f"(test acc {acc_pretrained:.4f}); then 1 epoch = {steps} steps of batch {BATCH}, BatchNorm "
         f"{bn}, AdamW peak lr {LR_PRETRAINED} for pretrained weights and {LR_NEW} for the new PDE steps, "
         f"cosine decay to 0 over the epoch (per step), same "
         f"batches for every model; swaps with {BOUND}; calibration: {CALIBRATION_IMAGES} training images "
@@ -307,18 +267,69 @@ def main(argv: Optional[List[str]] = None) -> None:
                   f"{default_bound_time:.1f} s ({THREADS} thread), paid by a training step whenever some K moved "
                   f"by more than bound_refresh (default 0.02) since its last full bound."]
     lines += ["", f"Target: init='auto' swap recovers ≥ 95% of the original accuracy within 1 epoch: reached in "
-                  f"{passed} of {n_orders} batch orders ({', '.join(f'{r:.1%}' for r in auto['recovery_orders'])}; "
-                  f"mean {recovery_mean:.1%}; with calibration mean {recovery_cal:.1%}). "
-                  f"Total run time {time.time() - t_start:.0f} s."]
-    table = '\n'.join(lines)
-    print(table)
+                  f"{passed} of {len(auto['recovery_orders'])} batch orders "
+                  f"({', '.join(f'{r:.1%}' for r in auto['recovery_orders'])}; "
+                  f"mean {auto['recovery_mean']:.1%}; with calibration mean {recovery_cal:.1%}). "
+                  f"Total run time {elapsed:.0f} s."]
+    return '\n'.join(lines)
 
+
+def main(argv: Optional[List[str]] = None) -> None:
+    global SIZE
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--size', type=int, default=SIZE,
+                        help=f"side of the upsampled digits (default {SIZE}); results go to "
+                             f"results/bench_swap.md for {SIZE}, results/bench_swap_<size>.md otherwise")
+    args = parser.parse_args(argv)
+    if args.size < 8:
+        parser.error(f"--size must be ≥ 8 (the digits are 8×8), got {args.size}")
+    SIZE = args.size
+    torch.set_num_threads(THREADS)
+    torch.manual_seed(SEED)
+    t_start = time.time()
+    xtr, ytr, xte, yte = load_digits_tensors()
+    gen = torch.Generator().manual_seed(SEED)
+    model = pretrained_resnet(xtr, ytr, gen, t_start)
+    acc_pretrained = accuracy(model, xte, yte)
+    print(f"pretrained resnet18: test accuracy {acc_pretrained:.4f} ({time.time() - t_start:.0f} s)", flush=True)
+    models, report_cal = swapped_models(model, xtr)
+    start_models = {name: copy.deepcopy(m) for name, m in models.items()}   # for the other batch orders
+    rows: Dict[str, Dict] = {name: dict(model=name, params=sum(p.numel() for p in m.parameters()),
+                                        acc_before=accuracy(m, xte, yte)) for name, m in models.items()}
+    rows["swapped, init='auto' + calibration"].update(
+        calibration_s=report_cal.calibration_seconds, calibration_images=report_cal.calibration_samples,
+        calibration_errors={r.path: [r.calibration.error_before, r.calibration.error_after]
+                            for r in report_cal.swapped if r.calibration is not None})
+    epoch_batches = batches(len(ytr), gen, BATCH)
+    times = fine_tune(models, xtr, ytr, epoch_batches)
+    for name, m in models.items():
+        rows[name].update(acc_after=accuracy(m, xte, yte), time_per_step=statistics.median(times[name]),
+                          time_per_step_mean=statistics.mean(times[name]),
+                          bound_recomputations=sum(getattr(b, 'recomputations', 0) for b in m.modules()))
+        rows[name]['acc_after_orders'] = [rows[name]['acc_after']]
+    for seed in OTHER_SEEDS:   # the same epoch from the same start with the batches in other orders
+        order_models = {name: copy.deepcopy(m) for name, m in start_models.items()}
+        fine_tune(order_models, xtr, ytr, batches(len(ytr), torch.Generator().manual_seed(seed), BATCH), log=False)
+        for name, m in order_models.items():
+            rows[name]['acc_after_orders'].append(accuracy(m, xte, yte))
+        print(f"  batch order {seed}: " + ", ".join(f"{r['acc_after_orders'][-1]:.4f}" for r in rows.values()),
+              flush=True)
+    default_bound_time = default_bound_seconds(model)
+    references = rows['resnet18 (original)']['acc_after_orders']
+    for row in rows.values():
+        row['recovery'] = row['acc_after'] / references[0]
+        row['recovery_orders'] = [a / r for a, r in zip(row['acc_after_orders'], references)]
+        row['recovery_mean'] = statistics.mean(row['recovery_orders'])
+    table = table_text(rows, acc_pretrained, len(epoch_batches), default_bound_time, time.time() - t_start)
+    print(table)
+    auto = rows["swapped, init='auto'"]
     payload = dict(size=SIZE, batch=BATCH, pretrain_epochs=PRETRAIN_EPOCHS, lr_pretrained=LR_PRETRAINED,
-                   lr_new=LR_NEW, lr_schedule='cosine to 0 over the epoch, per step', batchnorm_train=BN_TRAIN, bound=BOUND, calibration_images=CALIBRATION_IMAGES,
-                   calibration_steps=CALIBRATION_STEPS, seeds=[SEED, *OTHER_SEEDS],
-                   pretrained_accuracy=acc_pretrained, rows=list(rows.values()),
-                   recovery=recovery, recovery_mean=recovery_mean, orders_reaching_target=passed,
-                   recovery_calibrated_mean=recovery_cal,
+                   lr_new=LR_NEW, lr_schedule='cosine to 0 over the epoch, per step', batchnorm_train=BN_TRAIN,
+                   bound=BOUND, calibration_images=CALIBRATION_IMAGES, calibration_steps=CALIBRATION_STEPS,
+                   seeds=[SEED, *OTHER_SEEDS], pretrained_accuracy=acc_pretrained, rows=list(rows.values()),
+                   recovery=auto['recovery'], recovery_mean=auto['recovery_mean'],
+                   orders_reaching_target=sum(r >= 0.95 for r in auto['recovery_orders']),
+                   recovery_calibrated_mean=rows["swapped, init='auto' + calibration"]['recovery_mean'],
                    default_bound_recompute_s=default_bound_time)
     save_results('bench_swap' if SIZE == 32 else f'bench_swap_{SIZE}', table, payload)
 
