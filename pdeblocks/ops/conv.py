@@ -100,6 +100,12 @@ def _conv(u: torch.Tensor, weight: torch.Tensor, padding: List[int]) -> torch.Te
 
 def _conv_transpose(v: torch.Tensor, weight: torch.Tensor, padding: List[int]) -> torch.Tensor:
     dim = weight.dim() - 2
+    if weight.shape[1] < 8:
+        # Kᵀv as a convolution with the flipped kernel, the same sums: with < 8 output channels its forward is
+        # 2–15× faster on CPU than conv_transpose's slow path (fwd+bwd: 0.8–1.1×); one rule in every mode, so
+        # that training, eval and reversible recomputation evaluate Kᵀ identically
+        full = [weight.shape[2 + i] - 1 - padding[i] for i in range(dim)]
+        return _conv(v, weight.flip(list(range(2, dim + 2))).transpose(0, 1), full)
     if dim == 1:
         return F.conv_transpose1d(v, weight, None, 1, padding)
     if dim == 2:
