@@ -28,14 +28,14 @@ from .data.signals import SIGMAS, bayes_segment_means, make_signals, oracle_segm
 from .hub import BUNDLED_DIR, from_pretrained, list_pretrained
 from .models.blind import BlindDenoiser1D, DenoiseResult, denoise_signals
 from .ops.schedules import fed_cycle_length
-from .publish import assemble, upload
+from .publish import assemble, hub_tag, upload
 from .signal_io import read_signals, write_signals
 from .stability import certify
 from .train.evaluate import tuned_baselines
 from .train.recipes import get_recipe
 from .train.trainer import train
 
-DEFAULT_DENOISER = 'denoiser-1d'
+DEFAULT_DENOISER = 'denoiser-1d'          # the general blind denoiser (BlindDenoiser1D): any units, σ̂ printed
 DEFAULT_DIFFUSION = 'diffusion-1d-perona-malik'
 SIGMA_LINES = 10            # denoise: σ̂ per signal up to this many signals, a summary beyond
 
@@ -245,12 +245,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_publish(args) -> int:
+    tag = args.tag if args.tag is not None else hub_tag(args.name, args.repo_id)
     folder = assemble(args.name, args.out)
-    print(f"assembled {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}")
+    print(f"assembled {folder}: {', '.join(sorted(p.name for p in folder.iterdir()))}"
+          + (f"; Hub tag {tag!r}" if tag else ''))
     if args.dry_run:
         return 0
-    url = upload(folder, args.repo_id)
-    print(f"uploaded to {url}")
+    url = upload(folder, args.repo_id, tag)
+    print(f"uploaded to {url}" + (f", tagged {tag!r}" if tag else ''))
     return 0
 
 
@@ -283,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser('denoise', help='denoise signals from .npy/.csv/.txt (one signal per row)')
     d.add_argument('input')
     d.add_argument('output')
-    d.add_argument('--model', default=DEFAULT_DENOISER, help='bundled name, Hub repo id or folder')
+    d.add_argument('--model', default=DEFAULT_DENOISER, help='bundled name, Hub repo id or folder (default: '
+                   '%(default)s, the general blind denoiser: any units, σ̂ estimated and printed)')
     d.add_argument('--sigma', type=float, default=None,
                    help='noise level of the input (the blind model does not need it; used for the TV curve of '
                         '--plot; estimated when omitted)')
@@ -310,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--repo-id', required=True)
     d.add_argument('--out', default=None, help='folder to assemble in (default: a new temporary folder)')
     d.add_argument('--dry-run', action='store_true', help='assemble only, do not upload')
+    d.add_argument('--tag', default=None, help="tag the uploaded commit (default: the model's tag in the bundled "
+                   "revisions map of the repo, e.g. v2 for denoiser-1d in pdeblocks/denoiser-1d; none if it has none)")
     d.set_defaults(func=cmd_publish)
     d = sub.add_parser('list', help='list the bundled pretrained models')
     d.set_defaults(func=cmd_list)

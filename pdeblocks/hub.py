@@ -1,28 +1,44 @@
 """Pretrained pdeblocks models: validated configs, strict safetensors, Hub resolution, bundled copies.
 
-``from_pretrained(name_or_repo_id_or_path)`` accepts
+``from_pretrained(name_or_repo_id_or_path, revision=None)`` accepts
 
 * a **local folder** with ``config.json`` and ``model.safetensors``;
 * a **Hub repo id** ``org/name`` (e.g. ``pdeblocks/denoiser-1d``): the two files are fetched with
   ``huggingface_hub.hf_hub_download`` and therefore use its cache (``HF_HUB_CACHE``), offline mode
-  (``HF_HUB_OFFLINE=1``) and ``revision``. For ``pdeblocks/<name>`` of a bundled model, if the Hub
-  copy cannot be had (offline and not cached, no network, repository or file missing), the copy
-  bundled in the package (``pdeblocks/pretrained/<name>/``) is used, with a warning;
+  (``HF_HUB_OFFLINE=1``) and ``revision`` (a branch, tag or commit; default ``main``). For
+  ``pdeblocks/<name>`` of a bundled model, if the Hub copy cannot be had (offline and not cached, no
+  network, repository or file missing), the bundled copy of that revision is used, with a warning;
 * a **bundled name** (``denoiser-1d``, see :func:`list_pretrained`): the Hub cache's copy of
-  ``pdeblocks/<name>`` if one is cached (no network access), else the bundled copy.
+  ``pdeblocks/<name>`` at that revision if one is cached (no network access), else the bundled copy.
+
+**Revisions.** A bundled folder may hold ``revisions.json`` (:func:`bundled_revisions`), the map from
+the Hub tags of ``pdeblocks/<name>`` to the bundled models that carry them::
+
+    {"repo_id": "pdeblocks/denoiser-1d", "current": "v2",
+     "revisions": {"v1": "denoiser-1d-piecewise-constant", "v2": "denoiser-1d"}}
+
+so that ``from_pretrained('pdeblocks/denoiser-1d', revision='v1')`` gives the Hub's v1 when the Hub
+(or its cache) has it, and the bundled ``denoiser-1d-piecewise-constant`` when it does not. A bare
+name without a revision looks in the cache at ``current`` (the tag of the bundled weights), not at
+``main``: a cache filled before an upgrade cannot put older weights behind the name. The bundled
+fallback serves ``revision`` None, ``'main'`` or a tag of the map; any other revision that the Hub
+cannot give is a ValueError naming the known ones. Without ``revisions.json`` the known revisions
+are ``main`` alone.
 
 ``config.json`` is validated before anything is built: ``architecture`` must be one of
 :func:`architectures` (the one registry: every :class:`~pdeblocks.models.denoise1d.Pretrained1D`
 subclass with an ``architecture`` name registers itself) and every other key a constructor argument of
 that class, decoded by :data:`CONFIG_CODERS` — the coders the Hub mixin uses too — after its declared
 type (int, float, str or bool, ints within [0, 65536], floats finite); anything else raises a
-ValueError. Weights are read with ``safetensors`` only (never pickle): a corrupted or truncated
-file, missing or unexpected keys, shape mismatches and non-finite values raise a ValueError.
+ValueError. ``revisions.json`` is validated likewise before use. Weights are read with ``safetensors``
+only (never pickle): a corrupted or truncated file, missing or unexpected keys, shape mismatches and
+non-finite values raise a ValueError.
 """
 import inspect
 import json
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Type, Union
@@ -38,6 +54,10 @@ from .layers.symmetric import optional_state_keys
 
 CONFIG_NAME = 'config.json'
 WEIGHTS_NAME = 'model.safetensors'
+REVISIONS_NAME = 'revisions.json'
+MAIN = 'main'
+# a Hub tag of the revisions map: a short git ref name (not 'main', which always means the Hub's head)
+_TAG = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]{0,63}')
 HUB_ORG = 'pdeblocks'
 BUNDLED_DIR = Path(__file__).resolve().parent / 'pretrained'
 _INT_RANGE = (0, 65536)
@@ -76,6 +96,79 @@ def list_pretrained() -> List[str]:
         return []
     return sorted(p.name for p in BUNDLED_DIR.iterdir()
                   if (p / CONFIG_NAME).is_file() and (p / WEIGHTS_NAME).is_file())
+
+
+def bundled_revisions(name: str) -> Optional[Dict[str, Any]]:
+    """The validated ``revisions.json`` of the bundled model ``name`` (module docstring), or None if it has none.
+
+    Returns ``{'repo_id': 'pdeblocks/<name>', 'current': tag, 'revisions': {tag: bundled name}}``. Raises a
+    ValueError, naming what was expected and what came, for anything else: not a JSON object, missing or
+    unknown keys, a ``repo_id`` other than ``pdeblocks/<name>``, a tag that is not a short ref name (or is
+    ``main``), a revision naming no bundled model, or ``current`` not a tag of the map that names ``name``.
+    """
+    path = BUNDLED_DIR / name / REVISIONS_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding='utf-8'))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    keys = {'repo_id', 'current', 'revisions'}
+    if not isinstance(data, dict) or set(data) != keys:
+        got = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path} must hold a JSON object with the keys {sorted(keys)}, got {got}")
+    if data['repo_id'] != f'{HUB_ORG}/{name}':
+        raise ValueError(f"{path}: 'repo_id' must be {HUB_ORG + '/' + name!r}, got {data['repo_id']!r}")
+    table = data['revisions']
+    if not isinstance(table, dict) or not table:
+        raise ValueError(f"{path}: 'revisions' must be a non-empty object tag → bundled name, got {table!r}")
+    bundled = list_pretrained()
+    for tag, target in table.items():
+        if not _TAG.fullmatch(tag) or tag == MAIN:
+            raise ValueError(f"{path}: revision {tag!r} must be a tag name of 1–64 letters, digits, '.', '_' or "
+                             f"'-' (not {MAIN!r})")
+        if target not in bundled:
+            raise ValueError(f"{path}: revision {tag!r} names {target!r}, which is not a bundled model; "
+                             f"bundled: {bundled}")
+    if data['current'] not in table or table[data['current']] != name:
+        raise ValueError(f"{path}: 'current' must be a tag of 'revisions' that names {name!r}, "
+                         f"got {data['current']!r}")
+    return dict(repo_id=data['repo_id'], current=data['current'], revisions=dict(table))
+
+
+def known_revisions(name: str) -> List[str]:
+    """The revisions of ``pdeblocks/<name>`` that the bundled copies can serve offline: ``main`` and the map's tags."""
+    table = bundled_revisions(name)
+    return [MAIN] + sorted(table['revisions'] if table else [])
+
+
+def bundled_for_revision(name: str, revision: Optional[str]) -> str:
+    """The bundled model that stands for ``pdeblocks/<name>`` at ``revision`` (None and ``main``: ``name``
+    itself); a ValueError naming the known revisions for any other revision the map does not hold."""
+    if revision is None or revision == MAIN:
+        return name
+    table = bundled_revisions(name)
+    if table is None or revision not in table['revisions']:
+        raise ValueError(f"unknown revision {revision!r} of {HUB_ORG}/{name}: not on the Hub or in its cache, and "
+                         f"not among the revisions bundled with pdeblocks: {known_revisions(name)}")
+    return table['revisions'][revision]
+
+
+def published_name(recipe: str) -> str:
+    """The bundled model trained by ``recipe``: the one whose ``eval.json`` names it (e.g. ``denoiser-1d-general``
+    → ``denoiser-1d``; ``denoiser-1d`` → ``denoiser-1d-piecewise-constant``); a ValueError if none or several do."""
+    found = []
+    for name in list_pretrained():
+        path = BUNDLED_DIR / name / 'eval.json'
+        try:
+            ev = json.loads(path.read_text(encoding='utf-8')) if path.is_file() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        if isinstance(ev, dict) and isinstance(ev.get('recipe'), dict) and ev['recipe'].get('name') == recipe:
+            found.append(name)
+    if len(found) != 1:
+        raise ValueError(f"expected one bundled model trained by recipe {recipe!r}, found {found}")
+    return found[0]
 
 
 def _expected(what: str, value: Any) -> ValueError:
@@ -216,19 +309,27 @@ def _hub_files(repo_id: str, revision: Optional[str], cache_dir, force_download:
     return paths[0], paths[1]
 
 
+def _bundled_files(name: str) -> Tuple[Path, Path, str]:
+    return BUNDLED_DIR / name / CONFIG_NAME, BUNDLED_DIR / name / WEIGHTS_NAME, 'bundled'
+
+
 def resolve(name_or_repo_id_or_path: Union[str, Path], revision: Optional[str] = None, cache_dir=None,
             force_download: bool = False, local_files_only: bool = False, token=None) -> Tuple[Path, Path, str]:
-    """(config path, weights path, where from: 'folder' | 'hub' | 'bundled')."""
+    """(config path, weights path, where from: 'folder' | 'hub' | 'bundled'); see the module docstring."""
     ident = str(name_or_repo_id_or_path)
     if os.path.isdir(ident):
+        if revision not in (None, MAIN):
+            raise ValueError(f"{ident!r} is a local folder: it has no revision {revision!r}")
         return Path(ident) / CONFIG_NAME, Path(ident) / WEIGHTS_NAME, 'folder'
     bundled = list_pretrained()
     if ident in bundled:  # a bare name: the Hub cache's copy if cached, else the bundled copy; no network
+        table = bundled_revisions(ident)
+        cached = revision if revision is not None else (table['current'] if table else None)
         try:
-            c, w = _hub_files(f'{HUB_ORG}/{ident}', revision, cache_dir, False, True, token)
+            c, w = _hub_files(f'{HUB_ORG}/{ident}', cached, cache_dir, False, True, token)
             return c, w, 'hub'
         except Exception:
-            return BUNDLED_DIR / ident / CONFIG_NAME, BUNDLED_DIR / ident / WEIGHTS_NAME, 'bundled'
+            return _bundled_files(bundled_for_revision(ident, revision))
     if ident.count('/') == 1 and not ident.startswith(('.', '/')) and not os.path.exists(ident):
         org, name = ident.split('/')
         try:
@@ -236,9 +337,11 @@ def resolve(name_or_repo_id_or_path: Union[str, Path], revision: Optional[str] =
             return c, w, 'hub'
         except Exception as exc:
             if org == HUB_ORG and name in bundled:
-                warnings.warn(f"could not get {ident} from the Hub ({type(exc).__name__}); using the copy bundled "
-                              f"with pdeblocks", RuntimeWarning, stacklevel=3)
-                return BUNDLED_DIR / name / CONFIG_NAME, BUNDLED_DIR / name / WEIGHTS_NAME, 'bundled'
+                target = bundled_for_revision(name, revision)
+                at = '' if revision is None else f" at revision {revision!r}"
+                warnings.warn(f"could not get {ident}{at} from the Hub ({type(exc).__name__}); using the copy "
+                              f"bundled with pdeblocks ({target})", RuntimeWarning, stacklevel=3)
+                return _bundled_files(target)
             raise ValueError(f"cannot load {ident!r} from the Hugging Face Hub: {type(exc).__name__}: {exc}") from None
     raise ValueError(f"{ident!r} is neither a folder, a Hub repo id (org/name) nor a bundled model; "
                      f"bundled models: {bundled}")
@@ -272,8 +375,15 @@ def _entrypoint(name: str, architecture: str, pretrained: bool, kwargs: Dict[str
 
 
 def denoiser_1d(pretrained: bool = True, **kwargs) -> nn.Module:
-    """torch.hub entrypoint: the bundled ``denoiser-1d`` (offline), or an untrained Denoiser1D(**kwargs)."""
-    return _entrypoint('denoiser-1d', 'denoiser_1d', pretrained, kwargs)
+    """torch.hub entrypoint: the bundled ``denoiser-1d`` (the general blind denoiser, offline), or an untrained
+    BlindDenoiser1D(**kwargs)."""
+    return _entrypoint('denoiser-1d', 'blind_denoiser_1d', pretrained, kwargs)
+
+
+def denoiser_1d_piecewise_constant(pretrained: bool = True, **kwargs) -> nn.Module:
+    """torch.hub entrypoint: the bundled ``denoiser-1d-piecewise-constant`` (revision v1 of ``pdeblocks/denoiser-1d``,
+    non-blind, piecewise-constant signals on [0, 1]), or an untrained Denoiser1D(**kwargs)."""
+    return _entrypoint('denoiser-1d-piecewise-constant', 'denoiser_1d', pretrained, kwargs)
 
 
 def diffusion_1d(pretrained: bool = True, **kwargs) -> nn.Module:

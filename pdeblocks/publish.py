@@ -1,13 +1,17 @@
 """Model cards, figures and Hub upload of the bundled pretrained models.
 
 * :func:`write_card` renders ``<dest>/README.md`` (+ ``examples.png``, ``flux.png``) from the bundled
-  ``pdeblocks/pretrained/<name>/eval.json`` (the output of ``pdeblocks train``): Hub metadata through
-  :class:`huggingface_hub.ModelCardData` with ``model-index`` results built from that JSON, never
-  typed by hand (``model_cards/generate.py`` writes the checkout's copies in ``model_cards/<name>/``).
+  ``pdeblocks/pretrained/<name>/eval.json`` (the output of ``pdeblocks train``, or for the general blind
+  denoiser ``model_cards/generate.py --install``, which adds the per-family ``families`` block): Hub metadata
+  through :class:`huggingface_hub.ModelCardData` with ``model-index`` results built from that JSON, never
+  typed by hand (``model_cards/generate.py`` writes the checkout's copies in ``model_cards/<name>/``). The
+  general model's card (:func:`_general_body`) says which bundled denoiser to use for what, from the
+  numbers of every bundled denoiser's eval.json; the others point to it.
 * :func:`assemble` builds the exact folder that goes to the Hub (config, weights, card, pictures,
   eval.json) in a folder of the caller's choice or a new temporary one — never inside the installed
   package, so ``pdeblocks publish`` works from a wheel; :func:`upload` sends it with
-  ``HfApi.upload_folder``.
+  ``HfApi.upload_folder`` and tags the commit with the model's revision in the bundled revisions map
+  (:func:`pdeblocks.hub.bundled_revisions`), so ``from_pretrained(repo_id, revision=tag)`` finds it.
 """
 import json
 import shutil
@@ -20,8 +24,9 @@ import torch
 
 from ._io import atomic_path, atomic_write_text
 from .classical import PM_CONTRASTS, PM_MAX_TIME, fed, fine_reference, make_flux
+from .data.families import FAMILIES, make_family_signals
 from .data.signals import make_signals
-from .hub import BUNDLED_DIR, CONFIG_NAME, WEIGHTS_NAME, list_pretrained, load_folder
+from .hub import BUNDLED_DIR, CONFIG_NAME, HUB_ORG, WEIGHTS_NAME, bundled_revisions, list_pretrained, load_folder
 from .layers.flux import LearnedFlux
 
 FIGURES = ('examples.png', 'flux.png')
@@ -64,7 +69,10 @@ def make_figures(name: str, folder: Path) -> List[Path]:
     ev = read_eval(name)
     recipe = ev['recipe']
     folder.mkdir(parents=True, exist_ok=True)
-    if recipe['task'] == 'denoise':
+    if 'families' in ev:
+        _general_examples(name, model, ev, folder)
+        _flux_grid(model, folder)
+    elif recipe['task'] == 'denoise':
         fig, axes = plt.subplots(3, 1, figsize=(10, 7.5), sharex=True)
         for ax, sigma in zip(axes, (0.05, 0.1, 0.2)):
             s = make_signals('piecewise_constant', 'test', 1, 512, sigma, seed=0, offset=3)
@@ -121,11 +129,62 @@ def make_figures(name: str, folder: Path) -> List[Path]:
     return [folder / f for f in FIGURES]
 
 
+EXAMPLE_SIGMA = 0.1   # the general card's examples: one test signal per family at this σ
+
+
+def _general_examples(name: str, model: torch.nn.Module, ev: Dict[str, Any], folder: Path) -> None:
+    """examples.png: one test signal (length 512) of each family of the evaluation at σ = EXAMPLE_SIGMA."""
+    import matplotlib.pyplot as plt
+    families = _family_order(ev['families'])
+    rows = (len(families) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(12, 2.4 * rows), squeeze=False)
+    for ax, fam in zip(axes.flat, families):
+        s = make_family_signals(fam, 'test', 1, 512, EXAMPLE_SIGMA, offset=3)
+        with torch.no_grad():
+            den = model(torch.from_numpy(s.noisy)[:, None])[0, 0].numpy()
+        ax.plot(s.noisy[0], color='0.7', lw=0.6, label='noisy')
+        ax.plot(s.clean[0], 'k', lw=1.1, label='clean')
+        ax.plot(den, 'C3', lw=0.9, label=name)
+        ax.set_title(f"{fam.replace('_', ' ')}, σ = {EXAMPLE_SIGMA}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(families):]:
+        ax.axis('off')
+    axes.flat[0].legend(loc='upper right', fontsize=7)
+    fig.tight_layout()
+    _savefig(fig, folder / 'examples.png')
+
+
+def _flux_grid(model: torch.nn.Module, folder: Path, per_row: int = 8) -> None:
+    """flux.png: the learned Φ(s) of every flux module (8 channels each), ``per_row`` panels a row."""
+    import matplotlib.pyplot as plt
+    s_grid, curves = flux_curves(model, 4.0)
+    rows = -(-len(curves) // per_row)
+    cols = min(per_row, len(curves))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.1 * rows), sharey=True, squeeze=False)
+    for ax, (label, phi) in zip(axes.flat, curves):
+        for c in range(min(8, phi.shape[0])):
+            ax.plot(s_grid, phi[c], lw=0.7)
+        ax.set_title(label, fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(curves):]:
+        ax.axis('off')
+    axes[0, 0].set_ylabel('Φ(s) (8 channels)', fontsize=7)
+    fig.tight_layout()
+    _savefig(fig, folder / 'flux.png')
+
+
 def card_data(name: str, ev: Dict[str, Any]):
     """Hub metadata with model-index results taken from the evaluation JSON."""
     from huggingface_hub import EvalResult, ModelCardData
     e = ev['evaluation']
     results = []
+    for fam, rows in ev.get('families', {}).get('table', {}).items():
+        for sigma, row in rows.items():
+            results.append(EvalResult(
+                task_type='signal-denoising', task_name='1D signal denoising (blind)',
+                dataset_type=f'pdeblocks/families-{fam.replace("_", "-")}-1d', dataset_name=f'{fam.replace("_", " ")} '
+                f'signals (families), length {ev["families"]["length"]}, σ = {sigma}', dataset_config=f'sigma-{sigma}',
+                dataset_split='test', metric_type='psnr', metric_name='PSNR (dB)', metric_value=round(row['model'], 2)))
     if e['task'] == 'denoise':
         for kind, rows in e['table'].items():
             for sigma, row in rows.items():
@@ -135,7 +194,8 @@ def card_data(name: str, ev: Dict[str, Any]):
                     f'signals, length {e["length"]}, σ = {sigma}', dataset_config=f'sigma-{sigma}',
                     dataset_split='test', metric_type='psnr', metric_name='PSNR (dB)',
                     metric_value=round(row['model'], 2)))
-        tags = ['pdeblocks', 'denoising', '1d-signal', 'symmetric-resnet', 'nonlinear-diffusion', 'pytorch']
+        tags = ['pdeblocks', 'denoising', '1d-signal'] + (['blind-denoising'] if 'families' in ev else []) + [
+            'symmetric-resnet', 'nonlinear-diffusion', 'pytorch']
     else:
         results.append(EvalResult(
             task_type='pde-solution', task_name='Perona–Malik diffusion to fixed time',
@@ -198,20 +258,10 @@ def pm_grid_edges(evaluation: Dict[str, Any]) -> List[Tuple[str, str]]:
             if row.get('tuned', {}).get('pm_contrast', np.inf) <= min(PM_CONTRASTS) * (1 + 1e-9)]
 
 
-def _denoise_body(name: str, ev: Dict[str, Any]) -> str:
-    e = ev['evaluation']
-    r = ev['recipe']
-    arch = r['architecture']
-    min_length = load_folder(BUNDLED_DIR / name).min_length
-    lines = [f"# {name}\n", DENOISER_INTROS.get(arch, ''),
-             f"Parameters: {e['parameters']:,}. Input `[batch, 1, length]` float, output the same shape; "
-             f"minimum length {min_length} samples ({MIN_LENGTH_RULES.get(arch, '')}).\n",
-             "## How to load\n",
-             "```python\nimport pdeblocks, torch\nmodel = pdeblocks.from_pretrained('" + name + "')  # bundled; or "
-             f"'pdeblocks/{name}' from the Hub\n"
-             "denoised = model(noisy)  # noisy: [batch, 1, length]\n```\n",
-             f"or `pdeblocks denoise noisy.csv clean.csv --model {name}` on the command line.\n",
-             "## Results (test split, mean PSNR in dB, from `eval.json`)\n"]
+def _evaluation_tables(name: str, e: Dict[str, Any]) -> List[str]:
+    """Markdown tables of an ``evaluate_denoiser`` evaluation: per kind, PSNR per σ of noisy, tuned TV and
+    Perona–Malik, the model and the limits (Bayes, oracle) where present."""
+    lines = []
     for kind, rows in e['table'].items():
         lines.append(f"\n**{kind.replace('_', ' ')}**, {e['count']} signals of length {e['length']}:\n")
         limits = [k for k in ('bayes', 'oracle') if k in next(iter(rows.values()))]
@@ -220,6 +270,263 @@ def _denoise_body(name: str, ev: Dict[str, Any]) -> str:
         for sigma, row in rows.items():
             lines.append('| ' + ' | '.join([sigma] + [f"{row[k]:.2f}" for k in ('noisy', 'tv', 'perona_malik')]
                                            + [f"**{row['model']:.2f}**"] + [f"{row[k]:.2f}" for k in limits]) + ' |')
+    return lines
+
+
+def general_model() -> Optional[str]:
+    """The bundled general blind denoiser (the one evaluated per family), or None."""
+    for name in list_pretrained():
+        path = BUNDLED_DIR / name / 'eval.json'
+        if path.is_file() and 'families' in json.loads(path.read_text()):
+            return name
+    return None
+
+
+def revision_of(name: str) -> Optional[Tuple[str, str]]:
+    """(repo id, tag) when the bundled ``name`` is an earlier revision of another bundled model's Hub repo."""
+    for other in list_pretrained():
+        table = bundled_revisions(other)
+        for tag, target in (table['revisions'].items() if table else ()):
+            if target == name and other != name:
+                return table['repo_id'], tag
+    return None
+
+
+def pointer_note(name: str) -> str:
+    """The line of a specialist's card that points to the general model (empty for the general model itself)."""
+    general = general_model()
+    if general is None or general == name:
+        return ''
+    old = revision_of(name)
+    head = (f"**This is revision `{old[1]}` of `{old[0]}`**, kept under its own name: "
+            f"`from_pretrained('{old[0]}', revision='{old[1]}')` gives it too. " if old else '')
+    return (head + f"For signals of other kinds, of unknown noise level or in other units, use the general blind "
+            f"denoiser [`{general}`](https://huggingface.co/{HUB_ORG}/{general}); its card's table *Which model to "
+            f"use* compares them.\n")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def _which_model(name: str, ev: Dict[str, Any]) -> List[str]:
+    """The general card's 'Which model to use' table and advice, from the bundled denoisers' evaluations."""
+    fam = ev['families']
+    sigmas = list(next(iter(fam['table'].values())))
+    others = list(next(iter(next(iter(fam['table'].values())).values()))['others'])
+    todays = {name: ev['evaluation']['table']['piecewise_constant']}
+    recipes = {name: ev['recipe']}
+    for other in others:
+        oev = read_eval(other)
+        todays[other] = oev['evaluation']['table']['piecewise_constant']
+        recipes[other] = oev['recipe']
+
+    def fam_mean(model: str, sigma: str) -> float:
+        return float(np.mean([rows[sigma]['model'] if model == name else rows[sigma]['others'][model]
+                              for rows in fam['table'].values()]))
+    pc = todays[name]['0.1']
+    lines = ["## Which model to use\n",
+             f"Mean PSNR (dB) over the {len(fam['table'])} signal families (test split, {fam['count']} signals each, "
+             f"length {fam['length']}) and on the piecewise-constant test signals of the specialists' training "
+             f"generator (mean segment 64, {ev['evaluation']['count']} signals, σ = 0.1):\n",
+             '| model | input | ' + ' | '.join(f'families, σ = {s}' for s in sigmas)
+             + ' | piecewise constant, σ = 0.1 |\n' + '|---' * (3 + len(sigmas)) + '|']
+    for model in [name] + others:
+        blind = model == name
+        what = ('any units, any noise level (blind)' if blind else
+                f"[0, 1] scale, σ ∈ [{recipes[model]['sigma_min']}, {recipes[model]['sigma_max']}]")
+        label = f'**{model}**' if blind else f'`{model}`'
+        lines.append(f'| {label} | {what} | ' + ' | '.join(_fmt(fam_mean(model, s)) for s in sigmas)
+                     + f" | {_fmt(todays[model]['0.1']['model'])} |")
+    peer = max(('tv', 'perona_malik'), key=lambda k: pc[k])
+    lines.append(f"| tuned {PEER_NAMES[peer]} (reference) | tuned per σ on clean data | "
+                 + ' | '.join(_fmt(float(np.mean([rows[s][peer] for rows in fam['table'].values()]))) for s in sigmas)
+                 + f" | {_fmt(pc[peer])} |")
+    lines.append('')
+    lines.append(f"* **{name}**: signals of any kind (the families above: piecewise constant or smooth, peaks, "
+                 "oscillations, smooth trends and their sums), in any units (D(a·f + b) = a·D(f) + b for a > 0), "
+                 "with white noise of unknown level: it estimates σ itself.")
+    for other in others:
+        gain = todays[other]['0.1']['model'] - pc['model']
+        loss = fam_mean(name, sigmas[-1]) - fam_mean(other, sigmas[-1])
+        if gain > 0:
+            lines.append(f"* `{other}`: piecewise-constant signals already on the [0, 1] scale with σ in "
+                         f"[{recipes[other]['sigma_min']}, {recipes[other]['sigma_max']}]: {gain:+.2f} dB over "
+                         f"{name} there at σ = 0.1, but {loss:.2f} dB below it averaged over the families at "
+                         f"σ = {sigmas[-1]}, and not scale-free.")
+        else:
+            lines.append(f"* `{other}`: kept for reproducibility; {name} is at least as good on its own data "
+                         f"({gain:+.2f} dB at σ = 0.1).")
+    best = max(todays[m]['0.1']['model'] for m in todays)
+    if pc[peer] > best:
+        lines.append(f"* On piecewise-constant signals a tuned {PEER_NAMES[peer]} ({_fmt(pc[peer])} dB at σ = 0.1, "
+                     f"its parameter chosen on clean validation signals of that σ) is still ahead of every model "
+                     f"here (best {_fmt(best)} dB).")
+    return lines + ['']
+
+
+PEER_NAMES = {'tv': 'TV', 'perona_malik': 'Perona–Malik', 'bayes_shrink': 'wavelet BayesShrink'}
+
+
+def _family_order(fam: Dict[str, Any]) -> List[str]:
+    """The evaluated families in the order of :data:`~pdeblocks.data.families.FAMILIES` (others after them)."""
+    return sorted(fam['table'], key=lambda f: (FAMILIES.index(f) if f in FAMILIES else len(FAMILIES), f))
+
+
+def _family_tables(name: str, fam: Dict[str, Any]) -> List[str]:
+    """Per σ: PSNR per family of the noisy input, the tuned peers and the model, its margin and edges."""
+    peers = fam['peers']
+    sigmas = list(next(iter(fam['table'].values())))
+    lines = []
+    for sigma in sigmas:
+        lines += [f"\n**σ = {sigma}**:\n",
+                  '| family | noisy | ' + ' | '.join(PEER_NAMES[p] + ' (tuned)' for p in peers)
+                  + f' | {name} | − best peer | first / last {fam["edge"]} samples |\n' + '|---' * (5 + len(peers)) + '|']
+        margins = []
+        for f in _family_order(fam):
+            r = fam['table'][f][sigma]
+            margins.append((r['model'] - r['best_peer'], f))
+            lines.append(f"| {f.replace('_', ' ')} | {_fmt(r['noisy'])} | " + ' | '.join(_fmt(r[p]) for p in peers)
+                         + f" | **{_fmt(r['model'])}** | {r['model'] - r['best_peer']:+.2f} | "
+                           f"{_fmt(r['model_first32'])} / {_fmt(r['model_last32'])} |")
+        mean = {k: float(np.mean([rows[sigma][k] for rows in fam['table'].values()])) for k in ['noisy', 'model'] + peers}
+        lines.append(f"| **mean** | {_fmt(mean['noisy'])} | " + ' | '.join(_fmt(mean[p]) for p in peers)
+                     + f" | **{_fmt(mean['model'])}** | **{np.mean([m for m, _ in margins]):+.2f}** | |")
+        below = [f"{f.replace('_', ' ')} ({m:+.2f} dB)" for m, f in margins if m < 0]
+        lines.append(f"\nAhead of the best tuned peer in {len(margins) - len(below)} of {len(margins)} families"
+                     + (f"; behind in {', '.join(below)}." if below else '.'))
+    return lines
+
+
+def _classic_table(name: str, fam: Dict[str, Any]) -> List[str]:
+    if not fam.get('classics'):
+        return []
+    peers = fam['peers']
+    lines = [f"\n**Classic test signals** (Donoho–Johnstone's Blocks, Bumps, Doppler, HeaviSine, a quadratic chirp "
+             f"and a real ECG recording, each scaled to [0, 1], length {fam['length']}, {fam['draws']} noise draws; "
+             f"the peers tuned on other draws of the same signal, an oracle advantage):\n"]
+    sigmas = list(next(iter(fam['classics'].values())))
+    lines.append('| signal | σ | noisy | ' + ' | '.join(PEER_NAMES[p] for p in peers) + f' | {name} | − best peer |\n'
+                 + '|---' * (5 + len(peers)) + '|')
+    worse = []
+    for sigma in sigmas:
+        for sig, rows in fam['classics'].items():
+            r = rows[sigma]
+            lines.append(f"| {sig} | {sigma} | {_fmt(r['noisy'])} | " + ' | '.join(_fmt(r[p]) for p in peers)
+                         + f" | **{_fmt(r['model'])}** | {r['model'] - r['best_peer']:+.2f} |")
+            if r['model'] < r['noisy']:
+                worse.append(f"{sig} at σ = {sigma}")
+    if worse:
+        lines.append(f"\nBelow the noisy input on {', '.join(worse)}: frequencies beyond the training families' "
+                     "are smoothed away. Do not use it on such signals.")
+    return lines
+
+
+def _other_noise_table(name: str, fam: Dict[str, Any]) -> List[str]:
+    first = next(iter(next(iter(fam['table'].values())).values()))
+    noises = list(first.get('other_noise', {}))
+    if not noises:
+        return []
+    names = {'laplace': 'Laplacian', 'ar1': 'AR(1), ρ = 0.5'}
+    lines = ["\n**Other noise, for information** (same test signals and σ; the peers keep their Gaussian tuning). "
+             "Mean PSNR over the families:\n",
+             '| noise | σ | noisy | best tuned peer (per family) | ' + name + ' |\n|---|---|---|---|---|']
+    for noise in noises:
+        for sigma in next(iter(fam['table'].values())):
+            rows = [r[sigma]['other_noise'][noise] for r in fam['table'].values()]
+            lines.append(f"| {names.get(noise, noise)} | {sigma} | {_fmt(np.mean([r['noisy'] for r in rows]))} | "
+                         f"{_fmt(np.mean([max(r[p] for p in fam['peers']) for r in rows]))} | "
+                         f"{_fmt(np.mean([r['model'] for r in rows]))} |")
+    return lines
+
+
+def _general_body(name: str, ev: Dict[str, Any]) -> str:
+    """The card of the general blind denoiser (an eval.json with a ``families`` block)."""
+    e, r, fam = ev['evaluation'], ev['recipe'], ev['families']
+    model = load_folder(BUNDLED_DIR / name)
+    cfg = model.config()
+    table = bundled_revisions(name)
+    scheme = (f"{cfg['blocks']} explicit certified symmetric steps u ↦ u − τKᵀΦ(Ku) (τ ≤ 2/(L‖K‖²) with a rigorous "
+              f"bound on ‖K‖, so ‖step(u)‖ ≤ ‖u‖) with learned nonmonotone fluxes, between a pixel-unshuffle by "
+              f"{cfg['scale']} and its inverse" if cfg['scheme'] == 'explicit' else
+              f"the certified '{cfg['scheme']}' scheme of `pdeblocks.models.blind` ({cfg['blocks']} blocks)")
+    if cfg.get('refine_cycles'):
+        scheme += (f", then {cfg['refine_cycles']} FED cycles of {cfg['refine_steps']} edge-preserving diffusion "
+                   f"steps on the samples themselves")
+    bench = fam['benchmark_model']
+    source = (f"Peers from `{fam['source']}` (`benchmarks/bench_denoise_general.py` in the project's repository"
+              + (", run on these weights" if bench['same_weights'] else
+                 f"; its own model column is of other weights ({bench['folder']}), so the column here was computed "
+                 f"for these weights on the same signals") + ").")
+    lines = [f"# {name}\n",
+             "A general-purpose **blind** denoiser for 1D signals: any kind of signal, any units, noise level "
+             "unknown. For a signal f it computes D(f) = c + σ̂·N((f − c)/σ̂), with c the median of f and σ̂ the "
+             "noise estimate 1.4826·median|h∗f − median(h∗f)|, h = (1, −3, 3, −1)/√20, so D(a·f + b) = a·D(f) + b "
+             f"for a > 0 (a trace in millivolts or in counts works unchanged). N is {scheme}; it sees the "
+             f"normalised signal with {cfg['pad']} reflected samples on each side.\n",
+             f"Parameters: {e['parameters']:,}. Input `[batch, 1, length]` float, output the same shape; minimum "
+             f"length {model.min_length} samples.\n",
+             "## How to load\n",
+             "```python\nimport pdeblocks\nmodel = pdeblocks.from_pretrained('" + name + "')  # bundled; or "
+             f"'{HUB_ORG}/{name}' from the Hub\ndenoised = model(noisy)  # noisy: [batch, 1, length]\n\n"
+             "from pdeblocks.models.blind import denoise_signal\nresult = denoise_signal(trace)  # a 1-D array in its "
+             "own units\nresult.denoised, result.noise_sigma  # the signal and σ̂ in the same units\n```\n",
+             "or `pdeblocks denoise noisy.csv clean.csv` on the command line (this model is the default; it prints "
+             "σ̂ per signal).\n"]
+    if table:
+        older = [(tag, target) for tag, target in sorted(table['revisions'].items()) if target != name]
+        lines.append(f"This is revision `{table['current']}` of `{table['repo_id']}`. "
+                     + ' '.join(f"`from_pretrained('{table['repo_id']}', revision='{tag}')` gives the earlier "
+                                f"`{target}` (also bundled under that name)." for tag, target in older) + '\n')
+    lines += _which_model(name, ev)
+    lines += [f"## Results per signal family (test split, mean PSNR in dB, {fam['count']} signals of length "
+              f"{fam['length']} per family and σ)\n",
+              "TV, Perona–Malik and wavelet BayesShrink (scikit-image, soft thresholds, σ from the finest wavelet "
+              "scale, the wavelet chosen among db1, db2, sym4, sym8) are tuned on validation signals of the same "
+              "family and σ: an advantage the blind model does not have. " + source]
+    lines += _family_tables(name, fam)
+    lines += _classic_table(name, fam)
+    lines += _other_noise_table(name, fam)
+    lines += [f"\n**The specialists' piecewise-constant and piecewise-smooth test signals** (the table of every "
+              f"bundled denoiser's card; baselines from the bundled `{e.get('baselines_from', '')}` evaluation):\n"]
+    lines += _evaluation_tables(name, e)
+    lines += ["\n## Training data and recipe\n",
+              f"Recipe `{r['name']}` (`python -m pdeblocks.train.general {r['name']}`, seed {r['seed']}): "
+              f"{r['steps']} Adam steps, batch {r['batch_size']}, crops of {r['length']} samples, learning rate "
+              f"{r['lr']} (cosine), loss {LOSS_NAMES[r.get('loss', 'mse')]}. Every step draws fresh seeded signals "
+              f"from the train split of the families {', '.join(k.replace('_', ' ') for k in r['kinds'])} (family "
+              f"uniform per signal, each scaled to [0, 1]) with white Gaussian noise, σ log-uniform in "
+              f"[{r['sigma_min']}, {r['sigma_max']}]. Training took {ev['train_seconds'] / 60:.0f} min on "
+              f"{ev.get('threads', 1)} CPU thread(s). Rerunning the recipe with the same torch version and thread "
+              "count repeats the run; other thread counts change the summation order and so the weights slightly.\n",
+              "## Intended use and limits\n",
+              "Denoising measured 1D traces with additive white noise, at any offset and scale, any length from the "
+              "minimum (the tables give the PSNR of the first and last samples apart). The σ̂ estimate assumes white noise; "
+              "coloured noise is under-estimated (see the AR(1) row). Constant or noise-free signals (σ̂ = 0) are "
+              "returned unchanged. The stability certificate covers each symmetric step of N "
+              "(`pdeblocks.certify`); the normalisation is exact affine arithmetic, the lifting and projection "
+              "layers are not covered.\n",
+              "## Pictures\n", f"Clean / noisy / denoised test signals of each family (σ = {EXAMPLE_SIGMA}):\n",
+              "![examples](examples.png)\n", "Learned flux functions Φ(s) of each symmetric step (8 channels each):\n",
+              "![flux](flux.png)\n", "No Hub pipeline tag fits 1D signal denoising, so none is set.\n"]
+    return '\n'.join(lines)
+
+
+def _denoise_body(name: str, ev: Dict[str, Any]) -> str:
+    e = ev['evaluation']
+    r = ev['recipe']
+    arch = r['architecture']
+    min_length = load_folder(BUNDLED_DIR / name).min_length
+    lines = [f"# {name}\n", DENOISER_INTROS.get(arch, ''), pointer_note(name),
+             f"Parameters: {e['parameters']:,}. Input `[batch, 1, length]` float, output the same shape; "
+             f"minimum length {min_length} samples ({MIN_LENGTH_RULES.get(arch, '')}).\n",
+             "## How to load\n",
+             "```python\nimport pdeblocks, torch\nmodel = pdeblocks.from_pretrained('" + name + "')  # bundled; or "
+             f"'pdeblocks/{name}' from the Hub\n"
+             "denoised = model(noisy)  # noisy: [batch, 1, length]\n```\n",
+             f"or `pdeblocks denoise noisy.csv clean.csv --model {name}` on the command line.\n",
+             "## Results (test split, mean PSNR in dB, from `eval.json`)\n"]
+    lines += _evaluation_tables(name, e)
     cmp_ = ev.get('comparison')
     if cmp_:
         lines.append(f"\n**Symmetric vs standard ResNet** (Alt et al.: the symmetric form does as well with half the "
@@ -323,7 +630,10 @@ def _diffusion_body(name: str, ev: Dict[str, Any]) -> str:
 def render_card(name: str) -> str:
     ev = read_eval(name)
     data = card_data(name, ev)
-    body = _denoise_body(name, ev) if ev['evaluation']['task'] == 'denoise' else _diffusion_body(name, ev)
+    if 'families' in ev:
+        body = _general_body(name, ev)
+    else:
+        body = _denoise_body(name, ev) if ev['evaluation']['task'] == 'denoise' else _diffusion_body(name, ev)
     return f"---\n{data.to_yaml()}\n---\n\n{body}"
 
 
@@ -363,7 +673,20 @@ def assemble(name: str, out: Optional[str] = None) -> Path:
     return folder
 
 
-def upload(folder: Path, repo_id: str) -> str:
+def hub_tag(name: str, repo_id: str) -> Optional[str]:
+    """The tag that the bundled revisions map gives ``name`` in ``repo_id`` (e.g. ``denoiser-1d`` → ``v2`` and
+    ``denoiser-1d-piecewise-constant`` → ``v1`` in ``pdeblocks/denoiser-1d``), or None."""
+    for other in list_pretrained():
+        table = bundled_revisions(other)
+        if table and table['repo_id'] == repo_id:
+            tags = [tag for tag, target in table['revisions'].items() if target == name]
+            return tags[0] if tags else None
+    return None
+
+
+def upload(folder: Path, repo_id: str, tag: Optional[str] = None) -> str:
+    """``HfApi.upload_folder`` of an assembled folder, then the commit tagged ``tag`` (if given; an existing tag is
+    never moved: the Hub refuses, and so does this)."""
     from huggingface_hub import HfApi
     if repo_id.count('/') != 1:
         raise ValueError(f"--repo-id must look like ORG/NAME, got {repo_id!r}")
@@ -371,4 +694,7 @@ def upload(folder: Path, repo_id: str) -> str:
     api.create_repo(repo_id, repo_type='model', exist_ok=True)
     info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type='model',
                              commit_message=f'pdeblocks: publish {folder.name}')
+    if tag is not None:
+        api.create_tag(repo_id, tag=tag, revision=info.oid, repo_type='model',
+                       tag_message=f'pdeblocks: {folder.name}')
     return str(getattr(info, 'commit_url', info))

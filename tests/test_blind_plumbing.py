@@ -208,20 +208,42 @@ def test_cli_blind_bad_input_exit_2_no_files(tmp_path, blind_folder, capsys, arr
 
 
 def test_cli_non_blind_unchanged_but_non_finite_output_is_an_error(tmp_path, capsys, monkeypatch):
-    """The bundled (non-blind) model keeps its path; should it return NaN, nothing is written and exit is 2."""
+    """A bundled non-blind model keeps its path; should it return NaN, nothing is written and exit is 2."""
     src, dst = tmp_path / 'in.npy', tmp_path / 'out.npy'
     f = trace(256)
     np.save(src, f)
-    assert main(['denoise', str(src), str(dst)]) == 0
+    specialist = ('--model', 'denoiser-1d-piecewise-constant')
+    assert main(['denoise', str(src), str(dst), *specialist]) == 0
     assert 'noise level estimated σ ≈' in capsys.readouterr().out
-    m = from_pretrained('denoiser-1d')
+    m = from_pretrained('denoiser-1d-piecewise-constant')
     with torch.no_grad():
         np.testing.assert_allclose(np.load(dst), m(torch.from_numpy(f).float()[None, None])[0, 0].double().numpy(),
                                    atol=2e-6)
     dst.unlink()
     monkeypatch.setattr(Denoiser1D, 'predict', lambda self, x: x * float('nan'))
-    err = _bad_cli(tmp_path, 'in.npy', f, capsys)
+    err = _bad_cli(tmp_path, 'in.npy', f, capsys, *specialist)
     assert 'produced NaN or Inf' in err and 'not scale-free' in err
+
+
+def test_default_model_is_the_bundled_general_blind_denoiser(tmp_path, capsys):
+    """``denoise_signal(x)`` and ``pdeblocks denoise IN OUT`` without a model use the bundled denoiser-1d, the
+    general blind model: a trace in millivolts around 5000 (σ = 50) is denoised in its units, σ̂ ≈ 50 printed,
+    and the file equals denoise_signal with that model given explicitly."""
+    general = from_pretrained('denoiser-1d')
+    assert type(general) is BlindDenoiser1D
+    f = 1e3 * trace(1024, 0.05, seed=3) + 5000.0
+    res = denoise_signal(f)
+    np.testing.assert_array_equal(res.denoised, denoise_signal(f, general).denoised)
+    assert abs(res.noise_sigma / 50.0 - 1) < 0.1
+    clean = 1e3 * trace(1024, 0.0, seed=3) + 5000.0
+    assert np.sqrt(np.mean((res.denoised - clean) ** 2)) < 0.5 * 50.0      # at least halves the noise
+    src, dst = tmp_path / 'mv.csv', tmp_path / 'out.csv'
+    np.savetxt(src, f[None], delimiter=',', fmt='%.17g')
+    assert main(['denoise', str(src), str(dst)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert 'with denoiser-1d (blind)' in out[0] and out[1].startswith('estimated noise σ̂ = ')
+    assert abs(float(out[1].split('= ')[1].split()[0]) / 50.0 - 1) < 0.1
+    np.testing.assert_allclose(read_signals(dst)[0], res.denoised, rtol=0, atol=1e-9 * 5000)
 
 
 # ---------------------------------------------------------------- the Hub: registry and offline round trip

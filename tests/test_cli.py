@@ -45,9 +45,8 @@ def test_denoise_formats(tmp_path, signals, suffix, many, capsys):
     assert main(['denoise', str(src), str(dst)]) == 0
     out = read_signals(dst)
     assert out.shape == np.atleast_2d(arr).shape
-    model = from_pretrained('denoiser-1d')
-    with torch.no_grad():
-        expect = model(torch.from_numpy(np.atleast_2d(arr)).float()[:, None])[:, 0].double().numpy()
+    from pdeblocks.models.blind import denoise_signals  # the default model is the general blind one
+    expect = np.stack([r.denoised for r in denoise_signals(np.atleast_2d(arr), from_pretrained('denoiser-1d'))])
     np.testing.assert_allclose(out, expect, atol=2e-6)
     assert 'denoised' in capsys.readouterr().out
 
@@ -234,22 +233,22 @@ def test_denoiser_evaluation_reports_the_bayes_limit_and_the_card_shows_it():
     from pdeblocks.train.evaluate import baseline_psnr
     row = baseline_psnr('piecewise_constant', 0.1, 4, length=256)
     assert row['noisy'] < row['tv'] < row['bayes'] < row['oracle']
-    ev = read_eval('denoiser-1d')
+    ev = read_eval('denoiser-1d-piecewise-constant')
     for r in ev['evaluation']['table']['piecewise_constant'].values():
         r.pop('bayes', None)    # evaluations written before the column: the card shows it only when present
-    assert 'Bayes limit |' not in _denoise_body('denoiser-1d', ev)
+    assert 'Bayes limit |' not in _denoise_body('denoiser-1d-piecewise-constant', ev)
     del ev['comparison']        # no comparison block: the status line still starts after a blank line
     status = target_status(ev['evaluation']['table']['piecewise_constant']['0.1'], ev['recipe']['steps'])
-    assert '|\n\n' + status in _denoise_body('denoiser-1d', ev)
+    assert '|\n\n' + status in _denoise_body('denoiser-1d-piecewise-constant', ev)
     for sigma, r in ev['evaluation']['table']['piecewise_constant'].items():
         r['bayes'] = r['tv'] + 3.25 + float(sigma)
-    card = _denoise_body('denoiser-1d', ev)
-    assert '| denoiser-1d | Bayes limit | oracle |' in card
+    card = _denoise_body('denoiser-1d-piecewise-constant', ev)
+    assert '| denoiser-1d-piecewise-constant | Bayes limit | oracle |' in card
     r = ev['evaluation']['table']['piecewise_constant']['0.1']
     assert f"| {r['bayes']:.2f} | {r['oracle']:.2f} |" in card
     assert f"{r['bayes'] - r['model']:.2f} dB" in card and '+3.35 dB' in card and UNREACHABLE_TARGET in card
     r['bayes'] = r['tv'] + 5.0   # a limit above the target: the card must not call the target impossible
-    card = _denoise_body('denoiser-1d', ev)
+    card = _denoise_body('denoiser-1d-piecewise-constant', ev)
     assert '+5.00 dB' in card and UNREACHABLE_TARGET not in card
 
 
@@ -338,13 +337,13 @@ def test_certify_prints_the_report(capsys):
 def test_card_says_where_the_perona_malik_tuning_ended_at_its_grid():
     from pdeblocks.classical import PM_CONTRASTS
     from pdeblocks.publish import _denoise_body, pm_grid_edges, read_eval
-    ev = read_eval('denoiser-1d')
+    ev = read_eval('denoiser-1d-piecewise-constant')
     rows = ev['evaluation']['table']['piecewise_constant']
     rows['0.1']['tuned']['pm_contrast'] = min(PM_CONTRASTS)
     for s in ('0.05', '0.2'):
         rows[s]['tuned']['pm_contrast'] = 0.01
     assert pm_grid_edges(ev['evaluation']) == [('piecewise_constant', '0.1')]
-    assert 'piecewise constant signals at σ = 0.1' in _denoise_body('denoiser-1d', ev)
+    assert 'piecewise constant signals at σ = 0.1' in _denoise_body('denoiser-1d-piecewise-constant', ev)
     rows['0.1']['tuned']['pm_contrast'] = 0.01
     assert pm_grid_edges(ev['evaluation']) == []
-    assert 'signals at σ = ' not in _denoise_body('denoiser-1d', ev)
+    assert 'signals at σ = ' not in _denoise_body('denoiser-1d-piecewise-constant', ev)

@@ -3,6 +3,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,11 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import pdeblocks.hub as hub
 from pdeblocks.hub import BUNDLED_DIR, from_pretrained, list_pretrained, load_folder, validate_config
+from pdeblocks.models.blind import BlindDenoiser1D
 from pdeblocks.models.denoise1d import Denoiser1D, Diffusion1D, StandardResNet1D
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLISHED = ['denoiser-1d', 'denoiser-1d-multigrid', 'diffusion-1d-perona-malik']
+PUBLISHED = ['denoiser-1d', 'denoiser-1d-multigrid', 'denoiser-1d-piecewise-constant', 'diffusion-1d-perona-malik']
 
 
 def tiny_denoiser(blocks=1, seed=0):
@@ -302,7 +305,13 @@ def fill_hub_cache(cache: Path, repo_id: str, folder: Path, commit: str, refs=('
 
 SCENARIOS = textwrap.dedent('''
     import json, sys, warnings
+    import torch
     import pdeblocks.hub as hub
+
+    def probe(m):   # the model's output on a fixed ramp: which weights were loaded
+        with torch.no_grad():
+            return m(torch.linspace(0.0, 1.0, 256)[None, None] ** 2).double().sum().item()
+
     out = {}
     for key, ident, kw in json.loads(sys.argv[1]):
         with warnings.catch_warnings(record=True) as caught:
@@ -310,7 +319,7 @@ SCENARIOS = textwrap.dedent('''
             try:
                 m = hub.from_pretrained(ident, **kw)
                 out[key] = dict(params=sum(p.numel() for p in m.parameters()), arch=m.architecture,
-                                source=hub.resolve(ident, **kw)[2],
+                                source=hub.resolve(ident, **kw)[2], probe=probe(m),
                                 warned=[str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)])
             except ValueError as exc:
                 out[key] = dict(error=str(exc))
@@ -354,9 +363,11 @@ def test_hub_cache_resolution_offline(tmp_path):
         ['fallback', 'pdeblocks/diffusion-1d-perona-malik', {}],
         ['missing', 'someone/not-cached', {}],
     ])
-    assert res['main'] == dict(params=n_a, arch='denoiser_1d', source='hub', warned=[])
+    assert {k: res['main'][k] for k in ('params', 'arch', 'source', 'warned')} == \
+        dict(params=n_a, arch='denoiser_1d', source='hub', warned=[])
     assert res['tag']['params'] == n_b and res['commit']['params'] == n_b
-    assert res['bare']['params'] == n_a and res['bare']['source'] == 'hub'
+    # a bare name with a revisions map looks in the cache at the bundled weights' tag (v2), not at main
+    assert res['bare']['params'] == n_b and res['bare']['source'] == 'hub'
     assert res['other']['params'] == n_b
     # not in the offline cache: the bundled copy, with a warning
     assert res['fallback']['source'] == 'bundled' and res['fallback']['params'] == bundled_params
@@ -368,7 +379,7 @@ def test_hub_cache_resolution_offline(tmp_path):
 
 def test_torch_hub_entrypoints_offline():
     from pdeblocks.hub import denoiser_1d, denoiser_1d_multigrid, diffusion_1d
-    assert denoiser_1d().architecture == 'denoiser_1d'
+    assert denoiser_1d().architecture == 'blind_denoiser_1d'
     assert diffusion_1d(pretrained=True).architecture == 'diffusion_1d'
     assert diffusion_1d(pretrained=False, layers=4, cycles=2).parameter_count() > 0
     m = denoiser_1d_multigrid(pretrained=False, channels=4, levels=2, kernel_size=3)
@@ -379,3 +390,151 @@ def test_torch_hub_entrypoints_offline():
         _entrypoint('denoiser-2d', 'denoiser_1d', True, {})
     with pytest.raises(ValueError, match='takes no model arguments'):
         denoiser_1d(channels=3)
+
+
+# ---------------------------------------------------------------- revisions: the general model and the specialist
+GENERAL, SPECIALIST = 'denoiser-1d', 'denoiser-1d-piecewise-constant'
+
+
+def _probe(m) -> float:
+    with torch.no_grad():
+        return m(torch.linspace(0.0, 1.0, 256)[None, None] ** 2).double().sum().item()
+
+
+def test_bundled_names_and_revisions_map():
+    """denoiser-1d is the general blind model, the specialist keeps its own name and is revision v1."""
+    general, specialist = from_pretrained(GENERAL), from_pretrained(SPECIALIST)
+    assert type(general) is BlindDenoiser1D and type(specialist) is Denoiser1D
+    assert general.parameter_count() <= 150_000 and specialist.parameter_count() == 47_664
+    assert hub.bundled_revisions(GENERAL) == dict(repo_id='pdeblocks/denoiser-1d', current='v2',
+                                                  revisions={'v1': SPECIALIST, 'v2': GENERAL})
+    assert hub.known_revisions(GENERAL) == ['main', 'v1', 'v2']
+    assert hub.known_revisions('denoiser-1d-multigrid') == ['main']
+    assert hub.bundled_for_revision(GENERAL, 'v1') == SPECIALIST
+    assert hub.bundled_for_revision(GENERAL, None) == hub.bundled_for_revision(GENERAL, 'main') == GENERAL
+    with pytest.raises(ValueError, match=r"unknown revision 'v9' of pdeblocks/denoiser-1d.*\['main', 'v1', 'v2'\]"):
+        hub.bundled_for_revision(GENERAL, 'v9')
+    # offline (no cache for these repos in a fresh HF cache is the subprocess test below): in-process the bare
+    # name with revision v1 is the specialist's weights
+    assert _probe(from_pretrained(GENERAL, revision='v1')) == _probe(specialist)
+    assert _probe(from_pretrained(GENERAL)) == _probe(general) != _probe(specialist)
+    with pytest.raises(ValueError, match=r"unknown revision 'v1'.*\['main'\]"):
+        from_pretrained('denoiser-1d-multigrid', revision='v1')
+
+
+def test_published_name_maps_recipes_to_bundled_folders():
+    assert hub.published_name('denoiser-1d-general') == GENERAL
+    assert hub.published_name('denoiser-1d') == SPECIALIST      # the specialist's recipe keeps its name
+    assert hub.published_name('denoiser-1d-multigrid') == 'denoiser-1d-multigrid'
+    with pytest.raises(ValueError, match=r"one bundled model trained by recipe 'nope', found \[\]"):
+        hub.published_name('nope')
+
+
+def test_torch_hub_entrypoints_general_and_specialist():
+    from pdeblocks.hub import denoiser_1d, denoiser_1d_piecewise_constant
+    from pdeblocks.models.entrypoints import hub_entrypoints
+    assert type(denoiser_1d()) is BlindDenoiser1D
+    assert type(denoiser_1d_piecewise_constant()) is Denoiser1D
+    untrained = denoiser_1d(pretrained=False, scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=1)
+    assert type(untrained) is BlindDenoiser1D and untrained.parameter_count() < 2000
+    assert {'denoiser_1d', 'denoiser_1d_piecewise_constant'} <= set(hub_entrypoints())
+
+
+def test_a_folder_has_no_revision(tmp_path):
+    tiny_denoiser().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"local folder: it has no revision 'v1'"):
+        from_pretrained(tmp_path, revision='v1')
+
+
+@pytest.fixture
+def bundled_copy(tmp_path, monkeypatch):
+    """A copy of the bundled folders (config, weights, eval.json, revisions.json) that the hub reads instead."""
+    import shutil
+    root = tmp_path / 'pretrained'
+    for name in list_pretrained():
+        shutil.copytree(BUNDLED_DIR / name, root / name)
+    monkeypatch.setattr(hub, 'BUNDLED_DIR', root)
+    return root
+
+
+REVISIONS = dict(repo_id='pdeblocks/denoiser-1d', current='v2', revisions={'v1': SPECIALIST, 'v2': GENERAL})
+
+
+@pytest.mark.parametrize('content, match', [
+    ('{"repo_id": ', 'is not valid JSON'),
+    ([REVISIONS], r"a JSON object with the keys \['current', 'repo_id', 'revisions'\], got list"),
+    ({k: v for k, v in REVISIONS.items() if k != 'current'}, r"keys .* got \['repo_id', 'revisions'\]"),
+    (dict(REVISIONS, extra=1), r"got \['current', 'extra', 'repo_id', 'revisions'\]"),
+    (dict(REVISIONS, repo_id='someone/denoiser-1d'), r"'repo_id' must be 'pdeblocks/denoiser-1d', got 'someone/"),
+    (dict(REVISIONS, revisions={}), "'revisions' must be a non-empty object"),
+    (dict(REVISIONS, revisions=[SPECIALIST]), "'revisions' must be a non-empty object"),
+    (dict(REVISIONS, revisions={'main': SPECIALIST, 'v2': GENERAL}), r"revision 'main' must be a tag name"),
+    (dict(REVISIONS, revisions={'v1/../x': SPECIALIST, 'v2': GENERAL}), r"revision 'v1/../x' must be a tag name"),
+    (dict(REVISIONS, revisions={'v1': 'denoiser-9d', 'v2': GENERAL}), "names 'denoiser-9d', which is not a bundled"),
+    (dict(REVISIONS, revisions={'v1': ['x'], 'v2': GENERAL}), "which is not a bundled model"),
+    (dict(REVISIONS, current='v3'), r"'current' must be a tag of 'revisions' that names 'denoiser-1d', got 'v3'"),
+    (dict(REVISIONS, current='v1'), r"'current' must be a tag .* got 'v1'"),
+])
+def test_bad_revisions_map_is_refused_before_use(bundled_copy, content, match):
+    path = bundled_copy / GENERAL / 'revisions.json'
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    for load in (lambda: from_pretrained(GENERAL), lambda: from_pretrained(GENERAL, revision='v1')):
+        with pytest.raises(ValueError, match=match):
+            load()
+
+
+def test_revisions_map_copy_is_valid_and_without_it_only_main(bundled_copy):
+    assert hub.bundled_revisions(GENERAL) == REVISIONS      # the copy reads like the original
+    (bundled_copy / GENERAL / 'revisions.json').unlink()
+    assert hub.bundled_revisions(GENERAL) is None and hub.known_revisions(GENERAL) == ['main']
+    with pytest.raises(ValueError, match=r"unknown revision 'v1'.*\['main'\]"):
+        from_pretrained(GENERAL, revision='v1')
+
+
+def test_two_revisions_of_denoiser_1d_offline(tmp_path):
+    """huggingface_hub's real resolution, HF_HUB_OFFLINE=1: a cache holding the specialist at commit a (tag v1)
+    and the general model at commit b (tags v2 and main) gives each by revision; with an empty cache the
+    bundled copies stand in for the known revisions and an unknown revision names the known ones."""
+    cache, empty = tmp_path / 'hub', tmp_path / 'empty'
+    empty.mkdir()
+    commit_a, commit_b = 'a' * 40, 'b' * 40
+    fill_hub_cache(cache, 'pdeblocks/denoiser-1d', BUNDLED_DIR / SPECIALIST, commit_a, refs=('v1',))
+    fill_hub_cache(cache, 'pdeblocks/denoiser-1d', BUNDLED_DIR / GENERAL, commit_b, refs=('v2', 'main'))
+    general, specialist = _probe(from_pretrained(GENERAL)), _probe(from_pretrained(SPECIALIST))
+    cases = [['main', 'pdeblocks/denoiser-1d', {}], ['v1', 'pdeblocks/denoiser-1d', {'revision': 'v1'}],
+             ['v2', 'pdeblocks/denoiser-1d', {'revision': 'v2'}], ['commit', 'pdeblocks/denoiser-1d',
+                                                                   {'revision': commit_a}],
+             ['bare', GENERAL, {}], ['bare-v1', GENERAL, {'revision': 'v1'}],
+             ['unknown', 'pdeblocks/denoiser-1d', {'revision': 'v9'}], ['bare-unknown', GENERAL, {'revision': 'v9'}]]
+    cached, uncached = run_offline(cache, cases), run_offline(empty, cases)
+    for key in ('main', 'v2', 'bare'):
+        assert (cached[key]['arch'], cached[key]['source']) == ('blind_denoiser_1d', 'hub'), key
+        assert cached[key]['probe'] == pytest.approx(general, rel=1e-6) and cached[key]['warned'] == []
+    for key in ('v1', 'commit', 'bare-v1'):
+        assert (cached[key]['arch'], cached[key]['source']) == ('denoiser_1d', 'hub'), key
+        assert cached[key]['probe'] == pytest.approx(specialist, rel=1e-6)
+    # nothing cached: the bundled copies, a warning for the repo id (none for the bare name)
+    for key, arch, probe in (('main', 'blind_denoiser_1d', general), ('v2', 'blind_denoiser_1d', general),
+                             ('bare', 'blind_denoiser_1d', general), ('v1', 'denoiser_1d', specialist),
+                             ('bare-v1', 'denoiser_1d', specialist)):
+        assert (uncached[key]['arch'], uncached[key]['source']) == (arch, 'bundled'), key
+        assert uncached[key]['probe'] == pytest.approx(probe, rel=1e-6), key
+        assert bool(uncached[key]['warned']) == (not key.startswith('bare')), key
+    assert SPECIALIST in uncached['v1']['warned'][0] and "revision 'v1'" in uncached['v1']['warned'][0]
+    for res in (cached, uncached):
+        for key in ('unknown', 'bare-unknown'):
+            assert re.search(r"unknown revision 'v9' of pdeblocks/denoiser-1d.*\['main', 'v1', 'v2'\]",
+                             res[key]['error']), res[key]
+    # a commit that is not in the cache is no known revision either
+    assert 'unknown revision' in uncached['commit']['error']
+
+
+def test_bare_name_ignores_a_stale_main_in_the_cache(tmp_path):
+    """A cache filled before the upgrade (main = the old specialist, no v2 tag) must not put the old weights
+    behind the bare name: it resolves to the bundled general model."""
+    cache = tmp_path / 'hub'
+    fill_hub_cache(cache, 'pdeblocks/denoiser-1d', BUNDLED_DIR / SPECIALIST, 'a' * 40, refs=('main',))
+    res = run_offline(cache, [['bare', GENERAL, {}], ['repo', 'pdeblocks/denoiser-1d', {}]])
+    assert (res['bare']['arch'], res['bare']['source']) == ('blind_denoiser_1d', 'bundled')
+    # the repo id means the Hub's main, which this (stale) cache holds
+    assert (res['repo']['arch'], res['repo']['source']) == ('denoiser_1d', 'hub')

@@ -4,8 +4,8 @@
   documented by the model's own entrypoint docstring;
 * its deprecated names (timm's ``register_model_deprecations``), which build the current model with
   timm's warning;
-* the pretrained 1D models of :mod:`pdeblocks.hub` (``denoiser_1d``, ``diffusion_1d``,
-  ``denoiser_1d_multigrid``) and the multigrid U-net factories.
+* the pretrained 1D models of :mod:`pdeblocks.hub` (``denoiser_1d``, ``denoiser_1d_piecewise_constant``,
+  ``diffusion_1d``, ``denoiser_1d_multigrid``) and the multigrid U-net factories.
 
 ``torch.hub.list(repo)`` lists them all, ``torch.hub.help(repo, name)`` prints a docstring,
 ``torch.hub.load(repo, name, **kwargs)`` builds the model.
@@ -16,7 +16,7 @@ import timm
 from timm.models import get_deprecated_models, is_model, model_entrypoint
 from torch import nn
 
-from ..hub import denoiser_1d, denoiser_1d_multigrid, diffusion_1d
+from ..hub import denoiser_1d, denoiser_1d_multigrid, denoiser_1d_piecewise_constant, diffusion_1d
 from .multigrid_unet import multigrid_unet_1d, multigrid_unet_2d
 
 __all__ = ['hub_entrypoints', 'timm_model_names']
@@ -51,6 +51,7 @@ def hub_entrypoints() -> Dict[str, Entrypoint]:
     """Every torch.hub entrypoint of pdeblocks: name → function (module docstring)."""
     table: Dict[str, Entrypoint] = {name: _timm_entrypoint(name, current)
                                     for name, current in sorted(timm_model_names().items())}
-    for fn in (denoiser_1d, diffusion_1d, denoiser_1d_multigrid, multigrid_unet_1d, multigrid_unet_2d):
+    for fn in (denoiser_1d, denoiser_1d_piecewise_constant, diffusion_1d, denoiser_1d_multigrid, multigrid_unet_1d,
+               multigrid_unet_2d):
         table[fn.__name__] = fn
     return table
