@@ -135,9 +135,9 @@ def test_publish_dry_run_names_the_tag(tmp_path, capsys):
 sys.path.insert(0, str(ROOT / 'model_cards'))
 
 
-def tiny_blind_run(folder: Path) -> BlindDenoiser1D:
+def tiny_blind_run(folder: Path, **extra) -> BlindDenoiser1D:
     torch.manual_seed(0)
-    m = BlindDenoiser1D(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=2)
+    m = BlindDenoiser1D(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=2, **extra)
     with torch.no_grad():
         for p in m.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -147,15 +147,16 @@ def tiny_blind_run(folder: Path) -> BlindDenoiser1D:
     return m
 
 
-@pytest.fixture
-def install_setup(tmp_path, monkeypatch):
-    """A bundled folder with the specialist only, a tiny blind run, and a one-row benchmark JSON."""
+@pytest.fixture(params=[{}, dict(refine_cycles=1, refine_steps=2, refine_channels=2)], ids=['explicit', 'refine'])
+def install_setup(tmp_path, monkeypatch, request):
+    """A bundled folder with the specialist only, a tiny blind run (without and with the full-resolution
+    refinement stage), and a one-row benchmark JSON."""
     import generate
     root = tmp_path / 'pretrained'
     shutil.copytree(BUNDLED_DIR / SPECIALIST, root / SPECIALIST)
     for module in (hub, publish, generate):
         monkeypatch.setattr(module, 'BUNDLED_DIR', root)
-    model = tiny_blind_run(tmp_path / 'run')
+    model = tiny_blind_run(tmp_path / 'run', **request.param)
     bench = json.loads((ROOT / 'benchmarks' / 'results' / 'denoise_general.json').read_text())
     bench['families'] = [r for r in bench['families'] if (r['family'], r['sigma']) == ('smooth_trend', 0.1)]
     bench['classics'] = [r for r in bench['classics'] if (r['signal'], r['sigma']) == ('Bumps', 0.05)]
@@ -182,6 +183,9 @@ def test_install_blind_run_is_one_command(install_setup):
     # the card of the installed model says its model column is not the benchmark's own
     text = publish.render_card(GENERAL)
     assert 'its own model column is of other weights' in text and '| smooth trend |' in text
+    assert ('FED cycles of 2 edge-preserving diffusion steps' in text) == bool(model.refine is not None)
+    publish.write_card(GENERAL, tmp / 'card')
+    assert sorted(p.name for p in (tmp / 'card').iterdir()) == ['README.md', 'examples.png', 'flux.png']
     # a revisions map already there is kept by a re-install
     (root / GENERAL / 'revisions.json').write_text(json.dumps(
         dict(repo_id='pdeblocks/denoiser-1d', current='v2', revisions={'v1': SPECIALIST, 'v2': GENERAL})))
