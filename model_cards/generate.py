@@ -53,7 +53,6 @@ from pdeblocks.data.signals import make_signals, oracle_segment_means, psnr  # n
 from pdeblocks.hub import BUNDLED_DIR, list_pretrained, load_folder, published_name  # noqa: E402
 from pdeblocks.models.blind import BlindDenoiser1D  # noqa: E402
 from pdeblocks.publish import write_card  # noqa: E402
-from pdeblocks.train import general  # noqa: E402,F401  (registers the general recipes)
 from pdeblocks.train.evaluate import evaluate_denoiser, evaluate_model, run_model, standard_comparison  # noqa: E402
 from pdeblocks.train.recipes import get_recipe  # noqa: E402
 
