@@ -228,17 +228,17 @@ MIN_LENGTH_RULES = {'denoiser_1d': 'scale × kernel size', 'multigrid_denoiser_1
                     'the kernel'}
 
 
-TARGET_GAIN_DB = 4.5   # the project's denoiser-1d target: dB above tuned TV at σ = 0.1
+TARGET_GAIN_DB = 4.5   # the project's target for the piecewise-constant denoiser: dB above tuned TV at σ = 0.1
 
 
 UNREACHABLE_TARGET = ": no denoiser can be expected to meet the target on this data"   # the card's verdict
 
 
 def target_status(row: Dict[str, Any], steps: int) -> str:
-    """The card's line on the denoiser-1d target, from one σ = 0.1 row of the evaluation."""
+    """The card's line on the piecewise-constant denoiser's target, from one σ = 0.1 row of the evaluation."""
     gain = row['model'] - row['tv']
-    head = (f"**Status against the project's denoiser-1d target** (≥ {TARGET_GAIN_DB} dB above tuned TV at σ = 0.1 "
-            f"on piecewise-constant signals): {gain:+.2f} dB")
+    head = (f"**Status against the project's target for the piecewise-constant denoiser** (≥ {TARGET_GAIN_DB} dB "
+            f"above tuned TV at σ = 0.1 on piecewise-constant signals): {gain:+.2f} dB")
     if gain >= TARGET_GAIN_DB:
         return head + " — met.\n"
     text = (head + f" — **not met** by these weights ({steps} steps on a shared CPU); the oracle is "
