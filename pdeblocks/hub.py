@@ -130,7 +130,8 @@ def bundled_revisions(name: str) -> Optional[Dict[str, Any]]:
         if target not in bundled:
             raise ValueError(f"{path}: revision {tag!r} names {target!r}, which is not a bundled model; "
                              f"bundled: {bundled}")
-    if data['current'] not in table or table[data['current']] != name:
+    current = data['current']
+    if not isinstance(current, str) or current not in table or table[current] != name:
         raise ValueError(f"{path}: 'current' must be a tag of 'revisions' that names {name!r}, "
                          f"got {data['current']!r}")
     return dict(repo_id=data['repo_id'], current=data['current'], revisions=dict(table))

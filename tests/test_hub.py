@@ -474,6 +474,7 @@ REVISIONS = dict(repo_id='pdeblocks/denoiser-1d', current='v2', revisions={'v1':
     (dict(REVISIONS, revisions={'v1': ['x'], 'v2': GENERAL}), "which is not a bundled model"),
     (dict(REVISIONS, current='v3'), r"'current' must be a tag of 'revisions' that names 'denoiser-1d', got 'v3'"),
     (dict(REVISIONS, current='v1'), r"'current' must be a tag .* got 'v1'"),
+    (dict(REVISIONS, current=['v2']), r"'current' must be a tag .* got \['v2'\]"),
 ])
 def test_bad_revisions_map_is_refused_before_use(bundled_copy, content, match):
     path = bundled_copy / GENERAL / 'revisions.json'
