@@ -145,8 +145,10 @@ def _uses_native(x: torch.Tensor, kernel: torch.Tensor) -> bool:
     return native_library() is not None
 
 
-def _native_forward(x: torch.Tensor, kernel: torch.Tensor, dilation: bool,
-                    track: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+def _native_forward(x: torch.Tensor, kernel: torch.Tensor, dilation: bool, track: bool,
+                    skip: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The C kernel; ``skip``: leave out, per block of positions, the offsets that provably cannot win
+    (exact, see :mod:`._native`)."""
     lib = native_library()
     B, C, Or, H, W = x.shape
     kt, kh, kw = kernel.shape[2], kernel.shape[3], kernel.shape[4]
@@ -159,7 +161,7 @@ def _native_forward(x: torch.Tensor, kernel: torch.Tensor, dilation: bool,
     sign = -1 if dilation else 1
 
     def blocks(q0: int, q1: int) -> int:
-        return fwd(*pointers, C, Or, H, W, kt, kh, kw, sign, q0, q1)
+        return fwd(*pointers, C, Or, H, W, kt, kh, kw, sign, int(skip), q0, q1)
 
     if any(_run_ranges(blocks, _split(B * C, torch.get_num_threads()))):
         raise MemoryError('min_plus_convolution_m2: the C kernel could not allocate its buffers')
@@ -172,7 +174,7 @@ def _native_backward(grad_out: torch.Tensor, win: torch.Tensor, kernel_shape, di
     B, C, Or, H, W = grad_out.shape
     kt, kh, kw = kernel_shape[2], kernel_shape[3], kernel_shape[4]
     g = grad_out.contiguous()
-    gx = torch.zeros_like(g) if need_x else None
+    gx = torch.empty_like(g) if need_x else None  # every (b, c) block is written by the kernel
     gk = torch.zeros(kernel_shape, dtype=torch.float64) if need_k else None
     bwd = lib.minplus_f32_backward if g.dtype == torch.float32 else lib.minplus_f64_backward
     pointers = (g.data_ptr(), win.data_ptr(), gx.data_ptr() if need_x else None, gk.data_ptr() if need_k else None)

@@ -59,78 +59,186 @@ typedef double vf64 __attribute__((vector_size(VBYTES)));
 typedef int64_t vi64 __attribute__((vector_size(VBYTES)));
 #define NV 4 /* vectors per block */
 
-#define DEFINE_MINPLUS(T, VT, IT, MT, NAME)                                                              \
-enum { NAME##_LANES = VBYTES / sizeof(T), NAME##_BLOCK = NV * (VBYTES / sizeof(T)) };                           \
-/* flat positions [m0, m0 + BLOCK) of one plane through all J offsets; src[j] points at offset j's      \
-   source. The running minimum and winner of the block stay in registers. */                           \
-static void NAME##_block(const T* const* src, const T* kk, int64_t J, int64_t m0, T* best, IT* arg) {   \
-    VT bv[NV];                                                                                          \
-    MT av[NV];                                                                                          \
-    for (int q = 0; q < NV; ++q) { bv[q] = (VT){0} + (T)INFINITY; av[q] = (MT){0}; }                    \
-    for (int64_t j = 0; j < J; ++j) {                                                                   \
-        const T* s = src[j] + m0;                                                                       \
-        const VT kv = (VT){0} + kk[j];                                                                  \
-        const MT jv = (MT){0} + (IT)j;                                                                  \
-        for (int q = 0; q < NV; ++q) {                                                                  \
-            VT v;                                                                                       \
-            memcpy(&v, s + q * NAME##_LANES, sizeof v);                                                 \
-            v += kv;                                                                                    \
-            const MT m = v < bv[q]; /* lanes: -1 where strictly better */                               \
-            bv[q] = (VT)(((MT)v & m) | ((MT)bv[q] & ~m));                                               \
-            av[q] = (jv & m) | (av[q] & ~m);                                                            \
+/* flat positions [m0, m0 + NVV * LANES) of one plane through the offsets j = 64 * s + e whose bit e is
+   set in bits[s] (s < ns): src[j] points at offset j's source, kk[j] is its kernel value. The running minimum and the
+   winner of the block stay in registers (strict <, offsets in increasing j: the first offset attaining
+   the minimum wins). */
+#define MINPLUS_BLOCK(T, VT, IT, MT, FN, NVV, LANES)                                                     \
+static void FN(const T* const* src, const T* kk, const uint64_t* bits, int64_t ns, int64_t m0, T* best, \
+               IT* arg) {                                                                               \
+    VT bv[NVV];                                                                                         \
+    MT av[NVV];                                                                                         \
+    for (int q = 0; q < NVV; ++q) { bv[q] = (VT){0} + (T)INFINITY; av[q] = (MT){0}; }                   \
+    for (int64_t sg = 0; sg < ns; ++sg) {                                                               \
+        for (uint64_t rest = bits[sg]; rest; rest &= rest - 1) {                                        \
+            const int64_t j = 64 * sg + __builtin_ctzll(rest);                                          \
+            const T* s = src[j] + m0;                                                                   \
+            const VT kv = (VT){0} + kk[j];                                                              \
+            const MT jv = (MT){0} + (IT)j;                                                              \
+            for (int q = 0; q < NVV; ++q) {                                                             \
+                VT v;                                                                                   \
+                memcpy(&v, s + q * LANES, sizeof v);                                                    \
+                v += kv;                                                                                \
+                const MT m = v < bv[q]; /* lanes: -1 where strictly better */                           \
+                bv[q] = (VT)(((MT)v & m) | ((MT)bv[q] & ~m));                                           \
+                av[q] = (jv & m) | (av[q] & ~m);                                                        \
+            }                                                                                           \
         }                                                                                               \
     }                                                                                                   \
     memcpy(best + m0, bv, sizeof bv);                                                                   \
     memcpy(arg + m0, av, sizeof av);                                                                    \
-}                                                                                                       \
-static void NAME##_tail(const T* const* src, const T* kk, int64_t J, int64_t m0, int64_t m1,            \
-                        T* restrict best, IT* restrict arg) {                                      \
-    for (int64_t m = m0; m < m1; ++m) { best[m] = (T)INFINITY; arg[m] = 0; }                            \
-    for (int32_t j = 0; j < J; ++j) {                                                                   \
-        const T* restrict s = src[j];                                                                   \
-        const T kv = kk[j];                                                                             \
-        for (int64_t m = m0; m < m1; ++m) {                                                             \
-            const T v = s[m] + kv;                                                                      \
-            if (v < best[m]) { best[m] = v; arg[m] = (IT)j; }                                               \
+}
+
+/* Offsets that cannot win. For a block of output positions (rows y0..y1 of output plane o) let
+   M = max of f over those rows of plane o and m[d] = min of f over the rows that the offsets of θ step d
+   read in their source plane. An offset j of step d with m[d] + k[j] > M + k[centre] has a candidate
+   f(h) + k[j] >= m[d] + k[j] strictly larger than the centre's f(g) + k[centre] <= M + k[centre]
+   (rounding is monotone), so it never attains the minimum: leaving it out changes neither the minimum
+   nor the first offset attaining it. Per (c, o, d) the kh*kw kernel values are sorted once per call;
+   the kept offsets of a step are then a prefix of that order (a bit mask), visited in index order. */
+#define DEFINE_MINPLUS(T, VT, IT, MT, NAME)                                                              \
+enum { NAME##_LANES = VBYTES / sizeof(T), NAME##_BLOCK = NV * (VBYTES / sizeof(T)) };                           \
+MINPLUS_BLOCK(T, VT, IT, MT, NAME##_block, NV, NAME##_LANES)                                            \
+MINPLUS_BLOCK(T, VT, IT, MT, NAME##_block1, 1, NAME##_LANES)                                            \
+/* sorted kernel values sv and prefix masks pm (pm[r]: the r smallest) of every (c, o, d) slice; ok[c, o]: \
+   no NaN in the kernel of (c, o) */                                                                    \
+static void NAME##_tables(const T* k, int64_t C, int64_t Or, int64_t kt, int64_t K, T* sv, uint64_t* pm, \
+                          char* ok) {                                                                   \
+    int32_t order[64];                                                                                  \
+    for (int64_t co = 0; co < C * Or; ++co) {                                                           \
+        ok[co] = 1;                                                                                     \
+        for (int64_t d = 0; d < kt; ++d) {                                                              \
+            const T* kd = k + (co * kt + d) * K;                                                        \
+            T* s = sv + (co * kt + d) * K;                                                              \
+            uint64_t* m = pm + (co * kt + d) * (K + 1);                                                 \
+            for (int64_t e = 0; e < K; ++e) {                                                           \
+                int64_t r = e;                                                                          \
+                ok[co] &= kd[e] == kd[e];                                                               \
+                while (r > 0 && kd[order[r - 1]] > kd[e]) { order[r] = order[r - 1]; --r; }             \
+                order[r] = (int32_t)e;                                                                  \
+            }                                                                                           \
+            m[0] = 0;                                                                                   \
+            for (int64_t r = 0; r < K; ++r) { s[r] = kd[order[r]]; m[r + 1] = m[r] | (1ull << order[r]); } \
         }                                                                                               \
     }                                                                                                   \
+}                                                                                                       \
+/* br = sg * xr (W values); *mn, *mx: their min and max (NaN ignored); returns 1 if one is NaN */          \
+static int NAME##_row(const T* xr, T* br, int64_t W, T sg, T* mn, T* mx) {                              \
+    const int64_t L = NAME##_LANES;                                                                     \
+    const VT vs = (VT){0} + sg;                                                                         \
+    VT vmn = (VT){0} + (T)INFINITY, vmx = (VT){0} - (T)INFINITY;                                        \
+    MT vnan = (MT){0};                                                                                  \
+    int64_t xx = 0;                                                                                     \
+    for (; xx + L <= W; xx += L) {                                                                      \
+        VT v;                                                                                           \
+        memcpy(&v, xr + xx, sizeof v);                                                                  \
+        v *= vs;                                                                                        \
+        memcpy(br + xx, &v, sizeof v);                                                                  \
+        const MT lo = v < vmn, hi = v > vmx;                                                            \
+        vmn = (VT)(((MT)v & lo) | ((MT)vmn & ~lo));                                                     \
+        vmx = (VT)(((MT)v & hi) | ((MT)vmx & ~hi));                                                     \
+        vnan |= v != v;                                                                                 \
+    }                                                                                                   \
+    T a = (T)INFINITY, b = -(T)INFINITY;                                                                \
+    int nan = 0;                                                                                        \
+    for (int64_t l = 0; l < L; ++l) { a = vmn[l] < a ? vmn[l] : a; b = vmx[l] > b ? vmx[l] : b; nan |= vnan[l] != 0; } \
+    for (; xx < W; ++xx) {                                                                              \
+        const T v = sg * xr[xx];                                                                        \
+        br[xx] = v;                                                                                     \
+        a = v < a ? v : a;                                                                              \
+        b = v > b ? v : b;                                                                              \
+        nan |= v != v;                                                                                  \
+    }                                                                                                   \
+    *mn = a;                                                                                            \
+    *mx = b;                                                                                            \
+    return nan;                                                                                         \
 }                                                                                                       \
 /* (b, c) blocks q in [q0, q1) of x: [B, C, Or, H, W]; k: [C, Or, kt, kh, kw]; out, win: [B, C, Or, H, W].  \
    sign = +1: out = min_h x(h) + k (erosion); sign = -1: out = -min_h (-x(h) + k) = max_h x(h) - k      \
    (dilation). Each block is copied once, times sign, into a buffer padded with +inf by (rh, rw); an     \
    output plane is computed in that buffer's row stride Wp (columns x >= W discarded), so the offset    \
-   (i, l) is the constant shift i*Wp + l of a flat index. */                                           \
+   (i, l) is the constant shift i*Wp + l of a flat index. The n needed flat positions are rounded up     \
+   to whole vectors (no scalar tail); the buffer has one vector of +inf slack after its last plane, so   \
+   the extra lanes read inside it, and their results are discarded. Blocks of positions visit only the   \
+   offsets that can win (above) if skip != 0, unless the (b, c) block holds a NaN or kh*kw > 64. */     \
 int NAME##_forward(const T* x, const T* k, T* out, int16_t* win, int64_t C, int64_t Or, int64_t H,      \
-                   int64_t W, int64_t kt, int64_t kh, int64_t kw, int64_t sign, int64_t q0, int64_t q1) { \
-    const int64_t J = kt * kh * kw, rt = kt / 2, rh = kh / 2, rw = kw / 2;                              \
+                   int64_t W, int64_t kt, int64_t kh, int64_t kw, int64_t sign, int64_t skip, int64_t q0, \
+                   int64_t q1) {                                                                        \
+    const int64_t K = kh * kw, J = kt * K, rt = kt / 2, rh = kh / 2, rw = kw / 2;                       \
+    const int64_t ec = rh * kw + rw, jc = rt * K + ec; /* the centre offset */                          \
     const int64_t Hp = H + kh - 1, Wp = W + kw - 1, HW = H * W, P = Hp * Wp;                            \
     const int64_t n = H * Wp - (kw - 1); /* last needed flat position + 1 */                            \
+    const int64_t L = NAME##_LANES, np = (n + L - 1) / L * L; /* whole vectors */                       \
+    const int64_t ns = (J + 63) / 64; /* 64-offset segments of the bit masks */                         \
     const T sg = sign < 0 ? (T)-1 : (T)1;                                                               \
-    T* xb = (T*)malloc(sizeof(T) * (size_t)(Or * P));                                                   \
-    T* best = (T*)malloc(sizeof(T) * (size_t)(n > 0 ? n : 1));                                          \
-    IT* arg = (IT*)malloc(sizeof(IT) * (size_t)(n > 0 ? n : 1));                                        \
+    const int64_t can_prune = skip && K <= 64;                                                          \
+    const int64_t nt = can_prune ? C * Or * kt : 0;                                                     \
+    T* xb = (T*)malloc(sizeof(T) * (size_t)(Or * P + L));                                               \
+    T* best = (T*)malloc(sizeof(T) * (size_t)(np > 0 ? np : 1));                                        \
+    IT* arg = (IT*)malloc(sizeof(IT) * (size_t)(np > 0 ? np : 1));                                      \
     const T** src = (const T**)malloc(sizeof(T*) * (size_t)J);                                          \
-    if (!xb || !best || !arg || !src) { free(xb); free(best); free(arg); free(src); return 1; }         \
-    for (int64_t m = 0; m < Or * P; ++m) xb[m] = (T)INFINITY;                                           \
+    uint64_t* all = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)ns);                                   \
+    uint64_t* bits = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)ns);                                  \
+    T* rmin = (T*)malloc(sizeof(T) * (size_t)(Or * Hp));                                                \
+    T* rmax = (T*)malloc(sizeof(T) * (size_t)(Or * H));                                                 \
+    int64_t* plane = (int64_t*)malloc(sizeof(int64_t) * (size_t)kt);                                    \
+    T* sv = (T*)malloc(sizeof(T) * (size_t)(nt * K + 1));                                               \
+    uint64_t* pm = (uint64_t*)malloc(sizeof(uint64_t) * (size_t)(nt * (K + 1) + 1));                    \
+    char* ok = (char*)malloc((size_t)(C * Or));                                                         \
+    if (!xb || !best || !arg || !src || !all || !bits || !rmin || !rmax || !plane || !sv || !pm || !ok) { \
+        free(xb); free(best); free(arg); free(src); free(all); free(bits); free(rmin); free(rmax);       \
+        free(plane); free(sv); free(pm); free(ok); return 1;                                            \
+    }                                                                                                   \
+    if (can_prune) NAME##_tables(k, C, Or, kt, K, sv, pm, ok);                                          \
+    for (int64_t g = 0; g < ns; ++g) all[g] = J - 64 * g >= 64 ? ~0ull : (1ull << (J - 64 * g)) - 1;    \
+    for (int64_t m = 0; m < Or * P + L; ++m) xb[m] = (T)INFINITY;                                       \
+    for (int64_t t = 0; t < Or; ++t)                                                                    \
+        for (int64_t y = 0; y < rh; ++y) rmin[t * Hp + y] = rmin[t * Hp + Hp - 1 - y] = (T)INFINITY;    \
     for (int64_t q = q0; q < q1; ++q) {                                                                 \
         const int64_t c = q % C;                                                                        \
+        int nan = 0;                                                                                    \
         for (int64_t t = 0; t < Or; ++t)                                                                \
-            for (int64_t y = 0; y < H; ++y) {                                                           \
-                const T* xr = x + (q * Or + t) * HW + y * W;                                            \
-                T* br = xb + t * P + (y + rh) * Wp + rw;                                                \
-                for (int64_t xx = 0; xx < W; ++xx) br[xx] = sg * xr[xx];                                \
-            }                                                                                           \
+            for (int64_t y = 0; y < H; ++y)                                                             \
+                nan |= NAME##_row(x + (q * Or + t) * HW + y * W, xb + t * P + (y + rh) * Wp + rw, W, sg, \
+                                  rmin + t * Hp + y + rh, rmax + t * H + y);                            \
         for (int64_t o = 0; o < Or; ++o) {                                                              \
             const T* kk = k + (c * Or + o) * J;                                                         \
+            const int64_t prune = can_prune && !nan && ok[c * Or + o];                                  \
             int64_t j = 0;                                                                              \
             for (int64_t d = 0; d < kt; ++d) {                                                          \
-                const T* plane = xb + (((o + d - rt) % Or + Or) % Or) * P;                              \
+                plane[d] = ((o + d - rt) % Or + Or) % Or;                                               \
+                const T* pl = xb + plane[d] * P;                                                        \
                 for (int64_t i = 0; i < kh; ++i)                                                        \
-                    for (int64_t l = 0; l < kw; ++l) src[j++] = plane + i * Wp + l;                     \
+                    for (int64_t l = 0; l < kw; ++l) src[j++] = pl + i * Wp + l;                        \
             }                                                                                           \
-            const int64_t full = n / NAME##_BLOCK * NAME##_BLOCK;                                       \
-            for (int64_t m0 = 0; m0 < full; m0 += NAME##_BLOCK) NAME##_block(src, kk, J, m0, best, arg); \
-            NAME##_tail(src, kk, J, full, n, best, arg);                                                \
+            for (int64_t m0 = 0; m0 < np;) {                                                            \
+                const int64_t len = m0 + NAME##_BLOCK <= np ? NAME##_BLOCK : L;                         \
+                const uint64_t* use = all;                                                              \
+                if (prune) {                                                                            \
+                    const int64_t y0 = m0 / Wp, y1e = (m0 + len - 1) / Wp, y1 = y1e < H ? y1e : H - 1;   \
+                    T M = -(T)INFINITY;                                                                 \
+                    for (int64_t y = y0; y <= y1; ++y) M = rmax[o * H + y] > M ? rmax[o * H + y] : M;   \
+                    const T thr = M + kk[jc];                                                           \
+                    for (int64_t g = 0; g < ns; ++g) bits[g] = 0;                                       \
+                    for (int64_t d = 0; d < kt; ++d) {                                                  \
+                        const T* r = rmin + plane[d] * Hp;                                              \
+                        T mn = (T)INFINITY;                                                             \
+                        for (int64_t y = y0; y <= y1 + kh - 1; ++y) mn = r[y] < mn ? r[y] : mn;         \
+                        const T* s = sv + ((c * Or + o) * kt + d) * K;                                  \
+                        int64_t rank = 0; /* the kept offsets are a prefix of the sorted order: count them */ \
+                        for (int64_t e = 0; e < K; ++e) rank += !(mn + s[e] > thr);                     \
+                        uint64_t b = pm[((c * Or + o) * kt + d) * (K + 1) + rank];                      \
+                        if (d == rt) b |= 1ull << ec;                                                   \
+                        const int64_t off = d * K, sh = off & 63;                                       \
+                        bits[off >> 6] |= b << sh;                                                      \
+                        if (sh + K > 64) bits[(off >> 6) + 1] |= b >> (64 - sh);                        \
+                    }                                                                                   \
+                    use = bits;                                                                         \
+                }                                                                                       \
+                if (len == NAME##_BLOCK) NAME##_block(src, kk, use, ns, m0, best, arg);                 \
+                else NAME##_block1(src, kk, use, ns, m0, best, arg);                                    \
+                m0 += len;                                                                              \
+            }                                                                                           \
             const int64_t p = q * Or + o;                                                               \
             T* op = out + p * HW;                                                                       \
             for (int64_t y = 0; y < H; ++y)                                                             \
@@ -142,10 +250,8 @@ int NAME##_forward(const T* x, const T* k, T* out, int16_t* win, int64_t C, int6
             }                                                                                           \
         }                                                                                               \
     }                                                                                                   \
-    free(xb);                                                                                           \
-    free(best);                                                                                         \
-    free(arg);                                                                                          \
-    free(src);                                                                                          \
+    free(xb); free(best); free(arg); free(src); free(all); free(bits); free(rmin); free(rmax);           \
+    free(plane); free(sv); free(pm); free(ok);                                                          \
     return 0;                                                                                           \
 }                                                                                                       \
 /* channels c in [c0, c1), all b and o: each channel owns its slices of gx and gk (no write races).      \
@@ -156,35 +262,59 @@ int NAME##_backward(const T* g, const int16_t* win, T* gx, double* gk, int64_t B
                     int64_t sign, int64_t c0, int64_t c1) {                                             \
     const int64_t HW = H * W, J = kt * kh * kw, rt = kt / 2, rh = kh / 2, rw = kw / 2;                  \
     int64_t* delta = (int64_t*)malloc(sizeof(int64_t) * (size_t)(Or * J));                              \
-    if (!delta) return 1;                                                                               \
+    double* acc = (double*)malloc(sizeof(double) * (size_t)(4 * J));                                    \
+    if (!delta || !acc) { free(delta); free(acc); return 1; }                                           \
     for (int64_t o = 0; o < Or; ++o)                                                                    \
         for (int64_t j = 0; j < J; ++j) {                                                               \
             const int64_t d = j / (kh * kw), i = (j / kw) % kh, l = j % kw;                             \
             const int64_t q = ((o + d - rt) % Or + Or) % Or;                                            \
             delta[o * J + j] = (q - o) * HW + (i - rh) * W + (l - rw);                                  \
         }                                                                                               \
-    for (int64_t b = 0; b < B; ++b) {                                                                   \
-        for (int64_t c = c0; c < c1; ++c) {                                                             \
+    /* gk: four partial sums per tap (positions n mod 4) so that runs of one winner do not serialise     \
+       on a single accumulator */                                                                       \
+    if (gk) {                                                                                           \
+        const double sg = sign < 0 ? -1.0 : 1.0;                                                        \
+        for (int64_t c = c0; c < c1; ++c)                                                               \
             for (int64_t o = 0; o < Or; ++o) {                                                          \
-                const int64_t p = (b * C + c) * Or + o;                                                 \
-                const T* gp = g + p * HW;                                                               \
-                const int16_t* wp = win + p * HW;                                                       \
-                if (gk) {                                                                               \
-                    double* gkp = gk + (c * Or + o) * J;                                                \
-                    const double sg = sign < 0 ? -1.0 : 1.0;                                            \
-                    for (int64_t n = 0; n < HW; ++n) gkp[wp[n]] += sg * (double)gp[n];                  \
+                for (int64_t j = 0; j < 4 * J; ++j) acc[j] = 0;                                         \
+                for (int64_t b = 0; b < B; ++b) {                                                       \
+                    const int64_t p = (b * C + c) * Or + o;                                             \
+                    const T* gp = g + p * HW;                                                           \
+                    const int16_t* wp = win + p * HW;                                                   \
+                    int64_t n = 0;                                                                      \
+                    for (; n + 4 <= HW; n += 4) {                                                       \
+                        acc[wp[n]] += (double)gp[n];                                                    \
+                        acc[J + wp[n + 1]] += (double)gp[n + 1];                                        \
+                        acc[2 * J + wp[n + 2]] += (double)gp[n + 2];                                    \
+                        acc[3 * J + wp[n + 3]] += (double)gp[n + 3];                                    \
+                    }                                                                                   \
+                    for (; n < HW; ++n) acc[wp[n]] += (double)gp[n];                                    \
                 }                                                                                       \
-                if (gx) {                                                                               \
-                    T* gxp = gx + p * HW;                                                               \
+                double* gkp = gk + (c * Or + o) * J;                                                    \
+                for (int64_t j = 0; j < J; ++j) gkp[j] += sg * ((acc[j] + acc[J + j]) + (acc[2 * J + j] + acc[3 * J + j])); \
+            }                                                                                           \
+    }                                                                                                   \
+    /* gx: per (b, c) block, zeroed here (the block is in cache for the scatter that follows) */          \
+    if (gx) {                                                                                           \
+        const int64_t N = Or * HW;                                                                      \
+        for (int64_t b = 0; b < B; ++b)                                                                 \
+            for (int64_t c = c0; c < c1; ++c) {                                                         \
+                const int64_t blk = (b * C + c) * Or;                                                   \
+                T* gxb = gx + blk * HW;                                                                 \
+                memset(gxb, 0, sizeof(T) * (size_t)N);                                                  \
+                for (int64_t o = 0; o < Or; ++o) {                                                      \
+                    const T* gp = g + (blk + o) * HW;                                                   \
+                    const int16_t* wp = win + (blk + o) * HW;                                           \
                     const int64_t* dp = delta + o * J;                                                  \
+                    T* gxp = gxb + o * HW;                                                              \
                     for (int64_t n = 0; n < HW; ++n) gxp[n + dp[wp[n]]] += gp[n];                       \
                 }                                                                                       \
             }                                                                                           \
-        }                                                                                               \
     }                                                                                                   \
-    free(delta);                                                                                        \
+    free(delta); free(acc);                                                                             \
     return 0;                                                                                           \
 }
+
 
 /* Left-invariant shift on M2 (convection), per (b, c) block q in [q0, q1) of x: [B, C, Or, H, W]:
    out[o](y, x) = bilinear sample, zero outside, at (x + sx[c, o], y + sy[c, o]) of
@@ -247,7 +377,7 @@ int NAME##_forward(const T* x, T* out, const int64_t* nt, const T* at, const T* 
     free(gp);                                                                                           \
     return 0;                                                                                           \
 }                                                                                                       \
-/* gradients for blocks [q0, q1): gx (owned by the block), and partial sums over these blocks of       \
+/* gradients for blocks [q0, q1): gx (owned by the block, zeroed here), and partial sums over these blocks of       \
    dat[c] = Σ g ∂out/∂at, dsx[c, o] = Σ g ∂out/∂sx, dsy[c, o] = Σ g ∂out/∂sy (float64, caller sums) */  \
 int NAME##_backward(const T* x, const T* g, T* gx, const int64_t* nt, const T* at, const T* sx,         \
                     const T* sy, double* dat, double* dsx, double* dsy, int64_t C, int64_t Or,          \
@@ -255,71 +385,78 @@ int NAME##_backward(const T* x, const T* g, T* gx, const int64_t* nt, const T* a
     const int64_t HW = H * W, Wp = W + 2, Hp = H + 2;                                                   \
     T* gp = (T*)calloc((size_t)(Hp * Wp), sizeof(T));                                                   \
     T* gg = (T*)calloc((size_t)(Hp * Wp), sizeof(T));                                                   \
-    if (!gp || !gg) { free(gp); free(gg); return 1; }                                                   \
+    T* cx = (T*)malloc(sizeof(T) * (size_t)(3 * W)); /* per-column partial sums (vectorisable) */       \
+    if (!gp || !gg || !cx) { free(gp); free(gg); free(cx); return 1; }                                  \
+    T* cy = cx + W;                                                                                     \
+    T* ca = cy + W;                                                                                     \
     for (int64_t q = q0; q < q1; ++q) {                                                                 \
         const int64_t c = q % C;                                                                        \
+        memset(gx + q * Or * HW, 0, sizeof(T) * (size_t)(Or * HW)); /* the block's gx, accumulated below */ \
         for (int64_t o = 0; o < Or; ++o) {                                                              \
             const int64_t p0 = ((o + nt[c]) % Or + Or) % Or, p1 = (p0 + 1) % Or;                        \
             const T* f0 = x + (q * Or + p0) * HW;                                                       \
             const T* f1 = x + (q * Or + p1) * HW;                                                       \
             NAME##_blend(f0, f1, at[c], gp, H, W);                                                      \
-            for (int64_t m = 0; m < Hp * Wp; ++m) gg[m] = 0;                                            \
+            memset(gg, 0, sizeof(T) * (size_t)(Hp * Wp));                                               \
+            for (int64_t m = 0; m < 3 * W; ++m) cx[m] = 0;                                              \
             const NAME##_geom ge = NAME##_geometry(sx[c * Or + o], sy[c * Or + o], H, W);                \
             const T wy0 = 1 - ge.ay, wy1 = ge.ay, wx0 = 1 - ge.ax, wx1 = ge.ax;                         \
             const T* gop = g + (q * Or + o) * HW;                                                       \
-            double ssx = 0, ssy = 0;                                                                    \
             for (int64_t y = 0; y < H; ++y) {                                                           \
                 const int64_t ys = y + ge.ny + 1;                                                       \
                 const T* grow = gop + y * W;                                                            \
                 const int in0 = ys >= 0 && ys < Hp, in1 = ys + 1 >= 0 && ys + 1 < Hp;                   \
                 if (!in0 && !in1) continue;                                                             \
-                const T* r0 = in0 ? gp + ys * Wp + ge.nx + 1 : 0;                                       \
-                const T* r1 = in1 ? gp + (ys + 1) * Wp + ge.nx + 1 : 0;                                 \
-                T* s0 = in0 ? gg + ys * Wp + ge.nx + 1 : 0;                                             \
-                T* s1 = in1 ? gg + (ys + 1) * Wp + ge.nx + 1 : 0;                                       \
-                T ax_acc = 0, ay_acc = 0;                                                               \
+                /* a row outside the padded buffer reads as zeros: point it at the zero row 0 */         \
+                const T* r0 = gp + (in0 ? ys : 0) * Wp + ge.nx + 1;                                     \
+                const T* r1 = gp + (in1 ? ys + 1 : 0) * Wp + ge.nx + 1;                                 \
+                const T v0 = in0 ? wy0 : 0, v1 = in1 ? wy1 : 0;                                         \
                 for (int64_t xx = ge.lo; xx < ge.hi; ++xx) {                                            \
                     const T gv = grow[xx];                                                              \
-                    const T a0 = in0 ? r0[xx] : 0, b0 = in0 ? r0[xx + 1] : 0;                           \
-                    const T a1 = in1 ? r1[xx] : 0, b1 = in1 ? r1[xx + 1] : 0;                           \
-                    ax_acc += gv * (wy0 * (b0 - a0) + wy1 * (b1 - a1));                                 \
-                    ay_acc += gv * ((wx0 * a1 + wx1 * b1) - (wx0 * a0 + wx1 * b0));                     \
+                    const T a0 = r0[xx], b0 = r0[xx + 1], a1 = r1[xx], b1 = r1[xx + 1];                 \
+                    cx[xx] += gv * (v0 * (b0 - a0) + v1 * (b1 - a1));                                   \
+                    cy[xx] += gv * ((wx0 * a1 + wx1 * b1) * (T)in1 - (wx0 * a0 + wx1 * b0) * (T)in0);   \
                 }                                                                                       \
-                if (in0) for (int64_t xx = ge.lo; xx < ge.hi; ++xx) s0[xx] += wy0 * wx0 * grow[xx];     \
-                if (in0) for (int64_t xx = ge.lo; xx < ge.hi; ++xx) s0[xx + 1] += wy0 * wx1 * grow[xx]; \
-                if (in1) for (int64_t xx = ge.lo; xx < ge.hi; ++xx) s1[xx] += wy1 * wx0 * grow[xx];     \
-                if (in1) for (int64_t xx = ge.lo; xx < ge.hi; ++xx) s1[xx + 1] += wy1 * wx1 * grow[xx]; \
-                ssx += ax_acc;                                                                          \
-                ssy += ay_acc;                                                                          \
+                if (in0) {                                                                              \
+                    T* s0 = gg + ys * Wp + ge.nx + 1;                                                   \
+                    for (int64_t xx = ge.lo; xx < ge.hi; ++xx) s0[xx] += wy0 * wx0 * grow[xx];          \
+                    for (int64_t xx = ge.lo; xx < ge.hi; ++xx) s0[xx + 1] += wy0 * wx1 * grow[xx];      \
+                }                                                                                       \
+                if (in1) {                                                                              \
+                    T* s1 = gg + (ys + 1) * Wp + ge.nx + 1;                                             \
+                    for (int64_t xx = ge.lo; xx < ge.hi; ++xx) s1[xx] += wy1 * wx0 * grow[xx];          \
+                    for (int64_t xx = ge.lo; xx < ge.hi; ++xx) s1[xx + 1] += wy1 * wx1 * grow[xx];      \
+                }                                                                                       \
             }                                                                                           \
-            dsx[c * Or + o] += ssx;                                                                     \
-            dsy[c * Or + o] += ssy;                                                                     \
             /* G = f0 + at (f1 - f0): interior of gg to gx and to dat */                                \
             T* g0 = gx + (q * Or + p0) * HW;                                                            \
             T* g1 = gx + (q * Or + p1) * HW;                                                            \
             const T a = at[c];                                                                          \
-            double sat = 0;                                                                             \
             for (int64_t y = 0; y < H; ++y) {                                                           \
                 const T* r = gg + (y + 1) * Wp + 1;                                                     \
                 const T* u0 = f0 + y * W;                                                               \
                 const T* u1 = f1 + y * W;                                                               \
-                T* v0 = g0 + y * W;                                                                     \
-                T* v1 = g1 + y * W;                                                                     \
-                T acc = 0;                                                                              \
+                T* w0 = g0 + y * W;                                                                     \
+                T* w1 = g1 + y * W;                                                                     \
                 for (int64_t xx = 0; xx < W; ++xx) {                                                    \
-                    v0[xx] += (1 - a) * r[xx];                                                          \
-                    v1[xx] += a * r[xx];                                                                \
-                    acc += r[xx] * (u1[xx] - u0[xx]);                                                   \
+                    w0[xx] += (1 - a) * r[xx];                                                          \
+                    w1[xx] += a * r[xx];                                                                \
+                    ca[xx] += r[xx] * (u1[xx] - u0[xx]);                                                \
                 }                                                                                       \
-                sat += acc;                                                                             \
             }                                                                                           \
+            double ssx = 0, ssy = 0, sat = 0;                                                           \
+            for (int64_t xx = 0; xx < W; ++xx) { ssx += cx[xx]; ssy += cy[xx]; sat += ca[xx]; }         \
+            dsx[c * Or + o] += ssx;                                                                     \
+            dsy[c * Or + o] += ssy;                                                                     \
             dat[c] += sat;                                                                              \
         }                                                                                               \
     }                                                                                                   \
     free(gp);                                                                                           \
     free(gg);                                                                                           \
+    free(cx);                                                                                           \
     return 0;                                                                                           \
 }
+
 
 DEFINE_SHIFT(float, shift_f32)
 DEFINE_SHIFT(double, shift_f64)
@@ -329,7 +466,7 @@ DEFINE_MINPLUS(double, vf64, int64_t, vi64, minplus_f64)
 """
 
 # the exported kernels ('*' is f32 or f64): (pointer arguments, int64 arguments), as declared in C_SOURCE
-_SIGNATURES = {'minplus_*_forward': (4, 10), 'minplus_*_backward': (4, 11),
+_SIGNATURES = {'minplus_*_forward': (4, 11), 'minplus_*_backward': (4, 11),
                'shift_*_forward': (6, 6), 'shift_*_backward': (10, 6)}
 
 _lock = threading.Lock()

@@ -126,6 +126,22 @@ def _geometry_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+# constant geometry (offsets in logarithmic coordinates, B-spline rotation matrices, cos / sin of the
+# orientations) depends only on sizes, device and dtype: computed once, then reused by every forward
+_GEOMETRY_CACHE: dict = {}
+
+
+def _cached(build, *args):
+    """``build(*args)`` once per (build, args) (outside autograd and inference mode: plain constant tensors)."""
+    key = (build.__name__,) + args
+    hit = _GEOMETRY_CACHE.get(key)
+    if hit is None:
+        with torch.inference_mode(False), torch.no_grad():
+            hit = build(*args)
+        _GEOMETRY_CACHE[key] = hit
+    return hit
+
+
 def _m2_offsets(orientations: int, kernel_size: int, orientation_kernel_size: int,
                 device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logarithmic coordinates of g⁻¹h for every output orientation o and offset (d, i, j).
@@ -146,6 +162,13 @@ def _m2_offsets(orientations: int, kernel_size: int, orientation_kernel_size: in
     return logarithmic_coordinates_m2(local_x.expand(shape), local_y.expand(shape), d_theta.expand(shape))
 
 
+def _m2_offsets_sq(orientations: int, kernel_size: int, orientation_kernel_size: int,
+                   device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(c₁², c₂², c₃²) of :func:`_m2_offsets`, stacked: [3, Or, kθ, k, k]."""
+    c1, c2, c3 = _m2_offsets(orientations, kernel_size, orientation_kernel_size, device, dtype)
+    return torch.stack([c1 ** 2, c2 ** 2, c3 ** 2])
+
+
 @register_notrace_function
 def metric_norm_sq_m2(metric: torch.Tensor, orientations: int, kernel_size: int,
                       orientation_kernel_size: int) -> torch.Tensor:
@@ -154,9 +177,12 @@ def metric_norm_sq_m2(metric: torch.Tensor, orientations: int, kernel_size: int,
     Returns [C, Or, kθ, k, k] (see :func:`_m2_offsets` for the offset layout), in metric's dtype.
     """
     gd = _geometry_dtype(metric.dtype)
-    c1, c2, c3 = _m2_offsets(orientations, kernel_size, orientation_kernel_size, metric.device, gd)
+    if not torch.jit.is_scripting():
+        sq = _cached(_m2_offsets_sq, orientations, kernel_size, orientation_kernel_size, metric.device, gd)
+    else:
+        sq = _m2_offsets_sq(orientations, kernel_size, orientation_kernel_size, metric.device, gd)
     w = metric.abs().to(gd).view(-1, 3, 1, 1, 1, 1)
-    rho2 = w[:, 0] * c1 ** 2 + w[:, 1] * c2 ** 2 + w[:, 2] * c3 ** 2
+    rho2 = w[:, 0] * sq[0] + w[:, 1] * sq[1] + w[:, 2] * sq[2]
     return rho2.to(metric.dtype)
 
 
@@ -264,9 +290,17 @@ def bspline_rotation_matrix(reference: torch.Tensor, orientations: int, kernel_s
 
     Maps spline coefficients w (flattened k×k) to the kernel rotated by θ_o: K_o = A[o] w.
     Shape [Or, k², k²], on ``reference``'s device; float64 if it is float64, else float32.
+    A constant: computed once per (sizes, order, device, dtype).
     """
-    k, r = kernel_size, kernel_size // 2
     dev, gd = reference.device, _geometry_dtype(reference.dtype)
+    if not torch.jit.is_scripting():
+        return _cached(_bspline_rotation_matrix, orientations, kernel_size, order, dev, gd)
+    return _bspline_rotation_matrix(orientations, kernel_size, order, dev, gd)
+
+
+def _bspline_rotation_matrix(orientations: int, kernel_size: int, order: int, dev: torch.device,
+                             gd: torch.dtype) -> torch.Tensor:
+    k, r = kernel_size, kernel_size // 2
     grid = torch.arange(k, device=dev, dtype=gd) - r
     py, px = grid.view(k, 1).expand(k, k).reshape(-1), grid.view(1, k).expand(k, k).reshape(-1)
     theta = torch.arange(orientations, device=dev, dtype=gd) * (2 * math.pi / orientations)
@@ -304,7 +338,7 @@ class _LeftInvariantShiftM2(torch.autograd.Function):
         x, n, a, sx, sy = ctx.saved_tensors
         B, C, Or, H, W = x.shape
         g = grad_out.contiguous().to(x.dtype)
-        gx = torch.zeros_like(x)
+        gx = torch.empty_like(x)  # every (b, c) block is zeroed and written by the kernel
         ranges = _split(B * C, torch.get_num_threads())
         partial = torch.zeros(len(ranges), C + 2 * C * Or, dtype=torch.float64)  # per range: a, sx, sy sums
         bwd = lib.shift_f32_backward if x.dtype == torch.float32 else lib.shift_f64_backward
@@ -323,6 +357,12 @@ class _LeftInvariantShiftM2(torch.autograd.Function):
         return gx, None, ga, gsx, gsy
 
 
+def _orientation_cos_sin(orientations: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[[cos θ_o], [sin θ_o]] of θ_o = 2πo/Or, shape [2, 1, Or]."""
+    theta = torch.arange(orientations, device=device, dtype=dtype) * (2 * math.pi / orientations)
+    return torch.stack([torch.cos(theta), torch.sin(theta)]).view(2, 1, orientations)
+
+
 @register_notrace_function
 def left_invariant_shift_m2(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """(f ∘ R_{g₀})(p, θ) = f(p + R_θ(x₀, y₀), θ + θ₀) per channel, g₀ = ``shift[c]`` = (x₀, y₀, θ₀).
@@ -337,8 +377,11 @@ def left_invariant_shift_m2(x: torch.Tensor, shift: torch.Tensor) -> torch.Tenso
     n = torch.floor(s)
     # (x, y): per (c, o) shift R_{θ_o}(x₀, y₀)
     gd = _geometry_dtype(x.dtype)
-    theta = torch.arange(Or, device=x.device, dtype=gd) * (2 * math.pi / Or)
-    cos_o, sin_o = torch.cos(theta).view(1, Or), torch.sin(theta).view(1, Or)
+    if not torch.jit.is_scripting():
+        cos_sin = _cached(_orientation_cos_sin, Or, x.device, gd)
+    else:
+        cos_sin = _orientation_cos_sin(Or, x.device, gd)
+    cos_o, sin_o = cos_sin[0], cos_sin[1]
     x0 = shift[:, 0].to(gd).view(C, 1)
     y0 = shift[:, 1].to(gd).view(C, 1)
     sx = cos_o * x0 - sin_o * y0
