@@ -47,7 +47,8 @@ def test_noise_sigma_is_scale_and_offset_equivariant():
         assert math.isclose(float(noise_sigma(a * f + b)), a * float(noise_sigma(f)), rel_tol=1e-6)
 
 
-@pytest.mark.parametrize('scheme, kw', [(s, {}) for s in SCHEMES] + [('multigrid', dict(scale=1))])
+@pytest.mark.parametrize('scheme, kw', [(s, {}) for s in SCHEMES] + [('multigrid', dict(scale=1)),
+                                                                    ('explicit', dict(refine_cycles=1, refine_steps=4))])
 def test_affine_equivariance(scheme, kw):
     m = _model(scheme, **kw)
     _, f = _noisy()
@@ -145,6 +146,50 @@ def test_bad_constructor_arguments():
         BlindDenoiser1D(scheme='spectral')
     with pytest.raises(ValueError, match='stability'):
         BlindDenoiser1D(stability='lipschitz')
+    for bad in (dict(refine_cycles=-1), dict(refine_cycles=1, refine_steps=0), dict(refine_cycles=1, refine_channels=0)):
+        with pytest.raises(ValueError, match='refine_cycles ≥ 0, refine_steps ≥ 1 and refine_channels ≥ 1'):
+            BlindDenoiser1D(scheme='explicit', **bad)
+
+
+def test_refinement_stage_is_certified_and_norm_stable():
+    """The full-resolution stage: a FEDCycle that certify() reports, ‖stage(u)‖ ≤ ‖u‖ with huge weights and
+    fluxes changed between passes, and its free twin one free step repeated cycles·steps times."""
+    from pdeblocks import certify
+    from pdeblocks.layers.fed import FEDCycle
+    from pdeblocks.models.blind import RepeatedStep
+    m = BlindDenoiser1D(scheme='explicit', channels=4, hidden_channels=4, blocks=2, refine_cycles=2, refine_steps=5,
+                        refine_channels=3).eval()
+    assert isinstance(m.refine, FEDCycle) and m.refine.steps == 5
+    last = certify(m).blocks[-1]
+    assert (last.path, last.block, last.guarantee.startswith('‖f(u)‖ ≤ ‖u‖')) == ('refine', 'FEDCycle', True)
+    g = torch.Generator().manual_seed(1)
+    for trial in range(3):
+        with torch.no_grad():
+            m.refine.weight.copy_(1e3 * torch.randn(m.refine.weight.shape, generator=g))
+            for p in m.refine.flux.parameters():
+                p.copy_(10.0 * torch.rand(p.shape, generator=g))
+            u = 100.0 * torch.randn(2, 1, 300, generator=g)
+            assert float(m.refine(u).norm()) <= float(u.norm()) * (1 + 1e-5), trial
+    free = BlindDenoiser1D(scheme='explicit', stability='none', channels=4, hidden_channels=4, blocks=2,
+                           refine_cycles=2, refine_steps=5)
+    assert isinstance(free.refine, RepeatedStep) and free.refine.repeats == 10
+    assert BlindDenoiser1D(scheme='explicit', channels=4, hidden_channels=4, blocks=2).refine is None
+
+
+def test_log_relative_mse_counts_every_signal_in_db():
+    """Outputs removing half and three quarters of their noise: relative errors ¼ and 1/16, so the log loss is
+    (ln ¼ + ln 1/16)/2 = −3 ln 2 (a 6 and a 12 dB gain count alike per dB); only for denoising."""
+    from pdeblocks.train.recipes import RECIPES, Recipe, register_recipe
+    from pdeblocks.train.trainer import training_loss
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 1, 256, generator=g)
+    noise = torch.randn(2, 1, 256, generator=g) * torch.tensor([0.05, 0.2]).reshape(2, 1, 1)
+    out = clean + torch.tensor([0.5, 0.25]).reshape(2, 1, 1) * noise
+    rec = Recipe(name='l', task='denoise', architecture='blind_denoiser_1d', loss='log_relative_mse')
+    assert float(training_loss(rec, out, clean + noise, clean)) == pytest.approx(-3 * math.log(2), rel=1e-6)
+    with pytest.raises(ValueError, match='loss must be one of'):
+        register_recipe(Recipe(name='bad-log', task='diffusion', architecture='denoiser_1d', loss='log_relative_mse'))
+    assert 'bad-log' not in RECIPES
 
 
 def test_general_training_resumes_exactly(tmp_path, monkeypatch):

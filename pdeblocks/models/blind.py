@@ -129,6 +129,21 @@ class SchemeSkeleton1D(_Skeleton1D):
         self.blocks = nn.ModuleList(layers)
 
 
+def refinement(stability: str, cycles: int, steps: int, channels: int, knots: int, contrast: float, support: float,
+               interp_slack: float) -> nn.Module:
+    """The full-resolution stage after N: ``cycles`` FED cycles of ``steps`` lagged steps
+    u ← u − τᵢKᵀ(G ⊙ Ku), K a 3-tap filter bank 1 → ``channels``, G = g(Ku⁰) a learned flux (time τ_max(n² + n)/3
+    per cycle, ‖cycle(u)‖ ≤ ‖u‖). N works on the unshuffled grid (8 samples per position); this stage is
+    edge-preserving diffusion on the samples themselves, Perona–Malik with a learned diffusivity. The free twin
+    (``stability='none'``) is one free step repeated cycles·steps times."""
+    # step_init 0.01: the stage starts near the identity, so that N trains as without it
+    common = dict(kernel_size=3, dim=1, boundary='neumann', interp_slack=interp_slack, step_init=0.01)
+    flux = LearnedFlux(channels, contrast=contrast, knots=knots, support=support)
+    if stability == 'none':
+        return RepeatedStep(SymmetricResidual(1, channels, flux=flux, stability='none', **common), cycles * steps)
+    return FEDCycle(1, channels, flux=flux, steps=steps, cycles=cycles, **common)
+
+
 class MultigridResidual1D(nn.Module):
     """f ↦ f − S⁻¹U(S f): S the pixel-unshuffle by ``scale`` (the identity for 1), U a 1D :class:`MultigridUNet`
     of learned-flux symmetric steps on ``levels`` grids of widths channels·growth^l (head zero: the identity
@@ -168,15 +183,17 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
     ``knots``, ``contrast``, ``support`` its skeleton (as :class:`Denoiser1D`); ``steps``: steps per
     cycle (``'fed'``, ``'fsi'``), Chebyshev iterations (``'implicit'``), or smoothing steps per level
     (``'multigrid'``); ``relative_step``: the implicit τ at start, in explicit limits; ``levels``:
-    multigrid grids; ``growth``: multigrid width factor per level; ``pad``: reflected samples per side; ``interp_slack``: the norm bound's grid.
-    """
+    multigrid grids; ``growth``: multigrid width factor per level; ``pad``: reflected samples per side; ``interp_slack``: the norm bound's grid;
+    ``refine_cycles`` (0: none), ``refine_steps``, ``refine_channels``: the full-resolution stage after N
+    (:func:`refinement`)."""
 
     architecture = 'blind_denoiser_1d'
 
     def __init__(self, scheme: str = 'fed', stability: str = 'euclidean', scale: int = 8, channels: int = 32,
                  hidden_channels: int = 32, blocks: int = 4, kernel_size: int = 5, knots: int = 16,
                  contrast: float = 1.0, support: float = 4.0, steps: int = 4, relative_step: float = 4.0,
-                 levels: int = 3, growth: int = 2, pad: int = 32, interp_slack: float = 1.005):
+                 levels: int = 3, growth: int = 2, pad: int = 32, interp_slack: float = 1.005,
+                 refine_cycles: int = 0, refine_steps: int = 8, refine_channels: int = 4):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -184,6 +201,9 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
             raise ValueError(f"stability must be 'euclidean' (certified) or 'none' (free-step twin), got {stability!r}")
         if pad < 0 or blocks < 1 or steps < 1:
             raise ValueError(f"need pad ≥ 0, blocks ≥ 1 and steps ≥ 1; got pad={pad}, blocks={blocks}, steps={steps}")
+        if refine_cycles < 0 or refine_steps < 1 or refine_channels < 1:
+            raise ValueError(f"need refine_cycles ≥ 0, refine_steps ≥ 1 and refine_channels ≥ 1; got "
+                             f"{refine_cycles}, {refine_steps}, {refine_channels}")
         self.scheme = scheme
         self.pad = pad
         if scheme == 'explicit':
@@ -195,6 +215,8 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
             self.net = SchemeSkeleton1D(scheme, stability, scale, channels, hidden_channels, blocks, kernel_size, knots,
                                         contrast, support, steps, relative_step, interp_slack)
         self.inner_min_length = int(self.net.min_length)
+        self.refine = refinement(stability, refine_cycles, refine_steps, refine_channels, knots, contrast, support,
+                                 interp_slack) if refine_cycles else None
 
     @property
     def min_length(self) -> int:
@@ -219,7 +241,10 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         p = min(max(self.pad, (self.inner_min_length - n + 1) // 2), n - 1)
         x = F.pad(u, (p, p), mode='reflect') if p > 0 else u
         w = next(self.net.parameters())
-        v = self.net(x.to(w.dtype))[..., p:p + n].to(f.dtype)
+        v = self.net(x.to(w.dtype))
+        if self.refine is not None:
+            v = self.refine(v)
+        v = v[..., p:p + n].to(f.dtype)
         return torch.where(sigma > 0, centre + scale * v, f)
 
     @torch.no_grad()

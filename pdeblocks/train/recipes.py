@@ -40,14 +40,14 @@ class Recipe:
         return d
 
 
-LOSSES = ('mse', 'relative_mse')
+LOSSES = ('mse', 'relative_mse', 'log_relative_mse')
 
 RECIPES: Dict[str, Recipe] = {}
 
 
 def register_recipe(recipe: Recipe) -> Recipe:
-    if recipe.loss not in LOSSES or (recipe.loss == 'relative_mse' and recipe.task != 'denoise'):
-        raise ValueError(f"recipe {recipe.name!r}: loss must be one of {LOSSES} ('relative_mse' for denoising only), "
+    if recipe.loss not in LOSSES or (recipe.loss != 'mse' and recipe.task != 'denoise'):
+        raise ValueError(f"recipe {recipe.name!r}: loss must be one of {LOSSES} (the relative ones for denoising only), "
                          f"got {recipe.loss!r} for task {recipe.task!r}")
     RECIPES[recipe.name] = recipe
     return recipe

@@ -52,10 +52,13 @@ def learning_rate(recipe: Recipe, step: int) -> float:
 
 def training_loss(recipe: Recipe, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The recipe's loss of the output ``out`` for input ``x`` and target ``y`` (all ``[B, 1, L]``):
-    ``'mse'`` mean((out − y)²); ``'relative_mse'`` mean over signals of ‖out − y‖² / ‖x − y‖²."""
+    ``'mse'`` mean((out − y)²); ``'relative_mse'`` mean over signals of ‖out − y‖² / ‖x − y‖²;
+    ``'log_relative_mse'`` mean over signals of log(‖out − y‖² / ‖x − y‖²): −ln 10/10 × the mean PSNR gain in
+    dB, so that a dB gained on an easy signal counts as much as one on a hard signal."""
     err = (out - y).pow(2).flatten(1).sum(1)
-    if recipe.loss == 'relative_mse':
-        return (err / (x - y).pow(2).flatten(1).sum(1).clamp_min(1e-12)).mean()
+    if recipe.loss in ('relative_mse', 'log_relative_mse'):
+        ratio = err / (x - y).pow(2).flatten(1).sum(1).clamp_min(1e-12)
+        return ratio.clamp_min(1e-12).log().mean() if recipe.loss == 'log_relative_mse' else ratio.mean()
     return err.mean() / y[0].numel()
 
 
