@@ -156,6 +156,7 @@ def install_setup(tmp_path, monkeypatch, request):
     shutil.copytree(BUNDLED_DIR / SPECIALIST, root / SPECIALIST)
     for module in (hub, publish, generate):
         monkeypatch.setattr(module, 'BUNDLED_DIR', root)
+    monkeypatch.setattr(generate, 'CARDS', tmp_path / 'cards')     # never the checkout's model_cards/
     model = tiny_blind_run(tmp_path / 'run', **request.param)
     bench = json.loads((ROOT / 'benchmarks' / 'results' / 'denoise_general.json').read_text())
     bench['families'] = [r for r in bench['families'] if (r['family'], r['sigma']) == ('smooth_trend', 0.1)]
@@ -166,7 +167,10 @@ def install_setup(tmp_path, monkeypatch, request):
 
 def test_install_blind_run_is_one_command(install_setup):
     generate, root, model, tmp = install_setup
+    checkout_card = (ROOT / 'model_cards' / GENERAL / 'README.md').read_bytes()
     generate.main(['--install', str(tmp / 'run'), GENERAL, '--benchmark', str(tmp / 'bench.json')])
+    assert (ROOT / 'model_cards' / GENERAL / 'README.md').read_bytes() == checkout_card
+    assert (tmp / 'cards' / GENERAL / 'README.md').read_text() == publish.render_card(GENERAL)
     assert type(hub.from_pretrained(GENERAL)) is BlindDenoiser1D
     ev = json.loads((root / GENERAL / 'eval.json').read_text())
     row = ev['families']['table']['smooth_trend']['0.1']
