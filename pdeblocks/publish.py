@@ -209,7 +209,9 @@ def card_data(name: str, ev: Dict[str, Any]):
 
 LIMIT_NAMES = {'bayes': 'Bayes limit', 'oracle': 'oracle'}
 LOSS_NAMES = {'mse': 'mean squared error', 'relative_mse': '‖net(f) − u‖² / ‖f − u‖² per signal (residual noise '
-              'energy relative to the input noise, so every σ counts alike)'}
+              'energy relative to the input noise, so every σ counts alike)',
+              'log_relative_mse': 'log(‖net(f) − u‖² / ‖f − u‖²) per signal (−ln 10/10 × the PSNR gain in dB, so a dB '
+              'gained on an easy signal counts as much as one on a hard signal)'}
 DENOISER_INTROS = {
     'denoiser_1d': "A symmetric residual network for denoising 1D signals: every residual step is an explicit "
                    "step u ↦ u − τKᵀΦ(Ku) of a learned nonlinear diffusion (Alt et al., JMIV 2022), with one "

@@ -143,6 +143,8 @@ def tiny_blind_run(folder: Path, **extra) -> BlindDenoiser1D:
             p.add_(0.05 * torch.randn_like(p))
     m.eval().save_pretrained(folder / 'model')
     run = {k: v for k, v in general_eval().items() if k not in ('evaluation', 'families')}
+    if extra:   # the refined recipe's loss (train/recipes.LOSSES): the card names every loss
+        run['recipe'] = dict(run['recipe'], loss='log_relative_mse')
     (folder / 'eval.json').write_text(json.dumps(run))
     return m
 
@@ -188,6 +190,7 @@ def test_install_blind_run_is_one_command(install_setup):
     text = publish.render_card(GENERAL)
     assert 'its own model column is of other weights' in text and '| smooth trend |' in text
     assert ('FED cycles of 2 edge-preserving diffusion steps' in text) == bool(model.refine is not None)
+    assert ('loss log(‖net(f) − u‖² / ‖f − u‖²) per signal' in text) == bool(model.refine is not None)
     publish.write_card(GENERAL, tmp / 'card')
     assert sorted(p.name for p in (tmp / 'card').iterdir()) == ['README.md', 'examples.png', 'flux.png']
     # a revisions map already there is kept by a re-install
@@ -207,3 +210,8 @@ def test_install_refuses_a_benchmark_of_other_signals(install_setup):
     assert not (root / GENERAL).exists()       # nothing installed
     with pytest.raises(ValueError, match='no benchmark results at'):
         generate.install(str(tmp / 'run'), GENERAL, benchmark=tmp / 'missing.json')
+
+
+def test_every_training_loss_has_a_card_name():
+    from pdeblocks.train.recipes import LOSSES
+    assert set(LOSSES) <= set(publish.LOSS_NAMES)
