@@ -56,8 +56,8 @@ FREE_STEP = ROOT / 'benchmarks' / 'models' / 'denoiser-1d-free'
 
 def tuned(sigma: float):
     """TV / PM parameters tuned on the validation split: the ones recorded by the bundled model's evaluation
-    (pdeblocks/pretrained/denoiser-1d/eval.json) when present, else tuned now (same function)."""
-    path = ROOT / 'pdeblocks' / 'pretrained' / 'denoiser-1d' / 'eval.json'
+    (pdeblocks/pretrained/denoiser-1d-piecewise-constant/eval.json) when present, else tuned now (same function)."""
+    path = ROOT / 'pdeblocks' / 'pretrained' / 'denoiser-1d-piecewise-constant' / 'eval.json'
     if path.is_file():
         table = json.loads(path.read_text())['evaluation']['table']['piecewise_constant']
         if str(sigma) in table:
@@ -222,7 +222,7 @@ def main(argv=None):
         models['standard_resnet_2x'] = load_folder(STANDARD)
     if FREE_STEP.is_dir():
         models['symmetric_free_step'] = load_folder(FREE_STEP)
-    models['denoiser-1d'] = from_pretrained('denoiser-1d')
+    models['denoiser-1d'] = from_pretrained('denoiser-1d-piecewise-constant')
     if 'denoiser-1d-multigrid' in list_pretrained():
         models['denoiser-1d-multigrid'] = from_pretrained('denoiser-1d-multigrid')
     params = {k: sum(q.numel() for q in m.parameters() if q.requires_grad) for k, m in models.items()}

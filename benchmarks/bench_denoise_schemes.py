@@ -43,14 +43,14 @@ LABELS = ('certified', 'free')
 def timing(models, n: int = 200, repeats: int = 3) -> dict:
     """Seconds for ``n`` piecewise-constant signals of length 4096 (σ = 0.1) per model, the bundled denoiser-1d
     (the reference: 0.97× TV in benchmarks/results/denoise.md) and TV, interleaved, median of ``repeats``; TV with
-    the weight tuned at σ = 0.1 (pdeblocks/pretrained/denoiser-1d/eval.json) and bench_denoise's stop (the
+    the weight tuned at σ = 0.1 (pdeblocks/pretrained/denoiser-1d-piecewise-constant/eval.json) and bench_denoise's stop (the
     loosest duality gap within 0.01 dB of the exact solve, :func:`bench_denoise_general.tv_stop`)."""
-    table = json.loads((ROOT / 'pdeblocks' / 'pretrained' / 'denoiser-1d' / 'eval.json').read_text())
+    table = json.loads((ROOT / 'pdeblocks' / 'pretrained' / 'denoiser-1d-piecewise-constant' / 'eval.json').read_text())
     tv_weight = table['evaluation']['table']['piecewise_constant']['0.1']['tuned']['tv_weight']
     s = make_signals('piecewise_constant', 'test', n, 4096, 0.1, seed=0, offset=10_000)
     x = torch.from_numpy(s.noisy)[:, None]
     tol = tv_stop(x[:, 0], s.clean, tv_weight)
-    models = dict(models, **{'denoiser-1d (bundled)': from_pretrained('denoiser-1d')})
+    models = dict(models, **{'denoiser-1d (bundled)': from_pretrained('denoiser-1d-piecewise-constant')})
     times = {k: [] for k in list(models) + ['tv']}
     with torch.no_grad():
         for m in models.values():

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from _common import save_results  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from pdeblocks.hub import BUNDLED_DIR  # noqa: E402
+from pdeblocks.hub import BUNDLED_DIR, published_name  # noqa: E402
 
 
 def psnr_by_kind(evaluation: dict) -> dict:
@@ -39,7 +39,7 @@ def main(argv=None) -> None:
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--out', default=None, help='run folder (default runs/retrain-RECIPE-THREADSthreads)')
     a = p.parse_args(argv)
-    published = BUNDLED_DIR / a.recipe
+    published = BUNDLED_DIR / published_name(a.recipe)
     if not (published / 'eval.json').is_file():
         p.error(f"no published model named {a.recipe!r} (expected {published / 'eval.json'})")
     out = Path(a.out or ROOT / 'runs' / f'retrain-{a.recipe}-{a.threads}threads')

@@ -34,7 +34,7 @@ from bench_denoise import forward_flops, throughput, tuned  # noqa: E402
 
 from pdeblocks.classical import tv_denoise  # noqa: E402
 from pdeblocks.data import make_signals, psnr  # noqa: E402
-from pdeblocks.hub import from_pretrained, load_folder  # noqa: E402
+from pdeblocks.hub import from_pretrained, load_folder, published_name  # noqa: E402
 from pdeblocks.publish import read_eval  # noqa: E402
 from pdeblocks.train.evaluate import run_model  # noqa: E402
 from pdeblocks.train.recipes import RECIPES, register_recipe  # noqa: E402
@@ -76,8 +76,8 @@ def main(argv=None) -> None:
     if a.steps < 1 or a.throughput_signals < 1 or a.repeats < 1:
         ap.error(f"need --steps, --throughput-signals and --repeats ≥ 1, got {a.steps}, {a.throughput_signals}, "
                  f"{a.repeats}")
-    models = {PUBLISHED: from_pretrained(PUBLISHED)}
-    train_seconds = {PUBLISHED: read_eval(PUBLISHED)['train_seconds']}
+    models = {PUBLISHED: from_pretrained(published_name(PUBLISHED))}
+    train_seconds = {PUBLISHED: read_eval(published_name(PUBLISHED))['train_seconds']}
     for name, changes in VARIANTS.items():
         recipe = variant_recipe(name, changes, a.steps)
         folder = RUNS / name
