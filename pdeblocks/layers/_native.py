@@ -212,7 +212,8 @@ int NAME##_forward(const T* x, const T* k, T* out, int16_t* win, int64_t C, int6
                     for (int64_t l = 0; l < kw; ++l) src[j++] = pl + i * Wp + l;                        \
             }                                                                                           \
             for (int64_t m0 = 0; m0 < np;) {                                                            \
-                const int64_t len = m0 + NAME##_BLOCK <= np ? NAME##_BLOCK : L;                         \
+                /* a block of NV vectors, or all the remaining vectors (one offset selection for them) */ \
+                const int64_t len = m0 + NAME##_BLOCK <= np ? NAME##_BLOCK : np - m0;                   \
                 const uint64_t* use = all;                                                              \
                 if (prune) {                                                                            \
                     const int64_t y0 = m0 / Wp, y1e = (m0 + len - 1) / Wp, y1 = y1e < H ? y1e : H - 1;   \
@@ -236,7 +237,7 @@ int NAME##_forward(const T* x, const T* k, T* out, int16_t* win, int64_t C, int6
                     use = bits;                                                                         \
                 }                                                                                       \
                 if (len == NAME##_BLOCK) NAME##_block(src, kk, use, ns, m0, best, arg);                 \
-                else NAME##_block1(src, kk, use, ns, m0, best, arg);                                    \
+                else for (int64_t m1 = m0; m1 < m0 + len; m1 += L) NAME##_block1(src, kk, use, ns, m1, best, arg); \
                 m0 += len;                                                                              \
             }                                                                                           \
             const int64_t p = q * Or + o;                                                               \
