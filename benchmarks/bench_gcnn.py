@@ -6,6 +6,7 @@
     python benchmarks/bench_gcnn.py rotation   # equivariance error for rotations off the 90° grid, against Or
     python benchmarks/bench_gcnn.py digits     # sklearn digits, protocols 'upright' / 'rotated' (--protocol)
     python benchmarks/bench_gcnn.py segment    # thin-curve segmentation: PDEGCNNSegmentation vs a U-net (Dice)
+    python benchmarks/bench_gcnn.py probe      # protocol (a) probe of one variant (--gcnn, --ablation): accuracy vs angle
     python benchmarks/bench_gcnn.py all
 
 Each section prints a markdown table and writes it to ``benchmarks/results/gcnn_<section>[_...].md``
@@ -518,6 +519,71 @@ def bench_epoch(names: List[str], repeats: int = 3) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# protocol (a) probes: short runs of variants and ablations, accuracy against the rotation angle
+# ------------------------------------------------------------------------------------------------
+
+def _ablate(model: nn.Module, ablation: str) -> None:
+    """Exploratory ablations of a pde_gcnn (probes only, not library options):
+    'lift_order3' cubic instead of quadratic B-splines in the lift; 'lift_disc' lift coefficients
+    outside the disc |n|² ≤ 5 unused; 'lift_norm' every rotated lift kernel rescaled to the norm of the
+    unrotated one; 'iso' spatially isotropic metric (w₁ = w₂ = their mean); 'noconv' convection shifts
+    fixed at 0."""
+    lift = model.stem.lift
+    if ablation == 'lift_order3':
+        lift.spline_order = 3
+    elif ablation == 'lift_disc':
+        k = lift.kernel_size
+        g = torch.arange(k) - k // 2
+        mask = ((g.view(k, 1) ** 2 + g.view(1, k) ** 2) <= 5).to(lift.weight.dtype).reshape(1, 1, -1)
+        lift.interpolation_matrix = lambda: type(lift).interpolation_matrix(lift) * mask
+    elif ablation == 'lift_norm':
+        def rotated_kernels():
+            K = type(lift).rotated_kernels(lift)  # [out, Or, in, k, k]
+            n = K.flatten(2).norm(dim=-1)[:, :, None, None, None]
+            return K * (n[:, :1] / n.clamp(min=1e-12))
+        lift.rotated_kernels = rotated_kernels
+    elif ablation == 'iso':
+        from pdeblocks.layers.gcnn import _MetricKernelM2, metric_norm_sq_m2
+        for mod in model.modules():
+            if isinstance(mod, _MetricKernelM2):
+                def rho2(mod=mod):
+                    w = mod.metric.abs()
+                    m = (w[:, 0] + w[:, 1]) / 2
+                    return metric_norm_sq_m2(torch.stack([m, m, w[:, 2]], 1), mod.orientations, mod.kernel_size,
+                                             mod.orientation_kernel_size)
+                mod.rho2 = rho2
+    elif ablation == 'noconv':
+        for layer in model.layers:
+            layer.convection.shift.data.zero_()
+            layer.convection.shift.requires_grad_(False)
+    elif ablation:
+        raise ValueError(f"ablation must be one of lift_order3, lift_disc, lift_norm, iso, noconv, got {ablation!r}")
+
+
+def bench_probe(name: str, gcnn_kwargs: Dict, ablation: str, epochs: int, lr: float, tag: str = '') -> str:
+    """Protocol (a) probe: train ``name`` upright for ``epochs`` (the digits recipe), then accuracy on
+    the upright test split, the randomly rotated one, and the test split rotated by fixed angles."""
+    data = load_digits_tensors()
+    model = digits_models([name], gcnn_kwargs)[name]
+    _ablate(model, ablation)
+    run = train(model, data['x_train'], data['y_train'], epochs, lr)
+    x, y = data['x_test'], data['y_test']
+    angles = [0, 15, 22.5, 30, 45, 60, 90]
+    accs = [_accuracy(model, rotate_batch(x, torch.full((len(x),), float(a))), y) for a in angles]
+    rot = _accuracy(model, data['x_test_rot'], y)
+    row = [name, json.dumps(gcnn_kwargs), ablation or '-', sum(p.numel() for p in model.parameters()), epochs,
+           f'{rot * 100:.1f}'] + [f'{a * 100:.1f}' for a in accs] + [f"{run['cpu_time']:.0f}"]
+    text = ('## Protocol (a) probe: trained upright, accuracy against the rotation angle\n\n'
+            f'digits recipe as in `digits` (AdamW, cosine, batch 32, lr {lr}), {epochs} epochs, seed 0, '
+            f'{torch.get_num_threads()} thread(s).\n\n'
+            + table(['model', 'options', 'ablation', 'parameters', 'epochs', 'random rotations [%]']
+                    + [f'{a:g}° [%]' for a in angles] + ['train CPU time [s]'], [row]) + '\n')
+    print(text)
+    write_atomic(RESULTS / f'gcnn_probe{tag}.md', text)
+    return text
+
+
+# ------------------------------------------------------------------------------------------------
 # segmentation of thin curvilinear structures (the paper's vessel task, on synthetic data)
 # ------------------------------------------------------------------------------------------------
 
@@ -660,7 +726,7 @@ def main() -> None:
         _memory_child(sys.argv[2], int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('section', choices=['speed', 'rotation', 'digits', 'epoch', 'segment', 'all'])
+    parser.add_argument('section', choices=['speed', 'rotation', 'digits', 'epoch', 'segment', 'probe', 'all'])
     parser.add_argument('--repeats', type=int, default=10)
     parser.add_argument('--unfold', action='store_true', help='speed: also time the unfold + amin reference (~100 s)')
     parser.add_argument('--diffusion', action='store_true', help='speed: also time DiffusionM2 (for scale)')
@@ -671,6 +737,7 @@ def main() -> None:
     parser.add_argument('--cnn-epochs', type=int, default=30, help='digits: epochs of the CNNs')
     parser.add_argument('--lr', type=float, default=0.02, help='digits: peak learning rate of the PDE-G-CNN')
     parser.add_argument('--cnn-lr', type=float, default=0.005, help='digits: peak learning rate of the CNNs')
+    parser.add_argument('--ablation', default='', help='probe: lift_order3, lift_disc, lift_norm, iso or noconv')
     parser.add_argument('--gcnn', default='{}', help='digits: JSON of extra timm kwargs for the PDE-G-CNN')
     parser.add_argument('--time-limit', type=float, default=600.0, help='digits: wall-clock cap per model [s]')
     parser.add_argument('--epoch-models', default='pde_gcnn,pde_gcnn_small,gcnn_linear',
@@ -695,6 +762,8 @@ def main() -> None:
                          {'gcnn': args.lr, 'cnn': args.cnn_lr}, json.loads(args.gcnn), args.time_limit, args.tag)
     if args.section in ('epoch', 'all'):
         bench_epoch(args.epoch_models.split(','), max(1, min(args.repeats, 5)))
+    if args.section == 'probe':
+        bench_probe(args.models.split(',')[0], json.loads(args.gcnn), args.ablation, args.epochs, args.lr, args.tag)
     if args.section in ('segment', 'all'):
         bench_segment(args.seg_models.split(','), args.seg_epochs, {'pde_gcnn': args.seg_lr, 'unet': args.unet_lr},
                       args.time_limit, tag=args.tag)
