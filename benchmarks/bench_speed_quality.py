@@ -32,10 +32,10 @@ sys.path.insert(0, str(ROOT))
 from _common import Stopwatch, save_results  # noqa: E402
 from bench_denoise import forward_flops, throughput, tuned  # noqa: E402
 
+from pdeblocks.cards import read_eval  # noqa: E402
 from pdeblocks.classical import tv_denoise  # noqa: E402
 from pdeblocks.data import make_signals, psnr  # noqa: E402
 from pdeblocks.hub import from_pretrained, load_folder, published_name  # noqa: E402
-from pdeblocks.publish import read_eval  # noqa: E402
 from pdeblocks.train.evaluate import run_model  # noqa: E402
 from pdeblocks.train.recipes import RECIPES, register_recipe  # noqa: E402
 from pdeblocks.train.trainer import train  # noqa: E402

@@ -48,11 +48,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pdeblocks._io import atomic_write_json  # noqa: E402
+from pdeblocks.cards import write_card  # noqa: E402
 from pdeblocks.data.families import make_family_signals  # noqa: E402
 from pdeblocks.data.signals import make_signals, oracle_segment_means, psnr  # noqa: E402
 from pdeblocks.hub import BUNDLED_DIR, list_pretrained, load_folder, published_name  # noqa: E402
 from pdeblocks.models.blind import BlindDenoiser1D  # noqa: E402
-from pdeblocks.publish import write_card  # noqa: E402
 from pdeblocks.train.evaluate import evaluate_denoiser, evaluate_model, run_model, standard_comparison  # noqa: E402
 from pdeblocks.train.recipes import get_recipe  # noqa: E402
 

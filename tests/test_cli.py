@@ -229,7 +229,7 @@ def test_torchrun_two_processes(tmp_path):
 
 
 def test_denoiser_evaluation_reports_the_bayes_limit_and_the_card_shows_it():
-    from pdeblocks.publish import UNREACHABLE_TARGET, _denoise_body, read_eval, target_status
+    from pdeblocks.cards import UNREACHABLE_TARGET, _denoise_body, read_eval, target_status
     from pdeblocks.train.evaluate import baseline_psnr
     row = baseline_psnr('piecewise_constant', 0.1, 4, length=256)
     assert row['noisy'] < row['tv'] < row['bayes'] < row['oracle']
@@ -335,8 +335,8 @@ def test_certify_prints_the_report(capsys):
 
 
 def test_card_says_where_the_perona_malik_tuning_ended_at_its_grid():
+    from pdeblocks.cards import _denoise_body, pm_grid_edges, read_eval
     from pdeblocks.classical import PM_CONTRASTS
-    from pdeblocks.publish import _denoise_body, pm_grid_edges, read_eval
     ev = read_eval('denoiser-1d-piecewise-constant')
     rows = ev['evaluation']['table']['piecewise_constant']
     rows['0.1']['tuned']['pm_contrast'] = min(PM_CONTRASTS)
