@@ -141,11 +141,22 @@ def test_diffuse(tmp_path, signals, capsys):
 
 
 def test_demo_prints_table_and_writes_png(tmp_path, capsys):
+    """The default (blind, general) model: one row per training family against tuned TV; the specialist: the
+    piecewise-constant table with the Bayes limit and the oracle."""
+    from pdeblocks.data.families import FAMILIES
     png = tmp_path / 'demo.png'
     assert main(['demo', '--plot', str(png), '--count', '2']) == 0
     out = capsys.readouterr().out
-    assert '| total variation' in out and '| oracle' in out and '| denoiser-1d' in out and '| Bayes limit' in out
+    assert '| total variation (tuned) | denoiser-1d |' in out
+    assert all(f"| {fam.replace('_', ' ')} |" in out for fam in FAMILIES)
     assert png.read_bytes()[:4] == b'\x89PNG'
+    png.unlink()
+    assert main(['demo', '--model', 'denoiser-1d-piecewise-constant', '--plot', str(png), '--count', '2']) == 0
+    out = capsys.readouterr().out
+    assert '| total variation' in out and '| oracle' in out and '| denoiser-1d-piecewise-constant' in out
+    assert '| Bayes limit' in out and png.read_bytes()[:4] == b'\x89PNG'
+    assert main(['demo', '--count', '0', '--plot', str(tmp_path / 'no.png')]) == 2
+    assert 'count' in capsys.readouterr().err and not (tmp_path / 'no.png').exists()
 
 
 def test_train_resume_and_checkpoint(tmp_path):
