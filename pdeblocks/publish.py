@@ -7,23 +7,17 @@
   bundled revisions map (:func:`hub_tag`, from :func:`pdeblocks.hub.bundled_revisions`), so
   ``from_pretrained(repo_id, revision=tag)`` finds it.
 
-The cards live in :mod:`pdeblocks.cards`. Its public names :func:`~pdeblocks.cards.render_card`,
-:func:`~pdeblocks.cards.write_card`, :func:`~pdeblocks.cards.general_model`, :func:`~pdeblocks.cards.revision_of`,
-:func:`~pdeblocks.cards.pointer_note` and :data:`~pdeblocks.cards.LOSS_NAMES` are re-exported here: they were
-this module's public API before the cards had a module of their own, and callers still reach them as
-``publish.<name>``.
+The cards and their pictures are rendered by :mod:`pdeblocks.cards`.
 """
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Optional
 
-from .cards import FIGURES, LOSS_NAMES, general_model, pointer_note, render_card, revision_of, write_card
+from .cards import FIGURES, write_card
 from .hub import BUNDLED_DIR, CONFIG_NAME, WEIGHTS_NAME, bundled_revisions, list_pretrained, load_folder
 
-__all__ = ['HUB_FILES', 'assemble', 'hub_tag', 'upload',
-           # re-exported from pdeblocks.cards (see above)
-           'LOSS_NAMES', 'general_model', 'pointer_note', 'render_card', 'revision_of', 'write_card']
+__all__ = ['HUB_FILES', 'assemble', 'hub_tag', 'upload']
 
 HUB_FILES = (CONFIG_NAME, WEIGHTS_NAME, 'eval.json', 'README.md') + FIGURES   # an assembled folder holds these
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import pdeblocks.cards as cards
 import pdeblocks.hub as hub
 import pdeblocks.publish as publish
 from pdeblocks.cli import main
@@ -31,7 +32,7 @@ def general_eval():
 def test_checked_in_cards_are_the_rendered_ones(name):
     """model_cards/<name>/README.md is what write_card renders from the bundled files today (regenerate with
     ``python model_cards/generate.py`` after installing or re-evaluating a model)."""
-    assert (ROOT / 'model_cards' / name / 'README.md').read_text() == publish.render_card(name)
+    assert (ROOT / 'model_cards' / name / 'README.md').read_text() == cards.render_card(name)
 
 
 def test_general_eval_json_model_column_is_these_weights():
@@ -57,7 +58,7 @@ def test_general_eval_json_model_column_is_these_weights():
 
 def test_general_card_tables_and_metadata_come_from_eval_json():
     ev = general_eval()
-    card = publish.render_card(GENERAL)
+    card = cards.render_card(GENERAL)
     fam = ev['families']
     for family, rows in fam['table'].items():
         for sigma, r in rows.items():
@@ -84,14 +85,14 @@ def test_general_card_tables_and_metadata_come_from_eval_json():
 
 
 def test_specialists_point_to_the_general_model():
-    specialist = publish.render_card(SPECIALIST)
+    specialist = cards.render_card(SPECIALIST)
     assert "**This is revision `v1` of `pdeblocks/denoiser-1d`**" in specialist
     assert "from_pretrained('pdeblocks/denoiser-1d', revision='v1')" in specialist
     assert 'use the general blind denoiser [`denoiser-1d`]' in specialist
-    multigrid = publish.render_card('denoiser-1d-multigrid')
+    multigrid = cards.render_card('denoiser-1d-multigrid')
     assert 'use the general blind denoiser [`denoiser-1d`]' in multigrid and 'This is revision' not in multigrid
-    assert publish.pointer_note(GENERAL) == '' and publish.general_model() == GENERAL
-    assert publish.revision_of(SPECIALIST) == ('pdeblocks/denoiser-1d', 'v1') and publish.revision_of(GENERAL) is None
+    assert cards.pointer_note(GENERAL) == '' and cards.general_model() == GENERAL
+    assert cards.revision_of(SPECIALIST) == ('pdeblocks/denoiser-1d', 'v1') and cards.revision_of(GENERAL) is None
 
 
 def test_hub_tags_and_upload_tags_the_commit(tmp_path, monkeypatch):
@@ -172,7 +173,7 @@ def test_install_blind_run_is_one_command(install_setup):
     checkout_card = (ROOT / 'model_cards' / GENERAL / 'README.md').read_bytes()
     generate.main(['--install', str(tmp / 'run'), GENERAL, '--benchmark', str(tmp / 'bench.json')])
     assert (ROOT / 'model_cards' / GENERAL / 'README.md').read_bytes() == checkout_card
-    assert (tmp / 'cards' / GENERAL / 'README.md').read_text() == publish.render_card(GENERAL)
+    assert (tmp / 'cards' / GENERAL / 'README.md').read_text() == cards.render_card(GENERAL)
     assert type(hub.from_pretrained(GENERAL)) is BlindDenoiser1D
     ev = json.loads((root / GENERAL / 'eval.json').read_text())
     row = ev['families']['table']['smooth_trend']['0.1']
@@ -187,11 +188,11 @@ def test_install_blind_run_is_one_command(install_setup):
     assert todays['tv'] == spec['tv'] and todays['model'] != spec['model']
     assert ev['recipe']['name'] == 'denoiser-1d-general' and hub.published_name('denoiser-1d-general') == GENERAL
     # the card of the installed model says its model column is not the benchmark's own
-    text = publish.render_card(GENERAL)
+    text = cards.render_card(GENERAL)
     assert 'its own model column is of other weights' in text and '| smooth trend |' in text
     assert ('FED cycles of 2 edge-preserving diffusion steps' in text) == bool(model.refine is not None)
     assert ('loss log(‖net(f) − u‖² / ‖f − u‖²) per signal' in text) == bool(model.refine is not None)
-    publish.write_card(GENERAL, tmp / 'card')
+    cards.write_card(GENERAL, tmp / 'card')
     assert sorted(p.name for p in (tmp / 'card').iterdir()) == ['README.md', 'examples.png', 'flux.png']
     # a revisions map already there is kept by a re-install
     (root / GENERAL / 'revisions.json').write_text(json.dumps(
@@ -214,4 +215,4 @@ def test_install_refuses_a_benchmark_of_other_signals(install_setup):
 
 def test_every_training_loss_has_a_card_name():
     from pdeblocks.train.recipes import LOSSES
-    assert set(LOSSES) <= set(publish.LOSS_NAMES)
+    assert set(LOSSES) <= set(cards.LOSS_NAMES)
