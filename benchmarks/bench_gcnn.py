@@ -437,13 +437,13 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: f
     return dict(time=wall, cpu_time=cpu, epochs=epochs_run, epoch_time=cpu / epochs_run)
 
 
-def digits_models(names: List[str], gcnn_kwargs: Dict) -> Dict[str, nn.Module]:
+def digits_models(names: List[str], gcnn_kwargs: Dict, seed: int = 0) -> Dict[str, nn.Module]:
     import timm
 
     import pdeblocks.models.pde_gcnn  # noqa: F401 registers pde_gcnn*
     models = {}
     for name in names:
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         if name == 'cnn' or name == 'cnn+rot':
             models[name] = PlainCNN(10, 32)
         elif name == 'gcnn_linear':
@@ -454,19 +454,19 @@ def digits_models(names: List[str], gcnn_kwargs: Dict) -> Dict[str, nn.Module]:
 
 
 def bench_digits(protocol: str, names: List[str], epochs: Dict[str, int], lrs: Dict[str, float],
-                 gcnn_kwargs: Dict, time_limit: float, tag: str = '') -> str:
+                 gcnn_kwargs: Dict, time_limit: float, tag: str = '', seed: int = 0) -> str:
     """Protocol 'upright': train on upright digits, test upright and rotated (the equivariance test).
     Protocol 'rotated': train on the randomly rotated training split, test on the rotated test split
     (the rotated-MNIST protocol). 'cnn+rot' is the CNN with per-batch random rotation augmentation."""
     data = load_digits_tensors()
     x_train = data['x_train'] if protocol == 'upright' else data['x_train_rot']
-    models = digits_models(names, gcnn_kwargs)
+    models = digits_models(names, gcnn_kwargs, seed)
     rows, records = [], []
     for name, model in models.items():
         n_params = sum(p.numel() for p in model.parameters())
         kind = 'cnn' if name.startswith('cnn') else 'gcnn'
         run = train(model, x_train, data['y_train'], epochs[kind], lrs[kind], augment_rotation=name == 'cnn+rot',
-                    time_limit=time_limit)
+                    time_limit=time_limit, seed=seed)
         acc = _accuracy(model, data['x_test'], data['y_test'])
         acc_rot = _accuracy(model, data['x_test_rot'], data['y_test'])
         rec = dict(model=name, params=n_params, upright=acc, rotated=acc_rot, lr=lrs[kind], **run)
@@ -484,7 +484,7 @@ def bench_digits(protocol: str, names: List[str], epochs: Dict[str, int], lrs: D
             f"1797 digits 8×8 → 16×16 (bilinear) → padded 20×20; 80/20 split (seed 0); rotated splits: every image "
             f"rotated once by a uniform random angle (bilinear). AdamW (timm create_optimizer_v2, weight decay 1e-4) "
             f"+ timm per-step cosine schedule with one warm-up epoch, batch 32, lr {lrs}, epochs {epochs}, stop after "
-            f"{time_limit:.0f} s of CPU time; PDE-G-CNN options {gcnn_kwargs}. {torch.get_num_threads()} CPU "
+            f"{time_limit:.0f} s of CPU time; PDE-G-CNN options {gcnn_kwargs}; seed {seed}. {torch.get_num_threads()} CPU "
             f"thread(s) on a shared machine (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the "
             f"end): wall time is inflated by contention, CPU time is the training cost; epoch times are CPU time.\n\n"
             + table(['model', 'parameters', 'test acc upright [%]', 'test acc rotated [%]', 'epochs',
@@ -746,6 +746,8 @@ def main() -> None:
     parser.add_argument('--seg-epochs', type=int, default=60, help='segment: epochs (both models)')
     parser.add_argument('--seg-lr', type=float, default=0.02, help='segment: peak lr of the PDE-G-CNN')
     parser.add_argument('--unet-lr', type=float, default=0.005, help='segment: peak lr of the U-net')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='digits: seed of the model initialisation and batch order (the data split is fixed)')
     parser.add_argument('--tag', default='', help='digits: suffix of the result files')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch intra-op threads (default 1: robust timings on a shared, oversubscribed CPU)')
@@ -759,7 +761,8 @@ def main() -> None:
         protocols = ['upright', 'rotated'] if args.protocol == 'both' else [args.protocol]
         for protocol in protocols:
             bench_digits(protocol, args.models.split(','), {'gcnn': args.epochs, 'cnn': args.cnn_epochs},
-                         {'gcnn': args.lr, 'cnn': args.cnn_lr}, json.loads(args.gcnn), args.time_limit, args.tag)
+                         {'gcnn': args.lr, 'cnn': args.cnn_lr}, json.loads(args.gcnn), args.time_limit, args.tag,
+                         args.seed)
     if args.section in ('epoch', 'all'):
         bench_epoch(args.epoch_models.split(','), max(1, min(args.repeats, 5)))
     if args.section == 'probe':
