@@ -380,6 +380,28 @@ def test_native_shift_equals_torch_path_and_gradcheck(monkeypatch):
     torch.autograd.gradcheck(left_invariant_shift_m2, (x, shift))
 
 
+def test_geometry_cache_is_plain_constants_per_dtype():
+    """The constant geometry (offsets, B-spline rotation matrix, cos/sin of the orientations) is cached.
+    A first forward under inference mode must leave no inference tensors in the cache (a later
+    training forward saves them for backward), and float64 layers get their own float64 entries."""
+    from pdeblocks.layers import m2
+    m2._GEOMETRY_CACHE.clear()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(LiftM2Cartesian(1, 3, 4, 5), CDELayerM2(3, 3, 4, 3)).eval()
+    x = torch.randn(2, 1, 9, 9)
+    with torch.inference_mode():
+        y0 = net(x)
+    cached = list(m2._GEOMETRY_CACHE.values())
+    assert len(cached) == 3 and not any(t.is_inference() or t.requires_grad for t in cached)
+    y = net(x)
+    y.square().sum().backward()
+    torch.testing.assert_close(y.detach(), y0, rtol=0, atol=0)
+    assert all(p.grad is not None for p in net.parameters())
+    net.double()(x.double())
+    assert len(m2._GEOMETRY_CACHE) == 6
+    assert {t.dtype for t in m2._GEOMETRY_CACHE.values()} == {torch.float32, torch.float64}
+
+
 def test_native_kernel_falls_back_without_a_compiler(monkeypatch, tmp_path):
     """No working compiler: native_library() is None and the layers still work (torch loop)."""
     from pdeblocks.layers import _native as nat
