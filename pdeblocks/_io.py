@@ -54,3 +54,12 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
 def atomic_write_json(path: PathLike, obj: Any, indent: int = 2, sort_keys: bool = True) -> Path:
     """``obj`` as JSON (with a final newline) to ``path`` atomically; returns ``path``."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + '\n')
+
+
+def save_figure(fig, path: PathLike, dpi: int = 100) -> Path:
+    """A matplotlib figure to ``path`` atomically (the format from its suffix), then closed; returns ``path``."""
+    import matplotlib.pyplot as plt
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    return Path(path)

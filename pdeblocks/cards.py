@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from . import hub
-from ._io import atomic_path, atomic_write_text
+from ._io import atomic_write_text, save_figure
 from .classical import PM_CONTRASTS, PM_MAX_TIME, fed, fine_reference, make_flux
 from .data.families import FAMILIES, make_family_signals
 from .data.signals import SignalSet, make_signals
@@ -45,13 +45,6 @@ def read_eval(name: str) -> Dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"no evaluation for {name!r} at {path}; run `pdeblocks train {name}` and install it")
     return json.loads(path.read_text())
-
-
-def _savefig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
 
 
 def flux_curves(model: torch.nn.Module, s_max: float, points: int = 400):
@@ -99,7 +92,7 @@ def make_figures(name: str, folder: Path) -> List[Path]:
             ax.legend(loc='upper right', fontsize=7)
         axes[-1].set_xlabel('sample')
         fig.tight_layout()
-        _savefig(fig, folder / 'examples.png')
+        save_figure(fig, folder / 'examples.png')
         _flux_grid(model, folder, per_row=None, panel=(2.2, 2.4), lw=0.8, fontsize=8, xlabel='s')
     else:
         kw = recipe['model_kwargs']
@@ -118,7 +111,7 @@ def make_figures(name: str, folder: Path) -> List[Path]:
         ax.legend(loc='upper right', fontsize=7)
         ax.set_xlabel('sample')
         fig.tight_layout()
-        _savefig(fig, folder / 'examples.png')
+        save_figure(fig, folder / 'examples.png')
         lam = kw['contrast']
         s_grid, curves = flux_curves(model, 12 * lam)
         fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -130,7 +123,7 @@ def make_figures(name: str, folder: Path) -> List[Path]:
         ax.set_ylabel('Φᵢ(s)')
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
-        _savefig(fig, folder / 'flux.png')
+        save_figure(fig, folder / 'flux.png')
     return [folder / f for f in FIGURES]
 
 
@@ -152,7 +145,7 @@ def _general_examples(name: str, model: torch.nn.Module, ev: Dict[str, Any], fol
         ax.axis('off')
     axes.flat[0].legend(loc='upper right', fontsize=7)
     fig.tight_layout()
-    _savefig(fig, folder / 'examples.png')
+    save_figure(fig, folder / 'examples.png')
 
 
 def _flux_grid(model: torch.nn.Module, folder: Path, per_row: Optional[int], panel: Tuple[float, float] = (2.0, 2.1),
@@ -178,7 +171,7 @@ def _flux_grid(model: torch.nn.Module, folder: Path, per_row: Optional[int], pan
         ax.axis('off')
     axes[0, 0].set_ylabel('Φ(s) (8 channels)', fontsize=fontsize)
     fig.tight_layout()
-    _savefig(fig, folder / 'flux.png')
+    save_figure(fig, folder / 'flux.png')
 
 
 def card_data(name: str, ev: Dict[str, Any]):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import classical
-from ._io import atomic_path
+from ._io import save_figure
 from .classical import perona_malik_denoise, tv_denoise
 from .data.families import FAMILIES, make_family_signals
 from .data.signals import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr
@@ -126,9 +126,7 @@ def _plot(path: str, curves, title: str) -> None:
     ax.set_xlabel('sample')
     ax.legend(loc='upper right', fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def cmd_denoise(args) -> int:
@@ -219,9 +217,7 @@ def _plot_panels(path: str, panels, title: str, per_row: int = 3) -> None:
     axes.flat[0].legend(loc='upper right', fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _demo_families(args, model: BlindDenoiser1D, sigma: float = 0.1) -> int:

@@ -78,12 +78,6 @@ _general('schemes-explicit-refine-log-certified', dict(SCHEME_MODELS['explicit-r
          **SCHEME_BUDGET)
 
 
-_general('schemes-explicit-refine16-log-certified',
-         dict(SCHEME_MODELS['explicit-refine'], refine_steps=16, stability='euclidean'),
-         'scheme comparison: explicit + longer full-resolution refinement, certified, log relative MSE',
-         loss='log_relative_mse', **SCHEME_BUDGET)
-
-
 def register_general(model: Dict[str, Any], name: str = 'denoiser-1d-general', steps: int = 30000,
                      loss: str = 'relative_mse', published: bool = True) -> None:
     """(Re)register recipe ``name`` and its free twin ``name-free`` for ``model`` kwargs."""
