@@ -1,4 +1,5 @@
 """The blind, affine-equivariant wrapper: noise estimate, D(a·f + b) = a·D(f) + b, lengths, bad input."""
+import json
 import math
 import warnings
 
@@ -224,3 +225,85 @@ def test_general_training_resumes_exactly(tmp_path, monkeypatch):
         assert (tmp_path / 'split' / 'model' / 'model.safetensors').is_file()
     finally:
         RECIPES.pop(name, None)
+
+
+def _tail_model(**kw):
+    torch.manual_seed(0)
+    return BlindDenoiser1D(scheme='explicit', channels=4, hidden_channels=4, blocks=2, tail_steps=2, **kw).eval()
+
+
+def test_implicit_tail_is_certified_unconditionally():
+    """certify() lists the tail with norm factor 1 in every pass; with huge gate and edge weights (τ at its clamp,
+    random diffusivity knots) and adversarial inputs the tail keeps ‖v⁺‖ ≤ ‖v‖ and min v ≤ v⁺ ≤ max v."""
+    from pdeblocks import certify
+    m = _tail_model(tail_edges=4)
+    last = certify(m).blocks[-1]
+    assert (last.path, last.block, last.mode, last.norm_factor, last.passes) == \
+        ('tail', 'ImplicitTail1D', 'implicit-tridiagonal', 1.0, 'all')
+    assert last.guarantee.startswith('‖f(u)‖ ≤ ‖u‖ and min u ≤ f(u) ≤ max u for every τ ≥ 0')
+    tail = m.tail
+    g = torch.Generator().manual_seed(2)
+    for trial in range(6):
+        kind = trial % 3                     # 0: τ ≈ 0 (e⁻³⁰); 1: τ huge, all weights random; 2: τ huge, g = 1
+        with torch.no_grad():
+            for p in tail.parameters():
+                p.copy_(1e3 * torch.randn(p.shape, generator=g))
+            if kind == 0:
+                tail.gate[2].weight[0] = 0.0
+            if kind == 2:
+                tail.diffusivity.knot_logits.fill_(30.0)
+                tail.edges[2].weight.zero_()
+                tail.edges[2].bias.fill_(30.0)
+                tail.gate[2].weight[1] = 0.0
+                tail.gate[2].bias[1] = 5.0                 # λ = e¹⁰: every difference is small
+            tail.gate[2].bias[0] = -1e3 if kind == 0 else 1e3
+            v = 50.0 * torch.randn(3, 1, 257, generator=g).cumsum(-1) + 1e3 * torch.randn(3, 1, 257, generator=g)
+            u = v + torch.randn(3, 1, 257, generator=g)
+            out = tail(v, u)
+            tau, _ = tail.parameters_per_signal(v, u)
+        assert torch.isfinite(out).all()
+        scale = float(v.abs().max())
+        assert (out.flatten(1).norm(dim=1) <= v.flatten(1).norm(dim=1) * (1 + 1e-6)).all(), trial
+        assert float((out - v.amax(-1, keepdim=True)).max()) <= 1e-6 * scale
+        assert float((v.amin(-1, keepdim=True) - out).max()) <= 1e-6 * scale
+        if kind == 2:
+            assert float(tau.min()) > 1e3
+            assert float((out - v).abs().max()) > 1.0           # a long diffusion did happen
+        elif kind == 0:
+            assert float(tau.max()) < 1e-12
+            assert torch.allclose(out, v, atol=1e-6 * scale)     # τ → 0: the identity
+
+
+def test_implicit_tail_gradients_reach_the_gate_and_the_diffusivity():
+    """One backward pass through the exact solves gives finite, nonzero gradients to the gate, the diffusivity
+    knots and the network, so the tail's τ and λ are learned with the rest."""
+    m = _tail_model().train()
+    _, f = _noisy()
+    m(f.float()[None, None].repeat(2, 1, 1)).pow(2).sum().backward()
+    for name in ('tail.gate.2.weight', 'tail.gate.2.bias', 'tail.diffusivity.knot_logits'):
+        grad = dict(m.named_parameters())[name].grad
+        assert grad is not None and torch.isfinite(grad).all() and float(grad.abs().max()) > 0, name
+
+
+def test_implicit_tail_equivariance_save_load_and_old_configs(tmp_path):
+    """The blind wrapper stays affine-equivariant with the tail; config and weights round-trip; a config
+    without the tail's arguments (the published model's) still loads, without a tail."""
+    m = _tail_model(tail_edges=4)
+    with torch.no_grad():
+        m.tail.gate[2].bias[0] = 0.5                     # τ = 0.1·e⁴: the tail does act
+    _, f = _noisy()
+    f = f.float()[None, None]
+    with torch.no_grad():
+        base = m(f)
+        for a, b in ((1e-3, 0.0), (1e3, 5000.0), (10.0, -3.0)):
+            assert float(((m(a * f + b) - b) / a - base).abs().max()) < 5e-5 * (abs(b) / a + 1.0), (a, b)
+    m.save_pretrained(tmp_path / 'tail')
+    loaded = load_folder(tmp_path / 'tail')
+    assert loaded.config()['tail_steps'] == 2 and loaded.config()['tail_edges'] == 4
+    with torch.no_grad():
+        assert torch.allclose(loaded(f), base, atol=1e-6)
+    old = load_folder('pdeblocks/pretrained/denoiser-1d')
+    assert 'tail_steps' not in json.loads(open('pdeblocks/pretrained/denoiser-1d/config.json').read())
+    assert old.tail is None
+    with pytest.raises(ValueError, match='tail_steps ≥ 0'):
+        BlindDenoiser1D(scheme='explicit', tail_steps=-1)

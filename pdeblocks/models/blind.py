@@ -58,10 +58,13 @@ from ..layers.flux import LearnedFlux
 from ..layers.implicit import ImplicitBlock
 from ..layers.multigrid import MultigridUNet
 from ..layers.symmetric import SymmetricResidual
+from ..ops.stencils import first_difference
+from ..ops.tridiagonal import implicit_diffusion_step
+from ..stability import Certificate
 from .denoise1d import Denoiser1D, Pretrained1D, _shuffle, _Skeleton1D, _unshuffle
 
 __all__ = ['NOISE_FILTER', 'MAD_TO_SIGMA', 'SCHEMES', 'scale_limits', 'noise_sigma', 'RepeatedStep',
-           'BlindDenoiser1D', 'DenoiseResult', 'denoise_signal', 'denoise_signals', 'check_signal_1d',
+           'ImplicitTail1D', 'BlindDenoiser1D', 'DenoiseResult', 'denoise_signal', 'denoise_signals', 'check_signal_1d',
            'check_finite_scale']
 
 NOISE_FILTER = (1.0 / math.sqrt(20.0), -3.0 / math.sqrt(20.0), 3.0 / math.sqrt(20.0), -1.0 / math.sqrt(20.0))
@@ -144,6 +147,117 @@ def refinement(stability: str, cycles: int, steps: int, channels: int, knots: in
     return FEDCycle(1, channels, flux=flux, steps=steps, cycles=cycles, **common)
 
 
+class ImplicitTail1D(nn.Module):
+    """The semi-implicit full-resolution tail: ``steps`` lagged-diffusivity steps, exact, with a learned gate.
+
+    For the network's output v (one signal, in units of σ̂) and per signal a diffusion time τ ≥ 0 and contrast
+    λ > 0 from the gate, each step solves
+
+        (I + τ Dᵀ diag(g(Dv/λ)) D) v⁺ = v,     then v ← v⁺,
+
+    D the (n − 1) × n forward difference (the fixed 2-tap stencil, no flux across the ends) and g ∈ [0, 1] a
+    learned diffusivity (:class:`~pdeblocks.layers.flux.LearnedFlux`'s g, one channel, knots over |s|/λ ∈ [0,
+    ``support``], started on exp(−(s/λ)²): near 0 across a jump, so a long time segments instead of blurring).
+    The tridiagonal system is solved exactly (:func:`~pdeblocks.ops.tridiagonal.implicit_diffusion_step`,
+    cyclic reduction in float64), so every step satisfies, for every τ ≥ 0 and any weights,
+    ‖v⁺‖₂ ≤ ‖v‖₂, min v ≤ v⁺ ≤ max v and mean v⁺ = mean v; τ = 0 is the identity.
+
+    The gate: features of v (and of the normalised input u) pooled over the signal — for lags ℓ ∈ ``lags``,
+    with δ = v_{t+ℓ} − v_t: log mean|δ|, log rms δ and mean log(|δ| + 10⁻³) (their gaps measure how sparse the
+    differences are: piecewise constant signals have few large ones, trends and oscillations many small ones),
+    and log rms of u's lag differences — into a two-layer perceptron whose last layer starts at zero:
+    log τ = log ``tau_init`` + ``gain``·h₀ (clamped to [e⁻³⁰, ``tau_max``]), log λ = log ``contrast_init`` +
+    ``gain``/4·h₁. ``gain`` makes a diffusion time of 10³ reachable in a few hundred Adam steps. The gate is learned
+    from data: it sees the signal, never a family label.
+
+    With ``edge_channels`` > 0 each edge's diffusivity is further multiplied by a learned stop sigmoid(e_i) ∈ (0, 1),
+    e = a two-layer convolution of (v, u) (width ``edge_width``, then 2 taps onto the edges): an edge detector wider
+    than one difference (a jump the network spread over several samples has small first differences), as the
+    regularised diffusivity g(|∇u_σ|) of Catté et al. Any weights ≥ 0 keep the guarantees above.
+    """
+
+    def __init__(self, steps: int = 2, knots: int = 16, support: float = 4.0, hidden: int = 32,
+                 lags: Tuple[int, ...] = (1, 4, 16, 64), tau_init: float = 0.1, contrast_init: float = 1.0,
+                 gain: float = 8.0, tau_max: float = 1e6, edge_channels: int = 0, edge_width: int = 9):
+        super().__init__()
+        if edge_channels < 0 or edge_width < 1 or edge_width % 2 == 0:
+            raise ValueError(f"need edge_channels ≥ 0 and an odd edge_width ≥ 1; got {edge_channels}, {edge_width}")
+        if steps < 1 or hidden < 1 or not lags or min(lags) < 1:
+            raise ValueError(f"need steps ≥ 1, hidden ≥ 1 and lags ≥ 1; got steps={steps}, hidden={hidden}, "
+                             f"lags={lags}")
+        if not (tau_init > 0 and contrast_init > 0 and tau_max >= tau_init and gain > 0):
+            raise ValueError(f"need 0 < tau_init ≤ tau_max, contrast_init > 0 and gain > 0; got {tau_init}, "
+                             f"{tau_max}, {contrast_init}, {gain}")
+        self.steps = steps
+        self.lags = tuple(int(lag) for lag in lags)
+        self.log_tau0 = math.log(tau_init)
+        self.log_contrast0 = math.log(contrast_init)
+        self.log_tau_max = math.log(tau_max)
+        self.tau_max = float(tau_max)
+        self.gain = float(gain)
+        self.diffusivity = LearnedFlux(1, contrast=1.0, knots=knots, support=support)
+        with torch.no_grad():   # start on exp(−x²): a jump of a few λ stops the flow
+            x = torch.arange(knots, dtype=torch.float32) * self.diffusivity.spacing
+            g0 = torch.exp(-x ** 2).clamp(1e-6, 1 - 1e-4)
+            self.diffusivity.knot_logits.copy_((torch.log(g0) - torch.log1p(-g0))[None])
+        self.gate = nn.Sequential(nn.Linear(4 * len(self.lags), hidden), nn.GELU(), nn.Linear(hidden, 2))
+        with torch.no_grad():
+            self.gate[2].weight.zero_()
+            self.gate[2].bias.zero_()
+        # the learned edge stop: a factor sigmoid(e_i) ∈ (0, 1) on every edge's diffusivity, e from a small
+        # convolution of (v, u); it starts at 0.88 everywhere (last layer zero, bias 2: not saturated)
+        self.edges: Optional[nn.Module] = None
+        if edge_channels:
+            self.edges = nn.Sequential(nn.Conv1d(2, edge_channels, edge_width, padding=edge_width // 2), nn.GELU(),
+                                       nn.Conv1d(edge_channels, 1, 2))
+            with torch.no_grad():
+                self.edges[2].weight.zero_()
+                self.edges[2].bias.fill_(2.0)
+
+    def features(self, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, n]`` twice → ``[B, 4·len(lags)]`` pooled, scale-aware features (class docstring)."""
+        n = v.shape[-1]
+        out = []
+        for lag in self.lags:
+            k = min(lag, n - 1)
+            d = (v[..., k:] - v[..., :-k]).flatten(1)
+            e = (u[..., k:] - u[..., :-k]).flatten(1)
+            a = d.abs()
+            out += [(a.mean(1) + 1e-3).log(), (d.pow(2).mean(1) + 1e-6).log() / 2, (a + 1e-3).log().mean(1),
+                    (e.pow(2).mean(1) + 1e-6).log() / 2]
+        return torch.stack(out, 1)
+
+    def parameters_per_signal(self, v: torch.Tensor, u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(τ, λ), each ``[B, 1, 1]``: the gate's diffusion time and contrast for each signal."""
+        h = self.gate(self.features(v, u))
+        log_tau = (self.log_tau0 + self.gain * h[:, 0]).clamp(-30.0, self.log_tau_max)
+        log_contrast = self.log_contrast0 + self.gain / 4 * h[:, 1]
+        return log_tau.exp()[:, None, None], log_contrast.exp()[:, None, None]
+
+    def forward(self, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        tau, contrast = self.parameters_per_signal(v, u)
+        stop = None if self.edges is None else torch.sigmoid(self.edges(torch.cat([v, u], 1))).to(torch.float64)
+        w = v.to(torch.float64)
+        tau, contrast = tau.to(torch.float64), contrast.to(torch.float64)
+        for _ in range(self.steps):
+            g = self.diffusivity.diffusivity_values(first_difference(w) / contrast)
+            w = implicit_diffusion_step(w, g if stop is None else g * stop, tau)
+        return w.to(v.dtype)
+
+    @torch.jit.unused
+    def stability_certificate(self) -> Certificate:
+        """Unconditional: every step is an exact solve of an SPD M-matrix system, ‖v⁺‖ ≤ ‖v‖ and the max–min
+        principle for every τ ≥ 0 (τ ≤ ``tau_max`` is the gate's clamp, not a stability limit)."""
+        return Certificate(mode='implicit-tridiagonal', step_size=self.tau_max, norm_bound=2.0,
+                           sector_bound=self.diffusivity.sector_bound, norm_factor=1.0, lipschitz=None,
+                           guarantee=f'‖f(u)‖ ≤ ‖u‖ and min u ≤ f(u) ≤ max u for every τ ≥ 0 ({self.steps} exact '
+                                     f'tridiagonal solves of (I + τDᵀg(Du)D)u⁺ = u, g ∈ [0, 1]; τ per signal from '
+                                     f'the gate, at most {self.tau_max:g})', passes='all')
+
+    def extra_repr(self) -> str:
+        return f"steps={self.steps}, lags={self.lags}, tau_max={self.tau_max:g}, gain={self.gain:g}"
+
+
 class MultigridResidual1D(nn.Module):
     """f ↦ f − S⁻¹U(S f): S the pixel-unshuffle by ``scale`` (the identity for 1), U a 1D :class:`MultigridUNet`
     of learned-flux symmetric steps on ``levels`` grids of widths channels·growth^l (head zero: the identity
@@ -185,7 +299,9 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
     (``'multigrid'``); ``relative_step``: the implicit τ at start, in explicit limits; ``levels``:
     multigrid grids; ``growth``: multigrid width factor per level; ``pad``: reflected samples per side; ``interp_slack``: the norm bound's grid;
     ``refine_cycles`` (0: none), ``refine_steps``, ``refine_channels``: the full-resolution stage after N
-    (:func:`refinement`)."""
+    (:func:`refinement`); ``tail_steps`` (0: none), ``tail_hidden``, ``tail_tau``, ``tail_gain``, ``tail_edges``: the
+    semi-implicit tail after that (:class:`ImplicitTail1D`: steps, gate width, τ at start, the gate's gain, edge-stop
+    channels)."""
 
     architecture = 'blind_denoiser_1d'
 
@@ -193,7 +309,9 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
                  hidden_channels: int = 32, blocks: int = 4, kernel_size: int = 5, knots: int = 16,
                  contrast: float = 1.0, support: float = 4.0, steps: int = 4, relative_step: float = 4.0,
                  levels: int = 3, growth: int = 2, pad: int = 32, interp_slack: float = 1.005,
-                 refine_cycles: int = 0, refine_steps: int = 8, refine_channels: int = 4):
+                 refine_cycles: int = 0, refine_steps: int = 8, refine_channels: int = 4,
+                 tail_steps: int = 0, tail_hidden: int = 32, tail_tau: float = 0.1, tail_gain: float = 8.0,
+                 tail_edges: int = 0):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -217,6 +335,11 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         self.inner_min_length = int(self.net.min_length)
         self.refine = refinement(stability, refine_cycles, refine_steps, refine_channels, knots, contrast, support,
                                  interp_slack) if refine_cycles else None
+        if tail_steps < 0:
+            raise ValueError(f"need tail_steps ≥ 0 (0: no implicit tail), got {tail_steps}")
+        # unconditionally stable whatever the stability mode: the free twin keeps the same tail
+        self.tail = ImplicitTail1D(tail_steps, knots, support, tail_hidden, tau_init=tail_tau, gain=tail_gain,
+                                   edge_channels=tail_edges) if tail_steps else None
 
     @property
     def min_length(self) -> int:
@@ -244,6 +367,8 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         v = self.net(x.to(w.dtype))
         if self.refine is not None:
             v = self.refine(v)
+        if self.tail is not None:
+            v = self.tail(v, x.to(v.dtype))
         v = v[..., p:p + n].to(f.dtype)
         return torch.where(sigma > 0, centre + scale * v, f)
 

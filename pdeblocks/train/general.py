@@ -25,7 +25,7 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ SCHEME_MODELS: Dict[str, Dict[str, Any]] = {
     'explicit-scale16': dict(scheme='explicit', scale=16, blocks=16),   # twice the reach per step, half the cost
     # the explicit skeleton followed by full-resolution edge-preserving diffusion (2 FED cycles of 8 steps)
     'explicit-refine': dict(scheme='explicit', blocks=16, refine_cycles=2, refine_steps=8, refine_channels=2),
+    # the explicit skeleton followed by the semi-implicit full-resolution tail (exact tridiagonal solves, gated τ)
+    'explicit-tail': dict(scheme='explicit', blocks=16, tail_steps=2),
+    'explicit-tail-edges': dict(scheme='explicit', blocks=16, tail_steps=2, tail_edges=8),
 }
 SCHEME_BUDGET = dict(steps=1200, batch_size=16, length=512, lr=3e-3, warmup=50, checkpoint_every=200)
 
@@ -79,9 +82,9 @@ _general('schemes-explicit-refine-log-certified', dict(SCHEME_MODELS['explicit-r
 
 
 def register_general(model: Dict[str, Any], name: str = 'denoiser-1d-general', steps: int = 30000,
-                     loss: str = 'relative_mse', published: bool = True) -> None:
+                     loss: str = 'relative_mse', published: bool = True, lr: float = 3e-3) -> None:
     """(Re)register recipe ``name`` and its free twin ``name-free`` for ``model`` kwargs."""
-    train = dict(steps=steps, batch_size=32, length=512, lr=3e-3, warmup=100, checkpoint_every=250, loss=loss)
+    train = dict(steps=steps, batch_size=32, length=512, lr=lr, warmup=100, checkpoint_every=250, loss=loss)
     _general(name, dict(model, stability='euclidean'),
              'general-purpose blind denoiser: certified, all signal families, σ ∈ [0.005, 0.3] of the range',
              published=published, **train)
@@ -101,6 +104,30 @@ register_general(GENERAL_MODEL)
 # families against the published model, piecewise constant +0.09, but QuadChirp 7 dB lower (docs/denoiser.md)
 register_general(dict(GENERAL_MODEL, refine_cycles=2, refine_steps=8, refine_channels=2), 'denoiser-1d-general-refine',
                  steps=12000, loss='log_relative_mse', published=False)
+
+
+# fine-tuning: recipe → (the saved model it starts from, the data step it starts at: batches its source never saw)
+FINE_TUNES: Dict[str, Tuple[str, int]] = {}
+# the published model + the semi-implicit full-resolution tail (2 exact tridiagonal steps, τ and λ per signal from a
+# learned gate, τ = 0.1 at start: near the identity), fine-tuned from the published weights (docs/denoiser.md)
+IMPLICIT_MODEL = dict(GENERAL_MODEL, tail_steps=2)
+for _name, _model in (('denoiser-1d-general-implicit', IMPLICIT_MODEL),
+                      ('denoiser-1d-general-implicit-edges', dict(IMPLICIT_MODEL, tail_edges=8))):
+    register_general(_model, _name, steps=4000, lr=1e-3, published=False)
+    FINE_TUNES[_name] = ('runs/denoiser-1d-general-v2/model', 30000)
+    FINE_TUNES[f'{_name}-free'] = ('runs/denoiser-1d-general-free/model', 30000)
+
+
+def start_from(model: torch.nn.Module, folder: str) -> Dict[str, Any]:
+    """Copy the weights of the saved model in ``folder`` into ``model`` (a fine-tune's start). Every source tensor
+    must fit ``model``; the model's tensors the source lacks (a new stage, e.g. the implicit tail) keep their
+    initialisation. Returns {'source', 'new'}: the folder and the names of the tensors it did not set."""
+    from ..hub import load_folder
+    source = load_folder(folder).state_dict()
+    missing, unexpected = model.load_state_dict(source, strict=False)
+    if unexpected:
+        raise ValueError(f"{folder} holds tensors the model lacks: {sorted(unexpected)[:8]}")
+    return dict(source=str(folder), new=sorted(missing))
 
 
 def family_psnr(model: torch.nn.Module, sigmas: Sequence[float] = (0.05, 0.1), count: int = 16, length: int = 1024,
@@ -130,13 +157,15 @@ def train_general(recipe_name: str, out: Optional[str] = None, resume: bool = Fa
     outdir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe)
+    source, data_offset = FINE_TUNES.get(recipe.name, (None, 0))
+    started = start_from(model, source) if source else None
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
     start, elapsed, loss_ema = resume_from(outdir, model, opt, recipe) if resume else (0, 0.0, None)
     model.train()
     t0 = time.time()
     for step in range(start, total):
-        x, y = families.training_batch(recipe.kinds, recipe.batch_size, recipe.length, step, seed=recipe.seed,
-                                       sigma_range=(recipe.sigma_min, recipe.sigma_max))
+        x, y = families.training_batch(recipe.kinds, recipe.batch_size, recipe.length, data_offset + step,
+                                       seed=recipe.seed, sigma_range=(recipe.sigma_min, recipe.sigma_max))
         lv = optimization_step(recipe, step, model, opt, x, y)
         loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
         done = step + 1
@@ -149,6 +178,8 @@ def train_general(recipe_name: str, out: Optional[str] = None, resume: bool = Fa
     result: Dict[str, Any] = dict(recipe=recipe.to_dict(), steps=total, train_seconds=elapsed + time.time() - t0,
                                   threads=torch.get_num_threads(), final_loss=loss_ema,
                                   parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
+    if started:
+        result['fine_tuned_from'] = dict(started, data_offset=data_offset)
     model.eval()
     model.save_pretrained(outdir / 'model')
     if evaluate:

@@ -1,0 +1,154 @@
+"""Exact symmetric tridiagonal solves, batched and differentiable: the implicit 1D diffusion step in O(n).
+
+A symmetric tridiagonal M ∈ ℝⁿˣⁿ is given by its diagonal ``diag`` [..., n] and its off-diagonal ``off``
+[..., n − 1] (M_{i,i+1} = M_{i+1,i} = off_i). :func:`solve_tridiagonal` returns x = M⁻¹ d by **cyclic
+reduction**: at each level the odd-indexed equations (0-based) eliminate their even neighbours,
+
+    α_i = −a_i / b_{i−1},  γ_i = −c_i / b_{i+1},
+    a'_i = α_i a_{i−1},  b'_i = b_i + α_i c_{i−1} + γ_i a_{i+1},  c'_i = γ_i c_{i+1},
+    d'_i = d_i + α_i d_{i−1} + γ_i d_{i+1}
+
+(a the sub-, c the super-diagonal), which halves the system; after ⌈log₂ n⌉ levels one unknown is left, and the
+even unknowns follow back up, x_i = (d_i − a_i x_{i−1} − c_i x_{i+1}) / b_i. Every level is a handful of sliced
+tensor operations over the whole batch (no Python loop over the samples), O(n) work in all. A level of odd length
+m keeps (m − 1)/2 equations; an even one is first extended by the identity row x_m = 0 (decoupled: c_{m−1} = 0).
+Cyclic reduction is Gaussian elimination on the odd–even permuted system PMPᵀ without pivoting, so it is
+backward stable for symmetric positive definite (and for diagonally dominant) M, the case of
+:func:`implicit_diffusion_step`.
+
+Gradient (:class:`TridiagonalSolve`): with x = M⁻¹d and the incoming gradient x̄, one more solve with the same
+symmetric matrix, λ = M⁻ᵀx̄ = M⁻¹x̄, gives
+
+    d̄ = λ,   diag̅_i = −λ_i x_i,   off̅_i = −(λ_i x_{i+1} + λ_{i+1} x_i),
+
+the symmetric parts of −λxᵀ (∂M/∂off_i touches both off-diagonal entries).
+
+The implicit (lagged-diffusivity) diffusion step on a 1D signal, with D the (n − 1) × n forward difference
+((Du)_i = u_{i+1} − u_i, no flux across the ends) and edge diffusivities w ≥ 0,
+
+    (I + τ Dᵀ diag(w) D) u⁺ = u,    i.e. diag_i = 1 + τ(w_{i−1} + w_i) (w_{−1} = w_{n−1} = 0),  off_i = −τ w_i,
+
+is stable for every τ ≥ 0 (:func:`implicit_diffusion_step`): M = I + τDᵀWD is symmetric with eigenvalues ≥ 1, so
+‖u⁺‖₂ ≤ ‖u‖₂; M is an M-matrix (off-diagonal ≤ 0, M1 = 1), so M⁻¹ ≥ 0 entrywise with rows summing to 1: every u⁺_i
+is a convex combination of the u_j, min u ≤ u⁺ ≤ max u (the discrete max–min principle; Weickert's semi-implicit
+scheme), and the mean is kept (1ᵀM = 1ᵀ). In floating point these hold to about eps·(1 + 4τ max w) (the condition
+number of M): once τ·w·eps approaches 1 the identity drowns in the diagonal's rounding (a dense LU fares no better),
+so callers bound τ·w (:class:`~pdeblocks.models.blind.ImplicitTail1D`: τ ≤ 10⁶, w ≤ 1, in float64).
+"""
+from typing import List, Optional, Tuple
+
+import torch
+
+__all__ = ['solve_tridiagonal', 'TridiagonalSolve', 'diffusion_system', 'implicit_diffusion_step',
+           'cyclic_reduction']
+
+
+def _check(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> None:
+    """ValueErrors for shapes that do not describe M x = d with M symmetric tridiagonal."""
+    for name, t in (('diag', diag), ('off', off), ('rhs', rhs)):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() < 1:
+            raise ValueError(f"{name} must have a last axis of samples, got a 0-d tensor")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+    n = diag.shape[-1]
+    if n < 1:
+        raise ValueError(f"expected at least one unknown, got diag of shape {tuple(diag.shape)}")
+    if rhs.shape != diag.shape:
+        raise ValueError(f"rhs must have diag's shape {tuple(diag.shape)}, got {tuple(rhs.shape)}")
+    expected = tuple(diag.shape[:-1]) + (n - 1,)
+    if tuple(off.shape) != expected:
+        raise ValueError(f"off (the off-diagonal) must have shape {expected} for diag of shape "
+                         f"{tuple(diag.shape)}, got {tuple(off.shape)}")
+
+
+def cyclic_reduction(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """x = M⁻¹ rhs for symmetric tridiagonal M (``diag`` [..., n], ``off`` [..., n − 1]) by cyclic reduction
+    (module docstring); plain tensor operations, differentiable by autograd (:func:`solve_tridiagonal` has the
+    cheaper adjoint gradient). No checks."""
+    zero = off.new_zeros(off.shape[:-1] + (1,))
+    a = torch.cat([zero, off], -1)     # a_i = M_{i,i−1}
+    c = torch.cat([off, zero], -1)     # c_i = M_{i,i+1}
+    b, d = diag, rhs
+    levels: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
+    while b.shape[-1] > 1:
+        m = b.shape[-1]
+        if m % 2 == 0:                 # the identity row x_m = 0 makes the length odd
+            z = b.new_zeros(b.shape[:-1] + (1,))
+            a, c, d = torch.cat([a, z], -1), torch.cat([c, z], -1), torch.cat([d, z], -1)
+            b = torch.cat([b, z + 1.0], -1)
+        ae, be, ce, de = a[..., 0::2], b[..., 0::2], c[..., 0::2], d[..., 0::2]
+        ao, bo, co, do = a[..., 1::2], b[..., 1::2], c[..., 1::2], d[..., 1::2]
+        alpha = -ao / be[..., :-1]
+        gamma = -co / be[..., 1:]
+        levels.append((ae, be, ce, de, m))
+        a = alpha * ae[..., :-1]
+        c = gamma * ce[..., 1:]
+        b = bo + alpha * ce[..., :-1] + gamma * ae[..., 1:]
+        d = do + alpha * de[..., :-1] + gamma * de[..., 1:]
+    x = d / b
+    for ae, be, ce, de, m in reversed(levels):
+        z = x.new_zeros(x.shape[:-1] + (1,))
+        even = (de - ae * torch.cat([z, x], -1) - ce * torch.cat([x, z], -1)) / be
+        # interleave: even_0, odd_0, even_1, …, odd_{p−2}, even_{p−1}; then drop the padding row
+        x = torch.cat([torch.stack([even[..., :-1], x], -1).flatten(-2), even[..., -1:]], -1)[..., :m]
+    return x
+
+
+class TridiagonalSolve(torch.autograd.Function):
+    """x = M⁻¹d for symmetric tridiagonal M; backward by one more solve with M (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        x = cyclic_reduction(diag, off, rhs)
+        ctx.save_for_backward(diag, off, x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+        diag, off, x = ctx.saved_tensors
+        lam = cyclic_reduction(diag, off, grad)     # M symmetric: Mᵀλ = x̄ is the same solve
+        g_diag = -lam * x if ctx.needs_input_grad[0] else None
+        g_off = -(lam[..., :-1] * x[..., 1:] + lam[..., 1:] * x[..., :-1]) if ctx.needs_input_grad[1] else None
+        return g_diag, g_off, lam if ctx.needs_input_grad[2] else None
+
+
+def solve_tridiagonal(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """x = M⁻¹ rhs, M symmetric tridiagonal with diagonal ``diag`` [..., n] and off-diagonal ``off`` [..., n − 1],
+    ``rhs`` [..., n]; exact (cyclic reduction, module docstring), batched over the leading axes, differentiable in
+    all three (the adjoint is one more solve). M must be nonsingular; the solve is stable for symmetric positive
+    definite or diagonally dominant M. Wrong shapes are a ValueError naming the expected and the given shape."""
+    _check(diag, off, rhs)
+    if diag.dtype != rhs.dtype or off.dtype != rhs.dtype:
+        raise ValueError(f"diag, off and rhs must share one dtype, got {diag.dtype}, {off.dtype}, {rhs.dtype}")
+    return TridiagonalSolve.apply(diag, off, rhs)
+
+
+def diffusion_system(weights: torch.Tensor, tau: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(diag, off) of M = I + τ Dᵀ diag(w) D for edge weights ``weights`` w [..., n − 1] and ``tau`` τ broadcastable
+    to [..., 1]: diag_i = 1 + τ(w_{i−1} + w_i) (w_{−1} = w_{n−1} = 0), off_i = −τ w_i."""
+    tw = tau * weights
+    zero = tw.new_zeros(tw.shape[:-1] + (1,))
+    return 1.0 + torch.cat([zero, tw], -1) + torch.cat([tw, zero], -1), -tw
+
+
+def implicit_diffusion_step(u: torch.Tensor, weights: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """u⁺ = (I + τ Dᵀ diag(w) D)⁻¹ u: one semi-implicit (lagged-diffusivity) step of ∂ₜu = −Dᵀ(w ⊙ Du), exactly.
+
+    ``u`` [..., n] (n ≥ 1), ``weights`` w [..., n − 1] (the diffusivity on the edges between samples, w ≥ 0: the
+    caller's g(Du) ≥ 0), ``tau`` τ ≥ 0 broadcastable to [..., 1] (a number, or one per signal). For w, τ ≥ 0:
+    ‖u⁺‖₂ ≤ ‖u‖₂, min u ≤ u⁺ ≤ max u and mean(u⁺) = mean(u), for every τ (module docstring); τ = 0 gives u.
+    Wrong shapes are a ValueError naming the expected and the given shape.
+    """
+    if not isinstance(u, torch.Tensor) or u.dim() < 1 or u.shape[-1] < 1:
+        raise ValueError(f"u must be a tensor [..., n] with n ≥ 1, got {getattr(u, 'shape', type(u).__name__)}")
+    expected = tuple(u.shape[:-1]) + (u.shape[-1] - 1,)
+    if not isinstance(weights, torch.Tensor) or tuple(weights.shape) != expected:
+        raise ValueError(f"weights (one per edge between neighbouring samples) must have shape {expected} for u of "
+                         f"shape {tuple(u.shape)}, got {tuple(getattr(weights, 'shape', ()))}")
+    tau = torch.as_tensor(tau, dtype=u.dtype, device=u.device)
+    if tau.dim() > 0 and tau.shape[-1] != 1:
+        raise ValueError(f"tau must be a number or broadcast as [..., 1] (one per signal), got shape {tuple(tau.shape)}")
+    diag, off = diffusion_system(weights.to(u.dtype), tau)
+    return solve_tridiagonal(diag, off, u)

@@ -1,0 +1,149 @@
+"""The exact tridiagonal solver (cyclic reduction) and the implicit diffusion step it makes unconditionally stable."""
+import pytest
+import torch
+
+from pdeblocks.ops.tridiagonal import diffusion_system, implicit_diffusion_step, solve_tridiagonal
+
+LENGTHS = [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 100, 257, 1000]
+
+
+def _dense(diag: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
+    return torch.diag_embed(diag) + torch.diag_embed(off, 1) + torch.diag_embed(off, -1)
+
+
+def _spd(shape, n, g):
+    """A random symmetric diagonally dominant (hence SPD) tridiagonal system, off-diagonals of both signs."""
+    off = torch.randn(*shape, n - 1, generator=g, dtype=torch.float64)
+    pad = torch.zeros(*shape, 1, dtype=torch.float64)
+    diag = torch.cat([pad, off.abs()], -1) + torch.cat([off.abs(), pad], -1) + 0.1 + torch.rand(*shape, n, generator=g,
+                                                                                                 dtype=torch.float64)
+    return diag, off
+
+
+@pytest.mark.parametrize('n', LENGTHS)
+def test_matches_dense_solve(n):
+    g = torch.Generator().manual_seed(n)
+    diag, off = _spd((2, 3), n, g)
+    rhs = torch.randn(2, 3, n, generator=g, dtype=torch.float64)
+    x = solve_tridiagonal(diag, off, rhs)
+    ref = torch.linalg.solve(_dense(diag, off), rhs.unsqueeze(-1)).squeeze(-1)
+    assert x.shape == rhs.shape
+    assert torch.allclose(x, ref, rtol=0, atol=1e-12 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize('n', [6, 33, 500])
+def test_diffusion_system_matches_dense_operator(n):
+    """diag/off of I + τDᵀWD against the dense matrix built from D, and the step against a dense solve, for τ up
+    to 1e6 (the condition number then reaches ~1e6: float64 keeps ~1e-10)."""
+    g = torch.Generator().manual_seed(n)
+    w = torch.rand(4, n - 1, generator=g, dtype=torch.float64)
+    tau = torch.tensor([0.0, 1.0, 1e3, 1e6], dtype=torch.float64).reshape(4, 1)
+    D = torch.diff(torch.eye(n, dtype=torch.float64), dim=0)            # (n − 1) × n forward difference
+    dense = torch.eye(n, dtype=torch.float64) + tau[:, :, None] * (D.T @ (w[:, :, None] * D))   # [4, n, n]
+    diag, off = diffusion_system(w, tau)
+    assert torch.allclose(_dense(diag, off), dense, rtol=1e-14, atol=0)
+    u = torch.randn(4, n, generator=g, dtype=torch.float64)
+    ref = torch.linalg.solve(dense, u.unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(implicit_diffusion_step(u, w, tau), ref, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize('n', [1, 2, 5, 8, 11])
+def test_gradcheck(n):
+    g = torch.Generator().manual_seed(n)
+    diag, off = _spd((2,), n, g)
+    rhs = torch.randn(2, n, generator=g, dtype=torch.float64)
+    args = (diag.requires_grad_(), off.requires_grad_(), rhs.requires_grad_())
+    assert torch.autograd.gradcheck(solve_tridiagonal, args)
+
+
+def test_gradient_matches_dense_solve_through_the_diffusion_step():
+    """Gradients w.r.t. u, the edge weights and τ of the step against autograd through torch.linalg.solve."""
+    g = torch.Generator().manual_seed(0)
+    n = 37
+    u = torch.randn(3, 1, n, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.rand(3, 1, n - 1, generator=g, dtype=torch.float64, requires_grad=True)
+    tau = torch.tensor([0.5, 20.0, 300.0], dtype=torch.float64).reshape(3, 1, 1).requires_grad_()
+    probe = torch.randn(3, 1, n, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((implicit_diffusion_step(u, w, tau) * probe).sum(), (u, w, tau))
+    D = torch.diff(torch.eye(n, dtype=torch.float64), dim=0)
+    dense = torch.eye(n, dtype=torch.float64) + tau * (D.T @ (w.transpose(-1, -2) * D))     # [3, n, n]
+    ref = torch.autograd.grad((torch.linalg.solve(dense, u.transpose(-1, -2)).transpose(-1, -2) * probe).sum(),
+                              (u, w, tau))
+    for a, b in zip(grads, ref):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-11)
+
+
+def _norm_ratio_and_range(u, w, tau):
+    out = implicit_diffusion_step(u, w, tau)
+    ratio = out.flatten(1).norm(dim=1) / u.flatten(1).norm(dim=1)
+    below = (u.amin(-1, keepdim=True) - out).amax()
+    above = (out - u.amax(-1, keepdim=True)).amax()
+    return out, ratio, below, above
+
+
+@pytest.mark.parametrize('dtype, tau', [(torch.float64, t) for t in (0.0, 1e-3, 1.0, 1e4, 1e6, 1e8)]
+                         + [(torch.float32, t) for t in (0.0, 1.0, 100.0)])
+def test_stability_for_any_tau_and_weights(dtype, tau):
+    """‖u⁺‖ ≤ ‖u‖, min u ≤ u⁺ ≤ max u and the mean kept, for τ·w from 0 to 1e8 (some edges cut), to rounding:
+    eps × the condition number 1 + 4τ max w (float64 to τw = 1e8; float32 to 100)."""
+    g = torch.Generator().manual_seed(7)
+    n = 301
+    u = 100.0 * torch.randn(6, 1, n, generator=g, dtype=torch.float64) + 40.0
+    w = torch.rand(6, 1, n - 1, generator=g, dtype=torch.float64) * torch.tensor(
+        [0.0, 1e-8, 1e-3, 0.1, 1.0, 1.0], dtype=torch.float64).reshape(6, 1, 1)
+    w[5, :, ::7] = 0.0                     # cut edges: independent pieces
+    u, w = u.to(dtype), w.to(dtype)
+    out, ratio, below, above = _norm_ratio_and_range(u, w, torch.tensor(tau, dtype=dtype))
+    eps = torch.finfo(dtype).eps * 4.0 * (1.0 + 4.0 * tau)
+    scale = float(u.abs().max())
+    assert torch.isfinite(out).all()
+    assert float(ratio.max()) <= 1.0 + eps
+    assert float(below) <= eps * scale and float(above) <= eps * scale
+    assert float((out.mean(-1) - u.mean(-1)).abs().max()) <= eps * scale
+    if tau == 0.0:
+        assert torch.equal(out, u)
+
+
+def test_stability_against_optimised_inputs():
+    """Gradient ascent on ‖u⁺‖/‖u‖ and on the overshoot max u⁺ − max u, over u, the weights (softplus: ≥ 0) and
+    log τ, starting from rough signals: neither ever exceeds its bound."""
+    g = torch.Generator().manual_seed(3)
+    n = 64
+    u = torch.randn(8, 1, n, generator=g, dtype=torch.float64).requires_grad_()
+    raw_w = (3.0 * torch.randn(8, 1, n - 1, generator=g, dtype=torch.float64)).requires_grad_()
+    log_tau = torch.full((8, 1, 1), 2.0, dtype=torch.float64).requires_grad_()
+    opt = torch.optim.Adam([u, raw_w, log_tau], lr=0.1)
+    worst_ratio, worst_overshoot = 0.0, -1.0
+    for _ in range(150):
+        w = torch.nn.functional.softplus(raw_w) * 1e3
+        out, ratio, below, above = _norm_ratio_and_range(u, w, log_tau.exp())
+        overshoot = ((out.amax(-1) - u.amax(-1)) / u.abs().amax(-1)).amax()
+        worst_ratio = max(worst_ratio, float(ratio.detach().max()))
+        worst_overshoot = max(worst_overshoot, float(overshoot.detach()))
+        loss = -(ratio.sum() + 100.0 * overshoot)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert worst_ratio <= 1.0 + 1e-12
+    assert worst_overshoot <= 1e-12
+
+
+@pytest.mark.parametrize('args, match', [
+    ((torch.ones(2, 5), torch.ones(2, 5), torch.ones(2, 5)), r'off .* must have shape \(2, 4\) .* got \(2, 5\)'),
+    ((torch.ones(2, 5), torch.ones(2, 4), torch.ones(2, 6)), r'rhs must have diag\'s shape \(2, 5\), got \(2, 6\)'),
+    ((torch.ones(3, 5), torch.ones(2, 4), torch.ones(3, 5)), r'off .* must have shape \(3, 4\) .* got \(2, 4\)'),
+    ((torch.ones(()), torch.ones(()), torch.ones(())), r'last axis'),
+    ((torch.ones(2, 5, dtype=torch.long), torch.ones(2, 4), torch.ones(2, 5)), r'floating-point'),
+    ((torch.ones(2, 5), torch.ones(2, 4, dtype=torch.float64), torch.ones(2, 5)), r'one dtype'),
+])
+def test_bad_shapes_are_value_errors_naming_expected_and_got(args, match):
+    with pytest.raises(ValueError, match=match):
+        solve_tridiagonal(*args)
+
+
+def test_bad_step_inputs():
+    u = torch.ones(2, 1, 10)
+    with pytest.raises(ValueError, match=r'weights .* must have shape \(2, 1, 9\) .* got \(2, 1, 10\)'):
+        implicit_diffusion_step(u, torch.ones(2, 1, 10), 1.0)
+    with pytest.raises(ValueError, match=r'tau .* got shape \(2, 1, 3\)'):
+        implicit_diffusion_step(u, torch.ones(2, 1, 9), torch.ones(2, 1, 3))
