@@ -39,6 +39,8 @@ from .m2 import (
     morphological_exponent,
     resolve_orientation_kernel_size,
     rotate_m2,
+    steerable_basis,
+    steerable_basis_size,
     translate_bilinear,
 )
 
@@ -47,7 +49,7 @@ __all__ = [
     'fractional_morphological_kernel', 'heat_kernel', 'morphological_exponent',
     'linear_convolution_m2', 'min_plus_convolution_m2', 'max_plus_convolution_m2', 'rotate_m2',
     'bspline', 'bspline_rotation_matrix', 'left_invariant_shift_m2', 'translate_bilinear',
-    'LiftM2Cartesian', 'ProjectM2', 'LinearM2', 'ConvectionM2', 'DiffusionM2',
+    'steerable_basis', 'LiftM2Cartesian', 'LiftM2Steerable', 'ProjectM2', 'SpatialMaxPoolM2', 'LinearM2', 'ConvectionM2', 'DiffusionM2',
     'FractionalDilationM2', 'FractionalErosionM2', 'CDELayerM2', 'CDELayer',
     'ConvectionR2', 'DiffusionR2', 'FractionalDilationR2', 'FractionalErosionR2', 'CDELayerR2',
     'check_m2_input', 'check_m2_channels', 'check_r2_input',
@@ -73,7 +75,33 @@ def _metric_parameter(channels: int, dims: int, device, dtype) -> nn.Parameter:
 # lifting and projection
 # ---------------------------------------------------------------------------------------------
 
-class LiftM2Cartesian(nn.Module):
+class _LiftM2(nn.Module):
+    """Lifting ℝ² → M₂ by a bank of kernels rotated to every orientation (``rotated_kernels``):
+
+        (f ⋆ K)(p, θ_o) = Σ_{c, q} K_c(R_{θ_o}⁻¹ q) f_c(p + q),
+
+    input [B, in_channels, H, W], output [B, out_channels, Or, H, W] (zero padding, 'same' size)."""
+
+    in_channels: int
+    out_channels: int
+    orientations: int
+    kernel_size: int
+
+    def rotated_kernels(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_r2_input(x, self.in_channels)
+        k = self.kernel_size
+        weight = self.rotated_kernels().reshape(self.out_channels * self.orientations, self.in_channels, k, k)
+        out = F.conv2d(x, weight, padding=k // 2)
+        out = out.view(out.shape[0], self.out_channels, self.orientations, out.shape[2], out.shape[3])
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1, 1)
+        return out
+
+
+class LiftM2Cartesian(_LiftM2):
     """Lifting ℝ² → M₂ by rotated copies of learned B-spline kernels.
 
         (f ⋆ K)(p, θ_o) = Σ_{c, q} K_c(R_{θ_o}⁻¹ q) f_c(p + q),   K_c(u) = Σ_n w_{c,n} Bₛ(u − n),
@@ -109,19 +137,54 @@ class LiftM2Cartesian(nn.Module):
         w = self.weight.reshape(self.out_channels, self.in_channels, k * k)
         return torch.einsum('opn,cin->coip', A, w).reshape(self.out_channels, self.orientations, self.in_channels, k, k)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = check_r2_input(x, self.in_channels)
-        k = self.kernel_size
-        weight = self.rotated_kernels().reshape(self.out_channels * self.orientations, self.in_channels, k, k)
-        out = F.conv2d(x, weight, padding=k // 2)
-        out = out.view(out.shape[0], self.out_channels, self.orientations, out.shape[2], out.shape[3])
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1, 1)
-        return out
-
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, orientations={self.orientations}, "
                 f"kernel_size={self.kernel_size}, spline_order={self.spline_order}")
+
+
+class LiftM2Steerable(_LiftM2):
+    """Lifting ℝ² → M₂ with bandlimited (steerable) kernels, rotated analytically instead of resampled:
+
+        (f ⋆ K)(p, θ_o) = Σ_{c, q} K_c(R_{θ_o}⁻¹ q) f_c(p + q),   K_c = Σ_b a_{c,b} ψ_b,
+
+    ψ_b Gaussian rings × circular harmonics cos mφ, sin mφ, m ≤ ``max_frequency``, radially windowed
+    to the disc of radius k//2 + ½ (:func:`~pdeblocks.layers.m2.steerable_basis`); K_c(R_θ⁻¹ ·) is the
+    same coefficients on the basis evaluated at φ − θ, so every orientation samples one continuous
+    kernel exactly (quarter turns permute the grid). ``max_frequency`` defaults to ⌈Or/2⌉ − 1, below the
+    orientation grid's Nyquist limit, so the response is a band-limited function of θ.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, orientations: int, kernel_size: int = 5,
+                 max_frequency: Optional[int] = None, ring_width: float = 0.6, bias: bool = False,
+                 device=None, dtype=None):
+        super().__init__()
+        self.in_channels = check_positive('in_channels', in_channels)
+        self.out_channels = check_positive('out_channels', out_channels)
+        self.orientations = check_positive('orientations', orientations)
+        self.kernel_size = check_odd('kernel_size', kernel_size)
+        if max_frequency is None:
+            max_frequency = (orientations - 1) // 2
+        self.max_frequency = max_frequency
+        self.ring_width = float(ring_width)
+        self.basis_size = steerable_basis_size(kernel_size, max_frequency)
+        dd = _factory(device, dtype)
+        # [Or, nb, k, k]: a constant (not in the state dict), moved and cast with the module
+        self.register_buffer('basis', steerable_basis(orientations, kernel_size, max_frequency, ring_width, **dd),
+                             persistent=False)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, self.basis_size, **dd))
+        self.bias = nn.Parameter(torch.zeros(out_channels, **dd)) if bias else None
+        if self.weight.device.type != 'meta':
+            # unit-norm basis functions: the kernel's expected norm matches kaiming_uniform on k² taps
+            bound = math.sqrt(1.0 / (in_channels * self.basis_size))
+            nn.init.uniform_(self.weight, -bound, bound)
+
+    def rotated_kernels(self) -> torch.Tensor:
+        """Kernels K_c(R_{θ_o}⁻¹ ·) = Σ_b a_{c,b} ψ_b(R_{θ_o}⁻¹ ·) on the grid, shape [out, Or, in, k, k]."""
+        return torch.einsum('obij,cnb->conij', self.basis.to(self.weight.dtype), self.weight)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, orientations={self.orientations}, "
+                f"kernel_size={self.kernel_size}, max_frequency={self.max_frequency}, ring_width={self.ring_width}")
 
 
 class ProjectM2(nn.Module):
@@ -141,6 +204,29 @@ class ProjectM2(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
+
+
+class SpatialMaxPoolM2(nn.Module):
+    """Spatial max pooling on M₂, the same at every orientation and channel:
+
+        (Pf)(c, o, y, x) = max_{0 ≤ i, j < s} f(c, o, s·y + i, s·x + j),   s = ``stride`` (window s×s).
+
+    A flat dilation followed by subsampling; it commutes with quarter turns (``rotate_m2``) when H and
+    W are divisible by s. Input [B, C, Or, H, W], output [B, C, Or, ⌊H/s⌋, ⌊W/s⌋].
+    """
+
+    def __init__(self, stride: int = 2):
+        super().__init__()
+        self.stride = check_positive('stride', stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_m2_channels(x, 0)
+        B, C, Or, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+        out = F.max_pool2d(x.reshape(B, C * Or, H, W), self.stride, self.stride)
+        return out.view(B, C, Or, out.shape[2], out.shape[3])
+
+    def extra_repr(self) -> str:
+        return f"stride={self.stride}"
 
 
 class LinearM2(nn.Module):

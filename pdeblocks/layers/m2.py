@@ -29,7 +29,8 @@ from ._native import native_library
 __all__ = [
     'logarithmic_coordinates_m2', 'metric_norm_sq_m2', 'metric_norm_sq_r2', 'fractional_morphological_kernel',
     'heat_kernel', 'morphological_exponent', 'linear_convolution_m2', 'rotate_m2', 'bspline',
-    'bspline_rotation_matrix', 'left_invariant_shift_m2', 'translate_bilinear',
+    'bspline_rotation_matrix', 'steerable_frequencies', 'steerable_basis_size', 'steerable_basis',
+    'left_invariant_shift_m2', 'translate_bilinear',
     'check_m2_input', 'check_m2_channels', 'check_r2_input', 'check_odd', 'check_positive', 'check_alpha',
     'resolve_orientation_kernel_size',
 ]
@@ -310,6 +311,68 @@ def _bspline_rotation_matrix(orientations: int, kernel_size: int, order: int, de
     bx = bspline(ux.unsqueeze(-1) - px.view(1, 1, -1), order)
     by = bspline(uy.unsqueeze(-1) - py.view(1, 1, -1), order)
     return bx * by
+
+
+def steerable_frequencies(kernel_size: int, max_frequency: int) -> Tuple[Tuple[int, int], ...]:
+    """The (ring j, angular frequency m) pairs of :func:`steerable_basis`: rings j = 0 … k//2, and on
+    ring j the frequencies m = 0 … min(max_frequency, 2j) (ring 0: m = 0 only; a ring of radius j
+    carries about 2πj samples, so m ≤ 2j stays below its sampling limit)."""
+    check_odd('kernel_size', kernel_size)
+    if not isinstance(max_frequency, int) or isinstance(max_frequency, bool) or max_frequency < 0:
+        raise ValueError(f"max_frequency must be an int >= 0, got {max_frequency!r}")
+    return tuple((j, m) for j in range(kernel_size // 2 + 1) for m in range(min(max_frequency, 2 * j) + 1))
+
+
+def steerable_basis_size(kernel_size: int, max_frequency: int) -> int:
+    """Number of real basis functions: one per (j, 0), two (cos, sin) per (j, m > 0)."""
+    return sum(1 if m == 0 else 2 for _, m in steerable_frequencies(kernel_size, max_frequency))
+
+
+def steerable_basis(orientations: int, kernel_size: int, max_frequency: int, ring_width: float = 0.6,
+                    device=None, dtype=None) -> torch.Tensor:
+    """Bandlimited (steerable) kernel basis rotated analytically to every orientation θ_o = 2πo/Or:
+
+        ψ_{j,m}^{c}(p) = G_j(r) w(r) cos(m φ),   ψ_{j,m}^{s}(p) = G_j(r) w(r) sin(m φ),   p = r(cos φ, sin φ),
+        G_j(r) = exp(−(r − j)² / (2σ²)),   w(r) = 1 for r ≤ R,  ½(1 + cos 2π(r − R)) for R < r < R + ½,  0 beyond,
+
+    R = k//2, σ = ``ring_width``, (j, m) from :func:`steerable_frequencies`; the angular part is 0 at
+    p = 0 for m > 0. A kernel K = Σ a_b ψ_b rotated by θ is K(R_θ⁻¹ p) = Σ a_b ψ_b(R_θ⁻¹ p): the
+    radial part is unchanged and cos m(φ − θ) = cos mθ cos mφ + sin mθ sin mφ, so rotation is a phase
+    shift of each (cos, sin) coefficient pair — evaluated here in closed form, with no resampling. The
+    support lies in the disc of radius R + ½, which every rotation maps into the k×k stencil.
+
+    Returns [Or, nb, k, k], every basis function scaled to unit ℓ² norm on the grid (computed in float64).
+    """
+    check_positive('orientations', orientations)
+    if not ring_width > 0:
+        raise ValueError(f"ring_width must be > 0, got {ring_width!r}")
+    return _steerable_basis(orientations, kernel_size, max_frequency, float(ring_width)).to(device=device, dtype=dtype)
+
+
+def _steerable_basis(orientations: int, kernel_size: int, max_frequency: int, ring_width: float) -> torch.Tensor:
+    pairs = steerable_frequencies(kernel_size, max_frequency)
+    k, R = kernel_size, kernel_size // 2
+    # computed in float64, then cast: cos mθ at quarter turns is within 1e-16 of 0 / ±1
+    grid = torch.arange(k, dtype=torch.float64) - R
+    y, x = grid.view(k, 1).expand(k, k), grid.view(1, k).expand(k, k)
+    r = torch.sqrt(x ** 2 + y ** 2)
+    phi = torch.atan2(y, x)
+    window = torch.where(r <= R, torch.ones_like(r),
+                         torch.where(r < R + 0.5, 0.5 * (1 + torch.cos(2 * math.pi * (r - R))), torch.zeros_like(r)))
+    theta = torch.arange(orientations, dtype=torch.float64).view(-1, 1, 1) * (2 * math.pi / orientations)
+    centre = (r == 0)
+    functions = []
+    for j, m in pairs:
+        radial = torch.exp(-(r - j) ** 2 / (2 * ring_width ** 2)) * window
+        if m == 0:
+            functions.append(radial.expand(orientations, k, k))
+            continue
+        radial = torch.where(centre, torch.zeros_like(r), radial)
+        functions.append(radial * torch.cos(m * (phi - theta)))  # cos m(φ − θ_o)
+        functions.append(radial * torch.sin(m * (phi - theta)))
+    basis = torch.stack(functions, dim=1)  # [Or, nb, k, k]
+    norm = basis[0].flatten(1).norm(dim=1).view(1, -1, 1, 1)  # rotation keeps the norm up to sampling
+    return basis / norm
 
 
 class _LeftInvariantShiftM2(torch.autograd.Function):

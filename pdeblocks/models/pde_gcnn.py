@@ -7,33 +7,56 @@ orientation count is divisible by 4); max over θ followed by global pooling mak
 invariant. There is no ReLU and no pooling inside: dilations and erosions are the nonlinearities.
 No downsampling either, so every feature map (and ``pool_size``) has the input's size.
 """
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 
-from pdeblocks.layers.gcnn import CDELayerM2, LiftM2Cartesian, ProjectM2
+from pdeblocks.layers.gcnn import CDELayerM2, LiftM2Cartesian, LiftM2Steerable, ProjectM2, SpatialMaxPoolM2
 
 from ._stages import StageModelMixin
 
 __all__ = ['PDEGCNN', 'PDEGCNNSegmentation']
 
 
+LIFTS = ('bspline', 'steerable')
+
+
+def check_downsample(downsample: Sequence[int], depth: int) -> Tuple[int, ...]:
+    """The sorted, distinct CDE-layer indices (1 … depth) whose input is max-pooled 2×2, or a ValueError."""
+    if isinstance(downsample, (str, bytes)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= depth for i in downsample):
+        raise ValueError(f"downsample must be CDE-layer indices in 1..{depth} (the input of that layer is "
+                         f"max-pooled 2x2), got {downsample!r}")
+    return tuple(sorted(set(downsample)))
+
+
 def m2_trunk(in_chans: int, channels: int, orientations: int, depth: int, kernel_size: int,
              orientation_kernel_size: Optional[int], lift_kernel_size: int, iterations: int, alpha: float,
-             device=None, dtype=None) -> Tuple[nn.Sequential, nn.Sequential]:
-    """(stem, layers): the lift ℝ² → M₂ with BatchNorm, then ``depth`` CDE layers on M₂ at ``channels``."""
+             lift: str = 'bspline', downsample: Sequence[int] = (), device=None,
+             dtype=None) -> Tuple[nn.Sequential, nn.Sequential]:
+    """(stem, layers): the lift ℝ² → M₂ with BatchNorm, then ``depth`` CDE layers on M₂ at ``channels``.
+
+    ``lift``: 'bspline' (:class:`LiftM2Cartesian`, B-spline kernels resampled per orientation) or
+    'steerable' (:class:`LiftM2Steerable`, bandlimited kernels rotated analytically). Layer i ∈
+    ``downsample`` (1-based) is ``Sequential(SpatialMaxPoolM2(2), CDELayerM2)``: its input is max-pooled 2×2.
+    """
+    if lift not in LIFTS:
+        raise ValueError(f"lift must be one of {LIFTS}, got {lift!r}")
+    downsample = check_downsample(downsample, depth)
     dd = {'device': device, 'dtype': dtype}
     stem = nn.Sequential()
-    stem.add_module('lift', LiftM2Cartesian(in_chans, channels, orientations, lift_kernel_size, **dd))
+    lift_cls = LiftM2Cartesian if lift == 'bspline' else LiftM2Steerable
+    stem.add_module('lift', lift_cls(in_chans, channels, orientations, lift_kernel_size, **dd))
     stem.add_module('norm', nn.BatchNorm3d(channels, **dd))
-    layers = nn.Sequential(*[
-        CDELayerM2(channels, channels, orientations, kernel_size, orientation_kernel_size, iterations, alpha, **dd)
-        for _ in range(depth)
-    ])
-    return stem, layers
+    layers = []
+    for i in range(1, depth + 1):
+        layer = CDELayerM2(channels, channels, orientations, kernel_size, orientation_kernel_size, iterations, alpha,
+                           **dd)
+        layers.append(nn.Sequential(SpatialMaxPoolM2(2), layer) if i in downsample else layer)
+    return stem, nn.Sequential(*layers)
 
 
 class PDEGCNN(StageModelMixin, nn.Module):
@@ -48,6 +71,11 @@ class PDEGCNN(StageModelMixin, nn.Module):
         kernel_size: spatial size of the M₂ kernels (odd).
         orientation_kernel_size: θ size of the M₂ kernels (odd, ≤ Or); default min(kernel_size, Or).
         lift_kernel_size: spatial size of the lifting kernels (odd).
+        lift: 'bspline' (B-spline kernels resampled per orientation) or 'steerable' (bandlimited
+            circular-harmonic kernels rotated analytically, :class:`~pdeblocks.layers.gcnn.LiftM2Steerable`).
+        downsample: CDE-layer indices (1 … depth) whose input is max-pooled 2×2 over space (each
+            halves H and W for the layers from there on; exact quarter-turn invariance needs the
+            input size divisible by 2^len(downsample)).
         alpha: fractional order α ∈ [0.55, 1] of dilation and erosion.
         iterations: repetitions of convection, dilation, erosion in each CDE layer.
         projection: 'max' or 'sum' over orientations.
@@ -70,6 +98,8 @@ class PDEGCNN(StageModelMixin, nn.Module):
             kernel_size: int = 5,
             orientation_kernel_size: Optional[int] = None,
             lift_kernel_size: int = 5,
+            lift: str = 'bspline',
+            downsample: Sequence[int] = (),
             alpha: float = 0.65,
             iterations: int = 1,
             projection: str = 'max',
@@ -88,11 +118,13 @@ class PDEGCNN(StageModelMixin, nn.Module):
         self.orientations = orientations
         self.grad_checkpointing = False
         self.stem, self.layers = m2_trunk(in_chans, channels, orientations, depth, kernel_size, orientation_kernel_size,
-                                          lift_kernel_size, iterations, alpha, **dd)
+                                          lift_kernel_size, iterations, alpha, lift, downsample, **dd)
         self.project = ProjectM2(projection)
         self.num_features = self.head_hidden_size = channels
         self.feature_info = [dict(num_chs=channels, reduction=1, module='stem')]
-        self.feature_info += [dict(num_chs=channels, reduction=1, module=f'layers.{i}') for i in range(depth)]
+        pooled = check_downsample(downsample, depth)
+        self.feature_info += [dict(num_chs=channels, reduction=2 ** sum(j <= i + 1 for j in pooled), module=f'layers.{i}')
+                              for i in range(depth)]
         self.head = ClassifierHead(channels, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
 
     @torch.jit.ignore
