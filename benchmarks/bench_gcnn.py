@@ -583,6 +583,56 @@ def stage_equivariance_errors(model: nn.Module, x: torch.Tensor, angle_deg: floa
     return errors
 
 
+def _rotate_m2_off_grid(f: torch.Tensor, angle_deg: float) -> torch.Tensor:
+    """The left action of a rotation by ``angle_deg`` (a multiple of 360°/Or) on M₂ maps [B, C, Or, H, W]:
+    every (c, o) plane rotated bilinearly about the centre (:func:`rotate_batch`), θ shifted by angle·Or/360
+    (the direction of ``rotate_batch``'s angle is the negative orientation step)."""
+    B, C, Or, H, W = f.shape
+    steps = angle_deg * Or / 360.0
+    if abs(steps - round(steps)) > 1e-9:
+        raise ValueError(f"angle must be a multiple of 360/Or = {360.0 / Or}, got {angle_deg}")
+    planes = rotate_batch(f.reshape(B, C * Or, H, W), torch.full((B,), float(angle_deg)))
+    return torch.roll(planes.reshape(B, C, Or, H, W), -int(round(steps)), dims=2)
+
+
+def local_equivariance_errors(model: nn.Module, x: torch.Tensor, angle_deg: float = 45.0) -> Dict[str, List[float]]:
+    """Equivariance errors on M₂ (no projection) of a PDEGCNN's parts at ``angle_deg`` (eval mode):
+
+        lift: ‖Φ₀(R x) − R̃ Φ₀(x)‖ / ‖R̃ Φ₀(x)‖ (lift + BN),
+        each op T of each CDE layer, on its own input a (from the upright x): ‖T(R̃ a) − R̃ T(a)‖ / ‖R̃ T(a)‖,
+
+    R̃ the M₂ rotation (:func:`_rotate_m2_off_grid`); norms inside the inscribed disc of radius 0.7.
+    'floor' is the interpolation alone on the lift's output: ‖R̃R̃ Φ₀(x) − R̃₂ Φ₀(x)‖ / ‖R̃₂ Φ₀(x)‖ with R̃₂
+    the rotation by twice the angle (exact on the grid at 2·45° = 90°). Returns {'lift': [e], 'floor':
+    [e], 'layer i': [e per op (pool, convection, dilation, erosion; mixing + BN commute exactly)]}."""
+    model.eval()
+
+    def rel(a, b):
+        disc = _disc(a.shape[-1], 0.49, a.dtype)
+        return ((a - b) * disc).norm().item() / (b * disc).norm().item()
+
+    out: Dict[str, List[float]] = {}
+    with torch.no_grad():
+        a = model.stem(x)
+        out['lift'] = [rel(model.stem(rotate_batch(x, torch.full((len(x),), float(angle_deg)))),
+                           _rotate_m2_off_grid(a, angle_deg))]
+        out['floor'] = [rel(_rotate_m2_off_grid(_rotate_m2_off_grid(a, angle_deg), angle_deg),
+                            _rotate_m2_off_grid(a, 2 * angle_deg))]
+        for i, layer in enumerate(model.layers):
+            ops = list(layer) if isinstance(layer, nn.Sequential) else [layer]
+            errors = []
+            for op in ops:
+                parts = [op.convection, op.dilation, op.erosion] if isinstance(op, CDELayerM2) else [op]
+                for part in parts:
+                    y = part(a)
+                    errors.append(rel(part(_rotate_m2_off_grid(a, angle_deg)), _rotate_m2_off_grid(y, angle_deg)))
+                    a = y
+                if isinstance(op, CDELayerM2):
+                    a = op.norm(op.linear(a))
+            out[f'layer {i + 1}'] = errors
+    return out
+
+
 def bench_probe(name: str, gcnn_kwargs: Dict, ablation: str, epochs: int, lr: float, tag: str = '',
                 seed: int = 0) -> str:
     """Protocol (a) probe: train ``name`` upright for ``epochs`` (the digits recipe), then accuracy on
@@ -597,6 +647,8 @@ def bench_probe(name: str, gcnn_kwargs: Dict, ablation: str, epochs: int, lr: fl
     accs = [_accuracy(model, rotate_batch(x, torch.full((len(x),), float(a))), y) for a in angles]
     rot = _accuracy(model, data['x_test_rot'], y)
     errors = stage_equivariance_errors(model, x) if hasattr(model, 'layers') else []
+    local = local_equivariance_errors(model, x) if hasattr(model, 'layers') else {}
+    local_text = '; '.join(f"{k}: {' / '.join(f'{e:.2f}' for e in v)}" for k, v in local.items())
     row = [name, json.dumps(gcnn_kwargs), ablation or '-', sum(p.numel() for p in model.parameters()), epochs, seed,
            f'{rot * 100:.1f}'] + [f'{a * 100:.1f}' for a in accs] + [' / '.join(f'{e:.2f}' for e in errors),
                                                                      f"{run['cpu_time']:.0f}"]
@@ -604,13 +656,16 @@ def bench_probe(name: str, gcnn_kwargs: Dict, ablation: str, epochs: int, lr: fl
             f'digits recipe as in `digits` (AdamW, cosine, batch 32, lr {lr}), {epochs} epochs, seed {seed}, '
             f'{torch.get_num_threads()} thread(s). Equivariance error at 45° per stage (stem, then after each CDE '
             f'layer): ‖P Φ(Rx) − R P Φ(x)‖ / ‖R P Φ(x)‖ on the test digits, P = max over θ, inner disc.\n\n'
+            f'Local errors on M₂ at 45° (`local_equivariance_errors`: lift + BN; the interpolation floor; per CDE '
+            f'layer: [pool,] convection / dilation / erosion on their own inputs): {local_text}\n\n'
             + table(['model', 'options', 'ablation', 'parameters', 'epochs', 'seed', 'random rotations [%]']
                     + [f'{a:g}° [%]' for a in angles] + ['error at 45° per stage', 'train CPU time [s]'], [row]) + '\n')
     print(text)
     write_atomic(RESULTS / f'gcnn_probe{tag}.md', text)
     write_atomic(RESULTS / f'gcnn_probe{tag}.json', json.dumps(dict(
         model=name, options=gcnn_kwargs, ablation=ablation, epochs=epochs, seed=seed, lr=lr, rotated=rot,
-        angles=angles, accuracy=accs, stage_errors_45=errors, cpu_time=run['cpu_time']), indent=2) + '\n')
+        angles=angles, accuracy=accs, stage_errors_45=errors, local_errors_45=local, cpu_time=run['cpu_time']),
+        indent=2) + '\n')
     return text
 
 

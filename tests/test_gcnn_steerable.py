@@ -147,6 +147,8 @@ def test_steerable_bad_arguments_raise():
     (dict(downsample=(0,)), r'downsample must be CDE-layer indices in 1..4'),
     (dict(downsample=(5,)), r'downsample must be CDE-layer indices in 1..4'),
     (dict(downsample='1'), r'downsample must be CDE-layer indices'),
+    (dict(lift_max_frequency=1), r"lift_max_frequency applies to lift='steerable' only, got lift='bspline'"),
+    (dict(lift='steerable', lift_max_frequency=-2), r'max_frequency must be an int >= 0, got -2'),
 ])
 def test_pde_gcnn_bad_lift_or_downsample_raises(kwargs, match):
     import timm

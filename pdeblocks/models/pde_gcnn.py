@@ -35,21 +35,27 @@ def check_downsample(downsample: Sequence[int], depth: int) -> Tuple[int, ...]:
 
 def m2_trunk(in_chans: int, channels: int, orientations: int, depth: int, kernel_size: int,
              orientation_kernel_size: Optional[int], lift_kernel_size: int, iterations: int, alpha: float,
-             lift: str = 'bspline', downsample: Sequence[int] = (), device=None,
-             dtype=None) -> Tuple[nn.Sequential, nn.Sequential]:
+             lift: str = 'bspline', downsample: Sequence[int] = (), lift_max_frequency: Optional[int] = None,
+             device=None, dtype=None) -> Tuple[nn.Sequential, nn.Sequential]:
     """(stem, layers): the lift ℝ² → M₂ with BatchNorm, then ``depth`` CDE layers on M₂ at ``channels``.
 
     ``lift``: 'bspline' (:class:`LiftM2Cartesian`, B-spline kernels resampled per orientation) or
-    'steerable' (:class:`LiftM2Steerable`, bandlimited kernels rotated analytically). Layer i ∈
+    'steerable' (:class:`LiftM2Steerable`, bandlimited kernels rotated analytically, angular frequencies
+    ≤ ``lift_max_frequency``, default ⌈Or/2⌉ − 1). Layer i ∈
     ``downsample`` (1-based) is ``Sequential(SpatialMaxPoolM2(2), CDELayerM2)``: its input is max-pooled 2×2.
     """
     if lift not in LIFTS:
         raise ValueError(f"lift must be one of {LIFTS}, got {lift!r}")
+    if lift != 'steerable' and lift_max_frequency is not None:
+        raise ValueError(f"lift_max_frequency applies to lift='steerable' only, got lift={lift!r}")
     downsample = check_downsample(downsample, depth)
     dd = {'device': device, 'dtype': dtype}
     stem = nn.Sequential()
-    lift_cls = LiftM2Cartesian if lift == 'bspline' else LiftM2Steerable
-    stem.add_module('lift', lift_cls(in_chans, channels, orientations, lift_kernel_size, **dd))
+    if lift == 'bspline':
+        stem.add_module('lift', LiftM2Cartesian(in_chans, channels, orientations, lift_kernel_size, **dd))
+    else:
+        stem.add_module('lift', LiftM2Steerable(in_chans, channels, orientations, lift_kernel_size, lift_max_frequency,
+                                                **dd))
     stem.add_module('norm', nn.BatchNorm3d(channels, **dd))
     layers = []
     for i in range(1, depth + 1):
@@ -73,6 +79,7 @@ class PDEGCNN(StageModelMixin, nn.Module):
         lift_kernel_size: spatial size of the lifting kernels (odd).
         lift: 'bspline' (B-spline kernels resampled per orientation) or 'steerable' (bandlimited
             circular-harmonic kernels rotated analytically, :class:`~pdeblocks.layers.gcnn.LiftM2Steerable`).
+        lift_max_frequency: highest angular frequency of the steerable lift (default ⌈Or/2⌉ − 1).
         downsample: CDE-layer indices (1 … depth) whose input is max-pooled 2×2 over space (each
             halves H and W for the layers from there on; exact quarter-turn invariance needs the
             input size divisible by 2^len(downsample)).
@@ -100,6 +107,7 @@ class PDEGCNN(StageModelMixin, nn.Module):
             lift_kernel_size: int = 5,
             lift: str = 'bspline',
             downsample: Sequence[int] = (),
+            lift_max_frequency: Optional[int] = None,
             alpha: float = 0.65,
             iterations: int = 1,
             projection: str = 'max',
@@ -118,7 +126,7 @@ class PDEGCNN(StageModelMixin, nn.Module):
         self.orientations = orientations
         self.grad_checkpointing = False
         self.stem, self.layers = m2_trunk(in_chans, channels, orientations, depth, kernel_size, orientation_kernel_size,
-                                          lift_kernel_size, iterations, alpha, lift, downsample, **dd)
+                                          lift_kernel_size, iterations, alpha, lift, downsample, lift_max_frequency, **dd)
         self.project = ProjectM2(projection)
         self.num_features = self.head_hidden_size = channels
         self.feature_info = [dict(num_chs=channels, reduction=1, module='stem')]
