@@ -307,3 +307,24 @@ def test_implicit_tail_equivariance_save_load_and_old_configs(tmp_path):
     assert old.tail is None
     with pytest.raises(ValueError, match='tail_steps ≥ 0'):
         BlindDenoiser1D(scheme='explicit', tail_steps=-1)
+
+
+def test_implicit_tail_with_the_input_mixed_in_stays_within_both():
+    """``tail_mix``: the first right-hand side is (1 − β)v + βu, so with huge random weights the output stays within
+    max(‖v‖, ‖u‖) and between min(v, u) and max(v, u); β starts at 0.02 for every signal."""
+    m = _tail_model(tail_edges=4, tail_mix=True)
+    tail = m.tail
+    g = torch.Generator().manual_seed(5)
+    v = 30.0 * torch.randn(4, 1, 200, generator=g)
+    u = v + 100.0 * torch.randn(4, 1, 200, generator=g)
+    with torch.no_grad():
+        assert torch.allclose(tail.mixture(v, u), torch.full((4, 1, 1), 0.02))
+        for _ in range(3):
+            for p in tail.parameters():
+                p.copy_(1e3 * torch.randn(p.shape, generator=g))
+            out = tail(v, u)
+            assert (out.flatten(1).norm(dim=1) <= torch.maximum(v.flatten(1).norm(dim=1), u.flatten(1).norm(dim=1))
+                    * (1 + 1e-6)).all()
+            hi = torch.maximum(v.amax(-1, keepdim=True), u.amax(-1, keepdim=True))
+            lo = torch.minimum(v.amin(-1, keepdim=True), u.amin(-1, keepdim=True))
+            assert float((out - hi).max()) <= 1e-4 and float((lo - out).max()) <= 1e-4

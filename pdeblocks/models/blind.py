@@ -174,11 +174,17 @@ class ImplicitTail1D(nn.Module):
     e = a two-layer convolution of (v, u) (width ``edge_width``, then 2 taps onto the edges): an edge detector wider
     than one difference (a jump the network spread over several samples has small first differences), as the
     regularised diffusivity g(|∇u_σ|) of Catté et al. Any weights ≥ 0 keep the guarantees above.
+
+    With ``mix`` the first step's right-hand side is (1 − β)v + βu, β ∈ (0, 1) per signal from the gate (a third
+    output; 0.02 at start): the diffusion may average the noisy samples themselves within the segments its edges
+    close, rather than the network's estimate of them. The guarantees then hold from that convex combination:
+    ‖f‖ ≤ max(‖v‖, ‖u‖) and min(v, u) ≤ f ≤ max(v, u).
     """
 
     def __init__(self, steps: int = 2, knots: int = 16, support: float = 4.0, hidden: int = 32,
                  lags: Tuple[int, ...] = (1, 4, 16, 64), tau_init: float = 0.1, contrast_init: float = 1.0,
-                 gain: float = 8.0, tau_max: float = 1e6, edge_channels: int = 0, edge_width: int = 9):
+                 gain: float = 8.0, tau_max: float = 1e6, edge_channels: int = 0, edge_width: int = 9,
+                 mix: bool = False):
         super().__init__()
         if edge_channels < 0 or edge_width < 1 or edge_width % 2 == 0:
             raise ValueError(f"need edge_channels ≥ 0 and an odd edge_width ≥ 1; got {edge_channels}, {edge_width}")
@@ -200,7 +206,8 @@ class ImplicitTail1D(nn.Module):
             x = torch.arange(knots, dtype=torch.float32) * self.diffusivity.spacing
             g0 = torch.exp(-x ** 2).clamp(1e-6, 1 - 1e-4)
             self.diffusivity.knot_logits.copy_((torch.log(g0) - torch.log1p(-g0))[None])
-        self.gate = nn.Sequential(nn.Linear(4 * len(self.lags), hidden), nn.GELU(), nn.Linear(hidden, 2))
+        self.mix = bool(mix)
+        self.gate = nn.Sequential(nn.Linear(4 * len(self.lags), hidden), nn.GELU(), nn.Linear(hidden, 3 if mix else 2))
         with torch.no_grad():
             self.gate[2].weight.zero_()
             self.gate[2].bias.zero_()
@@ -234,10 +241,18 @@ class ImplicitTail1D(nn.Module):
         log_contrast = self.log_contrast0 + self.gain / 4 * h[:, 1]
         return log_tau.exp()[:, None, None], log_contrast.exp()[:, None, None]
 
+    def mixture(self, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """β ∈ (0, 1) per signal, ``[B, 1, 1]``, the share of the input u in the first step's right-hand side
+        (``mix``; sigmoid, 0.02 at start)."""
+        h = self.gate(self.features(v, u))
+        return torch.sigmoid(self.gain / 4 * h[:, 2] - math.log(49.0))[:, None, None]
+
     def forward(self, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         tau, contrast = self.parameters_per_signal(v, u)
         stop = None if self.edges is None else torch.sigmoid(self.edges(torch.cat([v, u], 1))).to(torch.float64)
         w = v.to(torch.float64)
+        if self.mix:   # a convex combination: its norm ≤ max(‖v‖, ‖u‖), its range within theirs
+            w = w + self.mixture(v, u).to(torch.float64) * (u.to(torch.float64) - w)
         tau, contrast = tau.to(torch.float64), contrast.to(torch.float64)
         for _ in range(self.steps):
             g = self.diffusivity.diffusivity_values(first_difference(w) / contrast)
@@ -252,10 +267,12 @@ class ImplicitTail1D(nn.Module):
                            sector_bound=self.diffusivity.sector_bound, norm_factor=1.0, lipschitz=None,
                            guarantee=f'‖f(u)‖ ≤ ‖u‖ and min u ≤ f(u) ≤ max u for every τ ≥ 0 ({self.steps} exact '
                                      f'tridiagonal solves of (I + τDᵀg(Du)D)u⁺ = u, g ∈ [0, 1]; τ per signal from '
-                                     f'the gate, at most {self.tau_max:g})', passes='all')
+                                     f'the gate, at most {self.tau_max:g}'
+                                     + ('; u the convex mixture (1 − β)v + βu⁰ of the network output and its input'
+                                        if self.mix else '') + ')', passes='all')
 
     def extra_repr(self) -> str:
-        return f"steps={self.steps}, lags={self.lags}, tau_max={self.tau_max:g}, gain={self.gain:g}"
+        return f"steps={self.steps}, lags={self.lags}, tau_max={self.tau_max:g}, gain={self.gain:g}, mix={self.mix}"
 
 
 class MultigridResidual1D(nn.Module):
@@ -299,9 +316,9 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
     (``'multigrid'``); ``relative_step``: the implicit τ at start, in explicit limits; ``levels``:
     multigrid grids; ``growth``: multigrid width factor per level; ``pad``: reflected samples per side; ``interp_slack``: the norm bound's grid;
     ``refine_cycles`` (0: none), ``refine_steps``, ``refine_channels``: the full-resolution stage after N
-    (:func:`refinement`); ``tail_steps`` (0: none), ``tail_hidden``, ``tail_tau``, ``tail_gain``, ``tail_edges``: the
-    semi-implicit tail after that (:class:`ImplicitTail1D`: steps, gate width, τ at start, the gate's gain, edge-stop
-    channels)."""
+    (:func:`refinement`); ``tail_steps`` (0: none), ``tail_hidden``, ``tail_tau``, ``tail_gain``, ``tail_edges``, ``tail_mix``:
+    the semi-implicit tail after that (:class:`ImplicitTail1D`: steps, gate width, τ at start, the gate's gain,
+    edge-stop channels, whether the input is mixed into the right-hand side)."""
 
     architecture = 'blind_denoiser_1d'
 
@@ -311,7 +328,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
                  levels: int = 3, growth: int = 2, pad: int = 32, interp_slack: float = 1.005,
                  refine_cycles: int = 0, refine_steps: int = 8, refine_channels: int = 4,
                  tail_steps: int = 0, tail_hidden: int = 32, tail_tau: float = 0.1, tail_gain: float = 8.0,
-                 tail_edges: int = 0):
+                 tail_edges: int = 0, tail_mix: bool = False):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -339,7 +356,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
             raise ValueError(f"need tail_steps ≥ 0 (0: no implicit tail), got {tail_steps}")
         # unconditionally stable whatever the stability mode: the free twin keeps the same tail
         self.tail = ImplicitTail1D(tail_steps, knots, support, tail_hidden, tau_init=tail_tau, gain=tail_gain,
-                                   edge_channels=tail_edges) if tail_steps else None
+                                   edge_channels=tail_edges, mix=tail_mix) if tail_steps else None
 
     @property
     def min_length(self) -> int:

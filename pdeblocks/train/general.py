@@ -111,9 +111,12 @@ FINE_TUNES: Dict[str, Tuple[str, int]] = {}
 # the published model + the semi-implicit full-resolution tail (2 exact tridiagonal steps, τ and λ per signal from a
 # learned gate, τ = 0.1 at start: near the identity), fine-tuned from the published weights (docs/denoiser.md)
 IMPLICIT_MODEL = dict(GENERAL_MODEL, tail_steps=2)
-for _name, _model in (('denoiser-1d-general-implicit', IMPLICIT_MODEL),
-                      ('denoiser-1d-general-implicit-edges', dict(IMPLICIT_MODEL, tail_edges=8))):
-    register_general(_model, _name, steps=4000, lr=1e-3, published=False)
+for _name, _model, _steps in (
+        ('denoiser-1d-general-implicit', IMPLICIT_MODEL, 4000),
+        ('denoiser-1d-general-implicit-edges', dict(IMPLICIT_MODEL, tail_edges=8), 4000),   # + the edge stop
+        # three steps, the edge stop and the input mixed into the first right-hand side, trained longer
+        ('denoiser-1d-general-implicit-mix', dict(IMPLICIT_MODEL, tail_steps=3, tail_edges=8, tail_mix=True), 6000)):
+    register_general(_model, _name, steps=_steps, lr=1e-3, published=False)
     FINE_TUNES[_name] = ('runs/denoiser-1d-general-v2/model', 30000)
     FINE_TUNES[f'{_name}-free'] = ('runs/denoiser-1d-general-free/model', 30000)
 
