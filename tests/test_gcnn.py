@@ -547,7 +547,7 @@ def test_lift_is_equivariant_with_rotate_m2():
         assert _rel(lift(torch.rot90(x, -1, dims=(-2, -1))), rotate_m2(lift(x), 1)) <= 1e-6
 
 
-@pytest.mark.parametrize('model_name', ['pde_gcnn', 'pde_gcnn_small'])
+@pytest.mark.parametrize('model_name', ['pde_gcnn', 'pde_gcnn_small', 'pde_gcnn_steerable'])
 def test_pde_gcnn_logits_invariant_to_quarter_turns(model_name):
     import timm
 

@@ -144,9 +144,9 @@ def test_steerable_bad_arguments_raise():
 
 @pytest.mark.parametrize('kwargs, match', [
     (dict(lift='gaussian'), r"lift must be one of \('bspline', 'steerable'\), got 'gaussian'"),
-    (dict(downsample=(0,)), r'downsample must be CDE-layer indices in 1..4'),
-    (dict(downsample=(5,)), r'downsample must be CDE-layer indices in 1..4'),
-    (dict(downsample='1'), r'downsample must be CDE-layer indices'),
+    (dict(downsample=(-1,)), r'downsample must be stage indices in 0..4'),
+    (dict(downsample=(5,)), r'downsample must be stage indices in 0..4'),
+    (dict(downsample='1'), r'downsample must be stage indices'),
     (dict(lift_max_frequency=1), r"lift_max_frequency applies to lift='steerable' only, got lift='bspline'"),
     (dict(lift='steerable', lift_max_frequency=-2), r'max_frequency must be an int >= 0, got -2'),
 ])
@@ -172,3 +172,20 @@ def test_pde_gcnn_steerable_downsampled_is_invariant_to_quarter_turns_and_report
         _, inter = model.forward_intermediates(x)
     assert [t.shape[-1] for t in inter] == [20, 10, 10, 5, 5]
     assert [20 // f['reduction'] for f in model.feature_info] == [20, 10, 10, 5, 5]
+
+
+def test_pde_gcnn_pooling_the_lift_before_its_norm():
+    import timm
+
+    import pdeblocks.models.pde_gcnn  # noqa: F401
+    model = timm.create_model('pde_gcnn', downsample=(0,), num_classes=3, channels=4).eval()
+    assert [type(m).__name__ for m in model.stem] == ['LiftM2Cartesian', 'SpatialMaxPoolM2', 'BatchNorm3d']
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        lifted = model.stem.lift(x)
+        ref = torch.nn.functional.max_pool2d(lifted.flatten(1, 2), 2).view(2, 4, 8, 6, 6)
+        torch.testing.assert_close(model.stem(x), model.stem.norm(ref))
+        _, inter = model.forward_intermediates(x)
+        for turns in (1, 2, 3):
+            torch.testing.assert_close(model(torch.rot90(x, turns, dims=(-2, -1))), model(x), rtol=1e-5, atol=1e-5)
+    assert [t.shape[-1] for t in inter] == [12 // f['reduction'] for f in model.feature_info] == [6] * 5

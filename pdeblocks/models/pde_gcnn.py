@@ -25,11 +25,12 @@ LIFTS = ('bspline', 'steerable')
 
 
 def check_downsample(downsample: Sequence[int], depth: int) -> Tuple[int, ...]:
-    """The sorted, distinct CDE-layer indices (1 … depth) whose input is max-pooled 2×2, or a ValueError."""
+    """The sorted, distinct stage indices (0: the lift, pooled before the stem's BN; i = 1 … depth: the
+    input of CDE layer i) that are max-pooled 2×2 over space, or a ValueError."""
     if isinstance(downsample, (str, bytes)) or not all(
-            isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= depth for i in downsample):
-        raise ValueError(f"downsample must be CDE-layer indices in 1..{depth} (the input of that layer is "
-                         f"max-pooled 2x2), got {downsample!r}")
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i <= depth for i in downsample):
+        raise ValueError(f"downsample must be stage indices in 0..{depth} (0: the lift's output, i: the input of "
+                         f"CDE layer i is max-pooled 2x2), got {downsample!r}")
     return tuple(sorted(set(downsample)))
 
 
@@ -56,6 +57,8 @@ def m2_trunk(in_chans: int, channels: int, orientations: int, depth: int, kernel
     else:
         stem.add_module('lift', LiftM2Steerable(in_chans, channels, orientations, lift_kernel_size, lift_max_frequency,
                                                 **dd))
+    if 0 in downsample:  # pooled before the norm: the BN runs on a quarter of the positions
+        stem.add_module('pool', SpatialMaxPoolM2(2))
     stem.add_module('norm', nn.BatchNorm3d(channels, **dd))
     layers = []
     for i in range(1, depth + 1):
@@ -80,9 +83,9 @@ class PDEGCNN(StageModelMixin, nn.Module):
         lift: 'bspline' (B-spline kernels resampled per orientation) or 'steerable' (bandlimited
             circular-harmonic kernels rotated analytically, :class:`~pdeblocks.layers.gcnn.LiftM2Steerable`).
         lift_max_frequency: highest angular frequency of the steerable lift (default ⌈Or/2⌉ − 1).
-        downsample: CDE-layer indices (1 … depth) whose input is max-pooled 2×2 over space (each
-            halves H and W for the layers from there on; exact quarter-turn invariance needs the
-            input size divisible by 2^len(downsample)).
+        downsample: stages max-pooled 2×2 over space: 0 the lift's output (before the stem's BN), i ≥ 1
+            the input of CDE layer i (each halves H and W from there on; exact quarter-turn invariance
+            needs the input size divisible by 2^len(downsample)).
         alpha: fractional order α ∈ [0.55, 1] of dilation and erosion.
         iterations: repetitions of convection, dilation, erosion in each CDE layer.
         projection: 'max' or 'sum' over orientations.
@@ -129,8 +132,8 @@ class PDEGCNN(StageModelMixin, nn.Module):
                                           lift_kernel_size, iterations, alpha, lift, downsample, lift_max_frequency, **dd)
         self.project = ProjectM2(projection)
         self.num_features = self.head_hidden_size = channels
-        self.feature_info = [dict(num_chs=channels, reduction=1, module='stem')]
         pooled = check_downsample(downsample, depth)
+        self.feature_info = [dict(num_chs=channels, reduction=2 ** sum(j == 0 for j in pooled), module='stem')]
         self.feature_info += [dict(num_chs=channels, reduction=2 ** sum(j <= i + 1 for j in pooled), module=f'layers.{i}')
                               for i in range(depth)]
         self.head = ClassifierHead(channels, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
@@ -210,6 +213,7 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
 default_cfgs = generate_default_cfgs({
     'pde_gcnn.untrained': _cfg(),
     'pde_gcnn_small.untrained': _cfg(),
+    'pde_gcnn_steerable.untrained': _cfg(pool_size=(14, 14)),
 })
 
 
@@ -225,3 +229,14 @@ def pde_gcnn_small(pretrained: bool = False, **kwargs) -> PDEGCNN:
     """Small PDE-G-CNN: 8 channels, 8 orientations, 3 CDE layers with 3×3×3 kernels (762 parameters)."""
     model_args = dict(channels=8, orientations=8, depth=3, kernel_size=3, orientation_kernel_size=3)
     return _create_pde_gcnn('pde_gcnn_small', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def pde_gcnn_steerable(pretrained: bool = False, **kwargs) -> PDEGCNN:
+    """PDE-G-CNN built for rotations off the 90° grid and for speed: 16 channels, 8 orientations, a
+    bandlimited lift (5×5, circular harmonics m ≤ 1, rotated analytically), 2×2 max pooling of the
+    lift's output, 4 CDE layers with 3×3×3 quadratic (α = 1) kernels at half resolution (2,042
+    parameters with in_chans=1, num_classes=10)."""
+    model_args = dict(channels=16, orientations=8, depth=4, kernel_size=3, lift='steerable', lift_max_frequency=1,
+                      downsample=(0,), alpha=1.0)
+    return _create_pde_gcnn('pde_gcnn_steerable', pretrained=pretrained, **dict(model_args, **kwargs))
