@@ -66,31 +66,36 @@ def _check(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> None:
 def cyclic_reduction(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
     """x = M⁻¹ rhs for symmetric tridiagonal M (``diag`` [..., n], ``off`` [..., n − 1]) by cyclic reduction
     (module docstring); plain tensor operations, differentiable by autograd (:func:`solve_tridiagonal` has the
-    cheaper adjoint gradient). No checks."""
-    zero = off.new_zeros(off.shape[:-1] + (1,))
-    a = torch.cat([zero, off], -1)     # a_i = M_{i,i−1}
-    c = torch.cat([off, zero], -1)     # c_i = M_{i,i+1}
-    b, d = diag, rhs
+    cheaper adjoint gradient). No checks.
+
+    The reduced systems are Schur complements of a symmetric M, so symmetric too: only the diagonal b and the
+    super-diagonal c are carried (a_i = c_{i−1}). With e = even and o = odd rows (0-based), α_j = −c^e_j / b^e_j,
+    γ_j = −c^o_j / b^e_{j+1}: b'_j = b^o_j + α_j c^e_j + γ_j c^o_j, c'_j = γ_j c^e_{j+1},
+    d'_j = d^o_j + α_j d^e_j + γ_j d^e_{j+1}; back up, x^e_j = (d^e_j − c^o_{j−1} x^o_{j−1} − c^e_j x^o_j) / b^e_j.
+    """
+    b, c, d = diag, off, rhs           # c_i = M_{i,i+1}, i < m − 1
     levels: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
     while b.shape[-1] > 1:
         m = b.shape[-1]
-        if m % 2 == 0:                 # the identity row x_m = 0 makes the length odd
-            z = b.new_zeros(b.shape[:-1] + (1,))
-            a, c, d = torch.cat([a, z], -1), torch.cat([c, z], -1), torch.cat([d, z], -1)
-            b = torch.cat([b, z + 1.0], -1)
-        ae, be, ce, de = a[..., 0::2], b[..., 0::2], c[..., 0::2], d[..., 0::2]
-        ao, bo, co, do = a[..., 1::2], b[..., 1::2], c[..., 1::2], d[..., 1::2]
-        alpha = -ao / be[..., :-1]
-        gamma = -co / be[..., 1:]
-        levels.append((ae, be, ce, de, m))
-        a = alpha * ae[..., :-1]
-        c = gamma * ce[..., 1:]
-        b = bo + alpha * ce[..., :-1] + gamma * ae[..., 1:]
-        d = do + alpha * de[..., :-1] + gamma * de[..., 1:]
+        if m % 2 == 0:                 # the identity row x_m = 0 (decoupled) makes the length odd
+            b = torch.cat([b, torch.ones_like(b[..., :1])], -1)
+            c = torch.cat([c, torch.zeros_like(c[..., :1])], -1)
+            d = torch.cat([d, torch.zeros_like(d[..., :1])], -1)
+        inv_be = 1.0 / b[..., 0::2]
+        ce, co = c[..., 0::2], c[..., 1::2]                 # p and p − 1 entries (c has m − 1, m odd)
+        de = d[..., 0::2]
+        alpha = -ce * inv_be[..., :-1]
+        gamma = -co * inv_be[..., 1:]
+        levels.append((inv_be, ce, co, de, m))
+        b = b[..., 1::2] + alpha * ce + gamma * co
+        c = gamma[..., :-1] * ce[..., 1:]
+        d = d[..., 1::2] + alpha * de[..., :-1] + gamma * de[..., 1:]
     x = d / b
-    for ae, be, ce, de, m in reversed(levels):
-        z = x.new_zeros(x.shape[:-1] + (1,))
-        even = (de - ae * torch.cat([z, x], -1) - ce * torch.cat([x, z], -1)) / be
+    for inv_be, ce, co, de, m in reversed(levels):
+        # x^e_j = (d^e_j − c^o_{j−1} x^o_{j−1} − c^e_j x^o_j) / b^e_j, the missing neighbours at both ends zero
+        left = torch.cat([torch.zeros_like(x[..., :1]), co * x], -1)
+        right = torch.cat([ce * x, torch.zeros_like(x[..., :1])], -1)
+        even = (de - left - right) * inv_be
         # interleave: even_0, odd_0, even_1, …, odd_{p−2}, even_{p−1}; then drop the padding row
         x = torch.cat([torch.stack([even[..., :-1], x], -1).flatten(-2), even[..., -1:]], -1)[..., :m]
     return x
