@@ -568,7 +568,8 @@ def _ablate(model: nn.Module, ablation: str) -> None:
     'lift_order3' cubic instead of quadratic B-splines in the lift; 'lift_disc' lift coefficients
     outside the disc |n|² ≤ 5 unused; 'lift_norm' every rotated lift kernel rescaled to the norm of the
     unrotated one; 'iso' spatially isotropic metric (w₁ = w₂ = their mean); 'noconv' convection shifts
-    fixed at 0."""
+    fixed at 0; 'blurpool' the stem's 2×2 max pool (``downsample`` containing 0) replaced by a binomial
+    anti-aliasing filter with stride 2 (:class:`_BinomialPoolM2`)."""
     lift = model.stem.lift
     if ablation == 'lift_order3':
         lift.spline_order = 3
@@ -597,8 +598,24 @@ def _ablate(model: nn.Module, ablation: str) -> None:
         for layer in model.layers:
             layer.convection.shift.data.zero_()
             layer.convection.shift.requires_grad_(False)
+    elif ablation == 'blurpool':
+        model.stem.pool = _BinomialPoolM2()
     elif ablation:
-        raise ValueError(f"ablation must be one of lift_order3, lift_disc, lift_norm, iso, noconv, got {ablation!r}")
+        raise ValueError(f"ablation must be one of lift_order3, lift_disc, lift_norm, iso, noconv, blurpool, "
+                         f"got {ablation!r}")
+
+
+class _BinomialPoolM2(nn.Module):
+    """Linear anti-aliased downsampling of M₂ maps (probe ablation 'blurpool', in place of a 2×2 max pool):
+    the separable binomial [1, 3, 3, 1]/8 per axis, stride 2, zero padding 1; symmetric about every 2×2
+    block's centre, so it commutes with quarter turns on even sizes like the max pool."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, Or, H, W = x.shape
+        w1 = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype) / 8
+        w = (w1.view(4, 1) * w1.view(1, 4)).view(1, 1, 4, 4)
+        y = F.conv2d(x.reshape(B * C * Or, 1, H, W), w, stride=2, padding=1)
+        return y.view(B, C, Or, y.shape[-2], y.shape[-1])
 
 
 def stage_equivariance_errors(model: nn.Module, x: torch.Tensor, angle_deg: float = 45.0) -> List[float]:
@@ -864,7 +881,8 @@ def main() -> None:
     parser.add_argument('--cnn-epochs', type=int, default=30, help='digits: epochs of the CNNs')
     parser.add_argument('--lr', type=float, default=0.02, help='digits: peak learning rate of the PDE-G-CNN')
     parser.add_argument('--cnn-lr', type=float, default=0.005, help='digits: peak learning rate of the CNNs')
-    parser.add_argument('--ablation', default='', help='probe: lift_order3, lift_disc, lift_norm, iso or noconv')
+    parser.add_argument('--ablation', default='',
+                        help='probe: lift_order3, lift_disc, lift_norm, iso, noconv or blurpool')
     parser.add_argument('--gcnn', default='{}', help='digits: JSON of extra timm kwargs for the PDE-G-CNN')
     parser.add_argument('--time-limit', type=float, default=600.0, help='digits: wall-clock cap per model [s]')
     parser.add_argument('--epoch-models', default='pde_gcnn,pde_gcnn_small,gcnn_linear',
