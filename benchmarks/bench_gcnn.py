@@ -489,8 +489,10 @@ def digits_models(names: List[str], gcnn_kwargs: Dict, seed: int = 0) -> Dict[st
             models[name] = PlainCNN(10, 32)
         elif name == 'gcnn_linear':
             models[name] = LinearGCNN(10, 1)
-        else:
-            models[name] = timm.create_model(name, num_classes=10, in_chans=1, **gcnn_kwargs)
+        else:  # 'timm_name' or 'timm_name@{json kwargs}' (the latter overrides gcnn_kwargs)
+            timm_name, _, extra = name.partition('@')
+            kwargs = dict(gcnn_kwargs, **json.loads(extra)) if extra else gcnn_kwargs
+            models[name] = timm.create_model(timm_name, num_classes=10, in_chans=1, **kwargs)
     return models
 
 
@@ -537,7 +539,7 @@ def bench_digits(protocol: str, names: List[str], epochs: Dict[str, int], lrs: D
     return text
 
 
-def bench_epoch(names: List[str], repeats: int = 3) -> str:
+def bench_epoch(names: List[str], repeats: int = 3, tag: str = '') -> str:
     """CPU time of one training epoch on the digits (upright split, batch 32, AdamW) per model, the
     models interleaved within every repeat; ratio to the plain CNN's epoch."""
     data = load_digits_tensors()
@@ -555,7 +557,7 @@ def bench_epoch(names: List[str], repeats: int = 3) -> str:
             f'thread(s), torch {torch.__version__}.\n\n'
             + table(['model', 'parameters', 'epoch CPU time [s]', 'ratio to the CNN'], rows) + '\n')
     print(text)
-    write_atomic(RESULTS / 'gcnn_epoch.md', text)
+    write_atomic(RESULTS / f'gcnn_epoch{tag}.md', text)
     return text
 
 
@@ -885,8 +887,8 @@ def main() -> None:
                         help='probe: lift_order3, lift_disc, lift_norm, iso, noconv or blurpool')
     parser.add_argument('--gcnn', default='{}', help='digits: JSON of extra timm kwargs for the PDE-G-CNN')
     parser.add_argument('--time-limit', type=float, default=600.0, help='digits: wall-clock cap per model [s]')
-    parser.add_argument('--epoch-models', default='pde_gcnn,pde_gcnn_small,gcnn_linear',
-                        help='epoch: comma-separated models timed against the CNN')
+    parser.add_argument('--epoch-models', default='pde_gcnn,pde_gcnn_small,gcnn_linear,pde_gcnn_steerable',
+                        help='epoch: models timed against the CNN, separated by ";" (NAME or NAME@{json timm kwargs})')
     parser.add_argument('--seg-models', default='pde_gcnn,unet', help='segment: comma-separated models')
     parser.add_argument('--seg-epochs', type=int, default=60, help='segment: epochs (both models)')
     parser.add_argument('--seg-lr', type=float, default=0.02, help='segment: peak lr of the PDE-G-CNN')
@@ -911,7 +913,8 @@ def main() -> None:
                          {'gcnn': args.lr, 'cnn': args.cnn_lr}, json.loads(args.gcnn), args.time_limit, args.tag,
                          args.seed)
     if args.section in ('epoch', 'all'):
-        bench_epoch(args.epoch_models.split(','), max(1, min(args.repeats, 5)))
+        bench_epoch(args.epoch_models.replace(';', ',').split(',') if '@' not in args.epoch_models
+                    else args.epoch_models.split(';'), max(1, min(args.repeats, 5)), args.tag)
     if args.section == 'probe':
         bench_probe(args.models.split(',')[0], json.loads(args.gcnn), args.ablation, args.epochs, args.lr, args.tag,
                     args.seed)
