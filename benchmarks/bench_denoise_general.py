@@ -41,7 +41,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -223,28 +223,41 @@ def tv_stop(x: torch.Tensor, clean: np.ndarray, weight: float) -> float:
                 or t == TV_TOLERANCES[-1])
 
 
-def throughput(model, n: int, tv_weight: float, repeats: int = 3) -> dict:
+def throughput(model, n: int, tv_weight: float, repeats: int = 3,
+               others: Optional[Dict[str, torch.nn.Module]] = None) -> dict:
+    """Model vs TV (and ``others``, each timed in the same rounds): median of ``repeats`` interleaved rounds."""
     s = make_signals('piecewise_constant', 'test', n, 4096, 0.1, seed=0, offset=10_000)
     x = torch.from_numpy(s.noisy)
     tol = tv_stop(x, s.clean, tv_weight)
 
     def tv(xs, tol):
         return tv_chunked(xs, tv_weight, tol)
-    times = dict(model=[], tv=[])
+    runners = dict(model=model, **(others or {}))
+    times = {k: [] for k in list(runners) + ['tv']}
+    outs = {}
     with torch.no_grad():
-        model.eval()
-        model.predict(x[:40, None])
+        for m in runners.values():
+            m.eval()
+            m.predict(x[:40, None])
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            y = model.predict(x[:, None])[:, 0]
-            times['model'].append(time.perf_counter() - t0)
+            # an untimed warm-up of each method right before its timed run: the first run after another method
+            # was up to 2× slower (memory handed back and faulted in again), whichever model came first
+            for k, m in runners.items():
+                m.predict(x[:40, None])
+                t0 = time.perf_counter()
+                outs[k] = m.predict(x[:, None])[:, 0]
+                times[k].append(time.perf_counter() - t0)
+            tv(x[:50], tol)
             t0 = time.perf_counter()
             z = tv(x, tol)
             times['tv'].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return dict(signals=n, length=4096, threads=torch.get_num_threads(), tv_tolerance=tol, seconds=med,
-                speed_vs_tv=med['tv'] / med['model'], psnr=dict(model=float(psnr(y.numpy(), s.clean).mean()),
-                                                                 tv=float(psnr(z.numpy(), s.clean).mean())))
+    res = dict(signals=n, length=4096, threads=torch.get_num_threads(), tv_tolerance=tol, seconds=med,
+               speed_vs_tv=med['tv'] / med['model'], psnr=dict(model=float(psnr(outs['model'].numpy(), s.clean).mean()),
+                                                               tv=float(psnr(z.numpy(), s.clean).mean())))
+    if others:
+        res['others_speed_vs_tv'] = {k: med['tv'] / med[k] for k in others}
+    return res
 
 
 UNITS = ((1.0, 0.0), (1000.0, 5000.0), (10.0, -3.0), (0.001, 0.0), (0.001, 0.5))   # (a, b): f ↦ a·f + b
@@ -350,6 +363,9 @@ def main(argv=None):
     p.add_argument('--units-only', action='store_true', help='only the change-of-units table (denoise_general_units)')
     p.add_argument('--sigma-estimates', action='store_true',
                    help='only the noise-estimator table (denoise_general_sigma_estimates), no model needed')
+    p.add_argument('--throughput-only', nargs='*', metavar='OTHER',
+                   help='only the throughput: the model, then each OTHER run or model folder, interleaved with TV '
+                        '(OUT_throughput.md)')
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if a.sigma_estimates:
@@ -368,6 +384,20 @@ def main(argv=None):
             step = getattr(free, 'checkpoint_step', None)
             models[a.name + ' (free twin' + ('' if step is None else f', step {step}') + ')'] = free
     names = list(models)
+    if a.throughput_only is not None:
+        tuned_tv = cached_tuning('signals.piecewise_constant/0.1', todays_val, 0.1)['tv'][0]
+        others = {o: load_model(o) for o in a.throughput_only}
+        tp = throughput(models[a.name], a.throughput_signals, tuned_tv, others=others)
+        speeds = dict({a.name: tp['speed_vs_tv']}, **tp.get('others_speed_vs_tv', {}))
+        secs = dict({a.name: tp['seconds']['model']}, **{o: tp['seconds'][o] for o in others})
+        lines = [f"Throughput: {tp['signals']} signals × 4096, σ = 0.1, {tp['threads']} thread(s), median of 3 "
+                 f"interleaved rounds; TV (gap ≤ {tp['tv_tolerance']:g}/sample) {tp['seconds']['tv']:.2f} s", '',
+                 '| model | seconds | speed vs TV |', '|---|---|---|']
+        lines += [f'| {k} | {secs[k]:.2f} | {v:.2f}× |' for k, v in speeds.items()]
+        text = '\n'.join(lines) + '\n'
+        print(text)
+        save_results(a.out + '_throughput', text, dict(throughput=tp, models=dict(model=a.model, others=a.throughput_only)))
+        return
     if a.units_only:
         rows = {k: units_rows(m) for k, m in models.items()}
         lines = ["Change of units: today's piecewise-constant test signals (16, σ = 0.1), input a·f + b in float32, "

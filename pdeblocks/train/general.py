@@ -115,7 +115,9 @@ for _name, _model, _steps in (
         ('denoiser-1d-general-implicit', IMPLICIT_MODEL, 4000),
         ('denoiser-1d-general-implicit-edges', dict(IMPLICIT_MODEL, tail_edges=8), 4000),   # + the edge stop
         # three steps, the edge stop and the input mixed into the first right-hand side
-        ('denoiser-1d-general-implicit-mix', dict(IMPLICIT_MODEL, tail_steps=3, tail_edges=8, tail_mix=True), 3000)):
+        ('denoiser-1d-general-implicit-mix', dict(IMPLICIT_MODEL, tail_steps=3, tail_edges=8, tail_mix=True), 3000),
+        # the cheapest: one step, the input mixed in
+        ('denoiser-1d-general-implicit-mix1', dict(IMPLICIT_MODEL, tail_steps=1, tail_mix=True), 3000)):
     register_general(_model, _name, steps=_steps, lr=1e-3, published=False)
     FINE_TUNES[_name] = ('runs/denoiser-1d-general-v2/model', 30000)
     FINE_TUNES[f'{_name}-free'] = ('runs/denoiser-1d-general-free/model', 30000)
