@@ -14,15 +14,19 @@ whole grid every 8th time), so the mean includes them: fewer rounds leave them o
 * with ``--strict``: ``pde_resnet{depth}`` with ``certification='all'`` (every pass certified).
 
 The certificate's share is the time inside the models' ``NormCertificate`` calls over the step time,
-with the number of full-bound recomputations. Writes ``benchmarks/results/resnet_{depth}_{size}.md``
+with the number of full-bound recomputations. Each model's forward + backward FLOPs (torch's
+``FlopCounterMode``) relative to the ResNet's, and the step time per FLOP relative to the ResNet's, separate
+the architecture's arithmetic from the implementation's efficiency. Writes ``benchmarks/results/resnet_{depth}_{size}.md``
 and ``.json``.
 """
 import argparse
+import copy
 import os
 import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -70,6 +74,17 @@ def build(name: str, depth: int) -> torch.nn.Module:
     return timm.create_model(f'pde_resnet{depth}', num_classes=10, block_kwargs=kwargs)
 
 
+def step_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Floating-point operations of one forward + backward (torch's FlopCounterMode: convolutions and matrix
+    products), on a deep copy so that the timed model and its certificate cache are untouched; the second pass is
+    counted, so a certificate's one-off full bound is not (its recurring cost is in the certificate's share)."""
+    clone = copy.deepcopy(model)
+    clone(x).sum().backward()
+    with FlopCounterMode(display=False) as counter:
+        clone(x).sum().backward()
+    return counter.get_total_flops()
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument('--depth', type=int, default=18, choices=[18, 34])
@@ -85,6 +100,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=gen)
     y = torch.randint(0, 10, (args.batch,), generator=gen)
+    flops = {n: step_flops(models[n], x) for n in names}
 
     def step(n: str) -> float:
         return classification_step(models[n], opts[n], x, y)
@@ -110,17 +126,18 @@ def main() -> None:
     lines = [f"Training step, batch {args.batch}, 3×{args.size}×{args.size}, SGD lr 0.1 momentum 0.9, CPU "
              f"{torch.get_num_threads()} threads, torch {torch.__version__}, timm {timm.__version__}; mean of "
              f"{args.rounds} interleaved steps after 2 warm-up steps", '',
-             '| model | mean step (s) | × resnet | certificate share | full recomputations | recalibrations '
-             '| eval certificate verified |',
-             '|---|---:|---:|---:|---:|---:|---|']
+             '| model | mean step (s) | × resnet | FLOPs fwd+bwd × resnet | step time per FLOP × resnet '
+             '| certificate share | full recomputations | recalibrations | eval certificate verified |',
+             '|---|---:|---:|---:|---:|---:|---:|---:|---|']
     for n in names:
-        lines.append(f"| {label[n]} | {mean[n]:.3f} | {mean[n] / mean['resnet']:.2f} | {share[n]:.1%} | "
-                     f"{recomputed[n]} in {args.rounds} steps | {calibrated[n]} | {verified[n]} |")
+        ratio, flop_ratio = mean[n] / mean['resnet'], flops[n] / flops['resnet']
+        lines.append(f"| {label[n]} | {mean[n]:.3f} | {ratio:.2f} | {flop_ratio:.3f} | {ratio / flop_ratio:.2f} | "
+                     f"{share[n]:.1%} | {recomputed[n]} in {args.rounds} steps | {calibrated[n]} | {verified[n]} |")
     text = '\n'.join(lines)
     print(text)
     save_results(f'resnet_{args.depth}_{args.size}', text,
                  dict(args=vars(args), threads=torch.get_num_threads(), torch=torch.__version__, step_s=times,
-                      mean_s=mean, certificate_share=share, recomputations=recomputed, recalibrations=calibrated,
+                      mean_s=mean, flops=flops, certificate_share=share, recomputations=recomputed, recalibrations=calibrated,
                       verified=verified), indent=1)
 
 

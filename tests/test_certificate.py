@@ -62,9 +62,11 @@ def test_contract_training_passes_are_cheap_and_eval_is_rigorous():
     assert pdeblocks.certify(blk, verify=True).verified is True
 
 
-def test_contract_eval_step_within_two_percent_of_the_last_training_step():
-    """Eval computes what training optimised: τ_eval / τ_train − 1 ≤ 2% after a real training run."""
-    torch.manual_seed(1)
+@pytest.mark.parametrize('seed', [1, 2, 3, 4])
+def test_contract_eval_step_within_two_percent_of_the_last_training_step(seed):
+    """Eval computes what training optimised: τ_eval / τ_train − 1 ≤ 2% after a real training run (seed 3 gave
+    3.2% when the σ_max tracking made one power step per update; see TRACKING_REFINE)."""
+    torch.manual_seed(seed)
     blk = SymmetricResidual(16, dim=2, boundary='zeros', flux='perona_malik')
     opt = torch.optim.SGD(blk.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(8, 16, 12, 12), torch.randn(8, 16, 12, 12)

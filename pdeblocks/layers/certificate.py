@@ -32,7 +32,9 @@ weight changed visibly (its version counter) and the drift passes the threshold.
 **Gradient** (``Certification.gradient``; the value of B is the same in every case):
 
 * ``'sigma_max'``: B·σ/σ.detach() with σ = ‖K̂_W(ω*) v‖ at the *current* maximiser: ω* and v are re-tracked by
-  one warm-started power step at every grid frequency on every weight update (O(F·H·C)).
+  warm-started power steps on every weight update: one at every grid frequency (O(F·H·C)), then
+  :data:`TRACKING_REFINE` at the :data:`CANDIDATES` frequencies of largest σ (tracking only those between full
+  sweeps was tried: the optimizer grows the others, and the eval step fell 4–10% below the training step's).
   This is Danskin's gradient of sup_ω σ_max(K̂_W(ω)): the optimizer sees which singular value sets τ and can
   flatten K's spectrum instead of shrinking every mode's step (``docs/certified_accuracy.md``: MNIST-1D
   78% → 94–96%). Under the training contract the estimate is then recalibrated at every update, so the
@@ -60,10 +62,15 @@ GRADIENTS = ('auto', 'sigma_max', 'scale', 'none')
 # 'auto' tracks the maximiser (one symbol [F, H, C] per weight update) up to this many entries: ≤ 64 channels
 # at 3×3 (F = 120), ≤ 1 ms per power step on a 2-core CPU (benchmarks/bench_certificate.py)
 TRACKING_LIMIT = 1 << 19
-# the contract's periodic recalibrations (scale gradient): the whole grid every FULL_EVERY-th time, in between the
-# CANDIDATES frequencies of largest σ (a 512-channel 3×3 symbol on the whole grid is 120 × 512² complex numbers)
+# recalibrations and the σ_max gradient's tracking: the whole grid every FULL_EVERY-th time, in between the
+# CANDIDATES frequencies of largest σ (a 512-channel 3×3 symbol on the whole grid is 120 × 512² complex numbers;
+# a 64-channel power step: 1.8 ms on the grid, 0.36 ms at the candidates, one CPU thread)
 FULL_EVERY = 8
 CANDIDATES = 8
+# σ_max tracking: per weight update one power step on the grid, then TRACKING_REFINE at the CANDIDATES
+# frequencies of largest σ (with one step the top singular values, which the σ_max gradient flattens, mix and σ
+# lags: the eval step was 1–3% below the last training step's; with 2 more, 0.4–0.8%)
+TRACKING_REFINE = 2
 # legacy keyword arguments of the blocks → Certification fields
 LEGACY_SETTINGS = {'grid': 'grid', 'gram_steps': 'gram_steps', 'interp_slack': 'interp_slack',
                    'bound_refresh': 'refresh'}
@@ -244,38 +251,58 @@ class NormCertificate(nn.Module):
         self._v = self._vectors.index_select(0, self._index).squeeze(0)
 
     @torch.jit.unused
-    def calibrate(self, w: torch.Tensor, steps: int, full: bool = True) -> torch.Tensor:
+    def calibrate(self, w: torch.Tensor, steps: int, full: bool = True, refine: int = 0) -> torch.Tensor:
         """Warm-started power iteration on the symbol (O(F·H·C) per step, no Gram products, no host
-        synchronisation): ω* = the frequency with the largest σ(ω), v its vector. ``full``: at every grid
+        synchronisation): ω* = the frequency with the largest σ(ω), v its vector. ``full``: ``steps`` at every grid
         frequency, else at the :data:`CANDIDATES` frequencies with the largest σ at the last calibrations (the
-        others keep their σ). Returns σ(ω*) (≤ the true maximum over the grid)."""
+        others keep their σ); then ``refine`` more steps at the CANDIDATES frequencies of largest σ, where the top
+        singular values are often close and one step lags behind. σ(ω) = ‖A(ω)x‖ at the last step's unit input x
+        (one product less than at its output; a lower bound of σ_max(A(ω)) either way). Returns σ(ω*)."""
         version = w._version
         w = w.detach()
         w = w if w.dtype in (torch.float32, torch.float64) else w.float()
         phases = self._grid_phases(_complex_dtype(w.dtype), w.device)
         n_freq = phases.shape[1]
-        v = self._vectors
-        if v is None or v.shape != (n_freq, w.shape[1]) or v.dtype != phases.dtype or v.device != w.device:
-            v = self._vectors = torch.ones(n_freq, w.shape[1], dtype=phases.dtype, device=w.device)
+        if self._vectors is None or self._vectors.shape != (n_freq, w.shape[1]) \
+                or self._vectors.dtype != phases.dtype or self._vectors.device != w.device:
+            self._vectors = torch.ones(n_freq, w.shape[1], dtype=phases.dtype, device=w.device)
             self._sigmas = None
             steps = max(steps, 10)
-        if full or self._sigmas is None or CANDIDATES >= n_freq:
+        h, c = w.shape[0], w.shape[1]
+        taps = phases.shape[0]
+        # A(ω) = Σ_j e^{−i⟨ω, j⟩} W_j is never formed (a 512-channel 3×3 symbol on the grid is 252 MB): per step two
+        # real GEMMs over the taps, [T·H, C] @ [C, 2F'] and [C, T·H] @ [T·H, 2F'], W read twice
+        w_rows = w.reshape(h, c, taps).permute(2, 0, 1).reshape(taps * h, c).to(phases.real.dtype)   # (j, h) × c
+        w_cols = w.reshape(h, c, taps).permute(1, 2, 0).reshape(c, taps * h).to(phases.real.dtype)   # c × (j, h)
+
+        def norms(z: torch.Tensor) -> torch.Tensor:   # per frequency (column); a complex vector_norm is ~4× slower
+            return torch.linalg.vector_norm(torch.view_as_real(z), dim=(0, 2))
+
+        def iterate(index: torch.Tensor, count: int) -> torch.Tensor:   # ``count`` steps at ``index``; σ there
+            p = phases.index_select(1, index)                                                          # [T, F']
+            n = p.shape[1]
+            x = self._vectors.index_select(0, index).t().contiguous()                                  # [C, F']
+            sigma = x.real.new_zeros(n)
+            for _ in range(count):   # x ← Aᴴ(A x), normalised per frequency; σ = ‖A x‖ at the step's unit input
+                y = torch.view_as_complex((w_rows @ torch.view_as_real(x).reshape(c, 2 * n)).view(taps, h, n, 2))
+                z = (y * p[:, None, :]).sum(0)                                                   # A(ω)x_ω [H, F']
+                sigma = norms(z)
+                u = torch.view_as_real(p.conj()[:, None, :] * z[None]).reshape(taps * h, 2 * n)
+                x = torch.view_as_complex((w_cols @ u).view(c, n, 2))                           # A(ω)ᴴz_ω [C, F']
+                x = x / norms(x).clamp_min(1e-30)
+            self._vectors = self._vectors.index_copy(0, index, x.t())
+            self._sigmas = sigma if self._sigmas is None else self._sigmas.index_copy(0, index, sigma)
+            return sigma
+
+        candidates = min(CANDIDATES, n_freq)
+        if full or self._sigmas is None:
             index = torch.arange(n_freq, device=w.device)
         else:
-            index = self._sigmas.topk(CANDIDATES).indices
-        p = phases.index_select(1, index).t()
-        # the symbol A [F', H, C] = Σ_j e^{−i⟨ω, j⟩} W_j: one product [F', taps] @ [taps, H·C]
-        a = (p @ w.reshape(w.shape[0] * w.shape[1], -1).t().to(p.dtype)).view(-1, w.shape[0], w.shape[1])
-        at = a.transpose(1, 2)
-        x = v.index_select(0, index).unsqueeze(1)
-        # row vectors throughout: (A x)ᵀ = xᵀAᵀ and (Aᴴu)ᴴ = uᴴA are vector-matrix products, the fast bmm case
-        for _ in range(steps):   # x ← Aᴴ(A x)
-            x = torch.bmm(torch.bmm(x, at).conj(), a).conj()
-            x = x / torch.linalg.vector_norm(x, dim=2, keepdim=True).clamp_min(1e-30)
-        sigma = torch.linalg.vector_norm(torch.bmm(x, at).squeeze(1), dim=1)
-        x = x.squeeze(1)
-        self._vectors = v.index_copy(0, index, x)
-        self._sigmas = sigma if self._sigmas is None else self._sigmas.index_copy(0, index, sigma)
+            index = self._sigmas.topk(candidates).indices
+        sigma = iterate(index, steps)
+        if refine and candidates < n_freq:
+            index = self._sigmas.topk(candidates).indices
+            sigma = iterate(index, refine)
         best = sigma.argmax()
         self._select(index.gather(0, best.reshape(1)))
         self._seen_version = version
@@ -337,7 +364,8 @@ class NormCertificate(nn.Module):
         w = weight.detach()
         if not self._cache_valid(w) or (w._version, w.data_ptr()) != self._version:
             self._recompute(w)
-        sigma = self.calibrate(w, self.settings.calibration_steps)
+        self.calibrate(w, self.settings.calibration_steps)
+        sigma = self.sigma(w)   # exactly the σ(W) the estimate uses, so that κ·σ(W) = B(W) here
         self._kappa = (self._b0 / sigma.clamp_min(1e-30)).to(self._b0.dtype)
 
     @torch.jit.unused
@@ -346,8 +374,9 @@ class NormCertificate(nn.Module):
         right singular vector, and then its gradient is Danskin's gradient of sup_ω σ_max(K̂_W(ω))."""
         w = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
         # K̂(ω*)v = Σ_j W_j (e^{−i⟨ω*, j⟩} v): one real product [2, C·taps] @ [C·taps, H] (re, im), W read once
-        # (as linear(x, W): a GEMM with two rows, several times faster on CPU than W @ [C·taps, 2])
-        x = torch.view_as_real((self._v[:, None] * self._phase[None, :]).reshape(-1)).t()
+        # (as linear(x, W) with x contiguous: a GEMM with two rows, several times faster on CPU than W @ [C·taps, 2]
+        # or than a transposed x)
+        x = torch.view_as_real((self._v[:, None] * self._phase[None, :]).reshape(-1)).t().contiguous()
         return torch.linalg.vector_norm(nn.functional.linear(x.to(w.dtype), w.reshape(w.shape[0], -1)))
 
     @torch.jit.unused
@@ -370,10 +399,9 @@ class NormCertificate(nn.Module):
         across; a direction the optimizer cannot exploit to undercut the bound."""
         w = weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
         w = w.reshape(-1)
-        # ‖W‖_F as ⟨W₀, W⟩/‖W₀‖ at W₀ = W: the same value and gradient W/‖W‖; its backward is one scaling of W₀
-        # (vector_norm's backward is several elementwise passes over a 512-channel weight)
-        w0 = w.detach()
-        return NormCertificate._carry(value, torch.dot(w0, w) / torch.linalg.vector_norm(w0).clamp_min(1e-30))
+        # s = ⟨W₀, W⟩ at W₀ = W: s/s.detach() has the gradient W₀/‖W₀‖² = W/‖W‖², that of ‖W‖_F/‖W₀‖_F. One pass
+        # over the weight (no separate norm); its backward is one scaling of W₀
+        return NormCertificate._carry(value, torch.dot(w.detach(), w))
 
     @torch.jit.unused
     def tracks_maximiser(self, weight: torch.Tensor) -> bool:
@@ -397,7 +425,7 @@ class NormCertificate(nn.Module):
             return self.with_scale_gradient(value, weight)
         if self._v is None or weight._version != self._seen_version or self._vectors is None \
                 or self._vectors.device != weight.device:
-            self.calibrate(weight, 1)
+            self.calibrate(weight, 1, refine=TRACKING_REFINE)
         return self._carry(value, self.sigma(weight) if sigma is None else sigma)
 
     @torch.jit.unused
@@ -413,11 +441,15 @@ class NormCertificate(nn.Module):
                 if self._kappa is None or not self._cache_valid(weight.detach()):
                     self._start_estimate(weight)
                 elif track and self.updates_since_calibration >= 1:
-                    self.calibrate(weight, 1)          # warm started: the weights moved a little
+                    self.calibrate(weight, 1, refine=TRACKING_REFINE)   # warm started: the weights moved a little
                 elif self.updates_since_calibration >= self.settings.calibrate_every:
-                    # the whole grid every FULL_EVERY-th time, else the candidate frequencies
-                    self.calibrate(weight, self.settings.calibration_steps,
-                                   full=self.calibrations % FULL_EVERY == 0)
+                    # every FULL_EVERY-th time one step on the whole grid and the rest at the candidates, else all at
+                    # the candidates (512 channels, one thread: 155 ms → about 50 ms for the whole-grid recalibration)
+                    steps = self.settings.calibration_steps
+                    if self.calibrations % FULL_EVERY == 0:
+                        self.calibrate(weight, 1, full=True, refine=steps - 1)
+                    else:
+                        self.calibrate(weight, steps, full=False)
                 if track and self.settings.gradient != 'none' and torch.is_grad_enabled() and weight.requires_grad:
                     # the estimate κ·σ and Danskin's gradient share one σ(W)
                     s = self.sigma(weight)
