@@ -83,6 +83,27 @@ def test_contract_eval_step_within_two_percent_of_the_last_training_step(seed):
     assert tau_eval <= tau_train * 1.001     # the estimate never undercuts the rigorous B by more than rounding
 
 
+def test_contract_wide_block_follows_a_growing_frequency():
+    """A wide block (scale gradient, recalibrated every 25 updates) trained to grow K at one frequency (here the
+    DC of its input): the eval step stays within 2% of the last training step's. With recalibrations that swept
+    the whole grid only every 8th time, the frequency grew unseen and τ_train was 10–14× τ_eval."""
+    torch.manual_seed(0)
+    blk = SymmetricResidual(128, dim=2, boundary='zeros', flux='charbonnier')
+    assert not blk.bound.tracks_maximiser(blk.weight)
+    opt = torch.optim.SGD(blk.parameters(), lr=0.05, momentum=0.9)
+    x = torch.randn(4, 128, 8, 8) + 2.0
+    for _ in range(60):
+        loss = -(blk(x) - x).abs().mean()     # rewards a large update
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        tau_train = float(blk.step_size())
+        blk.eval()
+        tau_eval = float(blk.step_size())
+    assert abs(tau_train / tau_eval - 1.0) <= 0.02
+
+
 @pytest.mark.parametrize('passes', ['all', 'eval'])
 def test_bound_carries_the_scale_gradient(passes):
     """With gradient='scale', ∂τ/∂W along W is the derivative of 2s/(L·B²) (B is homogeneous: checked
