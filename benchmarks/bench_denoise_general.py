@@ -28,8 +28,11 @@ real ECG recording that ships with PyWavelets (``pywt.data.ecg``); 8 noise draws
 on 4 other noise draws of the same signal (an oracle advantage), BayesShrink with db2 … sym8 likewise.
 
 Throughput: ``--throughput-signals`` signals of length 4096 (today's piecewise constant, σ = 0.1), model
-vs TV with the tuned weight, 1 thread, interleaved, median of 3; TV stops at the loosest duality gap
-per sample in (1e-4 … 1e-7) whose PSNR on 50 signals is within 0.01 dB of the 1e-7 solve (as bench_denoise).
+vs TV with the tuned weight, 1 thread, interleaved, median of ``--throughput-repeats`` rounds (3), the order
+rotating every round and each method warmed up right before its timed run (without the warm-up, whichever
+method ran first after another was up to 2× slower; the figures before this change carry that bias); TV stops
+at the loosest duality gap per sample in (1e-4 … 1e-7) whose PSNR on 50 signals is within 0.01 dB of the 1e-7
+solve (as bench_denoise). ``--throughput-only OTHER …`` times only that, with further models in the same rounds.
 
 Writes benchmarks/results/denoise_general.md and .json; the tuned peer parameters are cached in
 benchmarks/results/denoise_general_tuned.json (delete it to re-tune).
@@ -239,20 +242,22 @@ def throughput(model, n: int, tv_weight: float, repeats: int = 3,
         for m in runners.values():
             m.eval()
             m.predict(x[:40, None])
-        for _ in range(repeats):
-            # an untimed warm-up of each method right before its timed run: the first run after another method
-            # was up to 2× slower (memory handed back and faulted in again), whichever model came first
-            for k, m in runners.items():
-                m.predict(x[:40, None])
-                t0 = time.perf_counter()
-                outs[k] = m.predict(x[:, None])[:, 0]
+        order = list(runners) + ['tv']
+        for r in range(repeats):
+            # the order rotates every round, and each method gets an untimed warm-up right before its timed run:
+            # the first run after another method was up to 2× slower (memory handed back and faulted in again)
+            for k in order[r % len(order):] + order[:r % len(order)]:
+                if k == 'tv':
+                    tv(x[:50], tol)
+                    t0 = time.perf_counter()
+                    z = tv(x, tol)
+                else:
+                    runners[k].predict(x[:40, None])
+                    t0 = time.perf_counter()
+                    outs[k] = runners[k].predict(x[:, None])[:, 0]
                 times[k].append(time.perf_counter() - t0)
-            tv(x[:50], tol)
-            t0 = time.perf_counter()
-            z = tv(x, tol)
-            times['tv'].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    res = dict(signals=n, length=4096, threads=torch.get_num_threads(), tv_tolerance=tol, seconds=med,
+    res = dict(signals=n, length=4096, threads=torch.get_num_threads(), tv_tolerance=tol, repeats=repeats, seconds=med,
                speed_vs_tv=med['tv'] / med['model'], psnr=dict(model=float(psnr(outs['model'].numpy(), s.clean).mean()),
                                                                tv=float(psnr(z.numpy(), s.clean).mean())))
     if others:
@@ -342,8 +347,8 @@ def table_lines(rows, classics, todays, tp, names, params) -> List[str]:
                            f"{np.mean([r['psnr'][main] - r['psnr']['tv'] for r in sub]):+.2f} |")
             lines.append('')
     if tp:
-        lines += [f"Throughput: {tp['signals']} signals × 4096, σ = 0.1, {tp['threads']} thread(s), median of 3 "
-                  f"interleaved: {main} {tp['seconds']['model']:.2f} s, TV (gap ≤ {tp['tv_tolerance']:g}/sample) "
+        lines += [f"Throughput: {tp['signals']} signals × 4096, σ = 0.1, {tp['threads']} thread(s), median of "
+                  f"{tp.get('repeats', 3)} interleaved rounds (rotating, warmed up): {main} {tp['seconds']['model']:.2f} s, TV (gap ≤ {tp['tv_tolerance']:g}/sample) "
                   f"{tp['seconds']['tv']:.2f} s: **{tp['speed_vs_tv']:.2f}× TV** (PSNR {tp['psnr']['model']:.2f} vs "
                   f"{tp['psnr']['tv']:.2f} dB).", '']
     return lines
@@ -357,6 +362,7 @@ def main(argv=None):
     p.add_argument('--count', type=int, default=32)
     p.add_argument('--sigmas', type=float, nargs='+', default=[0.05, 0.1])
     p.add_argument('--throughput-signals', type=int, default=1000)
+    p.add_argument('--throughput-repeats', type=int, default=3, help='interleaved rounds (median)')
     p.add_argument('--baselines-only', action='store_true', help='tune and cache the peers only')
     p.add_argument('--no-classics', action='store_true')
     p.add_argument('--out', default='denoise_general')
@@ -387,11 +393,12 @@ def main(argv=None):
     if a.throughput_only is not None:
         tuned_tv = cached_tuning('signals.piecewise_constant/0.1', todays_val, 0.1)['tv'][0]
         others = {o: load_model(o) for o in a.throughput_only}
-        tp = throughput(models[a.name], a.throughput_signals, tuned_tv, others=others)
+        tp = throughput(models[a.name], a.throughput_signals, tuned_tv, a.throughput_repeats, others=others)
         speeds = dict({a.name: tp['speed_vs_tv']}, **tp.get('others_speed_vs_tv', {}))
         secs = dict({a.name: tp['seconds']['model']}, **{o: tp['seconds'][o] for o in others})
-        lines = [f"Throughput: {tp['signals']} signals × 4096, σ = 0.1, {tp['threads']} thread(s), median of 3 "
-                 f"interleaved rounds; TV (gap ≤ {tp['tv_tolerance']:g}/sample) {tp['seconds']['tv']:.2f} s", '',
+        lines = [f"Throughput: {tp['signals']} signals × 4096, σ = 0.1, {tp['threads']} thread(s), median of "
+                 f"{a.throughput_repeats} interleaved rounds (order rotating, each method warmed up right before its "
+                 f"timed run); TV (gap ≤ {tp['tv_tolerance']:g}/sample) {tp['seconds']['tv']:.2f} s", '',
                  '| model | seconds | speed vs TV |', '|---|---|---|']
         lines += [f'| {k} | {secs[k]:.2f} | {v:.2f}× |' for k, v in speeds.items()]
         text = '\n'.join(lines) + '\n'
@@ -417,7 +424,7 @@ def main(argv=None):
     if a.baselines_only:
         return
     tuned_tv = cached_tuning('signals.piecewise_constant/0.1', todays_val, 0.1)['tv'][0]
-    tp = throughput(models[a.name], a.throughput_signals, tuned_tv) if a.throughput_signals else None
+    tp = throughput(models[a.name], a.throughput_signals, tuned_tv, a.throughput_repeats) if a.throughput_signals else None
     lines = table_lines(rows, classics, todays, tp, names, params)
     text = '\n'.join(lines) + '\n'
     print(text)
