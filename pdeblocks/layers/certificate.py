@@ -25,8 +25,9 @@ weight changed visibly (its version counter) and the drift passes the threshold.
   estimate B̃(W) = κ·σ(W), σ(W) = ‖K̂_W(ω*) v‖ (O(weights + C²), no host synchronisation). After
   every ``calibrate_every`` updates of the weight (its version counter) a warm-started power step
   at every grid frequency and more at the :data:`CANDIDATES` of largest σ re-choose ω* (the largest σ(ω))
-  and v (O(N^d·H·C) per step, no Gram products); κ = B(W_r)/σ(W_r) is set at each rigorous bound W_r (σ
-  converged there by :data:`START_REFINE` steps at the candidates), so that B̃ equals the rigorous B there. Every eval-mode pass, every saved ``state_dict``, TorchScript and
+  and v (O(N^d·H·C) per step, no Gram products); κ = B(W_r)/σ(W_r) is set at each rigorous bound W_r
+  (σ converged there by :data:`START_REFINE` steps at the candidates), so that B̃ equals the rigorous B
+  there. Every eval-mode pass, every saved ``state_dict``, TorchScript and
   :func:`pdeblocks.certify` use the rigorous B. B̃ is *not* a bound: training passes are not certified.
 
 **Gradient** (``Certification.gradient``; the value of B is the same in every case):
@@ -34,7 +35,7 @@ weight changed visibly (its version counter) and the drift passes the threshold.
 * ``'sigma_max'``: B·σ/σ.detach() with σ = ‖K̂_W(ω*) v‖ at the *current* maximiser: ω* and v are re-tracked by
   warm-started power steps on every weight update: one at every grid frequency (O(F·H·C)), then
   :data:`TRACKING_REFINE` at the :data:`CANDIDATES` frequencies of largest σ (tracking only those between full
-  sweeps was tried: the optimizer grows the others, and the eval step fell 4–10% below the training step's).
+  sweeps was tried: the optimizer grows the others, and the eval step fell 2–10% below the training step's).
   This is Danskin's gradient of sup_ω σ_max(K̂_W(ω)): the optimizer sees which singular value sets τ and can
   flatten K's spectrum instead of shrinking every mode's step (``docs/certified_accuracy.md``: MNIST-1D
   78% → 94–96%). Under the training contract the estimate is then recalibrated at every update, so the
@@ -59,7 +60,7 @@ __all__ = ['CERTIFIED_PASSES', 'GRADIENTS', 'TRACKING_LIMIT', 'Certification', '
 
 CERTIFIED_PASSES = ('eval', 'all')
 GRADIENTS = ('auto', 'sigma_max', 'scale', 'none')
-# 'auto' tracks the maximiser (one symbol [F, H, C] per weight update) up to this many entries: ≤ 64 channels
+# 'auto' tracks the maximiser (power steps over [F, H, C] per weight update) up to this many entries: ≤ 64 channels
 # at 3×3 (F = 120), ≤ 1 ms per power step on a 2-core CPU (benchmarks/bench_certificate.py)
 TRACKING_LIMIT = 1 << 19
 # every recalibration makes one power step on the whole grid and the rest at the CANDIDATES frequencies of largest
