@@ -72,7 +72,7 @@ CANDIDATES = 8
 START_REFINE = 30
 # σ_max tracking: per weight update one power step on the grid, then TRACKING_REFINE at the CANDIDATES
 # frequencies of largest σ (with one step the top singular values, which the σ_max gradient flattens, mix and σ
-# lags: the eval step was 1–3% below the last training step's; with 2 more, 0.4–0.8%)
+# lags: the eval step was 0.6–3.2% below the last training step's over 4 seeds; with 2 more, −0.2…+0.8% over 6)
 TRACKING_REFINE = 2
 # legacy keyword arguments of the blocks → Certification fields
 LEGACY_SETTINGS = {'grid': 'grid', 'gram_steps': 'gram_steps', 'interp_slack': 'interp_slack',
