@@ -234,25 +234,33 @@ class ImplicitTail1D(nn.Module):
                     (e.pow(2).mean(1) + 1e-6).log() / 2]
         return torch.stack(out, 1)
 
-    def parameters_per_signal(self, v: torch.Tensor, u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(τ, λ), each ``[B, 1, 1]``: the gate's diffusion time and contrast for each signal."""
+    def gate_values(self, v: torch.Tensor, u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor,
+                                                                   Optional[torch.Tensor]]:
+        """(τ, λ, β), each ``[B, 1, 1]``, from one pass of the gate: the diffusion time, the contrast and (``mix``;
+        else None) the share β ∈ (0, 1) of the input u in the first step's right-hand side (sigmoid, 0.02 at start)."""
         h = self.gate(self.features(v, u))
         log_tau = (self.log_tau0 + self.gain * h[:, 0]).clamp(-30.0, self.log_tau_max)
         log_contrast = self.log_contrast0 + self.gain / 4 * h[:, 1]
-        return log_tau.exp()[:, None, None], log_contrast.exp()[:, None, None]
+        beta = torch.sigmoid(self.gain / 4 * h[:, 2] - math.log(49.0))[:, None, None] if self.mix else None
+        return log_tau.exp()[:, None, None], log_contrast.exp()[:, None, None], beta
+
+    def parameters_per_signal(self, v: torch.Tensor, u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(τ, λ), each ``[B, 1, 1]``: the gate's diffusion time and contrast for each signal."""
+        tau, contrast, _ = self.gate_values(v, u)
+        return tau, contrast
 
     def mixture(self, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """β ∈ (0, 1) per signal, ``[B, 1, 1]``, the share of the input u in the first step's right-hand side
-        (``mix``; sigmoid, 0.02 at start)."""
-        h = self.gate(self.features(v, u))
-        return torch.sigmoid(self.gain / 4 * h[:, 2] - math.log(49.0))[:, None, None]
+        """β ∈ (0, 1) per signal, ``[B, 1, 1]`` (``mix`` only; :meth:`gate_values`)."""
+        if not self.mix:
+            raise ValueError("mixture() needs an ImplicitTail1D built with mix=True, got mix=False")
+        return self.gate_values(v, u)[2]
 
     def forward(self, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        tau, contrast = self.parameters_per_signal(v, u)
+        tau, contrast, beta = self.gate_values(v, u)    # the gate runs once
         stop = None if self.edges is None else torch.sigmoid(self.edges(torch.cat([v, u], 1))).to(torch.float64)
         w = v.to(torch.float64)
-        if self.mix:   # a convex combination: its norm ≤ max(‖v‖, ‖u‖), its range within theirs
-            w = w + self.mixture(v, u).to(torch.float64) * (u.to(torch.float64) - w)
+        if beta is not None:   # a convex combination: its norm ≤ max(‖v‖, ‖u‖), its range within theirs
+            w = w + beta.to(torch.float64) * (u.to(torch.float64) - w)
         tau, contrast = tau.to(torch.float64), contrast.to(torch.float64)
         for _ in range(self.steps):
             g = self.diffusivity.diffusivity_values(first_difference(w) / contrast)
