@@ -323,3 +323,12 @@ def test_partial_recalibration_touches_only_the_candidate_frequencies():
     other.load_state_dict(blk.state_dict())
     assert other.bound.restore_anchor(anchor)
     assert torch.equal(other.bound._sigmas, blk.bound._sigmas) and other.bound.calibrations == blk.bound.calibrations
+
+
+def test_calibrate_rejects_no_steps():
+    """calibrate with 0 power steps would record σ = 0 at every frequency it visits: a ValueError naming both."""
+    cert = NormCertificate([3, 3], 'zeros')
+    with pytest.raises(ValueError, match=r'steps ≥ 1 and refine ≥ 0, got steps=0, refine=0'):
+        cert.calibrate(torch.randn(4, 4, 3, 3), 0)
+    with pytest.raises(ValueError, match=r'got steps=1, refine=-1'):
+        cert.calibrate(torch.randn(4, 4, 3, 3), 1, refine=-1)

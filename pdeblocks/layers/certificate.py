@@ -261,6 +261,8 @@ class NormCertificate(nn.Module):
         others keep their σ); then ``refine`` more steps at the CANDIDATES frequencies of largest σ, where the top
         singular values are often close and one step lags behind. σ(ω) = ‖A(ω)x‖ at the last step's unit input x
         (one product less than at its output; a lower bound of σ_max(A(ω)) either way). Returns σ(ω*)."""
+        if steps < 1 or refine < 0:
+            raise ValueError(f"calibrate needs steps ≥ 1 and refine ≥ 0, got steps={steps}, refine={refine}")
         version = w._version
         w = w.detach()
         w = w if w.dtype in (torch.float32, torch.float64) else w.float()
