@@ -275,25 +275,27 @@ class NormCertificate(nn.Module):
             steps = max(steps, 10)
         h, c = w.shape[0], w.shape[1]
         taps = phases.shape[0]
-        # A(ω) = Σ_j e^{−i⟨ω, j⟩} W_j is never formed (a 512-channel 3×3 symbol on the grid is 252 MB): per step two
-        # real GEMMs over the taps, [T·H, C] @ [C, 2F'] and [C, T·H] @ [T·H, 2F'], W read twice
-        w_rows = w.reshape(h, c, taps).permute(2, 0, 1).reshape(taps * h, c).to(phases.real.dtype)   # (j, h) × c
-        w_cols = w.reshape(h, c, taps).permute(1, 2, 0).reshape(c, taps * h).to(phases.real.dtype)   # c × (j, h)
+        # A(ω) = Σ_j e^{−i⟨ω, j⟩} W_j is never formed (a 512-channel 3×3 symbol on the grid is 252 MB), nor is W
+        # copied: with W as its [H, C·T] view, per step two real GEMMs, W @ (x ⊗ e^{−i⟨ω, j⟩}) and Wᵀ @ z
+        w_flat = w.reshape(h, c * taps).to(phases.real.dtype)
 
-        def norms(z: torch.Tensor) -> torch.Tensor:   # per frequency (column); a complex vector_norm is ~4× slower
-            return torch.linalg.vector_norm(torch.view_as_real(z), dim=(0, 2))
+        def norms(z: torch.Tensor) -> torch.Tensor:   # per column of a contiguous [rows, F'] complex z
+            # squares summed over rows first (contiguous): 10× faster than vector_norm over dims (0, 2), which is
+            # 4× faster than a complex vector_norm; the same float32 range (neither rescales)
+            r = torch.view_as_real(z).reshape(z.shape[0], -1)
+            return (r * r).sum(0).view(-1, 2).sum(1).sqrt()
 
         def iterate(index: torch.Tensor, count: int) -> torch.Tensor:   # ``count`` steps at ``index``; σ there
             p = phases.index_select(1, index)                                                          # [T, F']
             n = p.shape[1]
             x = self._vectors.index_select(0, index).t().contiguous()                                  # [C, F']
-            sigma = x.real.new_zeros(n)
+            sigma = torch.zeros(n, dtype=w_flat.dtype, device=w.device)
             for _ in range(count):   # x ← Aᴴ(A x), normalised per frequency; σ = ‖A x‖ at the step's unit input
-                y = torch.view_as_complex((w_rows @ torch.view_as_real(x).reshape(c, 2 * n)).view(taps, h, n, 2))
-                z = (y * p[:, None, :]).sum(0)                                                   # A(ω)x_ω [H, F']
+                xp = torch.view_as_real(x[:, None, :] * p[None]).reshape(c * taps, 2 * n)        # x ⊗ phase
+                z = torch.view_as_complex((w_flat @ xp).view(h, n, 2))                          # A(ω)x_ω [H, F']
                 sigma = norms(z)
-                u = torch.view_as_real(p.conj()[:, None, :] * z[None]).reshape(taps * h, 2 * n)
-                x = torch.view_as_complex((w_cols @ u).view(c, n, 2))                           # A(ω)ᴴz_ω [C, F']
+                u = torch.view_as_complex((w_flat.t() @ torch.view_as_real(z).reshape(h, 2 * n)).view(c, taps, n, 2))
+                x = (u * p.conj()[None]).sum(1)                                                 # A(ω)ᴴz_ω [C, F']
                 x = x / norms(x).clamp_min(1e-30)
             self._vectors = self._vectors.index_copy(0, index, x.t())
             self._sigmas = sigma if self._sigmas is None else self._sigmas.index_copy(0, index, sigma)
