@@ -409,6 +409,19 @@ def rotate_batch(x: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x.double(), grid, align_corners=True).to(x.dtype)
 
 
+def translate_batch(x: torch.Tensor, shifts_px: torch.Tensor) -> torch.Tensor:
+    """Translate every image of ``x`` [N, C, H, W] by its own (dx, dy) in pixels (``shifts_px`` [N, 2]):
+    out(p) = x(p − (dx, dy)), bilinear, zero outside."""
+    N, H, W = x.shape[0], x.shape[-2], x.shape[-1]
+    s = shifts_px.to(torch.float64)
+    one, zero = torch.ones(N, dtype=torch.float64), torch.zeros(N, dtype=torch.float64)
+    # affine_grid with align_corners=True: one pixel is 2 / (size - 1) in normalised coordinates
+    theta = torch.stack([torch.stack([one, zero, -s[:, 0] * 2 / (W - 1)], 1),
+                         torch.stack([zero, one, -s[:, 1] * 2 / (H - 1)], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+    return F.grid_sample(x.double(), grid, align_corners=True).to(x.dtype)
+
+
 def load_digits_tensors(size: int = 20, seed: int = 0) -> Dict[str, torch.Tensor]:
     """8×8 digits → bilinear ×2 upsampling (16×16) → zero-padded to size×size; 80/20 split (seed);
     ``x_train_rot`` / ``x_test_rot``: each image rotated once by a uniformly random angle (bilinear)."""
@@ -438,16 +451,25 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch_size: int = 32,
           seed: int = 0, augment_rotation: bool = False, weight_decay: float = 1e-4,
-          time_limit: float = float('inf')) -> Dict[str, float]:
+          time_limit: float = float('inf'), ema_decay: float = 0.0, augment_shift: float = 0.0) -> Dict[str, float]:
     """AdamW (timm's create_optimizer_v2: no decay on norms, biases and the model's no_weight_decay
     set) with timm's per-step cosine schedule and one warm-up epoch. ``augment_rotation``: every batch
-    rotated by fresh uniform random angles. Stops after ``time_limit`` seconds of this process's CPU
-    time (the schedule is not shortened). Returns wall and CPU time, epochs run and the mean epoch CPU
-    time (CPU time, not wall time, is what a shared machine does not inflate)."""
+    rotated by fresh uniform random angles; ``augment_shift`` = s > 0: every image translated by fresh
+    uniform random (dx, dy) ∈ [−s, s]² pixels (bilinear, zero outside: sub-pixel shifts blur like the
+    resampling of a rotation, without rotating). Stops after ``time_limit`` seconds of this process's CPU
+    time (the schedule is not shortened). ``ema_decay`` > 0: an exponential moving average of the
+    weights, ā ← d·ā + (1 − d)·a after every step (timm's ModelEmaV3), replaces the weights at the end,
+    and the batch-norm statistics are then recomputed on the training images (one pass, no gradients;
+    included in the times). Returns wall and CPU time, epochs run and the mean epoch CPU time (CPU
+    time, not wall time, is what a shared machine does not inflate)."""
     from timm.optim import create_optimizer_v2
     from timm.scheduler import CosineLRScheduler
+    from timm.utils import ModelEmaV3
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
     g = torch.Generator().manual_seed(seed)
     opt = create_optimizer_v2(model, 'adamw', lr=lr, weight_decay=weight_decay)
+    ema = ModelEmaV3(model, decay=ema_decay) if ema_decay > 0 else None
     steps_per_epoch = math.ceil(len(x) / batch_size)
     sched = CosineLRScheduler(opt, t_initial=epochs * steps_per_epoch, warmup_t=steps_per_epoch,
                               warmup_lr_init=lr / 100, lr_min=lr / 1000, t_in_epochs=False)
@@ -462,18 +484,25 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: f
             xb = x[idx]
             if augment_rotation:
                 xb = rotate_batch(xb, torch.rand(len(idx), generator=g) * 360.0)
+            if augment_shift > 0:
+                xb = translate_batch(xb, (torch.rand(len(idx), 2, generator=g) * 2 - 1) * augment_shift)
             loss = F.cross_entropy(model(xb), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             step += 1
             sched.step_update(step)
+            if ema is not None:
+                ema.update(model, step)
         epochs_run += 1
         cpu = time.process_time() - c0
         print(f'  epoch {epochs_run}: loss {loss.item():.3f}, cpu {cpu:.0f} s, wall {time.perf_counter() - t0:.0f} s',
               flush=True)
         if cpu > time_limit:
             break
+    if ema is not None:  # the averaged weights, with batch-norm statistics of their own
+        model.load_state_dict(ema.module.state_dict())
+        torch.optim.swa_utils.update_bn([x[i:i + batch_size] for i in range(0, len(x), batch_size)], model)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     return dict(time=wall, cpu_time=cpu, epochs=epochs_run, epoch_time=cpu / epochs_run)
 
@@ -497,10 +526,12 @@ def digits_models(names: List[str], gcnn_kwargs: Dict, seed: int = 0) -> Dict[st
 
 
 def bench_digits(protocol: str, names: List[str], epochs: Dict[str, int], lrs: Dict[str, float],
-                 gcnn_kwargs: Dict, time_limit: float, tag: str = '', seed: int = 0) -> str:
+                 gcnn_kwargs: Dict, time_limit: float, tag: str = '', seed: int = 0, recipe: Dict = None) -> str:
     """Protocol 'upright': train on upright digits, test upright and rotated (the equivariance test).
     Protocol 'rotated': train on the randomly rotated training split, test on the rotated test split
-    (the rotated-MNIST protocol). 'cnn+rot' is the CNN with per-batch random rotation augmentation."""
+    (the rotated-MNIST protocol). 'cnn+rot' is the CNN with per-batch random rotation augmentation.
+    ``recipe``: extra :func:`train` options (``ema_decay``, ``augment_shift``) for the models other than the CNNs."""
+    recipe = recipe or {}
     data = load_digits_tensors()
     x_train = data['x_train'] if protocol == 'upright' else data['x_train_rot']
     models = digits_models(names, gcnn_kwargs, seed)
@@ -509,7 +540,7 @@ def bench_digits(protocol: str, names: List[str], epochs: Dict[str, int], lrs: D
         n_params = sum(p.numel() for p in model.parameters())
         kind = 'cnn' if name.startswith('cnn') else 'gcnn'
         run = train(model, x_train, data['y_train'], epochs[kind], lrs[kind], augment_rotation=name == 'cnn+rot',
-                    time_limit=time_limit, seed=seed)
+                    time_limit=time_limit, seed=seed, **(recipe if kind == 'gcnn' else {}))
         acc = _accuracy(model, data['x_test'], data['y_test'])
         acc_rot = _accuracy(model, data['x_test_rot'], data['y_test'])
         rec = dict(model=name, params=n_params, upright=acc, rotated=acc_rot, lr=lrs[kind], **run)
@@ -527,7 +558,7 @@ def bench_digits(protocol: str, names: List[str], epochs: Dict[str, int], lrs: D
             f"1797 digits 8×8 → 16×16 (bilinear) → padded 20×20; 80/20 split (seed 0); rotated splits: every image "
             f"rotated once by a uniform random angle (bilinear). AdamW (timm create_optimizer_v2, weight decay 1e-4) "
             f"+ timm per-step cosine schedule with one warm-up epoch, batch 32, lr {lrs}, epochs {epochs}, stop after "
-            f"{time_limit:.0f} s of CPU time; PDE-G-CNN options {gcnn_kwargs}; seed {seed}. {torch.get_num_threads()} CPU "
+            f"{time_limit:.0f} s of CPU time; PDE-G-CNN options {gcnn_kwargs}, recipe {recipe}; seed {seed}. {torch.get_num_threads()} CPU "
             f"thread(s) on a shared machine (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the "
             f"end): wall time is inflated by contention, CPU time is the training cost; epoch times are CPU time.\n\n"
             + table(['model', 'parameters', 'test acc upright [%]', 'test acc rotated [%]', 'epochs',
@@ -602,9 +633,24 @@ def _ablate(model: nn.Module, ablation: str) -> None:
             layer.convection.shift.requires_grad_(False)
     elif ablation == 'blurpool':
         model.stem.pool = _BinomialPoolM2()
+    elif ablation == 'octpool':
+        model.stem.pool = _OctagonMaxPoolM2()
     elif ablation:
         raise ValueError(f"ablation must be one of lift_order3, lift_disc, lift_norm, iso, noconv, blurpool, "
-                         f"got {ablation!r}")
+                         f"octpool, got {ablation!r}")
+
+
+class _OctagonMaxPoolM2(nn.Module):
+    """Max pooling over a nearly round window, stride 2 (probe ablation 'octpool', in place of the 2×2
+    max pool): the 4×4 window around every 2×2 block without its four corners (12 pixels, the union of
+    the centred 4×2 and 2×4 windows), symmetric about the block's centre, so it commutes with quarter
+    turns on even sizes; out-of-image pixels never win (max_pool2d pads with −∞)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, Or, H, W = x.shape
+        y = x.reshape(B, C * Or, H, W)
+        y = torch.maximum(F.max_pool2d(y, (4, 2), 2, (1, 0)), F.max_pool2d(y, (2, 4), 2, (0, 1)))
+        return y.view(B, C, Or, y.shape[-2], y.shape[-1])
 
 
 class _BinomialPoolM2(nn.Module):
@@ -694,14 +740,16 @@ def local_equivariance_errors(model: nn.Module, x: torch.Tensor, angle_deg: floa
 
 
 def bench_probe(name: str, gcnn_kwargs: Dict, ablation: str, epochs: int, lr: float, tag: str = '',
-                seed: int = 0) -> str:
-    """Protocol (a) probe: train ``name`` upright for ``epochs`` (the digits recipe), then accuracy on
-    the upright test split, the randomly rotated one, and the test split rotated by fixed angles; for
-    a PDEGCNN also the relative equivariance error of every stage at 45° (:func:`stage_equivariance_errors`)."""
+                seed: int = 0, recipe: Dict = None) -> str:
+    """Protocol (a) probe: train ``name`` upright for ``epochs`` (the digits recipe, plus the :func:`train`
+    options in ``recipe``), then accuracy on the upright test split, the randomly rotated one, and the
+    test split rotated by fixed angles; for a PDEGCNN also the relative equivariance error of every stage
+    at 45° (:func:`stage_equivariance_errors`)."""
+    recipe = recipe or {}
     data = load_digits_tensors()
     model = digits_models([name], gcnn_kwargs, seed)[name]
     _ablate(model, ablation)
-    run = train(model, data['x_train'], data['y_train'], epochs, lr, seed=seed)
+    run = train(model, data['x_train'], data['y_train'], epochs, lr, seed=seed, **recipe)
     x, y = data['x_test'], data['y_test']
     angles = [0, 15, 22.5, 30, 45, 60, 90]
     accs = [_accuracy(model, rotate_batch(x, torch.full((len(x),), float(a))), y) for a in angles]
@@ -713,7 +761,8 @@ def bench_probe(name: str, gcnn_kwargs: Dict, ablation: str, epochs: int, lr: fl
            f'{rot * 100:.1f}'] + [f'{a * 100:.1f}' for a in accs] + [' / '.join(f'{e:.2f}' for e in errors),
                                                                      f"{run['cpu_time']:.0f}"]
     text = ('## Protocol (a) probe: trained upright, accuracy against the rotation angle\n\n'
-            f'digits recipe as in `digits` (AdamW, cosine, batch 32, lr {lr}), {epochs} epochs, seed {seed}, '
+            f'digits recipe as in `digits` (AdamW, cosine, batch 32, lr {lr}; {recipe or "no EMA, no shifts"}), '
+            f'{epochs} epochs, seed {seed}, '
             f'{torch.get_num_threads()} thread(s). Equivariance error at 45° per stage (stem, then after each CDE '
             f'layer): ‖P Φ(Rx) − R P Φ(x)‖ / ‖R P Φ(x)‖ on the test digits, P = max over θ, inner disc.\n\n'
             f'Local errors on M₂ at 45° (`local_equivariance_errors`: lift + BN; the interpolation floor; per CDE '
@@ -723,9 +772,40 @@ def bench_probe(name: str, gcnn_kwargs: Dict, ablation: str, epochs: int, lr: fl
     print(text)
     write_atomic(RESULTS / f'gcnn_probe{tag}.md', text)
     write_atomic(RESULTS / f'gcnn_probe{tag}.json', json.dumps(dict(
-        model=name, options=gcnn_kwargs, ablation=ablation, epochs=epochs, seed=seed, lr=lr, rotated=rot,
+        model=name, options=gcnn_kwargs, ablation=ablation, epochs=epochs, seed=seed, lr=lr, recipe=recipe,
+        upright=accs[0], rotated=rot,
         angles=angles, accuracy=accs, stage_errors_45=errors, local_errors_45=local, cpu_time=run['cpu_time']),
         indent=2) + '\n')
+    return text
+
+
+def bench_probe_seeds(name: str, gcnn_kwargs: Dict, ablation: str, epochs: int, lr: float, tag: str,
+                      seeds: List[int], recipe: Dict = None) -> str:
+    """:func:`bench_probe` for every seed (files ``gcnn_probe{tag}_s{seed}.*``), then one table of the seeds
+    with mean ± standard deviation (``gcnn_probe{tag}_seeds.md``)."""
+    records = []
+    for seed in seeds:
+        bench_probe(name, gcnn_kwargs, ablation, epochs, lr, f'{tag}_s{seed}', seed, recipe)
+        records.append(json.loads((RESULTS / f'gcnn_probe{tag}_s{seed}.json').read_text()))
+    angles = records[0]['angles']
+    cols = [('upright', lambda r: r['upright']), ('random rotations', lambda r: r['rotated'])]
+    cols += [(f'{a:g}°', lambda r, i=i: r['accuracy'][i]) for i, a in enumerate(angles) if a not in (0, 90)]
+    rows = [[r['seed']] + [f'{f(r) * 100:.1f}' for _, f in cols] + [f"{r['cpu_time']:.0f}"] for r in records]
+
+    def mean_sd(values: List[float]) -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f'{statistics.mean(values):.1f} ± {sd:.1f}'
+
+    rows.append(['mean ± sd'] + [mean_sd([f(r) * 100 for r in records]) for _, f in cols]
+                + [mean_sd([r['cpu_time'] for r in records])])
+    n_params = sum(p.numel() for p in digits_models([name], gcnn_kwargs)[name].parameters())
+    text = (f'## Protocol (a) over seeds {seeds}: {name} {json.dumps(gcnn_kwargs)}\n\n'
+            f'{n_params} parameters; ablation {ablation or "-"}; {epochs} epochs, lr {lr}, recipe {recipe or {}}; '
+            f'accuracy in % on the upright, randomly rotated and fixed-angle test splits; train CPU time in s, '
+            f'{torch.get_num_threads()} thread(s). Per-seed files: `gcnn_probe{tag}_s<seed>.md`.\n\n'
+            + table(['seed'] + [c for c, _ in cols] + ['train CPU time [s]'], rows) + '\n')
+    print(text)
+    write_atomic(RESULTS / f'gcnn_probe{tag}_seeds.md', text)
     return text
 
 
@@ -884,7 +964,7 @@ def main() -> None:
     parser.add_argument('--lr', type=float, default=0.02, help='digits: peak learning rate of the PDE-G-CNN')
     parser.add_argument('--cnn-lr', type=float, default=0.005, help='digits: peak learning rate of the CNNs')
     parser.add_argument('--ablation', default='',
-                        help='probe: lift_order3, lift_disc, lift_norm, iso, noconv or blurpool')
+                        help='probe: lift_order3, lift_disc, lift_norm, iso, noconv, blurpool or octpool')
     parser.add_argument('--gcnn', default='{}', help='digits: JSON of extra timm kwargs for the PDE-G-CNN')
     parser.add_argument('--time-limit', type=float, default=600.0, help='digits: wall-clock cap per model [s]')
     parser.add_argument('--epoch-models', default='pde_gcnn,pde_gcnn_small,gcnn_linear,pde_gcnn_steerable',
@@ -895,11 +975,18 @@ def main() -> None:
     parser.add_argument('--unet-lr', type=float, default=0.005, help='segment: peak lr of the U-net')
     parser.add_argument('--seed', type=int, default=0,
                         help='digits: seed of the model initialisation and batch order (the data split is fixed)')
+    parser.add_argument('--seeds', default='',
+                        help='probe: comma-separated seeds, one run each and a mean ± sd table (overrides --seed)')
+    parser.add_argument('--ema-decay', type=float, default=0.0,
+                        help='digits, probe: EMA of the PDE-G-CNN weights with this decay per step (0: off)')
+    parser.add_argument('--augment-shift', type=float, default=0.0,
+                        help='digits, probe: random translations of the PDE-G-CNN training images in [-s, s] px')
     parser.add_argument('--tag', default='', help='digits: suffix of the result files')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch intra-op threads (default 1: robust timings on a shared, oversubscribed CPU)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    recipe = {k: v for k, v in (('ema_decay', args.ema_decay), ('augment_shift', args.augment_shift)) if v}
     if args.section in ('speed', 'all'):
         bench_speed(args.repeats, args.unfold, args.diffusion)
     if args.section in ('rotation', 'all'):
@@ -911,13 +998,16 @@ def main() -> None:
         for protocol in protocols:
             bench_digits(protocol, args.models.split(','), {'gcnn': args.epochs, 'cnn': args.cnn_epochs},
                          {'gcnn': args.lr, 'cnn': args.cnn_lr}, json.loads(args.gcnn), args.time_limit, args.tag,
-                         args.seed)
+                         args.seed, recipe)
     if args.section in ('epoch', 'all'):
         bench_epoch(args.epoch_models.replace(';', ',').split(',') if '@' not in args.epoch_models
                     else args.epoch_models.split(';'), max(1, min(args.repeats, 5)), args.tag)
-    if args.section == 'probe':
+    if args.section == 'probe' and args.seeds:
+        bench_probe_seeds(args.models.split(',')[0], json.loads(args.gcnn), args.ablation, args.epochs, args.lr,
+                          args.tag, [int(s) for s in args.seeds.split(',')], recipe)
+    elif args.section == 'probe':
         bench_probe(args.models.split(',')[0], json.loads(args.gcnn), args.ablation, args.epochs, args.lr, args.tag,
-                    args.seed)
+                    args.seed, recipe)
     if args.section in ('segment', 'all'):
         bench_segment(args.seg_models.split(','), args.seg_epochs, {'pde_gcnn': args.seg_lr, 'unet': args.unet_lr},
                       args.time_limit, tag=args.tag)

@@ -131,6 +131,48 @@ def test_spatial_max_pool_m2_matches_windows_and_commutes_with_quarter_turns():
         pool(torch.zeros(2, 3, 6, 8))
 
 
+def _pool_reference(x: torch.Tensor, g: torch.Tensor):
+    """2×2 / stride 2 max pooling of [P, H, W] planes by explicit loops: each window scanned row by row,
+    a candidate replaces the running maximum if it is larger or NaN; the gradient g goes to the winner."""
+    P, H, W = x.shape
+    out = torch.empty(P, H // 2, W // 2, dtype=x.dtype)
+    gx = torch.zeros_like(x)
+    for p in range(P):
+        for yy in range(H // 2):
+            for xx in range(W // 2):
+                best, at = -math.inf, (2 * yy, 2 * xx)
+                for i in range(2):
+                    for j in range(2):
+                        v = x[p, 2 * yy + i, 2 * xx + j].item()
+                        if v > best or v != v:
+                            best, at = v, (2 * yy + i, 2 * xx + j)
+                out[p, yy, xx] = best
+                gx[p, at[0], at[1]] = g[p, yy, xx]
+    return out, gx
+
+
+@pytest.mark.parametrize('native', ['1', '0'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('size', [(6, 8), (5, 7), (2, 3)])
+def test_spatial_max_pool_m2_values_and_winners_match_window_scan(native, dtype, size, monkeypatch):
+    # the C kernel (native '1') and max_pool2d ('0'): integer values full of ties, ±inf and a NaN, odd sizes
+    monkeypatch.setenv('PDEBLOCKS_NATIVE', native)
+    H, W = size
+    x = torch.randint(-2, 3, (2, 3, 4, H, W)).to(dtype)
+    x[0, 0, 0, 0, 1] = float('nan')
+    x[1, 2, 3] = float('-inf')
+    x[0, 1, 2, -1, -1] = float('inf')
+    g = torch.randn(2, 3, 4, H // 2, W // 2, dtype=dtype)
+    xr = x.clone().requires_grad_()
+    y = SpatialMaxPoolM2(2)(xr)
+    y.backward(g)
+    ref, gref = _pool_reference(x.reshape(24, H, W), g.reshape(24, H // 2, W // 2))
+    assert torch.equal(torch.nan_to_num(y.detach(), nan=7.0), torch.nan_to_num(ref.view_as(y), nan=7.0))
+    assert torch.equal(xr.grad, gref.view_as(x))
+    with pytest.raises(ValueError, match=r'needs H, W >= 2, got shape \[1, 1, 1, 1, 5\]'):
+        SpatialMaxPoolM2(2)(torch.zeros(1, 1, 1, 1, 5, dtype=dtype))
+
+
 def test_steerable_bad_arguments_raise():
     with pytest.raises(ValueError, match='max_frequency must be an int >= 0'):
         LiftM2Steerable(1, 2, 8, 5, max_frequency=-1)

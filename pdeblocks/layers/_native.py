@@ -16,6 +16,9 @@ winning input position and kernel tap; kernel gradients accumulate in float64.
 planes, then a bilinear shift by (sx, sy) pixels with zeros outside; its backward gives ∂L/∂f and
 the sums of g·∂out/∂(θ fraction, sx, sy) (float64).
 
+3. 2×2 max pooling with stride 2 of [P, H, W] planes, with torch's max_pool2d's winner (the first
+maximum in row-major window order; NaN wins) stored as one byte; the backward writes g to the winner.
+
 The shared library is compiled from the source below (``cc -O3 -shared -fPIC``, plus ``-march=native``
 when the compiler accepts it) into ``$PDEBLOCKS_CACHE`` (default ``~/.cache/pdeblocks``), keyed by a
 hash of source, flags, compiler and machine, and loaded with ``ctypes`` (calls release the GIL, so
@@ -459,8 +462,50 @@ int NAME##_backward(const T* x, const T* g, T* gx, const int64_t* nt, const T* a
 }
 
 
+/* 2x2 max pooling, stride 2, of planes p in [p0, p1) of x: [P, H, W] -> out: [P, H/2, W/2] (floor),
+   idx: the winner 2*i + j of window position (i, j), chosen as torch's max_pool2d does: windows scanned
+   row by row, a candidate replaces the running maximum if it is larger or NaN (ties: the first). */
+#define DEFINE_POOL2(T, NAME)                                                                            \
+int NAME##_forward(const T* x, T* out, int8_t* idx, int64_t H, int64_t W, int64_t p0, int64_t p1) {   \
+    const int64_t Ho = H / 2, Wo = W / 2;                                                               \
+    for (int64_t p = p0; p < p1; ++p)                                                                   \
+        for (int64_t y = 0; y < Ho; ++y) {                                                              \
+            const T* r0 = x + (p * H + 2 * y) * W;                                                      \
+            const T* r1 = r0 + W;                                                                       \
+            T* o = out + (p * Ho + y) * Wo;                                                             \
+            int8_t* w = idx + (p * Ho + y) * Wo;                                                        \
+            for (int64_t xo = 0; xo < Wo; ++xo) {                                                       \
+                const T a = r0[2 * xo], b = r0[2 * xo + 1], c = r1[2 * xo], d = r1[2 * xo + 1];        \
+                /* branch-free selects (random data would mispredict every other branch) */              \
+                T m = a;                                                                                \
+                int i = 0;                                                                              \
+                const int ub = (b > m) | (b != b); m = ub ? b : m; i = ub ? 1 : i;                      \
+                const int uc = (c > m) | (c != c); m = uc ? c : m; i = uc ? 2 : i;                      \
+                const int ud = (d > m) | (d != d); m = ud ? d : m; i = ud ? 3 : i;                      \
+                o[xo] = m;                                                                              \
+                w[xo] = (int8_t)i;                                                                      \
+            }                                                                                           \
+        }                                                                                               \
+    return 0;                                                                                           \
+}                                                                                                       \
+/* gx[p] (zeroed here) receives g at every window's winner */                                           \
+int NAME##_backward(const T* g, const int8_t* idx, T* gx, int64_t H, int64_t W, int64_t p0, int64_t p1) { \
+    const int64_t Ho = H / 2, Wo = W / 2;                                                               \
+    memset(gx + p0 * H * W, 0, sizeof(T) * (size_t)((p1 - p0) * H * W));                                \
+    for (int64_t p = p0; p < p1; ++p)                                                                   \
+        for (int64_t y = 0; y < Ho; ++y) {                                                              \
+            const T* gr = g + (p * Ho + y) * Wo;                                                        \
+            const int8_t* w = idx + (p * Ho + y) * Wo;                                                  \
+            T* r = gx + (p * H + 2 * y) * W;                                                            \
+            for (int64_t xo = 0; xo < Wo; ++xo) r[(w[xo] >> 1) * W + 2 * xo + (w[xo] & 1)] = gr[xo];   \
+        }                                                                                               \
+    return 0;                                                                                           \
+}
+
 DEFINE_SHIFT(float, shift_f32)
 DEFINE_SHIFT(double, shift_f64)
+DEFINE_POOL2(float, pool2_f32)
+DEFINE_POOL2(double, pool2_f64)
 
 DEFINE_MINPLUS(float, vf32, int32_t, vi32, minplus_f32)
 DEFINE_MINPLUS(double, vf64, int64_t, vi64, minplus_f64)
@@ -468,7 +513,8 @@ DEFINE_MINPLUS(double, vf64, int64_t, vi64, minplus_f64)
 
 # the exported kernels ('*' is f32 or f64): (pointer arguments, int64 arguments), as declared in C_SOURCE
 _SIGNATURES = {'minplus_*_forward': (4, 11), 'minplus_*_backward': (4, 11),
-               'shift_*_forward': (6, 6), 'shift_*_backward': (10, 6)}
+               'shift_*_forward': (6, 6), 'shift_*_backward': (10, 6),
+               'pool2_*_forward': (3, 4), 'pool2_*_backward': (3, 4)}
 
 _lock = threading.Lock()
 _state = {'tried': False, 'lib': None, 'error': ''}

@@ -39,6 +39,7 @@ from .m2 import (
     morphological_exponent,
     resolve_orientation_kernel_size,
     rotate_m2,
+    spatial_max_pool_m2,
     steerable_basis,
     steerable_basis_size,
     translate_bilinear,
@@ -221,9 +222,7 @@ class SpatialMaxPoolM2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = check_m2_channels(x, 0)
-        B, C, Or, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
-        out = F.max_pool2d(x.reshape(B, C * Or, H, W), self.stride, self.stride)
-        return out.view(B, C, Or, out.shape[2], out.shape[3])
+        return spatial_max_pool_m2(x, self.stride)
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}"
