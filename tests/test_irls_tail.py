@@ -1,0 +1,132 @@
+"""The variational (IRLS) tail of the blind denoiser: certified bounds, the energy it minimises, segmentation,
+gradients, the selector, save/load and bad arguments."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pdeblocks.hub import load_folder
+from pdeblocks.models.blind import BlindDenoiser1D, IRLSTail1D
+
+
+def _set_gate(tail: IRLSTail1D, tau: float, contrast: float, beta: float) -> None:
+    """Fix the gate's outputs for every signal: last layer zero, biases giving (τ, λ, β)."""
+    with torch.no_grad():
+        tail.gate[2].weight.zero_()
+        tail.gate[2].bias[0] = (math.log(tau) - tail.log_tau0) / tail.gain
+        tail.gate[2].bias[1] = (math.log(contrast) - tail.log_contrast0) / (tail.gain / 4)
+        tail.gate[2].bias[2] = (math.log(beta / (1 - beta)) + math.log(49.0)) / (tail.gain / 4)
+
+
+def _energy(w: np.ndarray, r: np.ndarray, tau: float, lam: float, q: float) -> float:
+    """½‖w − r‖² + (τλ²/2) Σ ρ_q(Dw/λ), ρ_q(s) = ((1 + s²)^(1−q) − 1)/(1 − q) (log(1 + s²) at q = 1)."""
+    s2 = (np.diff(w) / lam) ** 2
+    rho = np.log1p(s2) if abs(q - 1) < 1e-12 else ((1 + s2) ** (1 - q) - 1) / (1 - q)
+    return 0.5 * float(((w - r) ** 2).sum()) + 0.5 * tau * lam ** 2 * float(rho.sum())
+
+
+def test_irls_steps_never_increase_the_energy_they_minimise():
+    """IRLS is a majorise–minimise iteration for ½‖w − r‖² + (τλ²/2)Σρ_q(Dw/λ): the energy after k + 1 steps is at
+    most the energy after k (ρ_q concave in s² for q ∈ (0, 2)), for the log penalty (q = 1) and q = 0.75, 1.5."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(3, 1, 300, generator=g, dtype=torch.float64).cumsum(-1) * 0.3
+    u = v + torch.randn(3, 1, 300, generator=g, dtype=torch.float64)
+    beta, tau, lam = 0.7, 40.0, 0.5
+    for q in (1.0, 0.75, 1.5):
+        energies = []
+        for steps in range(1, 7):
+            tail = IRLSTail1D(steps=steps, exponent_init=q).double()
+            _set_gate(tail, tau, lam, beta)
+            with torch.no_grad():
+                w = tail(v, u)
+            r = (v + beta * (u - v)).numpy()
+            energies.append([_energy(w[b, 0].numpy(), r[b, 0], tau, lam, q) for b in range(3)])
+        e = np.array(energies)
+        assert (np.diff(e, axis=0) <= 1e-9 * np.abs(e[1:])).all(), (q, e)
+        assert e[-1].sum() < e[0].sum() * 0.999, q       # and it does move
+
+
+def test_irls_tail_averages_the_data_between_the_jumps():
+    """With λ ≪ 1 and τλ² ≈ 1, starting from an estimate that knows the jumps roughly, the tail returns the
+    segment means of the noisy data (the piecewise-constant estimate) away from the jumps, and its error is a few
+    per cent of the noise's."""
+    g = torch.Generator().manual_seed(1)
+    levels = torch.tensor([0.0, 6.0, -3.0, 4.0, 10.0], dtype=torch.float64)
+    clean = levels.repeat_interleave(80)[None, None]                  # jumps of 3 … 9 noise units
+    u = clean + torch.randn(clean.shape, generator=g, dtype=torch.float64)
+    kernel = torch.ones(1, 1, 5, dtype=torch.float64) / 5             # a smeared estimate: jumps spread over 5
+    v = torch.nn.functional.conv1d(torch.nn.functional.pad(clean, (2, 2), mode='replicate'), kernel)
+    tail = IRLSTail1D(steps=4, exponent_init=1.0).double()
+    _set_gate(tail, tau=1.0 / 0.01 ** 2, contrast=0.01, beta=0.999)
+    with torch.no_grad():
+        w = tail(v, u)
+    means = u.reshape(5, 80).mean(1).repeat_interleave(80)
+    inner = (torch.arange(400) % 80 >= 2) & (torch.arange(400) % 80 <= 77)   # the sample next to a jump may go
+    assert float((w.flatten() - means)[inner].abs().max()) < 0.05             # to either side
+    assert float((w - clean).pow(2).mean()) < 0.05 * float((u - clean).pow(2).mean())
+
+
+def test_irls_tail_is_certified_for_any_weights():
+    """certify() lists the IRLS tail with norm factor 1 in every pass; with huge random gate, selector and exponent
+    weights and adversarial inputs the output stays within max(‖v‖, ‖u‖) and between min(v, u) and max(v, u)."""
+    from pdeblocks import certify
+    torch.manual_seed(0)
+    m = BlindDenoiser1D(scheme='explicit', channels=4, hidden_channels=4, blocks=2, tail_steps=1, irls_steps=2,
+                        irls_select=0.3).eval()
+    last = certify(m).blocks[-1]
+    assert (last.path, last.block, last.mode, last.norm_factor, last.passes) == \
+        ('irls', 'IRLSTail1D', 'implicit-tridiagonal', 1.0, 'all')
+    assert last.guarantee.startswith('‖f‖ ≤ ‖r‖ ≤ max(‖v‖, ‖u⁰‖)')
+    tail = m.irls
+    g = torch.Generator().manual_seed(3)
+    for trial in range(4):
+        with torch.no_grad():
+            for p in tail.parameters():
+                p.copy_(1e3 * torch.randn(p.shape, generator=g))
+            tail.gate[2].bias[0] = 1e3 if trial % 2 else -1e3          # τ at the clamp / τ → 0
+            v = 40.0 * torch.randn(3, 1, 257, generator=g).cumsum(-1)
+            u = v + 300.0 * torch.randn(3, 1, 257, generator=g)
+            out = tail(v, u)
+        assert torch.isfinite(out).all()
+        bound = torch.maximum(v.flatten(1).norm(dim=1), u.flatten(1).norm(dim=1))
+        assert (out.flatten(1).norm(dim=1) <= bound * (1 + 1e-5)).all(), trial
+        hi = torch.maximum(v.amax(-1, keepdim=True), u.amax(-1, keepdim=True))
+        lo = torch.minimum(v.amin(-1, keepdim=True), u.amin(-1, keepdim=True))
+        scale = float(u.abs().max())
+        assert float((out - hi).max()) <= 1e-5 * scale and float((lo - out).max()) <= 1e-5 * scale
+
+
+def test_irls_tail_gradients_selector_and_save_load(tmp_path):
+    """Gradients reach the gate, the selector and the exponent; γ starts at ``irls_select``; the model stays affine-
+    equivariant and round-trips through save/load; bad arguments are ValueErrors."""
+    torch.manual_seed(0)
+    m = BlindDenoiser1D(scheme='explicit', channels=4, hidden_channels=4, blocks=2, irls_steps=2, irls_select=0.3,
+                        irls_exponent=0.75, irls_mix=0.6)
+    g = torch.Generator().manual_seed(4)
+    f = torch.randn(2, 1, 200, generator=g).cumsum(-1) + torch.randn(2, 1, 200, generator=g)
+    m.train()
+    m(f).pow(2).sum().backward()
+    params = dict(m.named_parameters())
+    for name in ('irls.gate.2.weight', 'irls.gate.2.bias', 'irls.selector.2.bias', 'irls.exponent_logit'):
+        grad = params[name].grad
+        assert grad is not None and torch.isfinite(grad).all() and float(grad.abs().max()) > 0, name
+    m.eval()
+    assert abs(float(m.irls.exponent().detach()) - 0.75) < 1e-6
+    assert abs(float(torch.sigmoid(m.irls.selector[2].bias.detach())) - 0.3) < 1e-6
+    assert abs(float(m.irls.gate_values(f, f)[2].flatten()[0]) - 0.6) < 1e-6
+    with torch.no_grad():
+        base = m(f)
+        for a, b in ((1e-3, 0.0), (1e3, 5000.0)):
+            assert float(((m(a * f + b) - b) / a - base).abs().max()) < 5e-5 * (abs(b) / a + 1.0) * float(f.abs().max())
+    m.save_pretrained(tmp_path / 'irls')
+    loaded = load_folder(tmp_path / 'irls')
+    assert loaded.config()['irls_steps'] == 2 and loaded.config()['irls_select'] == 0.3
+    with torch.no_grad():
+        assert torch.allclose(loaded(f), base, atol=1e-6)
+    with pytest.raises(ValueError, match='irls_steps ≥ 0'):
+        BlindDenoiser1D(scheme='explicit', irls_steps=-1)
+    with pytest.raises(ValueError, match='0 < mix_init < 1'):
+        IRLSTail1D(mix_init=1.0)
+    with pytest.raises(ValueError, match='0 < exponent_init < 2'):
+        IRLSTail1D(exponent_init=2.0)
