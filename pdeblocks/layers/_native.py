@@ -1,4 +1,5 @@
-"""Fused C kernels for M₂ = ℝ² ⋊ S¹, built on first use with the system C compiler.
+"""Fused C kernels (M₂ = ℝ² ⋊ S¹ morphology, convection and pooling; the learned flux), built on first use
+with the system C compiler.
 
 1. The min-plus convolution (erosion; dilation by a sign flip):
 
@@ -18,6 +19,10 @@ the sums of g·∂out/∂(θ fraction, sx, sy) (float64).
 
 3. 2×2 max pooling with stride 2 of [P, H, W] planes, with torch's max_pool2d's winner (the first
 maximum in row-major window order; NaN wins) stored as one byte; the backward writes g to the winner.
+
+4. The learned flux Φ(s) = g(|s̄|/h)·s̄ of :class:`pdeblocks.layers.flux.LearnedFlux` in one pass
+(bit-identical to its torch expression, which takes about 13 passes over s); its backward gives ∂L/∂s and
+float64 sums for the knot values.
 
 The shared library is compiled from the source below (``cc -O3 -shared -fPIC``, plus ``-march=native``
 when the compiler accepts it) into ``$PDEBLOCKS_CACHE`` (default ``~/.cache/pdeblocks``), keyed by a
@@ -158,25 +163,28 @@ static int NAME##_row(const T* xr, T* br, int64_t W, T sg, T* mn, T* mx) {      
 }                                                                                                       \
 /* (b, c) blocks q in [q0, q1) of x: [B, C, Or, H, W]; k: [C, Or, kt, kh, kw]; out, win: [B, C, Or, H, W].  \
    sign = +1: out = min_h x(h) + k (erosion); sign = -1: out = -min_h (-x(h) + k) = max_h x(h) - k      \
-   (dilation). Each block is copied once, times sign, into a buffer padded with +inf by (rh, rw); an     \
-   output plane is computed in that buffer's row stride Wp (columns x >= W discarded), so the offset    \
-   (i, l) is the constant shift i*Wp + l of a flat index. The n needed flat positions are rounded up     \
-   to whole vectors (no scalar tail); the buffer has one vector of +inf slack after its last plane, so   \
-   the extra lanes read inside it, and their results are discarded. Blocks of positions visit only the   \
+   (dilation). Each block is copied once, times sign, into a buffer padded with +inf: rh rows above and \
+   below, rw columns before every row, which are also the columns after the previous row (row stride    \
+   Wp = W + rw: an offset l in [-rw, rw] from a column in [0, W) lands in the row or in +inf padding).  \
+   An output plane is computed in that row stride (columns x >= W discarded), so the offset (i, l) is   \
+   the constant shift i*Wp + l of a flat index. The n needed flat positions are rounded up to whole     \
+   vectors (no scalar tail); the buffer has L + rw values of +inf slack after its last plane (the last  \
+   row's offsets reach rw past a plane), so the extra lanes read inside it, and their results are       \
+   discarded. Blocks of positions visit only the   \
    offsets that can win (above) if skip != 0, unless the (b, c) block holds a NaN or kh*kw > 64. */     \
 int NAME##_forward(const T* x, const T* k, T* out, int16_t* win, int64_t C, int64_t Or, int64_t H,      \
                    int64_t W, int64_t kt, int64_t kh, int64_t kw, int64_t sign, int64_t skip, int64_t q0, \
                    int64_t q1) {                                                                        \
     const int64_t K = kh * kw, J = kt * K, rt = kt / 2, rh = kh / 2, rw = kw / 2;                       \
     const int64_t ec = rh * kw + rw, jc = rt * K + ec; /* the centre offset */                          \
-    const int64_t Hp = H + kh - 1, Wp = W + kw - 1, HW = H * W, P = Hp * Wp;                            \
-    const int64_t n = H * Wp - (kw - 1); /* last needed flat position + 1 */                            \
+    const int64_t Hp = H + kh - 1, Wp = W + rw, HW = H * W, P = Hp * Wp;                                \
+    const int64_t n = (H - 1) * Wp + W; /* last needed flat position + 1 */                             \
     const int64_t L = NAME##_LANES, np = (n + L - 1) / L * L; /* whole vectors */                       \
     const int64_t ns = (J + 63) / 64; /* 64-offset segments of the bit masks */                         \
     const T sg = sign < 0 ? (T)-1 : (T)1;                                                               \
     const int64_t can_prune = skip && K <= 64;                                                          \
     const int64_t nt = can_prune ? C * Or * kt : 0;                                                     \
-    T* xb = (T*)malloc(sizeof(T) * (size_t)(Or * P + L));                                               \
+    T* xb = (T*)malloc(sizeof(T) * (size_t)(Or * P + L + rw));                                          \
     T* best = (T*)malloc(sizeof(T) * (size_t)(np > 0 ? np : 1));                                        \
     IT* arg = (IT*)malloc(sizeof(IT) * (size_t)(np > 0 ? np : 1));                                      \
     const T** src = (const T**)malloc(sizeof(T*) * (size_t)J);                                          \
@@ -194,7 +202,7 @@ int NAME##_forward(const T* x, const T* k, T* out, int16_t* win, int64_t C, int6
     }                                                                                                   \
     if (can_prune) NAME##_tables(k, C, Or, kt, K, sv, pm, ok);                                          \
     for (int64_t g = 0; g < ns; ++g) all[g] = J - 64 * g >= 64 ? ~0ull : (1ull << (J - 64 * g)) - 1;    \
-    for (int64_t m = 0; m < Or * P + L; ++m) xb[m] = (T)INFINITY;                                       \
+    for (int64_t m = 0; m < Or * P + L + rw; ++m) xb[m] = (T)INFINITY;                                  \
     for (int64_t t = 0; t < Or; ++t)                                                                    \
         for (int64_t y = 0; y < rh; ++y) rmin[t * Hp + y] = rmin[t * Hp + Hp - 1 - y] = (T)INFINITY;    \
     for (int64_t q = q0; q < q1; ++q) {                                                                 \
@@ -502,10 +510,80 @@ int NAME##_backward(const T* g, const int8_t* idx, T* gx, int64_t H, int64_t W, 
     return 0;                                                                                           \
 }
 
+/* The learned flux of pdeblocks.layers.flux.LearnedFlux on rows [r0, r1) of s: [R, inner], row r of channel
+   c = r mod C reading the knot table c·table_stride (table_stride 0: one table shared by every channel):
+     x = clamp(s, −s_max, s_max), a = |x|·inv_h, i = min(floor(a), K − 2), Φ = (v[i] + d[i]·(a − i))·x
+   with v = knot values 0..K−2 and d their differences; params = (s_max, inv_h) in T. The same operations in the
+   same order as the torch expression (no contraction: -std=c99), so the values are bit-identical. The backward
+   gives ∂L/∂s = g·(v[i] + d[i]·(a − i) + a·d[i]) for |s| < s_max (0 elsewhere, as clamp's gradient) and adds
+   g·x·(1 − (a − i)), g·x·(a − i) to the float64 partial sums gv[table, i], gv[table, i + 1] (K per table). */
+#define DEFINE_FLUX(T, FLOOR, NAME)                                                                      \
+static inline int64_t NAME##_interval(T a, T last, T* frac) {                                             \
+    T f = FLOOR(a);                                                                                       \
+    f = f > last ? last : f;                                                                              \
+    *frac = a - f;                                                                                        \
+    return (a == a) ? (int64_t)f : 0; /* NaN reads knot 0 and stays NaN */                                \
+}                                                                                                         \
+int NAME##_forward(const T* s, const T* v, const T* d, const T* params, T* out, int64_t C,                 \
+                   int64_t table_stride, int64_t inner, int64_t K, int64_t r0, int64_t r1) {              \
+    const T s_max = params[0], inv_h = params[1], last = (T)(K - 2);                                      \
+    for (int64_t r = r0; r < r1; ++r) {                                                                   \
+        const T* vc = v + (r % C) * table_stride;                                                         \
+        const T* dc = d + (r % C) * table_stride;                                                         \
+        const T* src = s + r * inner;                                                                     \
+        T* dst = out + r * inner;                                                                         \
+        for (int64_t k = 0; k < inner; ++k) {                                                             \
+            T x = src[k];                                                                                 \
+            x = x < -s_max ? -s_max : (x > s_max ? s_max : x);                                            \
+            const T a = (x < 0 ? -x : x) * inv_h;                                                         \
+            T frac;                                                                                       \
+            const int64_t i = NAME##_interval(a, last, &frac);                                            \
+            const T t = dc[i] * frac;                                                                     \
+            const T g = vc[i] + t;                                                                        \
+            dst[k] = g * x;                                                                               \
+        }                                                                                                 \
+    }                                                                                                     \
+    return 0;                                                                                             \
+}                                                                                                         \
+int NAME##_backward(const T* s, const T* v, const T* d, const T* params, const T* grad, T* gs, double* gv, \
+                    int64_t C, int64_t table_stride, int64_t inner, int64_t K, int64_t r0, int64_t r1) {  \
+    const T s_max = params[0], inv_h = params[1], last = (T)(K - 2);                                      \
+    const int64_t gstride = table_stride ? K : 0;                                                         \
+    for (int64_t r = r0; r < r1; ++r) {                                                                   \
+        const T* vc = v + (r % C) * table_stride;                                                         \
+        const T* dc = d + (r % C) * table_stride;                                                         \
+        double* gc = gv + (r % C) * gstride;                                                              \
+        const T* src = s + r * inner;                                                                     \
+        const T* gr = grad + r * inner;                                                                   \
+        T* dst = gs + r * inner;                                                                          \
+        double acc0[64] = {0}, acc1[64] = {0}; /* K ≤ 64: per-row sums, then one add per knot */          \
+        for (int64_t k = 0; k < inner; ++k) {                                                             \
+            const T s0 = src[k];                                                                          \
+            const int inside = (s0 > -s_max) & (s0 < s_max);  /* clamp's gradient: 0 at the bounds */      \
+            const T x = s0 < -s_max ? -s_max : (s0 > s_max ? s_max : s0);                                 \
+            const T a = (x < 0 ? -x : x) * inv_h;                                                         \
+            T frac;                                                                                       \
+            const int64_t i = NAME##_interval(a, last, &frac);                                            \
+            const T g = vc[i] + dc[i] * frac;                                                             \
+            dst[k] = inside ? gr[k] * (g + a * dc[i]) : (T)0;                                             \
+            const double gx = (double)gr[k] * (double)x;                                                  \
+            acc0[i] += gx * (1.0 - (double)frac);                                                         \
+            acc1[i] += gx * (double)frac;                                                                 \
+        }                                                                                                 \
+        for (int64_t j = 0; j + 1 < K; ++j) {                                                             \
+            gc[j] += acc0[j];                                                                             \
+            gc[j + 1] += acc1[j];                                                                         \
+        }                                                                                                 \
+    }                                                                                                     \
+    return 0;                                                                                             \
+}
+
 DEFINE_SHIFT(float, shift_f32)
 DEFINE_SHIFT(double, shift_f64)
 DEFINE_POOL2(float, pool2_f32)
 DEFINE_POOL2(double, pool2_f64)
+DEFINE_FLUX(float, floorf, flux_f32)
+DEFINE_FLUX(double, floor, flux_f64)
 
 DEFINE_MINPLUS(float, vf32, int32_t, vi32, minplus_f32)
 DEFINE_MINPLUS(double, vf64, int64_t, vi64, minplus_f64)
@@ -514,7 +592,8 @@ DEFINE_MINPLUS(double, vf64, int64_t, vi64, minplus_f64)
 # the exported kernels ('*' is f32 or f64): (pointer arguments, int64 arguments), as declared in C_SOURCE
 _SIGNATURES = {'minplus_*_forward': (4, 11), 'minplus_*_backward': (4, 11),
                'shift_*_forward': (6, 6), 'shift_*_backward': (10, 6),
-               'pool2_*_forward': (3, 4), 'pool2_*_backward': (3, 4)}
+               'pool2_*_forward': (3, 4), 'pool2_*_backward': (3, 4),
+               'flux_*_forward': (5, 6), 'flux_*_backward': (7, 6)}
 
 _lock = threading.Lock()
 _state = {'tried': False, 'lib': None, 'error': ''}
