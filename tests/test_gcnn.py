@@ -282,7 +282,10 @@ def test_native_kernel_equals_torch_loop_including_ties(fn, dtype, monkeypatch):
     """Same values, and the same winner (first offset in (d, i, j) order) under massive ties:
     integer-valued inputs and kernels, so gradients must agree exactly, not just approximately."""
     g0 = torch.Generator().manual_seed(0)
-    for shape, ks in (((2, 3, 8, 9, 11), (3, 5, 3)), ((1, 2, 4, 5, 4), (1, 1, 1)), ((2, 2, 6, 7, 70), (5, 3, 7))):
+    # the last three: 10×10 planes (whole vectors only), kernels wider than rw = 2 (the row padding is
+    # shared between rows) and kernels larger than the image (reads reaching past a plane's last row)
+    for shape, ks in (((2, 3, 8, 9, 11), (3, 5, 3)), ((1, 2, 4, 5, 4), (1, 1, 1)), ((2, 2, 6, 7, 70), (5, 3, 7)),
+                      ((2, 2, 8, 10, 10), (5, 5, 5)), ((1, 2, 6, 20, 17), (3, 11, 13)), ((2, 1, 4, 4, 3), (3, 9, 9))):
         x = torch.randint(0, 3, shape, generator=g0).to(dtype)
         k = torch.randint(0, 2, (shape[1], shape[2]) + ks, generator=g0).to(dtype)
         g = torch.randint(-3, 4, shape, generator=g0).to(dtype)
