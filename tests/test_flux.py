@@ -148,3 +148,69 @@ def test_fused_flux_backward_matches_autograd(name, channels):
         lam.shape)) * s * weights).sum(), [s, flux.raw_contrast])
     for a, b in zip(fused, plain):
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- the learned flux's C kernel
+def _native_available():
+    from pdeblocks.layers._native import native_available
+    return native_available()
+
+
+@pytest.mark.skipif(not _native_available(), reason='no C compiler: the torch expression serves')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('channels, shape', [(1, (2, 5, 37)), (5, (2, 5, 37)), (5, (3, 5, 4, 6)), (5, (4, 5))])
+def test_native_learned_flux_is_the_torch_expression_bit_for_bit(dtype, channels, shape):
+    """The C kernel gives the values of the torch expression exactly (same operations, same order), at knots,
+    at ±s_max, beyond it, at 0, at huge |s|; a NaN stays NaN in its place. The native path is the one taken."""
+    from pdeblocks.layers import flux as flux_module
+    torch.manual_seed(1)
+    flux = LearnedFlux(None if channels == 1 else channels, contrast=0.7, knots=9)
+    with torch.no_grad():
+        flux.knot_logits.normal_(0.0, 2.0)
+    h, n = flux.spacing, shape[0] * shape[1] * (shape[2] if len(shape) > 2 else 1) * (shape[3] if len(shape) > 3 else 1)
+    s = (torch.randn(n, dtype=torch.float64) * 3.0)
+    s[:9] = torch.tensor([0.0, h, 3 * h, 8 * h, -8 * h, 8 * h * (1 + 1e-7), 1e30, -1e30, 1e-30])
+    s = s.to(dtype).reshape(shape)
+    values = flux.knot_values(dtype)
+    assert flux_module._native_flux_applies(s, values)
+    expected = flux_module.learned_flux_expression(s, values, h)
+    assert torch.equal(flux(s), expected) and torch.equal(flux_module.learned_flux(s, values, h), expected)
+    s_nan = s.clone()
+    s_nan.view(-1)[10] = float('nan')
+    out = flux_module.NativeLearnedFlux.apply(s_nan, values, h)
+    assert torch.isnan(out.view(-1)[10]) and torch.isfinite(out.view(-1)[11:]).all()
+
+
+@pytest.mark.skipif(not _native_available(), reason='no C compiler: the torch expression serves')
+@pytest.mark.parametrize('channels', [1, 4])
+def test_native_learned_flux_gradients(channels):
+    """gradcheck (float64) of ∂Φ/∂s and ∂Φ/∂(knot values); in float32 the gradients of s and of the knot logits
+    match autograd through the torch expression, including 0 at and beyond ±s_max (clamp's gradient)."""
+    from pdeblocks.layers import flux as flux_module
+    torch.manual_seed(2)
+    flux = LearnedFlux(None if channels == 1 else channels, contrast=0.7, knots=6).double()
+    with torch.no_grad():
+        flux.knot_logits.normal_(0.0, 1.5)
+    h = flux.spacing
+    s = (torch.randn(2, 4, 11, dtype=torch.float64) * 2.0)
+    s = s + 0.05 * h * (s / h - (s / h).round()).sign()   # keep away from the knots, where g has kinks
+    values = flux.knot_values(torch.float64).detach().requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, v: flux_module.NativeLearnedFlux.apply(x, v, h),
+                                    (s.requires_grad_(), values))
+    flux = flux.float()
+    x = (torch.randn(3, 4, 50) * 2.0)
+    x[0, 0, :4] = torch.tensor([5 * h, -5 * h, 1e9, 0.0])   # ±s_max, beyond, 0
+    g = torch.randn_like(x)
+    grads = []
+    for native in (True, False):
+        xr = x.clone().requires_grad_()
+        flux.zero_grad()
+        v = flux.knot_values(torch.float32)
+        out = (flux_module.NativeLearnedFlux.apply(xr, v, h) if native
+               else flux_module.learned_flux_expression(xr, v, h))
+        (out * g).sum().backward()
+        grads.append((xr.grad.clone(), flux.knot_logits.grad.clone()))
+    (gs, gl), (gs_ref, gl_ref) = grads
+    assert torch.equal(gs[0, 0, :3], torch.zeros(3)) and torch.equal(gs_ref[0, 0, :3], torch.zeros(3))
+    assert torch.allclose(gs, gs_ref, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(gl, gl_ref, atol=1e-4 * gl_ref.abs().max().item(), rtol=1e-4)

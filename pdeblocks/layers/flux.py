@@ -15,6 +15,10 @@ import torch
 import torch.nn.functional as F
 from timm.models import register_notrace_function
 from torch import nn
+from torch.autograd.function import once_differentiable
+
+from ._morphology import _run_ranges, _split
+from ._native import native_library
 
 
 @register_notrace_function
@@ -203,6 +207,90 @@ class ReLUFlux(Flux):
         return "L=1.0, monotone=True"
 
 
+def knot_interpolation(x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """g at x ∈ [0, K − 1] (knot units) through knot ``values`` [n, K] (n = 1, or one row per channel of x):
+    v_i + (v_{i+1} − v_i)·(x − i) on interval [i, i + 1]."""
+    slopes = torch.diff(values, dim=1)                                           # [n, K − 1]
+    idx, frac = knot_interval(x, values.shape[0], values.shape[1])
+    return torch.take(values[:, :-1].reshape(-1), idx) + torch.take(slopes.reshape(-1), idx) * frac
+
+
+def learned_flux_expression(s: torch.Tensor, values: torch.Tensor, spacing: float) -> torch.Tensor:
+    """Φ(s) = g(|s̄|/h)·s̄ by torch ops (TorchScript, other devices and dtypes); see :func:`learned_flux`."""
+    s_max = spacing * (values.shape[1] - 1)
+    clamped = s.clamp(-s_max, s_max)
+    return knot_interpolation(clamped.abs() * (1.0 / spacing), values) * clamped
+
+
+# the C kernel's per-row knot sums hold at most this many knots
+NATIVE_FLUX_MAX_KNOTS = 64
+
+
+def _native_flux_applies(s: torch.Tensor, values: torch.Tensor) -> bool:
+    """The C kernel evaluates the learned flux for CPU float32 / float64 ``s`` of shape [B, C, …] and knot values of
+    its dtype, one table or one per channel, at most :data:`NATIVE_FLUX_MAX_KNOTS` knots."""
+    n, knots = values.shape[0], values.shape[1]
+    return (s.device.type == 'cpu' and s.dtype in (torch.float32, torch.float64) and s.dim() >= 2
+            and values.device.type == 'cpu' and values.dtype == s.dtype and (n == 1 or n == s.shape[1])
+            and knots <= NATIVE_FLUX_MAX_KNOTS and s.numel() > 0 and native_library() is not None)
+
+
+class NativeLearnedFlux(torch.autograd.Function):
+    """Φ(s) of :class:`LearnedFlux` in one pass of the C kernel (:mod:`._native`): bit-identical to the torch
+    expression of :meth:`LearnedFlux.forward` (which takes about 13 passes over s); the backward gives ∂L/∂s and
+    ∂L/∂values (knot values [n, K], summed in float64) in one more pass."""
+
+    @staticmethod
+    def _call(name: str, s: torch.Tensor, values: torch.Tensor, spacing: float, *extra: torch.Tensor):
+        lib = native_library()
+        n, knots = values.shape[0], values.shape[1]
+        channels = s.shape[1]
+        rows = s.shape[0] * channels
+        inner = s.numel() // rows
+        v = values[:, :-1].contiguous()
+        d = torch.diff(values, dim=1).contiguous()
+        params = torch.tensor([spacing * (knots - 1), 1.0 / spacing], dtype=s.dtype)   # (s_max, 1/h)
+        fn = getattr(lib, f"flux_{'f32' if s.dtype == torch.float32 else 'f64'}_{name}")
+        stride = knots - 1 if n > 1 else 0
+        ranges = _split(rows, torch.get_num_threads())
+        return fn, (s.data_ptr(), v.data_ptr(), d.data_ptr(), params.data_ptr()), (channels, stride, inner, knots), \
+            ranges, (v, d, params)
+
+    @staticmethod
+    def forward(ctx, s: torch.Tensor, values: torch.Tensor, spacing: float) -> torch.Tensor:
+        s = s.contiguous()
+        values = values.detach()
+        out = torch.empty_like(s)
+        fn, ptrs, ints, ranges, keep = NativeLearnedFlux._call('forward', s, values, spacing)
+        _run_ranges(lambda r0, r1: fn(*ptrs, out.data_ptr(), *ints, r0, r1), ranges)
+        ctx.save_for_backward(s, values)
+        ctx.spacing = spacing
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        s, values = ctx.saved_tensors
+        grad = grad.contiguous()
+        fn, ptrs, ints, ranges, keep = NativeLearnedFlux._call('backward', s, values, ctx.spacing)
+        grad_s = torch.empty_like(s)
+        partial = torch.zeros(len(ranges), values.shape[0], values.shape[1], dtype=torch.float64)
+        _run_ranges(lambda k, r0, r1: fn(*ptrs, grad.data_ptr(), grad_s.data_ptr(), partial[k].data_ptr(), *ints, r0, r1),
+                    [(k, r0, r1) for k, (r0, r1) in enumerate(ranges)])   # one float64 partial sum per range
+        return grad_s, partial.sum(0).to(values.dtype), None
+
+
+@register_notrace_function
+def learned_flux(s: torch.Tensor, values: torch.Tensor, spacing: float) -> torch.Tensor:
+    """Φ(s) = g(|s̄|/h)·s̄, s̄ = clamp(s, −s_max, s_max), s_max = (K − 1)h, g piecewise linear through the knot
+    ``values`` [n, K] at |s| = j·h (beyond s_max, g(s) = g(s_max)·s_max/|s| makes Φ constant, so clamping first is
+    the same function). On CPU in float32 / float64 one pass of the C kernel (:class:`NativeLearnedFlux`), the
+    values of :func:`learned_flux_expression` bit for bit; elsewhere that expression."""
+    if _native_flux_applies(s, values):
+        return NativeLearnedFlux.apply(s, values, spacing)
+    return learned_flux_expression(s, values, spacing)
+
+
 class LearnedFlux(Flux):
     """Free-form trainable flux Φ(s) = g(s²)·s with g ∈ [0, L] by construction.
 
@@ -237,13 +325,13 @@ class LearnedFlux(Flux):
         self.knot_logits = nn.Parameter(logits.repeat(n, 1), requires_grad=trainable)
         self.num_channels = n
 
+    def knot_values(self, dtype: torch.dtype) -> torch.Tensor:
+        """The knot values L·sigmoid(a_j), [n, K]."""
+        return self.sector_bound * torch.sigmoid(self.knot_logits).to(dtype)
+
     def knot_diffusivity(self, x: torch.Tensor) -> torch.Tensor:
         """g at x = |s|/h ∈ [0, K − 1] (knot units): v_i + (v_{i+1} − v_i)·(x − i) on interval [i, i + 1]."""
-        n, k = self.num_channels, self.knots
-        values = self.sector_bound * torch.sigmoid(self.knot_logits).to(x.dtype)   # [n, K]
-        slopes = torch.diff(values, dim=1)                                           # [n, K − 1]
-        idx, frac = knot_interval(x, n, k)
-        return torch.take(values[:, :-1].reshape(-1), idx) + torch.take(slopes.reshape(-1), idx) * frac
+        return knot_interpolation(x, self.knot_values(x.dtype))
 
     def diffusivity_values(self, s: torch.Tensor) -> torch.Tensor:
         """g evaluated at |s| (per channel), in [0, L]; beyond s_max, g(s_max)·s_max/|s|."""
@@ -253,11 +341,11 @@ class LearnedFlux(Flux):
         return torch.where(x > last, g * (last / x.clamp_min(last)), g)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
-        """Φ(s) = g(|s̄|)·s̄ with s̄ = clamp(s, −s_max, s_max): beyond s_max, g(s) = g(s_max)·s_max/|s|
-        makes Φ constant, so clamping first is the same function with fewer passes over s."""
-        s_max = self.spacing * (self.knots - 1)
-        clamped = s.clamp(-s_max, s_max)
-        return self.knot_diffusivity(clamped.abs() * (1.0 / self.spacing)) * clamped
+        """Φ(s) = g(|s̄|)·s̄ with s̄ = clamp(s, −s_max, s_max) (:func:`learned_flux`)."""
+        values = self.knot_values(s.dtype)
+        if not torch.jit.is_scripting():
+            return learned_flux(s, values, self.spacing)
+        return learned_flux_expression(s, values, self.spacing)
 
     def extra_repr(self) -> str:
         return f"channels={self.knot_logits.shape[0]}, knots={self.knots}, L={self.sector_bound}"
