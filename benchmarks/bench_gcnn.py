@@ -602,7 +602,9 @@ def _ablate(model: nn.Module, ablation: str) -> None:
     outside the disc |n|² ≤ 5 unused; 'lift_norm' every rotated lift kernel rescaled to the norm of the
     unrotated one; 'iso' spatially isotropic metric (w₁ = w₂ = their mean); 'noconv' convection shifts
     fixed at 0; 'blurpool' the stem's 2×2 max pool (``downsample`` containing 0) replaced by a binomial
-    anti-aliasing filter with stride 2 (:class:`_BinomialPoolM2`)."""
+    anti-aliasing filter with stride 2 (:class:`_BinomialPoolM2`); 'octpool' that pool by a max over a nearly
+    round 12-pixel window (:class:`_OctagonMaxPoolM2`); 'instnorm' every BatchNorm3d replaced by an affine
+    InstanceNorm3d (statistics of each image over (Or, H, W) per channel, in training and evaluation)."""
     lift = model.stem.lift
     if ablation == 'lift_order3':
         lift.spline_order = 3
@@ -635,9 +637,14 @@ def _ablate(model: nn.Module, ablation: str) -> None:
         model.stem.pool = _BinomialPoolM2()
     elif ablation == 'octpool':
         model.stem.pool = _OctagonMaxPoolM2()
+    elif ablation == 'instnorm':
+        for parent in list(model.modules()):
+            for child_name, child in parent.named_children():
+                if isinstance(child, nn.BatchNorm3d):
+                    setattr(parent, child_name, nn.InstanceNorm3d(child.num_features, affine=True))
     elif ablation:
         raise ValueError(f"ablation must be one of lift_order3, lift_disc, lift_norm, iso, noconv, blurpool, "
-                         f"octpool, got {ablation!r}")
+                         f"octpool, instnorm, got {ablation!r}")
 
 
 class _OctagonMaxPoolM2(nn.Module):
@@ -964,7 +971,7 @@ def main() -> None:
     parser.add_argument('--lr', type=float, default=0.02, help='digits: peak learning rate of the PDE-G-CNN')
     parser.add_argument('--cnn-lr', type=float, default=0.005, help='digits: peak learning rate of the CNNs')
     parser.add_argument('--ablation', default='',
-                        help='probe: lift_order3, lift_disc, lift_norm, iso, noconv, blurpool or octpool')
+                        help='probe: lift_order3, lift_disc, lift_norm, iso, noconv, blurpool, octpool or instnorm')
     parser.add_argument('--gcnn', default='{}', help='digits: JSON of extra timm kwargs for the PDE-G-CNN')
     parser.add_argument('--time-limit', type=float, default=600.0, help='digits: wall-clock cap per model [s]')
     parser.add_argument('--epoch-models', default='pde_gcnn,pde_gcnn_small,gcnn_linear,pde_gcnn_steerable',
