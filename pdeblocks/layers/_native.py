@@ -1,5 +1,5 @@
-"""Fused C kernels (M₂ = ℝ² ⋊ S¹ morphology, convection and pooling; the learned flux), built on first use
-with the system C compiler.
+"""Fused C kernels (M₂ = ℝ² ⋊ S¹ morphology, convection and pooling; the learned flux; tridiagonal solves),
+built on first use with the system C compiler.
 
 1. The min-plus convolution (erosion; dilation by a sign flip):
 
@@ -23,6 +23,8 @@ maximum in row-major window order; NaN wins) stored as one byte; the backward wr
 4. The learned flux Φ(s) = g(|s̄|/h)·s̄ of :class:`pdeblocks.layers.flux.LearnedFlux` in one pass
 (bit-identical to its torch expression, which takes about 13 passes over s); its backward gives ∂L/∂s and
 float64 sums for the knot values.
+
+5. Symmetric tridiagonal solves for :mod:`pdeblocks.ops.tridiagonal`, row by row by the Thomas algorithm.
 
 The shared library is compiled from the source below (``cc -O3 -shared -fPIC``, plus ``-march=native``
 when the compiler accepts it) into ``$PDEBLOCKS_CACHE`` (default ``~/.cache/pdeblocks``), keyed by a
@@ -517,27 +519,30 @@ int NAME##_backward(const T* g, const int8_t* idx, T* gx, int64_t H, int64_t W, 
    same order as the torch expression (no contraction: -std=c99), so the values are bit-identical. The backward
    gives ∂L/∂s = g·(v[i] + d[i]·(a − i) + a·d[i]) for |s| < s_max (0 elsewhere, as clamp's gradient) and adds
    g·x·(1 − (a − i)), g·x·(a − i) to the float64 partial sums gv[table, i], gv[table, i + 1] (K per table). */
-#define DEFINE_FLUX(T, FLOOR, NAME)                                                                      \
-static inline int64_t NAME##_interval(T a, T last, T* frac) {                                             \
-    T f = FLOOR(a);                                                                                       \
-    f = f > last ? last : f;                                                                              \
-    *frac = a - f;                                                                                        \
-    return (a == a) ? (int64_t)f : 0; /* NaN reads knot 0 and stays NaN */                                \
+#define DEFINE_FLUX(T, NAME)                                                                      \
+static inline int32_t NAME##_interval(T a, int32_t last, T* frac) {                                    \
+    /* a ≥ 0 (or NaN, read as 0): truncation is floor; (T)i and a − (T)i are exact, as torch's floor */    \
+    int32_t i = (int32_t)(a == a ? a : (T)0);                                                             \
+    i = i > last ? last : i;                                                                              \
+    *frac = a - (T)i;                                                                                     \
+    return i;                                                                                             \
 }                                                                                                         \
-int NAME##_forward(const T* s, const T* v, const T* d, const T* params, T* out, int64_t C,                 \
-                   int64_t table_stride, int64_t inner, int64_t K, int64_t r0, int64_t r1) {              \
-    const T s_max = params[0], inv_h = params[1], last = (T)(K - 2);                                      \
+int NAME##_forward(const T* restrict s, const T* restrict v, const T* restrict d, const T* restrict params,   \
+                   T* restrict out, int64_t C, int64_t table_stride, int64_t inner, int64_t K, int64_t r0,         \
+                   int64_t r1) {                                                                          \
+    const T s_max = params[0], inv_h = params[1];                                                         \
+    const int32_t last = (int32_t)(K - 2);                                                                \
     for (int64_t r = r0; r < r1; ++r) {                                                                   \
-        const T* vc = v + (r % C) * table_stride;                                                         \
-        const T* dc = d + (r % C) * table_stride;                                                         \
-        const T* src = s + r * inner;                                                                     \
-        T* dst = out + r * inner;                                                                         \
-        for (int64_t k = 0; k < inner; ++k) {                                                             \
+        const T* restrict vc = v + (r % C) * table_stride;                                                \
+        const T* restrict dc = d + (r % C) * table_stride;                                                \
+        const T* restrict src = s + r * inner;                                                            \
+        T* restrict dst = out + r * inner;                                                                \
+        for (int64_t k = 0; k < inner; ++k) {  /* vectorised (gathers from the knot table) */             \
             T x = src[k];                                                                                 \
             x = x < -s_max ? -s_max : (x > s_max ? s_max : x);                                            \
             const T a = (x < 0 ? -x : x) * inv_h;                                                         \
             T frac;                                                                                       \
-            const int64_t i = NAME##_interval(a, last, &frac);                                            \
+            const int32_t i = NAME##_interval(a, last, &frac);                                            \
             const T t = dc[i] * frac;                                                                     \
             const T g = vc[i] + t;                                                                        \
             dst[k] = g * x;                                                                               \
@@ -547,7 +552,8 @@ int NAME##_forward(const T* s, const T* v, const T* d, const T* params, T* out, 
 }                                                                                                         \
 int NAME##_backward(const T* s, const T* v, const T* d, const T* params, const T* grad, T* gs, double* gv, \
                     int64_t C, int64_t table_stride, int64_t inner, int64_t K, int64_t r0, int64_t r1) {  \
-    const T s_max = params[0], inv_h = params[1], last = (T)(K - 2);                                      \
+    const T s_max = params[0], inv_h = params[1];                                                         \
+    const int32_t last = (int32_t)(K - 2);                                                                \
     const int64_t gstride = table_stride ? K : 0;                                                         \
     for (int64_t r = r0; r < r1; ++r) {                                                                   \
         const T* vc = v + (r % C) * table_stride;                                                         \
@@ -563,7 +569,7 @@ int NAME##_backward(const T* s, const T* v, const T* d, const T* params, const T
             const T x = s0 < -s_max ? -s_max : (s0 > s_max ? s_max : s0);                                 \
             const T a = (x < 0 ? -x : x) * inv_h;                                                         \
             T frac;                                                                                       \
-            const int64_t i = NAME##_interval(a, last, &frac);                                            \
+            const int32_t i = NAME##_interval(a, last, &frac);                                            \
             const T g = vc[i] + dc[i] * frac;                                                             \
             dst[k] = inside ? gr[k] * (g + a * dc[i]) : (T)0;                                             \
             const double gx = (double)gr[k] * (double)x;                                                  \
@@ -578,12 +584,41 @@ int NAME##_backward(const T* s, const T* v, const T* d, const T* params, const T
     return 0;                                                                                             \
 }
 
+/* Symmetric tridiagonal solves M x = d for rows [r0, r1) of diag [R, n], off [R, n − 1], d [R, n] by the Thomas
+   algorithm (Gaussian elimination in natural order, no pivoting: stable for symmetric positive definite or
+   diagonally dominant M): c'_0 = e_0/b_0, c'_i = e_i/(b_i − e_{i−1}c'_{i−1}), x'_i = (d_i − e_{i−1}x'_{i−1})/(b_i −
+   e_{i−1}c'_{i−1}), then x_i = x'_i − c'_i x_{i+1}. Returns 1 if the scratch row cannot be allocated. */
+#define DEFINE_TRIDIAGONAL(T, NAME)                                                                       \
+int NAME##_solve(const T* diag, const T* off, const T* rhs, T* x, int64_t n, int64_t r0, int64_t r1) {     \
+    T* cp = (T*)malloc(sizeof(T) * (size_t)n);                                                            \
+    if (!cp) return 1;                                                                                    \
+    for (int64_t r = r0; r < r1; ++r) {                                                                   \
+        const T* b = diag + r * n;                                                                        \
+        const T* e = off + r * (n - 1);                                                                   \
+        const T* d = rhs + r * n;                                                                         \
+        T* xr = x + r * n;                                                                                \
+        T denom = b[0];                                                                                   \
+        cp[0] = n > 1 ? e[0] / denom : (T)0;                                                              \
+        xr[0] = d[0] / denom;                                                                             \
+        for (int64_t i = 1; i < n; ++i) {                                                                 \
+            denom = b[i] - e[i - 1] * cp[i - 1];                                                          \
+            cp[i] = i < n - 1 ? e[i] / denom : (T)0;                                                      \
+            xr[i] = (d[i] - e[i - 1] * xr[i - 1]) / denom;                                                \
+        }                                                                                                 \
+        for (int64_t i = n - 2; i >= 0; --i) xr[i] -= cp[i] * xr[i + 1];                                  \
+    }                                                                                                     \
+    free(cp);                                                                                             \
+    return 0;                                                                                             \
+}
+
 DEFINE_SHIFT(float, shift_f32)
 DEFINE_SHIFT(double, shift_f64)
 DEFINE_POOL2(float, pool2_f32)
 DEFINE_POOL2(double, pool2_f64)
-DEFINE_FLUX(float, floorf, flux_f32)
-DEFINE_FLUX(double, floor, flux_f64)
+DEFINE_FLUX(float, flux_f32)
+DEFINE_FLUX(double, flux_f64)
+DEFINE_TRIDIAGONAL(float, tridiagonal_f32)
+DEFINE_TRIDIAGONAL(double, tridiagonal_f64)
 
 DEFINE_MINPLUS(float, vf32, int32_t, vi32, minplus_f32)
 DEFINE_MINPLUS(double, vf64, int64_t, vi64, minplus_f64)
@@ -593,7 +628,7 @@ DEFINE_MINPLUS(double, vf64, int64_t, vi64, minplus_f64)
 _SIGNATURES = {'minplus_*_forward': (4, 11), 'minplus_*_backward': (4, 11),
                'shift_*_forward': (6, 6), 'shift_*_backward': (10, 6),
                'pool2_*_forward': (3, 4), 'pool2_*_backward': (3, 4),
-               'flux_*_forward': (5, 6), 'flux_*_backward': (7, 6)}
+               'flux_*_forward': (5, 6), 'flux_*_backward': (7, 6), 'tridiagonal_*_solve': (4, 3)}
 
 _lock = threading.Lock()
 _state = {'tried': False, 'lib': None, 'error': ''}

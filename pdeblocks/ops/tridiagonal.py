@@ -1,7 +1,8 @@
 """Exact symmetric tridiagonal solves, batched and differentiable: the implicit 1D diffusion step in O(n).
 
 A symmetric tridiagonal M ∈ ℝⁿˣⁿ is given by its diagonal ``diag`` [..., n] and its off-diagonal ``off``
-[..., n − 1] (M_{i,i+1} = M_{i+1,i} = off_i). :func:`solve_tridiagonal` returns x = M⁻¹ d by **cyclic
+[..., n − 1] (M_{i,i+1} = M_{i+1,i} = off_i). :func:`solve_tridiagonal` returns x = M⁻¹ d: on CPU in float32 /
+float64 by the Thomas algorithm in C (:func:`thomas`, one pass down and one up per row), elsewhere by **cyclic
 reduction**: at each level the odd-indexed equations (0-based) eliminate their even neighbours,
 
     α_i = −a_i / b_{i−1},  γ_i = −c_i / b_{i+1},
@@ -40,7 +41,7 @@ from typing import List, Optional, Tuple
 import torch
 
 __all__ = ['solve_tridiagonal', 'TridiagonalSolve', 'diffusion_system', 'implicit_diffusion_step',
-           'cyclic_reduction']
+           'cyclic_reduction', 'thomas']
 
 
 def _check(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> None:
@@ -101,19 +102,54 @@ def cyclic_reduction(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -
     return x
 
 
+def thomas(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> Optional[torch.Tensor]:
+    """x = M⁻¹ rhs by the Thomas algorithm (Gaussian elimination in natural order, O(n) per row, no pivoting: stable
+    for symmetric positive definite or diagonally dominant M) in the C kernel of :mod:`pdeblocks.layers._native`,
+    rows split over torch's threads; None where it does not apply (not CPU float32 / float64, or no compiler). It
+    equals :func:`cyclic_reduction` up to rounding (another elimination order) and is about 20× faster on CPU.
+    No checks."""
+    from ..layers._morphology import _run_ranges, _split   # the native kernels live with the layers
+    from ..layers._native import native_library
+    lib = native_library()
+    if (lib is None or rhs.device.type != 'cpu' or rhs.dtype not in (torch.float32, torch.float64)
+            or diag.dtype != rhs.dtype or off.dtype != rhs.dtype):
+        return None
+    n = rhs.shape[-1]
+    shape = torch.broadcast_shapes(diag.shape, rhs.shape)
+    b = diag.expand(shape).contiguous()
+    e = off.expand(shape[:-1] + (n - 1,)).contiguous()
+    d = rhs.expand(shape).contiguous()
+    x = torch.empty(shape, dtype=rhs.dtype)
+    rows = x.numel() // n if n else 0
+    if rows == 0:
+        return x
+    fn = lib.tridiagonal_f32_solve if rhs.dtype == torch.float32 else lib.tridiagonal_f64_solve
+    codes = _run_ranges(lambda r0, r1: fn(b.data_ptr(), e.data_ptr(), d.data_ptr(), x.data_ptr(), n, r0, r1),
+                        _split(rows, torch.get_num_threads()))
+    if any(codes):
+        raise MemoryError(f"the tridiagonal solve could not allocate its scratch row of {n} samples")
+    return x
+
+
+def _solve(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """The C kernel's Thomas solve where it applies, else cyclic reduction."""
+    x = thomas(diag, off, rhs)
+    return cyclic_reduction(diag, off, rhs) if x is None else x
+
+
 class TridiagonalSolve(torch.autograd.Function):
     """x = M⁻¹d for symmetric tridiagonal M; backward by one more solve with M (module docstring)."""
 
     @staticmethod
     def forward(ctx, diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
-        x = cyclic_reduction(diag, off, rhs)
+        x = _solve(diag, off, rhs)
         ctx.save_for_backward(diag, off, x)
         return x
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
         diag, off, x = ctx.saved_tensors
-        lam = cyclic_reduction(diag, off, grad)     # M symmetric: Mᵀλ = x̄ is the same solve
+        lam = _solve(diag, off, grad.contiguous())     # M symmetric: Mᵀλ = x̄ is the same solve
         g_diag = -lam * x if ctx.needs_input_grad[0] else None
         g_off = -(lam[..., :-1] * x[..., 1:] + lam[..., 1:] * x[..., :-1]) if ctx.needs_input_grad[1] else None
         return g_diag, g_off, lam if ctx.needs_input_grad[2] else None
