@@ -184,7 +184,7 @@ def bench_speed(repeats: int = 10, unfold: bool = False, with_diffusion: bool = 
     """One CDE layer fwd+bwd: this release (fused C min-plus kernel) against the previous release's
     evaluation of the same layer, and against this release with the torch loop (no C compiler),
     interleaved; the linear counterpart (diffusion, same kernel size) for scale."""
-    from pdeblocks.layers._native import native_available
+    from pdeblocks._native import native_available
     from pdeblocks.layers.gcnn import DiffusionM2
     if not native_available():
         raise SystemExit('the C kernel is not available (no C compiler, or PDEBLOCKS_NATIVE=0)')

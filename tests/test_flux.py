@@ -152,7 +152,7 @@ def test_fused_flux_backward_matches_autograd(name, channels):
 
 # ---------------------------------------------------------------- the learned flux's C kernel
 def _native_available():
-    from pdeblocks.layers._native import native_available
+    from pdeblocks._native import native_available
     return native_available()
 
 

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
+from pdeblocks._native import native_available
 from pdeblocks.layers._morphology import _min_plus_autograd_loop
-from pdeblocks.layers._native import native_available
 from pdeblocks.layers.gcnn import (
     CDELayerM2,
     CDELayerR2,
@@ -407,7 +407,7 @@ def test_geometry_cache_is_plain_constants_per_dtype():
 
 def test_native_kernel_falls_back_without_a_compiler(monkeypatch, tmp_path):
     """No working compiler: native_library() is None and the layers still work (torch loop)."""
-    from pdeblocks.layers import _native as nat
+    from pdeblocks import _native as nat
     monkeypatch.setattr(nat, '_state', {'tried': False, 'lib': None, 'error': ''})
     monkeypatch.setenv('PDEBLOCKS_CACHE', str(tmp_path))
     monkeypatch.setenv('CC', str(tmp_path / 'no-such-compiler'))

@@ -15,21 +15,18 @@ routes every output gradient to its winner: ∂L/∂f at the winning source posi
 = Σ of the output gradients whose winner is j. Memory is O(|f|) instead of the O(|f|·kθ·kh·kw)
 of an unfold + amin. Two evaluations give identical values and winners:
 
-- on CPU in float32 / float64, a fused C kernel (:mod:`._native`, compiled on first use;
+- on CPU in float32 / float64, a fused C kernel (:mod:`pdeblocks._native`, compiled on first use;
   set ``PDEBLOCKS_NATIVE=0`` to disable): one pass over the offsets per output plane, planes split
   over ``torch.get_num_threads()`` threads;
 - otherwise (other devices or dtypes, no C compiler) a loop over the offsets of elementwise torch
   ops on strided views, processed in cache-sized chunks, with a ``bincount`` / ``index_add_`` backward.
 """
-import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._native import native_library
+from .._native import native_library, run_ranges, split_ranges
 
 __all__ = ['min_plus_convolution_m2', 'max_plus_convolution_m2', 'check_m2_kernel']
 
@@ -111,31 +108,6 @@ def _min_plus_forward(x: torch.Tensor, kernel: torch.Tensor, track: bool) -> Tup
     return out, index
 
 
-_pool: dict = {}
-
-
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    """One pool per (process, size): a pool inherited through fork has no threads in the child."""
-    key = (os.getpid(), workers)
-    if key not in _pool:
-        _pool[key] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix='pdeblocks-m2')
-    return _pool[key]
-
-
-def _split(n: int, parts: int):
-    """[(begin, end)] covering range(n) in ≤ parts near-equal pieces."""
-    parts = max(1, min(parts, n))
-    step = math.ceil(n / parts)
-    return [(a, min(n, a + step)) for a in range(0, n, step)]
-
-
-def _run_ranges(fn, ranges) -> list:
-    """fn(begin, end) for every range, on the shared thread pool when there are several (ctypes frees the GIL)."""
-    if len(ranges) == 1:
-        return [fn(*ranges[0])]
-    return list(_thread_pool(len(ranges)).map(lambda r: fn(*r), ranges))
-
-
 def _uses_native(x: torch.Tensor, kernel: torch.Tensor) -> bool:
     """The C kernel handles CPU float32 / float64 tensors with < 2¹⁵ offsets (int16 winner index)."""
     if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64):
@@ -148,7 +120,7 @@ def _uses_native(x: torch.Tensor, kernel: torch.Tensor) -> bool:
 def _native_forward(x: torch.Tensor, kernel: torch.Tensor, dilation: bool, track: bool,
                     skip: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """The C kernel; ``skip``: leave out, per block of positions, the offsets that provably cannot win
-    (exact, see :mod:`._native`)."""
+    (exact, see :mod:`pdeblocks._native`)."""
     lib = native_library()
     B, C, Or, H, W = x.shape
     kt, kh, kw = kernel.shape[2], kernel.shape[3], kernel.shape[4]
@@ -163,7 +135,7 @@ def _native_forward(x: torch.Tensor, kernel: torch.Tensor, dilation: bool, track
     def blocks(q0: int, q1: int) -> int:
         return fwd(*pointers, C, Or, H, W, kt, kh, kw, sign, int(skip), q0, q1)
 
-    if any(_run_ranges(blocks, _split(B * C, torch.get_num_threads()))):
+    if any(run_ranges(blocks, split_ranges(B * C, torch.get_num_threads()))):
         raise MemoryError('min_plus_convolution_m2: the C kernel could not allocate its buffers')
     return out, win
 
@@ -183,7 +155,7 @@ def _native_backward(grad_out: torch.Tensor, win: torch.Tensor, kernel_shape, di
     def channels(c0: int, c1: int) -> int:
         return bwd(*pointers, B, C, Or, H, W, kt, kh, kw, sign, c0, c1)
 
-    if any(_run_ranges(channels, _split(C, torch.get_num_threads()))):
+    if any(run_ranges(channels, split_ranges(C, torch.get_num_threads()))):
         raise MemoryError('min_plus_convolution_m2: the C kernel could not allocate its offset table')
     return gx, gk
 

@@ -17,8 +17,7 @@ from timm.models import register_notrace_function
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ._morphology import _run_ranges, _split
-from ._native import native_library
+from .._native import native_library, run_ranges, split_ranges
 
 
 @register_notrace_function
@@ -236,7 +235,7 @@ def _native_flux_applies(s: torch.Tensor, values: torch.Tensor) -> bool:
 
 
 class NativeLearnedFlux(torch.autograd.Function):
-    """Φ(s) of :class:`LearnedFlux` in one pass of the C kernel (:mod:`._native`): bit-identical to the torch
+    """Φ(s) of :class:`LearnedFlux` in one pass of the C kernel (:mod:`pdeblocks._native`): bit-identical to the torch
     expression of :meth:`LearnedFlux.forward` (which takes about 13 passes over s); the backward gives ∂L/∂s and
     ∂L/∂values (knot values [n, K], summed in float64) in one more pass."""
 
@@ -252,7 +251,7 @@ class NativeLearnedFlux(torch.autograd.Function):
         params = torch.tensor([spacing * (knots - 1), 1.0 / spacing], dtype=s.dtype)   # (s_max, 1/h)
         fn = getattr(lib, f"flux_{'f32' if s.dtype == torch.float32 else 'f64'}_{name}")
         stride = knots - 1 if n > 1 else 0
-        ranges = _split(rows, torch.get_num_threads())
+        ranges = split_ranges(rows, torch.get_num_threads())
         return fn, (s.data_ptr(), v.data_ptr(), d.data_ptr(), params.data_ptr()), (channels, stride, inner, knots), \
             ranges, (v, d, params)
 
@@ -262,7 +261,7 @@ class NativeLearnedFlux(torch.autograd.Function):
         values = values.detach()
         out = torch.empty_like(s)
         fn, ptrs, ints, ranges, keep = NativeLearnedFlux._call('forward', s, values, spacing)
-        _run_ranges(lambda r0, r1: fn(*ptrs, out.data_ptr(), *ints, r0, r1), ranges)
+        run_ranges(lambda r0, r1: fn(*ptrs, out.data_ptr(), *ints, r0, r1), ranges)
         ctx.save_for_backward(s, values)
         ctx.spacing = spacing
         return out
@@ -275,7 +274,7 @@ class NativeLearnedFlux(torch.autograd.Function):
         fn, ptrs, ints, ranges, keep = NativeLearnedFlux._call('backward', s, values, ctx.spacing)
         grad_s = torch.empty_like(s)
         partial = torch.zeros(len(ranges), values.shape[0], values.shape[1], dtype=torch.float64)
-        _run_ranges(lambda k, r0, r1: fn(*ptrs, grad.data_ptr(), grad_s.data_ptr(), partial[k].data_ptr(), *ints, r0, r1),
+        run_ranges(lambda k, r0, r1: fn(*ptrs, grad.data_ptr(), grad_s.data_ptr(), partial[k].data_ptr(), *ints, r0, r1),
                     [(k, r0, r1) for k, (r0, r1) in enumerate(ranges)])   # one float64 partial sum per range
         return grad_s, partial.sum(0).to(values.dtype), None
 

@@ -23,8 +23,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_function
 from torch.autograd.function import once_differentiable
 
-from ._morphology import _run_ranges, _split
-from ._native import native_library
+from .._native import native_library, run_ranges, split_ranges
 
 __all__ = [
     'logarithmic_coordinates_m2', 'metric_norm_sq_m2', 'metric_norm_sq_r2', 'fractional_morphological_kernel',
@@ -389,7 +388,7 @@ class _LeftInvariantShiftM2(torch.autograd.Function):
         out = torch.empty(x.shape, dtype=x.dtype)
         fwd = lib.shift_f32_forward if x.dtype == torch.float32 else lib.shift_f64_forward
         ptrs = (x.data_ptr(), out.data_ptr(), n.data_ptr(), a.data_ptr(), sx.data_ptr(), sy.data_ptr())
-        if any(_run_ranges(lambda q0, q1: fwd(*ptrs, C, Or, H, W, q0, q1), _split(B * C, torch.get_num_threads()))):
+        if any(run_ranges(lambda q0, q1: fwd(*ptrs, C, Or, H, W, q0, q1), split_ranges(B * C, torch.get_num_threads()))):
             raise MemoryError('left_invariant_shift_m2: the C kernel could not allocate its buffer')
         ctx.save_for_backward(x, n, a, sx, sy)
         return out
@@ -402,7 +401,7 @@ class _LeftInvariantShiftM2(torch.autograd.Function):
         B, C, Or, H, W = x.shape
         g = grad_out.contiguous().to(x.dtype)
         gx = torch.empty_like(x)  # every (b, c) block is zeroed and written by the kernel
-        ranges = _split(B * C, torch.get_num_threads())
+        ranges = split_ranges(B * C, torch.get_num_threads())
         partial = torch.zeros(len(ranges), C + 2 * C * Or, dtype=torch.float64)  # per range: a, sx, sy sums
         bwd = lib.shift_f32_backward if x.dtype == torch.float32 else lib.shift_f64_backward
         ptrs = (x.data_ptr(), g.data_ptr(), gx.data_ptr(), n.data_ptr(), a.data_ptr(), sx.data_ptr(), sy.data_ptr())
@@ -411,7 +410,7 @@ class _LeftInvariantShiftM2(torch.autograd.Function):
             row = partial[r]
             return bwd(*ptrs, row.data_ptr(), row[C:].data_ptr(), row[C + C * Or:].data_ptr(), C, Or, H, W, *ranges[r])
 
-        if any(_run_ranges(blocks, [(r,) for r in range(len(ranges))])):
+        if any(run_ranges(blocks, [(r,) for r in range(len(ranges))])):
             raise MemoryError('left_invariant_shift_m2: the C kernel could not allocate its buffers')
         total = partial.sum(0)
         ga = total[:C].to(a.dtype)
@@ -434,7 +433,7 @@ class _MaxPool2x2(torch.autograd.Function):
         idx = torch.empty(P, H // 2, W // 2, dtype=torch.int8)
         fwd = lib.pool2_f32_forward if x.dtype == torch.float32 else lib.pool2_f64_forward
         ptrs = (x.data_ptr(), out.data_ptr(), idx.data_ptr())
-        _run_ranges(lambda p0, p1: fwd(*ptrs, H, W, p0, p1), _split(P, torch.get_num_threads()))
+        run_ranges(lambda p0, p1: fwd(*ptrs, H, W, p0, p1), split_ranges(P, torch.get_num_threads()))
         ctx.save_for_backward(idx)
         ctx.size = (H, W)
         return out
@@ -450,7 +449,7 @@ class _MaxPool2x2(torch.autograd.Function):
         gx = torch.empty(P, H, W, dtype=g.dtype)  # zeroed by the kernel
         bwd = lib.pool2_f32_backward if g.dtype == torch.float32 else lib.pool2_f64_backward
         ptrs = (g.data_ptr(), idx.data_ptr(), gx.data_ptr())
-        _run_ranges(lambda p0, p1: bwd(*ptrs, H, W, p0, p1), _split(P, torch.get_num_threads()))
+        run_ranges(lambda p0, p1: bwd(*ptrs, H, W, p0, p1), split_ranges(P, torch.get_num_threads()))
         return gx
 
 
@@ -459,7 +458,7 @@ def spatial_max_pool_m2(x: torch.Tensor, stride: int = 2) -> torch.Tensor:
     """(Pf)(c, o, y, x) = max_{0 ≤ i, j < s} f(c, o, s·y + i, s·x + j), s = ``stride``, on [B, C, Or, H, W]
     (output [B, C, Or, ⌊H/s⌋, ⌊W/s⌋]). Values and gradients of ``F.max_pool2d(·, s, s)`` on every (c, o)
     plane (the gradient goes to the first maximum of a window in row-major order); for s = 2 on CPU in
-    float32 / float64 one C kernel (:mod:`._native`), ~5× faster on the lift's maps, else max_pool2d."""
+    float32 / float64 one C kernel (:mod:`pdeblocks._native`), ~5× faster on the lift's maps, else max_pool2d."""
     B, C, Or, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
     if H < stride or W < stride:
         raise ValueError(f"spatial max pooling with stride {stride} needs H, W >= {stride}, got shape {list(x.shape)}")
@@ -483,7 +482,7 @@ def left_invariant_shift_m2(x: torch.Tensor, shift: torch.Tensor) -> torch.Tenso
     """(f ∘ R_{g₀})(p, θ) = f(p + R_θ(x₀, y₀), θ + θ₀) per channel, g₀ = ``shift[c]`` = (x₀, y₀, θ₀).
 
     Trilinear: linear and periodic in θ, bilinear in (x, y), zero outside the image. x: [B, C, Or, H, W].
-    On CPU in float32 / float64 one fused C kernel (see :mod:`._native`), else index_select + lerp +
+    On CPU in float32 / float64 one fused C kernel (see :mod:`pdeblocks._native`), else index_select + lerp +
     grid_sample; the same values up to rounding.
     """
     B, C, Or, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]

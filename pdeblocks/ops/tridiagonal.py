@@ -40,6 +40,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from .._native import native_library, run_ranges, split_ranges
+
 __all__ = ['solve_tridiagonal', 'TridiagonalSolve', 'diffusion_system', 'implicit_diffusion_step',
            'cyclic_reduction', 'thomas']
 
@@ -104,12 +106,10 @@ def cyclic_reduction(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -
 
 def thomas(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> Optional[torch.Tensor]:
     """x = M⁻¹ rhs by the Thomas algorithm (Gaussian elimination in natural order, O(n) per row, no pivoting: stable
-    for symmetric positive definite or diagonally dominant M) in the C kernel of :mod:`pdeblocks.layers._native`,
+    for symmetric positive definite or diagonally dominant M) in the C kernel of :mod:`pdeblocks._native`,
     rows split over torch's threads; None where it does not apply (not CPU float32 / float64, or no compiler). It
     equals :func:`cyclic_reduction` up to rounding (another elimination order) and is about 20× faster on CPU.
     No checks."""
-    from ..layers._morphology import _run_ranges, _split   # the native kernels live with the layers
-    from ..layers._native import native_library
     lib = native_library()
     if (lib is None or rhs.device.type != 'cpu' or rhs.dtype not in (torch.float32, torch.float64)
             or diag.dtype != rhs.dtype or off.dtype != rhs.dtype):
@@ -124,8 +124,8 @@ def thomas(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> Optional
     if rows == 0:
         return x
     fn = lib.tridiagonal_f32_solve if rhs.dtype == torch.float32 else lib.tridiagonal_f64_solve
-    codes = _run_ranges(lambda r0, r1: fn(b.data_ptr(), e.data_ptr(), d.data_ptr(), x.data_ptr(), n, r0, r1),
-                        _split(rows, torch.get_num_threads()))
+    codes = run_ranges(lambda r0, r1: fn(b.data_ptr(), e.data_ptr(), d.data_ptr(), x.data_ptr(), n, r0, r1),
+                        split_ranges(rows, torch.get_num_threads()))
     if any(codes):
         raise MemoryError(f"the tridiagonal solve could not allocate its scratch row of {n} samples")
     return x
