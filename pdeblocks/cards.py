@@ -334,11 +334,12 @@ def _which_model(name: str, ev: Dict[str, Any]) -> List[str]:
              f"generator (mean segment 64, {ev['evaluation']['count']} signals, σ = 0.1):\n",
              '| model | input | ' + ' | '.join(f'families, σ = {s}' for s in sigmas)
              + ' | piecewise constant, σ = 0.1 |\n' + '|---' * (3 + len(sigmas)) + '|']
+    def blind(model: str) -> bool:
+        return recipes[model].get('architecture') == 'blind_denoiser_1d'
     for model in [name] + others:
-        blind = model == name
-        what = ('any units, any noise level (blind)' if blind else
+        what = ('any units, any noise level (blind)' if blind(model) else
                 f"[0, 1] scale, σ ∈ [{recipes[model]['sigma_min']}, {recipes[model]['sigma_max']}]")
-        label = f'**{model}**' if blind else f'`{model}`'
+        label = f'**{model}**' if model == name else f'`{model}`'
         lines.append(f'| {label} | {what} | ' + ' | '.join(_fmt(fam_mean(model, s)) for s in sigmas)
                      + f" | {_fmt(todays[model]['0.1']['model'])} |")
     peer = max(('tv', 'perona_malik'), key=lambda k: pc[k])
@@ -352,7 +353,11 @@ def _which_model(name: str, ev: Dict[str, Any]) -> List[str]:
     for other in others:
         gain = todays[other]['0.1']['model'] - pc['model']
         loss = fam_mean(name, sigmas[-1]) - fam_mean(other, sigmas[-1])
-        if gain > 0:
+        if blind(other) and gain <= 0 and loss >= 0:
+            lines.append(f"* `{other}`: an earlier general blind model, kept for reproducibility: {name} is "
+                         f"{loss:.2f} dB ahead of it averaged over the families at σ = {sigmas[-1]} and {-gain:.2f} dB "
+                         f"on piecewise-constant signals at σ = 0.1.")
+        elif gain > 0:
             lines.append(f"* `{other}`: piecewise-constant signals already on the [0, 1] scale with σ in "
                          f"[{recipes[other]['sigma_min']}, {recipes[other]['sigma_max']}]: {gain:+.2f} dB over "
                          f"{name} there at σ = 0.1, but {loss:.2f} dB below it averaged over the families at "
@@ -462,6 +467,15 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
     if cfg.get('refine_cycles'):
         scheme += (f", then {cfg['refine_cycles']} FED cycles of {cfg['refine_steps']} edge-preserving diffusion "
                    f"steps on the samples themselves")
+    if cfg.get('tail_steps'):
+        scheme += (f", then an implicit tail on the samples: {cfg['tail_steps']} exact tridiagonal solves of "
+                   "(I + τDᵀg(Du)D)u⁺ = u, g ∈ [0, 1] (‖u⁺‖ ≤ ‖u‖ and min u ≤ u⁺ ≤ max u for every τ ≥ 0; τ per signal "
+                   "from a gate)")
+    if cfg.get('irls_steps'):
+        scheme += (f", and a variational tail: {cfg['irls_steps']} exact IRLS solves of (I + τDᵀω(Dw/λ)D)w⁺ = r "
+                   "for a log-type penalty, ω ∈ (0, 1], r = (1 − β)v + βu⁰ the convex mixture of the network's output v "
+                   "and its input u⁰ (τ, λ, β per signal from a gate; certified for every τ ≥ 0), blended with v by a "
+                   "selector from a residual test")
     bench = fam['benchmark_model']
     source = (f"Peers from `{fam['source']}` (`benchmarks/bench_denoise_general.py` in the project's repository"
               + (", run on these weights" if bench['same_weights'] else
@@ -506,13 +520,17 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
               f"from the train split of the families {', '.join(k.replace('_', ' ') for k in r['kinds'])} (family "
               f"uniform per signal, each scaled to [0, 1]) with white Gaussian noise, σ log-uniform in "
               f"[{r['sigma_min']}, {r['sigma_max']}]. Training took {ev['train_seconds'] / 60:.0f} min on "
-              f"{ev.get('threads', 1)} CPU thread(s). Rerunning the recipe with the same torch version and thread "
+              f"{ev.get('threads', 1)} CPU thread(s)"
+              + (f", fine-tuning the run `{ev['fine_tuned_from']['source']}` (the chain of runs is "
+                 "`FINE_TUNES` in `pdeblocks/train/general.py`, starting from revision v2's weights)"
+                 if ev.get('fine_tuned_from') else '')
+              + ". Rerunning the recipe with the same torch version and thread "
               "count repeats the run; other thread counts change the summation order and so the weights slightly.\n",
               "## Intended use and limits\n",
               "Denoising measured 1D traces with additive white noise, at any offset and scale, any length from the "
               "minimum (the tables give the PSNR of the first and last samples apart). The σ̂ estimate assumes white noise; "
               "coloured noise is under-estimated (see the AR(1) row). Constant or noise-free signals (σ̂ = 0) are "
-              "returned unchanged. The stability certificate covers each symmetric step of N "
+              "returned unchanged. The stability certificate covers each symmetric step of N and the tails "
               "(`pdeblocks.certify`); the normalisation is exact affine arithmetic, the lifting and projection "
               "layers are not covered.\n"]
     lines += _denoiser_pictures(f"Clean / noisy / denoised test signals of each family (σ = {EXAMPLE_SIGMA}):\n",

@@ -95,7 +95,7 @@ def register_general(model: Dict[str, Any], name: str = 'denoiser-1d-general', s
 # the choice of benchmarks/bench_denoise_schemes.py (docs/denoiser.md): 16 explicit certified steps, best mean
 # validation PSNR at the short budget among the schemes that keep up with TV, certified = free twin within 0.1 dB
 # (every constructor argument spelled out, so that a later change of a default cannot change a resumed run);
-# the published denoiser-1d (runs/denoiser-1d-general-v2)
+# revision v2 of denoiser-1d, bundled as denoiser-1d-v2 (trained as runs/denoiser-1d-general-v2)
 GENERAL_MODEL = dict(scheme='explicit', scale=8, channels=32, hidden_channels=32, blocks=16, kernel_size=5, knots=16,
                      contrast=1.0, support=4.0, pad=32, interp_slack=1.005)
 register_general(GENERAL_MODEL)
@@ -119,7 +119,7 @@ for _name, _model, _steps in (
         # the cheapest: one step, the input mixed in
         ('denoiser-1d-general-implicit-mix1', dict(IMPLICIT_MODEL, tail_steps=1, tail_mix=True), 3000)):
     register_general(_model, _name, steps=_steps, lr=1e-3, published=False)
-    FINE_TUNES[_name] = ('runs/denoiser-1d-general-v2/model', 30000)
+    FINE_TUNES[_name] = ('pdeblocks/pretrained/denoiser-1d-v2', 30000)   # revision v2's weights, bundled
     FINE_TUNES[f'{_name}-free'] = ('runs/denoiser-1d-general-free/model', 30000)
 
 # fine-tunes that train only some of the model's stages (names of BlindDenoiser1D's children); the others are frozen
