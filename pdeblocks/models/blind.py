@@ -147,6 +147,25 @@ def refinement(stability: str, cycles: int, steps: int, channels: int, knots: in
     return FEDCycle(1, channels, flux=flux, steps=steps, cycles=cycles, **common)
 
 
+def _gate_settings(tail: nn.Module, steps: int, hidden: int, lags: Tuple[int, ...], tau_init: float,
+                   contrast_init: float, gain: float, tau_max: float) -> None:
+    """Check and store the settings a tail's per-signal gate shares (:class:`ImplicitTail1D`, :class:`IRLSTail1D`):
+    ``steps``, ``lags`` and, in logarithms, τ₀, λ₀ and τ_max of the gate τ = τ₀·e^{gain·h₀} ≤ τ_max, λ = λ₀·e^{gain·h₁/4}."""
+    if steps < 1 or hidden < 1 or not lags or min(lags) < 1:
+        raise ValueError(f"need steps ≥ 1, hidden ≥ 1 and lags ≥ 1; got steps={steps}, hidden={hidden}, "
+                         f"lags={lags}")
+    if not (tau_init > 0 and contrast_init > 0 and tau_max >= tau_init and gain > 0):
+        raise ValueError(f"need 0 < tau_init ≤ tau_max, contrast_init > 0 and gain > 0; got {tau_init}, "
+                         f"{tau_max}, {contrast_init}, {gain}")
+    tail.steps = steps
+    tail.lags = tuple(int(lag) for lag in lags)
+    tail.log_tau0 = math.log(tau_init)
+    tail.log_contrast0 = math.log(contrast_init)
+    tail.log_tau_max = math.log(tau_max)
+    tail.tau_max = float(tau_max)
+    tail.gain = float(gain)
+
+
 class ImplicitTail1D(nn.Module):
     """The semi-implicit full-resolution tail: ``steps`` lagged-diffusivity steps, exact, with a learned gate.
 
@@ -188,19 +207,7 @@ class ImplicitTail1D(nn.Module):
         super().__init__()
         if edge_channels < 0 or edge_width < 1 or edge_width % 2 == 0:
             raise ValueError(f"need edge_channels ≥ 0 and an odd edge_width ≥ 1; got {edge_channels}, {edge_width}")
-        if steps < 1 or hidden < 1 or not lags or min(lags) < 1:
-            raise ValueError(f"need steps ≥ 1, hidden ≥ 1 and lags ≥ 1; got steps={steps}, hidden={hidden}, "
-                             f"lags={lags}")
-        if not (tau_init > 0 and contrast_init > 0 and tau_max >= tau_init and gain > 0):
-            raise ValueError(f"need 0 < tau_init ≤ tau_max, contrast_init > 0 and gain > 0; got {tau_init}, "
-                             f"{tau_max}, {contrast_init}, {gain}")
-        self.steps = steps
-        self.lags = tuple(int(lag) for lag in lags)
-        self.log_tau0 = math.log(tau_init)
-        self.log_contrast0 = math.log(contrast_init)
-        self.log_tau_max = math.log(tau_max)
-        self.tau_max = float(tau_max)
-        self.gain = float(gain)
+        _gate_settings(self, steps, hidden, lags, tau_init, contrast_init, gain, tau_max)
         self.diffusivity = LearnedFlux(1, contrast=1.0, knots=knots, support=support)
         with torch.no_grad():   # start on exp(−x²): a jump of a few λ stops the flow
             x = torch.arange(knots, dtype=torch.float32) * self.diffusivity.spacing
@@ -332,19 +339,7 @@ class IRLSTail1D(nn.Module):
             raise ValueError(f"need the penalty's exponent at start 0 < exponent_init < 2, got {exponent_init}")
         if not (0.0 < mix_init < 1.0 and 0.0 < select_init < 1.0):
             raise ValueError(f"need 0 < mix_init < 1 and 0 < select_init < 1, got {mix_init}, {select_init}")
-        if steps < 1 or hidden < 1 or not lags or min(lags) < 1:
-            raise ValueError(f"need steps ≥ 1, hidden ≥ 1 and lags ≥ 1; got steps={steps}, hidden={hidden}, "
-                             f"lags={lags}")
-        if not (tau_init > 0 and contrast_init > 0 and tau_max >= tau_init and gain > 0):
-            raise ValueError(f"need 0 < tau_init ≤ tau_max, contrast_init > 0 and gain > 0; got {tau_init}, "
-                             f"{tau_max}, {contrast_init}, {gain}")
-        self.steps = steps
-        self.lags = tuple(int(lag) for lag in lags)
-        self.log_tau0 = math.log(tau_init)
-        self.log_contrast0 = math.log(contrast_init)
-        self.log_tau_max = math.log(tau_max)
-        self.tau_max = float(tau_max)
-        self.gain = float(gain)
+        _gate_settings(self, steps, hidden, lags, tau_init, contrast_init, gain, tau_max)
         self.mix = True
         # q = 2·sigmoid(θ), ``exponent_init`` at start (1: the log penalty)
         self.exponent_logit = nn.Parameter(torch.tensor(math.log(exponent_init / (2.0 - exponent_init))))
