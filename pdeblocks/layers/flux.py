@@ -240,7 +240,7 @@ class NativeLearnedFlux(torch.autograd.Function):
     ∂L/∂values (knot values [n, K], summed in float64) in one more pass."""
 
     @staticmethod
-    def _call(name: str, s: torch.Tensor, values: torch.Tensor, spacing: float, *extra: torch.Tensor):
+    def _call(name: str, s: torch.Tensor, values: torch.Tensor, spacing: float):
         lib = native_library()
         n, knots = values.shape[0], values.shape[1]
         channels = s.shape[1]
