@@ -108,7 +108,8 @@ def thomas(diag: torch.Tensor, off: torch.Tensor, rhs: torch.Tensor) -> Optional
     """x = M⁻¹ rhs by the Thomas algorithm (Gaussian elimination in natural order, O(n) per row, no pivoting: stable
     for symmetric positive definite or diagonally dominant M) in the C kernel of :mod:`pdeblocks._native`,
     rows split over torch's threads; None where it does not apply (not CPU float32 / float64, or no compiler). It
-    equals :func:`cyclic_reduction` up to rounding (another elimination order) and is about 20× faster on CPU.
+    equals :func:`cyclic_reduction` up to rounding (another elimination order); 32 × 4096 float32, one thread: 0.84
+    ms against 2.6 ms.
     No checks."""
     lib = native_library()
     if (lib is None or rhs.device.type != 'cpu' or rhs.dtype not in (torch.float32, torch.float64)
