@@ -68,6 +68,42 @@ def test_both_solvers_match_dense_solve(n, dtype):
         assert x is None
     assert thomas(*[t.to(torch.bfloat16) for t in (diag, off, rhs)]) is None   # not handled: cyclic reduction
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('n', [1, 2, 3, 130])
+def test_thomas_rows_in_vector_lanes_equal_row_by_row(n, dtype):
+    """The C kernel solves blocks of rows in vector lanes and the rows left over one by one: 37 rows at once (blocks
+    and a remainder for any lane count up to 32) give bit for bit what each row gives alone, and match a dense solve."""
+    from pdeblocks._native import native_available
+    if not native_available():
+        pytest.skip('no C compiler: cyclic reduction only')
+    g = torch.Generator().manual_seed(n)
+    diag, off = _spd((37,), n, g)
+    rhs = torch.randn(37, n, generator=g, dtype=torch.float64)
+    args = [t.to(dtype) for t in (diag, off, rhs)]
+    x = thomas(*args)
+    one_by_one = torch.cat([thomas(*[t[i:i + 1] for t in args]) for i in range(37)])
+    assert torch.equal(x, one_by_one)
+    ref = _dense_solve(_dense(diag, off), rhs)
+    tol = (1e-12 if dtype == torch.float64 else 1e-5) * float(ref.abs().max())
+    assert torch.allclose(x.double(), ref, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('n', [1, 2, 9, 301])
+def test_step_without_gradient_equals_the_assembled_solve(n, dtype):
+    """Without autograd the step builds I + τDᵀWD inside the C kernel: bit for bit the solve of diffusion_system's
+    matrices, for τ per signal and one τ for all, 0 to 1e6; with autograd it takes the assembled path."""
+    g = torch.Generator().manual_seed(n)
+    u = torch.randn(21, 1, n, generator=g, dtype=dtype)
+    w = torch.rand(21, 1, n - 1, generator=g, dtype=dtype)
+    for tau in (10.0 ** torch.linspace(-3, 6, 21, dtype=dtype).reshape(21, 1, 1), torch.tensor(0.0, dtype=dtype),
+                torch.tensor(250.0, dtype=dtype)):
+        ref = solve_tridiagonal(*diffusion_system(w, tau), u)
+        with torch.no_grad():
+            assert torch.equal(implicit_diffusion_step(u, w, tau), ref)
+    assert implicit_diffusion_step(u, w.requires_grad_(), tau).grad_fn is not None
+
+
 @pytest.mark.parametrize('n', [6, 33, 500])
 def test_diffusion_system_matches_dense_operator(n):
     """diag/off of I + τDᵀWD against the dense matrix built from D, and the step against a dense solve, for τ up
