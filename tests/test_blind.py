@@ -132,6 +132,25 @@ def test_predict_checks_finite_and_scale():
         m.predict(1e38 * torch.linspace(-1, 1, 64).reshape(1, 1, 64))   # beyond float32 maximum / 16
 
 
+def test_predict_equals_the_forward_pass_chunk_by_chunk(monkeypatch):
+    """predict computes σ̂ once for its checks, its chunks and its warning: the values of the model called on each
+    chunk (to rounding: σ̂'s filter is a conv1d, whose sums may round differently for another batch size), one
+    noise_sigma call over the whole batch, and a signal with σ̂ = 0 still flagged and returned unchanged."""
+    import pdeblocks.models.blind as blind
+    m = _model().eval()
+    _, f = _noisy(n=200)
+    x = torch.stack([f.float(), 3.0 * f.float() + 1.0, torch.full((200,), 2.0), -f.float()])[:, None]
+    with torch.no_grad():
+        ref = torch.cat([m(x[i:i + 3]) for i in (0, 3)])
+    calls = []
+    original = blind.noise_sigma
+    monkeypatch.setattr(blind, 'noise_sigma', lambda t: calls.append(t.shape[0]) or original(t))
+    with pytest.warns(UserWarning, match=r'signal\(s\) \[2\]'):
+        out = m.predict(x, chunk_samples=600)
+    assert torch.allclose(out, ref, rtol=0, atol=1e-5) and torch.equal(out[2], x[2])
+    assert calls == [4]
+
+
 def test_save_and_load_round_trip(tmp_path):
     m = _model('fed')
     m.save_pretrained(tmp_path / 'blind')

@@ -519,17 +519,25 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         super().check_input(f)
         check_finite_scale(f)
 
-    def normalise(self, f: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(u, c, s, σ̂): u = (f − c)/s with c the median and s = σ̂ (1 where σ̂ = 0), all per signal."""
-        sigma = noise_sigma(f)
+    def normalise(self, f: torch.Tensor, sigma: Optional[torch.Tensor] = None
+                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(u, c, s, σ̂): u = (f − c)/s with c the median and s = σ̂ (1 where σ̂ = 0), all per signal; ``sigma``:
+        σ̂ = :func:`noise_sigma` (f) where the caller has it already."""
+        if sigma is None:
+            sigma = noise_sigma(f)
         centre = f.median(dim=-1, keepdim=True).values
         scale = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
         return (f - centre) / scale, centre, scale, sigma
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         super().check_input(f)
+        return self.denoise_with_sigma(f, noise_sigma(f))
+
+    def denoise_with_sigma(self, f: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """D(f) (class docstring) for ``f`` [B, 1, n] whose σ̂ = :func:`noise_sigma` (f) [B, 1, 1] the caller has
+        computed (:meth:`predict` computes it once for its checks, its chunks and its warning). No checks."""
         n = f.shape[-1]
-        u, centre, scale, sigma = self.normalise(f)
+        u, centre, scale, sigma = self.normalise(f, sigma)
         p = min(max(self.pad, (self.inner_min_length - n + 1) // 2), n - 1)
         x = F.pad(u, (p, p), mode='reflect') if p > 0 else u
         w = next(self.net.parameters())
@@ -546,9 +554,16 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
     @torch.no_grad()
     def predict(self, f: torch.Tensor, chunk_samples: int = 1 << 17) -> torch.Tensor:
         """As :meth:`Pretrained1D.predict`, with the input checks of :func:`check_finite_scale`; signals with
-        σ̂ = 0 (constant, or no noise found) come back unchanged, with a warning naming them."""
-        out = super().predict(f, chunk_samples)
-        flat = (noise_sigma(f) == 0).flatten()
+        σ̂ = 0 (constant, or no noise found) come back unchanged, with a warning naming them. σ̂ is computed once
+        for the checks, the chunks and the warning (three medians per sample: about 6 % of the time at n = 4096)."""
+        super().check_input(f)
+        if chunk_samples < 1:
+            raise ValueError(f"chunk_samples must be ≥ 1, got {chunk_samples}")
+        sigma = noise_sigma(f)
+        check_finite_scale(f, sigma)
+        step = max(1, chunk_samples // f.shape[-1])
+        out = torch.cat([self.denoise_with_sigma(f[i:i + step], sigma[i:i + step]) for i in range(0, f.shape[0], step)])
+        flat = (sigma == 0).flatten()
         if bool(flat.any()):
             idx = flat.nonzero().flatten().tolist()
             warnings.warn(f"σ̂ = 0 (constant signal or no noise found) for signal(s) {idx[:8]}"
@@ -572,10 +587,11 @@ def scale_limits(dtype: torch.dtype) -> Tuple[float, float]:
     return float(info.tiny), float(info.max) / 16.0
 
 
-def check_finite_scale(f: torch.Tensor) -> None:
+def check_finite_scale(f: torch.Tensor, sigma: Optional[torch.Tensor] = None) -> None:
     """One-line ValueErrors for NaN/Inf samples and for scales outside :func:`scale_limits` of f's dtype.
 
-    ``f``: ``[B, 1, n]`` floating point, n ≥ 4 for the σ̂ check (shorter signals are the length check's).
+    ``f``: ``[B, 1, n]`` floating point, n ≥ 4 for the σ̂ check (shorter signals are the length check's);
+    ``sigma``: :func:`noise_sigma` (f) where the caller has it already.
     """
     def which(mask: torch.Tensor) -> str:    # the batch index of the offending signals, where there is a batch
         idx = mask.nonzero().flatten().tolist()
@@ -594,7 +610,7 @@ def check_finite_scale(f: torch.Tensor) -> None:
         raise ValueError(f"absurd scale: max |f| = {peak:.3g} exceeds {largest:.3g} (the {dtype} maximum / 16, "
                          f"beyond which differences overflow); rescale the units")
     if f.shape[-1] >= len(NOISE_FILTER):
-        sigma = noise_sigma(f).flatten()
+        sigma = (noise_sigma(f) if sigma is None else sigma).flatten()
         tiny = (sigma > 0) & (sigma < smallest_sigma)
         if bool(tiny.any()):
             raise ValueError(f"absurd scale: the noise estimate σ̂ = {float(sigma[tiny][0]):.3g} is below "
