@@ -27,6 +27,9 @@ float64 sums for the knot values.
 5. Symmetric tridiagonal solves for :mod:`pdeblocks.ops.tridiagonal` by the Thomas algorithm, one row per vector
 lane; the matrix given, or built from the implicit diffusion step's edge weights and τ.
 
+6. The edge weights of the blind denoiser's two exact tails (:mod:`pdeblocks.models.blind`) in one pass, float64:
+(1 + s²)^(−q) by vector log and exp (fdlibm's, within 1 ulp each), and the learned diffusivity g(|s|) bit for bit.
+
 The shared library is compiled from the source below (``cc -O3 -shared -fPIC``, plus ``-march=native``
 when the compiler accepts it) into ``$PDEBLOCKS_CACHE`` (default ``~/.cache/pdeblocks``), keyed by a
 hash of source, flags, compiler and machine, and loaded with ``ctypes`` (calls release the GIL, so
@@ -57,6 +60,7 @@ C_SOURCE = r"""
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <float.h>
 
 /* native-width vectors (GCC / clang vector extensions): 64 bytes with AVX-512, 32 with AVX, else 16 */
 #if defined(__AVX512F__)
@@ -674,6 +678,92 @@ int NAME##_solve(const T* diag, const T* off, const T* tau, const T* rhs, T* x, 
     return 0;                                                                                             \
 }
 
+/* Edge weights of the blind denoiser's exact tails (pdeblocks.models.blind), float64, rows [r0, r1) of w [R, n] with
+   one λ per row: s_i = (w_{i+1} − w_i)/λ_r for i < n − 1, then into out [R, n − 1]
+   * tail_irls_weights: ω_i = (1 + s_i²)^(−q) (IRLSTail1D), as exp(−q·log(1 + s_i²)) with vector versions of fdlibm's
+     e_log.c and e_exp.c (each within 1 ulp), so ω within about (2 + q·log(1 + s²))·eps of the exact power; exponents
+     below −700 give e^−700 (≈ 1e−304, which 1 + τω rounds away as it does 0 for τ ≤ 1e6), y = ∞ gives 0;
+   * tail_knot_weights: g(|s|) of LearnedFlux.diffusivity_values (ImplicitTail1D) through the knot values v [K] and
+     their differences d [K − 1], spacing h: x = |s|·(1/h), x̄ = min(x, K − 1), i = min(⌊x̄⌋, K − 2),
+     g = v_i + d_i(x̄ − i), times (K − 1)/max(x, K − 1) where x > K − 1: the torch expression's operations, bit for bit
+     (a number over a tensor is its reciprocal times the number in torch). */
+static inline vf64 vlog64(vf64 y) {   /* y = 2^k·m, m ∈ [√½, √2); log m = f − (f²/2 − s(f²/2 + R(s²))), s = f/(2 + f) */
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    const double Lg1 = 6.666666666666735130e-01, Lg2 = 3.999999999940941908e-01, Lg3 = 2.857142874366239149e-01,
+                 Lg4 = 2.222219843214978396e-01, Lg5 = 1.818357216161805012e-01, Lg6 = 1.531383769920937332e-01,
+                 Lg7 = 1.479819860511658591e-01;
+    const vi64 bits = (vi64)y;
+    vi64 k = ((bits >> 52) & 0x7ff) - 1023;
+    vi64 mb = (bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL;      /* m ∈ [1, 2) */
+    const vi64 big = mb > 0x3ff6a09e667f3bcdLL;                           /* m > √2: m/2 and k + 1 (big = −1) */
+    mb = (mb & ~big) | ((mb - 0x0010000000000000LL) & big);
+    k = k - big;
+    const vf64 magic = (vf64){0} + 6755399441055744.0;                   /* 1.5·2^52: integers in the low bits */
+    const vf64 m = (vf64)mb, f = m - 1.0, dk = (vf64)(k + (vi64)magic) - magic;
+    const vf64 hfsq = 0.5 * f * f, sr = f / (2.0 + f), z = sr * sr, w = z * z;
+    const vf64 R = z * (Lg1 + w * (Lg3 + w * (Lg5 + w * Lg7))) + w * (Lg2 + w * (Lg4 + w * Lg6));
+    return dk * ln2_hi - ((hfsq - (sr * (hfsq + R) + dk * ln2_lo)) - f);
+}
+static inline vf64 vexp64(vf64 t) {   /* t ∈ [−700, 0]: t = k·ln2 + r, |r| ≤ ln2/2, e^r = 1 + 2r/(2 − c), c = r − r²P(r²) */
+    const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10,
+                 inv_ln2 = 1.44269504088896338700e+00;
+    const double P1 = 1.66666666666666019037e-01, P2 = -2.77777777770155933842e-03, P3 = 6.61375632143793436117e-05,
+                 P4 = -1.65339022054652515390e-06, P5 = 4.13813679705723846039e-08;
+    const vf64 magic = (vf64){0} + 6755399441055744.0;                   /* 1.5·2^52: rounds to an integer */
+    const vf64 kt = t * inv_ln2 + magic, dk = kt - magic;
+    const vi64 k = (vi64)kt - (vi64)magic;
+    const vf64 hi = t - dk * ln2_hi, lo = dk * ln2_lo, r = hi - lo, r2 = r * r;
+    const vf64 c = r - r2 * (P1 + r2 * (P2 + r2 * (P3 + r2 * (P4 + r2 * P5))));
+    const vf64 e = 1.0 - ((lo - (r * c) / (2.0 - c)) - hi);
+    return (vf64)((vi64)e + (k << 52));                                  /* e·2^k, k ≥ −1010: a normal number */
+}
+int tail_irls_weights(const double* w, const double* lam, const double* q, double* out, int64_t n, int64_t r0,
+                      int64_t r1) {
+    enum { L = VBYTES / sizeof(double) };
+    const vf64 zero = {0}, floor_exp = zero - 700.0, minus_q = zero - q[0];
+    for (int64_t r = r0; r < r1; ++r) {
+        const double* wr = w + r * n;
+        double* o = out + r * (n - 1);
+        const vf64 lr = zero + lam[r];
+        for (int64_t i = 0; i < n - 1; i += L) {
+            const int64_t m = n - 1 - i < L ? n - 1 - i : L;
+            vf64 a = zero + 1.0, b = zero + 1.0;          /* lanes past the row's end: s = 0 */
+            if (m == L) { memcpy(&a, wr + i + 1, sizeof a); memcpy(&b, wr + i, sizeof b); }
+            else for (int l = 0; l < m; ++l) { a[l] = wr[i + 1 + l]; b[l] = wr[i + l]; }
+            const vf64 s = (a - b) / lr, y = 1.0 + s * s;
+            vf64 t = minus_q * vlog64(y);
+            const vi64 low = t < floor_exp, inf = y > DBL_MAX;
+            t = (vf64)(((vi64)t & ~low) | ((vi64)floor_exp & low));
+            vf64 om = vexp64(t);
+            om = (vf64)((vi64)om & ~inf);
+            om = (vf64)(((vi64)om & (vi64)(y == y)) | ((vi64)y & ~(vi64)(y == y)));   /* NaN stays NaN */
+            if (m == L) memcpy(o + i, &om, sizeof om);
+            else for (int l = 0; l < m; ++l) o[i + l] = om[l];
+        }
+    }
+    return 0;
+}
+int tail_knot_weights(const double* w, const double* lam, const double* v, const double* d, const double* params,
+                      double* out, int64_t n, int64_t K, int64_t r0, int64_t r1) {
+    const double inv_h = params[0], last = (double)(K - 1), top = (double)(K - 2);
+    for (int64_t r = r0; r < r1; ++r) {
+        const double* wr = w + r * n;
+        double* o = out + r * (n - 1);
+        const double lr = lam[r];
+        for (int64_t i = 0; i < n - 1; ++i) {   /* vectorised (gathers from the knot table) */
+            const double s = (wr[i + 1] - wr[i]) / lr;
+            const double x = (s < 0 ? -s : s) * inv_h;
+            const double xc = x < last ? x : last;
+            double idx = floor(xc);
+            idx = idx < top ? idx : top;
+            const int32_t j = (int32_t)idx;
+            const double g = v[j] + d[j] * (xc - idx);
+            o[i] = x > last ? g * ((1.0 / (x > last ? x : last)) * last) : g;   /* torch's last / t: t⁻¹·last */
+        }
+    }
+    return 0;
+}
+
 DEFINE_SHIFT(float, shift_f32)
 DEFINE_SHIFT(double, shift_f64)
 DEFINE_POOL2(float, pool2_f32)
@@ -692,6 +782,8 @@ _SIGNATURES = {'minplus_*_forward': (4, 11), 'minplus_*_backward': (4, 11),
                'shift_*_forward': (6, 6), 'shift_*_backward': (10, 6),
                'pool2_*_forward': (3, 4), 'pool2_*_backward': (3, 4),
                'flux_*_forward': (5, 6), 'flux_*_backward': (7, 6), 'tridiagonal_*_solve': (5, 3)}
+# float64 only
+_SIGNATURES_F64 = {'tail_irls_weights': (4, 3), 'tail_knot_weights': (6, 4)}
 
 _lock = threading.Lock()
 _state = {'tried': False, 'lib': None, 'error': ''}
@@ -750,6 +842,10 @@ def _load() -> Optional[ctypes.CDLL]:
                 fn = getattr(lib, name.replace('*', precision))
                 fn.argtypes = [ctypes.c_void_p] * pointers + [ctypes.c_int64] * ints
                 fn.restype = ctypes.c_int
+        for name, (pointers, ints) in _SIGNATURES_F64.items():
+            fn = getattr(lib, name)
+            fn.argtypes = [ctypes.c_void_p] * pointers + [ctypes.c_int64] * ints
+            fn.restype = ctypes.c_int
         return lib
     _state['error'] = '; '.join(errors)
     return None

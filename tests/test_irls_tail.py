@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pdeblocks.hub import load_folder
-from pdeblocks.models.blind import BlindDenoiser1D, IRLSTail1D
+from pdeblocks.models.blind import BlindDenoiser1D, ImplicitTail1D, IRLSTail1D, irls_weights
+from pdeblocks.ops.stencils import first_difference
 
 
 def _set_gate(tail: IRLSTail1D, tau: float, contrast: float, beta: float) -> None:
@@ -130,3 +131,37 @@ def test_irls_tail_gradients_selector_and_save_load(tmp_path):
         IRLSTail1D(mix_init=1.0)
     with pytest.raises(ValueError, match='0 < exponent_init < 2'):
         IRLSTail1D(exponent_init=2.0)
+
+
+def test_edge_weights_of_the_c_kernels_match_the_torch_expressions():
+    """Without autograd (CPU, float64) both tails compute their edge weights in one C pass: the IRLS weights
+    (1 + (Dw/λ)²)^(−q) within 1e-14 relative of torch's pow for |s| from 0 to 1e9 and q ∈ (0, 2), 0 at s = ±∞ and NaN
+    kept; the semi-implicit tail's learned diffusivity g(|Dw|/λ) bit for bit, beyond the last knot too. With
+    autograd both take the torch expressions (gradients flow). Without a C compiler both sides are torch's."""
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(19, 1, 700, generator=g, dtype=torch.float64).cumsum(-1) * 10.0 ** torch.linspace(
+        -6, 3, 19, dtype=torch.float64).reshape(19, 1, 1)
+    lam = 10.0 ** torch.linspace(-4, 1, 19, dtype=torch.float64).reshape(19, 1, 1)
+    for q in (0.01, 0.75, 1.0, 1.93):
+        qt = torch.tensor(q, dtype=torch.float64)
+        s = first_difference(w) / lam
+        ref = (1.0 + s * s).pow(-qt)
+        with torch.no_grad():
+            out = irls_weights(w, lam, qt)
+        assert out.shape == ref.shape and torch.allclose(out, ref, rtol=1e-14, atol=0), q
+    w_odd = torch.tensor([[0.0, 1e200, 1e200, float('nan'), 0.0, 0.0]], dtype=torch.float64)
+    with torch.no_grad():
+        odd = irls_weights(w_odd, torch.tensor([[1e-200]], dtype=torch.float64), torch.tensor(0.75,
+                                                                                        dtype=torch.float64))
+    assert odd[0, 0] == 0.0 and odd[0, 1] == 1.0 and bool(odd[0, 2:4].isnan().all()) and odd[0, 4] == 1.0
+    tail = ImplicitTail1D(steps=2).double()
+    with torch.no_grad():
+        tail.diffusivity.knot_logits.copy_(torch.randn(tail.diffusivity.knot_logits.shape, generator=g))
+        fast = tail.edge_diffusivity(w, lam)
+    ref = tail.diffusivity.diffusivity_values(first_difference(w) / lam)
+    assert torch.equal(fast, ref.detach())
+    assert float((first_difference(w) / lam).abs().max()) > 10 * tail.diffusivity.spacing * tail.diffusivity.knots
+    wg = w.clone().requires_grad_()
+    irls_weights(wg, lam, torch.tensor(0.75, dtype=torch.float64)).sum().backward()
+    tail.edge_diffusivity(wg, lam).sum().backward()
+    assert wg.grad is not None and bool(torch.isfinite(wg.grad).all())

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._native import native_library, run_ranges, split_ranges
 from ..layers.fed import FEDCycle, FSIBlock
 from ..layers.flux import LearnedFlux
 from ..layers.implicit import ImplicitBlock
@@ -64,7 +65,7 @@ from ..stability import Certificate
 from .denoise1d import Denoiser1D, Pretrained1D, _shuffle, _Skeleton1D, _unshuffle
 
 __all__ = ['NOISE_FILTER', 'MAD_TO_SIGMA', 'SCHEMES', 'scale_limits', 'noise_sigma', 'RepeatedStep',
-           'ImplicitTail1D', 'IRLSTail1D', 'BlindDenoiser1D', 'DenoiseResult', 'denoise_signal', 'denoise_signals', 'check_signal_1d',
+           'ImplicitTail1D', 'IRLSTail1D', 'irls_weights', 'BlindDenoiser1D', 'DenoiseResult', 'denoise_signal', 'denoise_signals', 'check_signal_1d',
            'check_finite_scale']
 
 NOISE_FILTER = (1.0 / math.sqrt(20.0), -3.0 / math.sqrt(20.0), 3.0 / math.sqrt(20.0), -1.0 / math.sqrt(20.0))
@@ -145,6 +146,38 @@ def refinement(stability: str, cycles: int, steps: int, channels: int, knots: in
     if stability == 'none':
         return RepeatedStep(SymmetricResidual(1, channels, flux=flux, stability='none', **common), cycles * steps)
     return FEDCycle(1, channels, flux=flux, steps=steps, cycles=cycles, **common)
+
+
+def _native_edge_weights(w: torch.Tensor, contrast: torch.Tensor, *requiring: torch.Tensor) -> Optional[Tuple]:
+    """(library, w, λ per row, rows, n, ranges) for the C kernels of the tails' edge weights (:mod:`pdeblocks._native`,
+    item 6), or None where they do not apply: autograd wanted (``w``, ``contrast`` or any of ``requiring``), not CPU
+    float64, or no compiler. λ (``contrast``) is one per signal, broadcast as [..., 1]."""
+    lib = native_library()
+    if lib is None or w.device.type != 'cpu' or w.dtype != torch.float64 or contrast.dtype != torch.float64 \
+            or w.shape[-1] < 2 or torch.broadcast_shapes(contrast.shape, w.shape[:-1] + (1,)) != w.shape[:-1] + (1,):
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (w, contrast) + requiring):
+        return None
+    n = w.shape[-1]
+    rows = w.numel() // n
+    lam = contrast.expand(w.shape[:-1] + (1,)).contiguous()
+    return lib, w.contiguous(), lam, rows, n, split_ranges(rows, torch.get_num_threads())
+
+
+def irls_weights(w: torch.Tensor, contrast: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """ω = (1 + s²)^(−q), s = Dw/λ (D the forward difference): :class:`IRLSTail1D`'s edge weights, ``w`` [..., n] →
+    [..., n − 1], ``contrast`` λ [..., 1], ``q`` a 0-d tensor. Without autograd on CPU in float64 one pass of the C
+    kernel (exp(−q·log(1 + s²)) by fdlibm's log and exp, within a few ulp of torch's pow), else torch ops."""
+    native = _native_edge_weights(w, contrast, q)
+    if native is None:
+        s = first_difference(w) / contrast
+        return (1.0 + s * s).pow(-q)
+    lib, w, lam, rows, n, ranges = native
+    q = q.to(torch.float64).reshape(1).contiguous()
+    out = torch.empty(w.shape[:-1] + (n - 1,), dtype=torch.float64)
+    run_ranges(lambda r0, r1: lib.tail_irls_weights(w.data_ptr(), lam.data_ptr(), q.data_ptr(), out.data_ptr(),
+                                                     n, r0, r1), ranges)
+    return out
 
 
 def _gate_settings(tail: nn.Module, steps: int, hidden: int, lags: Tuple[int, ...], tau_init: float,
@@ -245,7 +278,11 @@ class ImplicitTail1D(nn.Module):
                                                                    Optional[torch.Tensor]]:
         """(τ, λ, β), each ``[B, 1, 1]``, from one pass of the gate: the diffusion time, the contrast and (``mix``;
         else None) the share β ∈ (0, 1) of the input u in the first step's right-hand side (sigmoid, 0.02 at start)."""
-        h = self.gate(self.features(v, u))
+        return self.gate_from_features(self.features(v, u))
+
+    def gate_from_features(self, features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """:meth:`gate_values` from the pooled features ``[B, 4·len(lags)]`` of :meth:`features`."""
+        h = self.gate(features)
         log_tau = (self.log_tau0 + self.gain * h[:, 0]).clamp(-30.0, self.log_tau_max)
         log_contrast = self.log_contrast0 + self.gain / 4 * h[:, 1]
         beta = torch.sigmoid(self.gain / 4 * h[:, 2] - math.log(49.0))[:, None, None] if self.mix else None
@@ -270,9 +307,26 @@ class ImplicitTail1D(nn.Module):
             w = w + beta.to(torch.float64) * (u.to(torch.float64) - w)
         tau, contrast = tau.to(torch.float64), contrast.to(torch.float64)
         for _ in range(self.steps):
-            g = self.diffusivity.diffusivity_values(first_difference(w) / contrast)
+            g = self.edge_diffusivity(w, contrast)
             w = implicit_diffusion_step(w, g if stop is None else g * stop, tau)
         return w.to(v.dtype)
+
+    def edge_diffusivity(self, w: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
+        """g(Dw/λ) on the edges, ``w`` [..., n] → [..., n − 1] (:meth:`LearnedFlux.diffusivity_values`); without
+        autograd on CPU in float64 one pass of the C kernel, the same values bit for bit."""
+        native = _native_edge_weights(w, contrast, self.diffusivity.knot_logits)
+        if native is None or self.diffusivity.knot_logits.shape[0] != 1:
+            return self.diffusivity.diffusivity_values(first_difference(w) / contrast)
+        lib, w, lam, rows, n, ranges = native
+        values = self.diffusivity.knot_values(torch.float64)          # [1, K]
+        slopes = torch.diff(values, dim=1).contiguous()
+        values = values.contiguous()
+        params = torch.tensor([1.0 / self.diffusivity.spacing], dtype=torch.float64)
+        out = torch.empty(w.shape[:-1] + (n - 1,), dtype=torch.float64)
+        run_ranges(lambda r0, r1: lib.tail_knot_weights(w.data_ptr(), lam.data_ptr(), values.data_ptr(),
+                                                         slopes.data_ptr(), params.data_ptr(), out.data_ptr(), n,
+                                                         values.shape[1], r0, r1), ranges)
+        return out
 
     @torch.jit.unused
     def stability_certificate(self) -> Certificate:
@@ -330,6 +384,7 @@ class IRLSTail1D(nn.Module):
 
     features = ImplicitTail1D.features
     gate_values = ImplicitTail1D.gate_values
+    gate_from_features = ImplicitTail1D.gate_from_features
 
     def __init__(self, steps: int = 3, hidden: int = 32, lags: Tuple[int, ...] = (1, 4, 16, 64),
                  tau_init: float = 1.0, contrast_init: float = 0.05, gain: float = 8.0, tau_max: float = 1e6,
@@ -383,7 +438,8 @@ class IRLSTail1D(nn.Module):
         return 2.0 * torch.sigmoid(self.exponent_logit)
 
     def forward(self, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        tau, contrast, beta = self.gate_values(v, u)
+        features = self.features(v, u)                  # the gate's and the selector's
+        tau, contrast, beta = self.gate_from_features(features)
         if beta is None:
             raise ValueError("IRLSTail1D's gate must give β (mix)")
         v64 = v.to(torch.float64)
@@ -392,12 +448,11 @@ class IRLSTail1D(nn.Module):
         q = self.exponent().to(torch.float64)
         w = v64
         for _ in range(self.steps):
-            s = first_difference(w) / contrast
-            w = implicit_diffusion_step(r, (1.0 + s * s).pow(-q), tau)
+            w = implicit_diffusion_step(r, irls_weights(w, contrast, q), tau)
         if self.selector is None:
             return w.to(v.dtype)
         w = w.to(v.dtype)
-        x = torch.cat([self.features(v, u), self.residual_features(u, v, w)], 1)
+        x = torch.cat([features, self.residual_features(u, v, w)], 1)
         gamma = torch.sigmoid(self.selector(x))[:, :, None]           # [B, 1, 1]
         return v + gamma * (w - v)                                     # convex: within v and w
 
