@@ -28,7 +28,8 @@ float64 sums for the knot values.
 lane; the matrix given, or built from the implicit diffusion step's edge weights and τ.
 
 6. The edge weights of the blind denoiser's two exact tails (:mod:`pdeblocks.models.blind`) in one pass, float64:
-(1 + s²)^(−q) by vector log and exp (fdlibm's, within 1 ulp each), and the learned diffusivity g(|s|) bit for bit.
+(1 + s²)^(−q) by vector log and exp (fdlibm's, within 1 ulp each), and the learned diffusivity g(|s|) bit for bit;
+and the tails' gate features (pooled lag differences) in one pass per lag, sums in float64.
 
 The shared library is compiled from the source below (``cc -O3 -shared -fPIC``, plus ``-march=native``
 when the compiler accepts it) into ``$PDEBLOCKS_CACHE`` (default ``~/.cache/pdeblocks``), keyed by a
@@ -764,6 +765,67 @@ int tail_knot_weights(const double* w, const double* lam, const double* v, const
     return 0;
 }
 
+/* The pooled lag-difference features of the tails' gate (ImplicitTail1D.features) for rows [r0, r1) of v, u [R, n]:
+   for each lag k = min(lags[j], n − 1), with d_t = v_{t+k} − v_t and e_t = u_{t+k} − u_t (differences in T, as torch),
+   m = n − k of them, into out[r, 4j .. 4j + 3]:
+     log(mean|d| + 1e−3), log(mean d² + 1e−6)/2, mean log(|d| + 1e−3), log(mean e² + 1e−6)/2,
+   sums in float64. Σ log(|d| + 1e−3) without a logarithm per sample: each y = |d| + 1e−3 = 2^E·M with M ∈ [1, 2)
+   (bits), Σ E exact and Π M (renormalised the same way every 32 factors, < 2^32), so the sum is
+   ln2·Σ E + log Π M: one logarithm per vector lane, relative rounding about m·eps. */
+#define DEFINE_LAG_FEATURES(T, NAME)                                                                      \
+int NAME(const T* v, const T* u, const int64_t* lags, T* out, int64_t n, int64_t nlags, int64_t r0,      \
+         int64_t r1) {                                                                                    \
+    enum { L = VBYTES / sizeof(double) };                                                                 \
+    const vi64 mant = (vi64){0} + 0x000fffffffffffffLL, one = (vi64){0} + 0x3ff0000000000000LL;          \
+    const double ln2 = 0.69314718055994530942;                                                            \
+    for (int64_t r = r0; r < r1; ++r) {                                                                   \
+        const T* vr = v + r * n;                                                                          \
+        const T* ur = u + r * n;                                                                          \
+        for (int64_t j = 0; j < nlags; ++j) {                                                             \
+            const int64_t k = lags[j] < n - 1 ? lags[j] : n - 1, m = n - k;                               \
+            vf64 sa = {0}, sd = {0}, se = {0}, prod = (vf64){0} + 1.0;                                    \
+            vi64 ex = {0};                                                                                \
+            int64_t t = 0;                                                                                \
+            for (int blk = 1; t + L <= m; t += L, ++blk) {                                                \
+                vf64 d, e;                                                                                \
+                for (int l = 0; l < L; ++l) {                                                             \
+                    d[l] = (double)(T)(vr[t + k + l] - vr[t + l]);                                         \
+                    e[l] = (double)(T)(ur[t + k + l] - ur[t + l]);                                         \
+                }                                                                                         \
+                const vf64 a = (vf64)((vi64)d & ((vi64){0} + 0x7fffffffffffffffLL));  /* |d| */               \
+                sa += a; sd += d * d; se += e * e;                                                        \
+                const vi64 yb = (vi64)(a + 1e-3);                                                         \
+                ex += (yb >> 52) - 1023;                                                                  \
+                prod *= (vf64)((yb & mant) | one);                                                        \
+                if (blk % 32 == 0) {                                                                      \
+                    const vi64 pb = (vi64)prod;                                                           \
+                    ex += (pb >> 52) - 1023;                                                              \
+                    prod = (vf64)((pb & mant) | one);                                                     \
+                }                                                                                         \
+            }                                                                                             \
+            double a_sum = 0, d_sum = 0, e_sum = 0, log_sum = 0;                                          \
+            for (int l = 0; l < L; ++l) {                                                                 \
+                a_sum += sa[l]; d_sum += sd[l]; e_sum += se[l];                                           \
+                log_sum += log(prod[l]) + ln2 * (double)ex[l];                                            \
+            }                                                                                             \
+            for (; t < m; ++t) {                                                                          \
+                const double d = (double)(T)(vr[t + k] - vr[t]), e = (double)(T)(ur[t + k] - ur[t]);      \
+                const double a = d < 0 ? -d : d;                                                          \
+                a_sum += a; d_sum += d * d; e_sum += e * e; log_sum += log(a + 1e-3);                     \
+            }                                                                                             \
+            if (!(a_sum <= DBL_MAX)) log_sum = a_sum;   /* an Inf or NaN difference: as log(|d| + 1e−3) gives */ \
+            T* o = out + r * 4 * nlags + 4 * j;                                                           \
+            o[0] = (T)log(a_sum / (double)m + 1e-3);                                                      \
+            o[1] = (T)(log(d_sum / (double)m + 1e-6) / 2);                                                \
+            o[2] = (T)(log_sum / (double)m);                                                              \
+            o[3] = (T)(log(e_sum / (double)m + 1e-6) / 2);                                                \
+        }                                                                                                 \
+    }                                                                                                     \
+    return 0;                                                                                             \
+}
+DEFINE_LAG_FEATURES(float, tail_lag_features_f32)
+DEFINE_LAG_FEATURES(double, tail_lag_features_f64)
+
 DEFINE_SHIFT(float, shift_f32)
 DEFINE_SHIFT(double, shift_f64)
 DEFINE_POOL2(float, pool2_f32)
@@ -784,6 +846,8 @@ _SIGNATURES = {'minplus_*_forward': (4, 11), 'minplus_*_backward': (4, 11),
                'flux_*_forward': (5, 6), 'flux_*_backward': (7, 6), 'tridiagonal_*_solve': (5, 3)}
 # float64 only
 _SIGNATURES_F64 = {'tail_irls_weights': (4, 3), 'tail_knot_weights': (6, 4)}
+# float32 and float64, named in full
+_SIGNATURES_OTHER = {'tail_lag_features_f32': (4, 4), 'tail_lag_features_f64': (4, 4)}
 
 _lock = threading.Lock()
 _state = {'tried': False, 'lib': None, 'error': ''}
@@ -842,7 +906,7 @@ def _load() -> Optional[ctypes.CDLL]:
                 fn = getattr(lib, name.replace('*', precision))
                 fn.argtypes = [ctypes.c_void_p] * pointers + [ctypes.c_int64] * ints
                 fn.restype = ctypes.c_int
-        for name, (pointers, ints) in _SIGNATURES_F64.items():
+        for name, (pointers, ints) in {**_SIGNATURES_F64, **_SIGNATURES_OTHER}.items():
             fn = getattr(lib, name)
             fn.argtypes = [ctypes.c_void_p] * pointers + [ctypes.c_int64] * ints
             fn.restype = ctypes.c_int

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pdeblocks.hub import load_folder
-from pdeblocks.models.blind import SCHEMES, BlindDenoiser1D, denoise_signal, noise_sigma
+from pdeblocks.models.blind import SCHEMES, BlindDenoiser1D, denoise_signal, median_last, noise_sigma
 
 
 def _noisy(n=1024, sigma=0.1, seed=0):
@@ -149,6 +149,26 @@ def test_predict_equals_the_forward_pass_chunk_by_chunk(monkeypatch):
         out = m.predict(x, chunk_samples=600)
     assert torch.allclose(out, ref, rtol=0, atol=1e-5) and torch.equal(out[2], x[2])
     assert calls == [4]
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_median_last_is_torch_median(dtype):
+    """median_last (numpy's introselect on CPU) gives torch.median's value: the lower median for even lengths, ties,
+    a row with NaN gives NaN, strided views; with autograd it is torch's median (the gradient reaches the median)."""
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 7, 4093, 4096):
+        x = torch.randn(5, 1, n, generator=g, dtype=torch.float64).round(decimals=1).to(dtype)   # ties
+        if n > 2:
+            x[3, 0, n // 3] = float('nan')
+        ref = x.median(dim=-1, keepdim=True).values
+        out = median_last(x)
+        assert out.shape == ref.shape and out.dtype == dtype
+        assert torch.equal(out.nan_to_num(7.0), ref.nan_to_num(7.0)) and bool(out[3].isnan().all()) == (n > 2)
+    y = torch.randn(6, 40, generator=g, dtype=dtype)[:, ::3]
+    assert torch.equal(median_last(y), y.median(dim=-1, keepdim=True).values)
+    z = torch.randn(3, 9, dtype=dtype, requires_grad=True)
+    median_last(z).sum().backward()
+    assert torch.equal(z.grad.sum(-1), torch.ones(3, dtype=dtype))
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -165,3 +165,27 @@ def test_edge_weights_of_the_c_kernels_match_the_torch_expressions():
     irls_weights(wg, lam, torch.tensor(0.75, dtype=torch.float64)).sum().backward()
     tail.edge_diffusivity(wg, lam).sum().backward()
     assert wg.grad is not None and bool(torch.isfinite(wg.grad).all())
+
+
+@pytest.mark.parametrize('dtype, rtol', [(torch.float32, 2e-6), (torch.float64, 1e-13)])
+def test_gate_features_of_the_c_kernel_match_the_torch_expression(dtype, rtol):
+    """Without autograd the gate's pooled lag-difference features come from one C pass per lag (sums in float64, the
+    sum of logarithms from exponents and a mantissa product): torch's values to rounding for lengths from 2 (lags
+    beyond the length clipped) to 5,000, a constant row and differences up to 1e16 (whose squares float32 still holds); an Inf difference gives Inf."""
+    tail = ImplicitTail1D()
+    g = torch.Generator().manual_seed(6)
+    for n in (2, 3, 65, 5000):
+        v = (torch.randn(6, 1, n, generator=g, dtype=torch.float64).cumsum(-1)
+             * 10.0 ** torch.tensor([-3.0, 0.0, 2.0, 0.0, 5.0, 15.0], dtype=torch.float64).reshape(6, 1, 1)).to(dtype)
+        v[3] = 1.5
+        u = v + torch.randn(6, 1, n, generator=g, dtype=dtype)
+        with torch.no_grad():
+            fast = tail.features(v, u)
+        with torch.enable_grad():
+            ref = tail.features(v.clone().requires_grad_(), u).detach()     # autograd wanted: the torch expression
+        assert fast.shape == ref.shape == (6, 16) and fast.dtype == dtype
+        assert torch.allclose(fast, ref, rtol=rtol, atol=rtol), (n, float((fast - ref).abs().max()))
+    v = torch.zeros(1, 1, 40, dtype=dtype)
+    v[0, 0, 7] = float('inf')
+    with torch.no_grad():
+        assert bool(torch.isinf(tail.features(v, v.clone())[0, :3]).all())

@@ -64,7 +64,7 @@ from ..ops.tridiagonal import implicit_diffusion_step
 from ..stability import Certificate
 from .denoise1d import Denoiser1D, Pretrained1D, _shuffle, _Skeleton1D, _unshuffle
 
-__all__ = ['NOISE_FILTER', 'MAD_TO_SIGMA', 'SCHEMES', 'scale_limits', 'noise_sigma', 'RepeatedStep',
+__all__ = ['NOISE_FILTER', 'MAD_TO_SIGMA', 'SCHEMES', 'scale_limits', 'noise_sigma', 'median_last', 'RepeatedStep',
            'ImplicitTail1D', 'IRLSTail1D', 'irls_weights', 'BlindDenoiser1D', 'DenoiseResult', 'denoise_signal', 'denoise_signals', 'check_signal_1d',
            'check_finite_scale']
 
@@ -82,8 +82,20 @@ def noise_sigma(f: torch.Tensor) -> torch.Tensor:
     """
     h = torch.tensor(NOISE_FILTER, dtype=f.dtype, device=f.device).reshape(1, 1, 4)
     d = F.conv1d(f, h)
-    dev = (d - d.median(dim=-1, keepdim=True).values).abs()
-    return MAD_TO_SIGMA * dev.median(dim=-1, keepdim=True).values
+    dev = (d - median_last(d)).abs()
+    return MAD_TO_SIGMA * median_last(dev)
+
+
+def median_last(x: torch.Tensor) -> torch.Tensor:
+    """The median over the last axis, keepdim, as ``x.median(dim=-1, keepdim=True).values``: the lower median, the
+    element of rank ⌊(n − 1)/2⌋; NaN where a row holds one. On CPU in float32 / float64 without autograd by numpy's
+    introselect (``np.partition``), the same value 3.5× faster than torch's (96 rows of 4093, one thread)."""
+    if x.device.type != 'cpu' or x.dtype not in (torch.float32, torch.float64) or x.shape[-1] == 0 or \
+            (torch.is_grad_enabled() and x.requires_grad):
+        return x.median(dim=-1, keepdim=True).values
+    k = (x.shape[-1] - 1) // 2
+    value = torch.from_numpy(np.partition(x.detach().numpy(), k, axis=-1)[..., k:k + 1])
+    return torch.where(torch.isnan(x).any(-1, keepdim=True), torch.full_like(value, float('nan')), value)
 
 
 class RepeatedStep(nn.Module):
@@ -162,6 +174,25 @@ def _native_edge_weights(w: torch.Tensor, contrast: torch.Tensor, *requiring: to
     rows = w.numel() // n
     lam = contrast.expand(w.shape[:-1] + (1,)).contiguous()
     return lib, w.contiguous(), lam, rows, n, split_ranges(rows, torch.get_num_threads())
+
+
+def _native_lag_features(v: torch.Tensor, u: torch.Tensor, lags: Tuple[int, ...]) -> Optional[torch.Tensor]:
+    """:meth:`ImplicitTail1D.features` by the C kernel (:mod:`pdeblocks._native`, item 6), or None where it does not
+    apply: autograd wanted, not CPU float32 / float64 ``[B, 1, n]`` pairs of one dtype, n < 2, or no compiler."""
+    lib = native_library()
+    if lib is None or v.device.type != 'cpu' or v.dtype not in (torch.float32, torch.float64) or u.dtype != v.dtype \
+            or v.dim() != 3 or v.shape[1] != 1 or u.shape != v.shape or v.shape[-1] < 2:
+        return None
+    if torch.is_grad_enabled() and (v.requires_grad or u.requires_grad):
+        return None
+    v, u = v.contiguous(), u.contiguous()
+    rows, n = v.shape[0], v.shape[-1]
+    lag = torch.tensor(lags, dtype=torch.int64)
+    out = torch.empty(rows, 4 * len(lags), dtype=v.dtype)
+    fn = lib.tail_lag_features_f32 if v.dtype == torch.float32 else lib.tail_lag_features_f64
+    run_ranges(lambda r0, r1: fn(v.data_ptr(), u.data_ptr(), lag.data_ptr(), out.data_ptr(), n, len(lags), r0, r1),
+               split_ranges(rows, torch.get_num_threads()))
+    return out
 
 
 def irls_weights(w: torch.Tensor, contrast: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
@@ -262,7 +293,11 @@ class ImplicitTail1D(nn.Module):
                 self.edges[2].bias.fill_(2.0)
 
     def features(self, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """``[B, 1, n]`` twice → ``[B, 4·len(lags)]`` pooled, scale-aware features (class docstring)."""
+        """``[B, 1, n]`` twice → ``[B, 4·len(lags)]`` pooled, scale-aware features (class docstring). Without autograd
+        on CPU one C pass per lag (sums in float64: the same features to float32 rounding), else torch ops."""
+        native = _native_lag_features(v, u, self.lags)
+        if native is not None:
+            return native
         n = v.shape[-1]
         out = []
         for lag in self.lags:
@@ -580,7 +615,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         σ̂ = :func:`noise_sigma` (f) where the caller has it already."""
         if sigma is None:
             sigma = noise_sigma(f)
-        centre = f.median(dim=-1, keepdim=True).values
+        centre = median_last(f)
         scale = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
         return (f - centre) / scale, centre, scale, sigma
 
