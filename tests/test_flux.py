@@ -214,3 +214,22 @@ def test_native_learned_flux_gradients(channels):
     assert torch.equal(gs[0, 0, :3], torch.zeros(3)) and torch.equal(gs_ref[0, 0, :3], torch.zeros(3))
     assert torch.allclose(gs, gs_ref, atol=1e-5, rtol=1e-5)
     assert torch.allclose(gl, gl_ref, atol=1e-4 * gl_ref.abs().max().item(), rtol=1e-4)
+
+
+@pytest.mark.skipif(not _native_available(), reason='no C compiler: the torch expression serves')
+@pytest.mark.parametrize('knots', [2, 16, 17, 18, 40])
+def test_native_learned_flux_register_tables_bit_for_bit(knots):
+    """float32 rows with ≤ 17 knots take the AVX-512 path (knot tables in registers, permutes; rows of any length, the
+    last vector masked), more knots the gathers: both are the torch expression bit for bit, -0.0 included."""
+    from pdeblocks.layers import flux as flux_module
+    torch.manual_seed(knots)
+    flux = LearnedFlux(6, contrast=0.9, knots=knots)
+    with torch.no_grad():
+        flux.knot_logits.normal_(0.0, 2.0)
+    values = flux.knot_values(torch.float32)
+    for inner in (1, 15, 16, 17, 515):
+        s = torch.randn(2, 6, inner) * 3.0 * flux.spacing * knots
+        s.view(-1)[:4] = torch.tensor([-0.0, 1e30, -1e30, flux.spacing * (knots - 1)])[:s.numel()]
+        out = flux_module.learned_flux(s, values, flux.spacing)
+        expected = flux_module.learned_flux_expression(s, values, flux.spacing)
+        assert torch.equal(out, expected) and torch.equal(torch.signbit(out), torch.signbit(expected)), inner
