@@ -166,6 +166,8 @@ def test_median_last_is_torch_median(dtype):
         assert torch.equal(out.nan_to_num(7.0), ref.nan_to_num(7.0)) and bool(out[3].isnan().all()) == (n > 2)
     y = torch.randn(6, 40, generator=g, dtype=dtype)[:, ::3]
     assert torch.equal(median_last(y), y.median(dim=-1, keepdim=True).values)
+    inf = torch.tensor([[float('inf'), -float('inf'), 1.0, 3.0, 2.0]], dtype=dtype)     # its sum is NaN, no sample is
+    assert torch.equal(median_last(inf), torch.tensor([[2.0]], dtype=dtype))
     z = torch.randn(3, 9, dtype=dtype, requires_grad=True)
     median_last(z).sum().backward()
     assert torch.equal(z.grad.sum(-1), torch.ones(3, dtype=dtype))

@@ -95,7 +95,10 @@ def median_last(x: torch.Tensor) -> torch.Tensor:
         return x.median(dim=-1, keepdim=True).values
     k = (x.shape[-1] - 1) // 2
     value = torch.from_numpy(np.partition(x.detach().numpy(), k, axis=-1)[..., k:k + 1])
-    return torch.where(torch.isnan(x).any(-1, keepdim=True), torch.full_like(value, float('nan')), value)
+    nan = torch.isnan(x.sum(-1, keepdim=True))          # a NaN sample makes the sum NaN (so may ∞ − ∞: checked)
+    if bool(nan.any()):
+        value = torch.where(torch.isnan(x).any(-1, keepdim=True), torch.full_like(value, float('nan')), value)
+    return value
 
 
 class RepeatedStep(nn.Module):
