@@ -1,11 +1,13 @@
 """The certificate abstraction: settings, the training contract, strictness, gradients and state."""
 import copy
 
+import numpy as np
 import pytest
 import torch
 
 import pdeblocks
 from pdeblocks.layers import FEDCycle, FSIBlock, ImplicitBlock, SymmetricResidual
+from pdeblocks.layers import certificate
 from pdeblocks.layers.certificate import Certification, NormCertificate, resolve_certification
 from pdeblocks.ops import norm_bound, power_iteration_norm
 
@@ -332,3 +334,24 @@ def test_calibrate_rejects_no_steps():
         cert.calibrate(torch.randn(4, 4, 3, 3), 0)
     with pytest.raises(ValueError, match=r'got steps=1, refine=-1'):
         cert.calibrate(torch.randn(4, 4, 3, 3), 1, refine=-1)
+
+
+@pytest.mark.skipif(not certificate._native_bfloat16(torch.device('cpu')), reason='no native bfloat16 products here')
+def test_bfloat16_power_steps_find_the_float32_maximiser(monkeypatch):
+    """Wide weights (512 channels) take their power steps in bfloat16: the same ω* as in float32, and σ(W) at the
+    tracked v equal to float32's to 1e-4, both below σ_max of the symbol there (numpy's SVD) and within 2% of it."""
+    torch.manual_seed(7)
+    w = torch.randn(512, 512, 3, 3) * (2 / (9 * 512)) ** 0.5 + 0.01 * torch.randn(512, 512, 1, 1)
+    assert w[:, :, 0].numel() * 9 >= certificate.LOW_PRECISION_MIN
+    found = {}
+    for name, limit in (('float32', 1 << 62), ('bfloat16', certificate.LOW_PRECISION_MIN)):
+        monkeypatch.setattr(certificate, 'LOW_PRECISION_MIN', limit)
+        cert = NormCertificate([3, 3], 'zeros')
+        cert.calibrate(w, 2, refine=20)
+        found[name] = (int(cert._index), float(cert.sigma(w)))
+    assert found['bfloat16'][0] == found['float32'][0]
+    symbol = np.einsum('hct,t->hc', w.reshape(512, 512, 9).double().numpy(), cert._phase.cdouble().numpy())
+    exact = np.linalg.svd(symbol, compute_uv=False)[0]
+    assert abs(found['bfloat16'][1] - found['float32'][1]) <= 1e-4 * exact
+    for _, sigma in found.values():   # a power iterate: a lower bound, within 2% after these steps
+        assert 0.98 * exact <= sigma <= exact * (1 + 1e-5)
