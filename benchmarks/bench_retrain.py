@@ -10,7 +10,9 @@ run repeats bit for bit; another thread count changes the floating-point summati
 convolutions, so the weights, and the metrics, drift: this script measures by how much.
 
 Run: ``python benchmarks/bench_retrain.py [--recipe denoiser-1d] [--threads 2] [--out runs/retrain-...]``;
-writes ``benchmarks/results/retrain_<recipe>_<threads>threads.md`` and ``.json`` atomically.
+writes ``benchmarks/results/retrain_<recipe>_<threads>threads.md`` and ``.json`` atomically. ``--against NAME``
+compares with another bundled model (e.g. a comparison recipe such as ``denoiser-1d-free``, which is not
+published, against the model it is the twin of), and ``--evaluated`` takes OUT's finished evaluation as it is.
 """
 import argparse
 import json
@@ -38,14 +40,21 @@ def main(argv=None) -> None:
     p.add_argument('--recipe', default='denoiser-1d')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--out', default=None, help='run folder (default runs/retrain-RECIPE-THREADSthreads)')
+    p.add_argument('--against', default=None, help='the bundled model to compare with (default: the recipe\'s own)')
+    p.add_argument('--evaluated', action='store_true', help='compare OUT/eval.json as it is (no training run)')
     a = p.parse_args(argv)
-    published = BUNDLED_DIR / published_name(a.recipe)
+    against = a.against or a.recipe
+    published = BUNDLED_DIR / published_name(against)
     if not (published / 'eval.json').is_file():
-        p.error(f"no published model named {a.recipe!r} (expected {published / 'eval.json'})")
+        p.error(f"no published model named {against!r} (expected {published / 'eval.json'})")
     out = Path(a.out or ROOT / 'runs' / f'retrain-{a.recipe}-{a.threads}threads')
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
-    subprocess.run([sys.executable, '-m', 'pdeblocks.cli', 'train', a.recipe, '--out', str(out), '--resume'],
-                   env=env, check=True)
+    if a.evaluated:
+        if not (out / 'eval.json').is_file():
+            p.error(f"--evaluated needs a finished run: expected {out / 'eval.json'}")
+    else:
+        env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+        subprocess.run([sys.executable, '-m', 'pdeblocks.cli', 'train', a.recipe, '--out', str(out), '--resume'],
+                       env=env, check=True)
     mine = json.loads((out / 'eval.json').read_text())
     theirs = json.loads((published / 'eval.json').read_text())
     new, old = psnr_by_kind(mine['evaluation']), psnr_by_kind(theirs['evaluation'])
@@ -56,7 +65,8 @@ def main(argv=None) -> None:
     worst = max(abs(r['difference']) for r in rows)
     theirs_threads = theirs.get('threads')   # train() records it; the bundled evaluations predate that
     published_threads = f"{theirs_threads} thread(s)" if theirs_threads else 'thread count not recorded'
-    lines = [f"Retraining `{a.recipe}` with OMP_NUM_THREADS={a.threads} (published: {published_threads}), "
+    lines = [f"Retraining `{a.recipe}` with OMP_NUM_THREADS={a.threads} against the bundled `{published.name}` "
+             f"(published: {published_threads}), "
              f"{mine['steps']} steps in {mine['train_seconds'] / 60:.1f} min; weights bitwise equal to the "
              f"published ones: {'yes' if bitwise else 'no'}", '',
              '| signals | σ | published PSNR (dB) | retrained PSNR (dB) | difference (dB) |', '|---|---|---|---|---|']
@@ -66,7 +76,7 @@ def main(argv=None) -> None:
     text = '\n'.join(lines) + '\n'
     print(text)
     save_results(f'retrain_{a.recipe}_{a.threads}threads', text, dict(
-        recipe=a.recipe, threads=a.threads, published_threads=theirs_threads, bitwise=bitwise, rows=rows,
+        recipe=a.recipe, against=against, threads=a.threads, published_threads=theirs_threads, bitwise=bitwise, rows=rows,
         largest_difference=worst, train_seconds=mine['train_seconds']))
 
 
