@@ -138,14 +138,19 @@ class Certification:
 
 @functools.lru_cache(maxsize=None)
 def _native_bfloat16(device: torch.device) -> bool:
-    """Whether bfloat16 matrix products run natively (faster than float32's) on ``device``: CPUs whose oneDNN
-    has bfloat16 kernels (AVX512-BF16, AMX); other devices keep float32."""
+    """Whether bfloat16 matrix products run natively on ``device``: a CPU with bfloat16 instructions (the Linux flags
+    ``avx512_bf16``, ``amx_bf16`` or Arm's ``bf16``) whose products torch routes to oneDNN. Elsewhere (other devices,
+    emulated bfloat16, other systems) the power steps keep float32."""
     if device.type != 'cpu':
         return False
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+        with open('/proc/cpuinfo') as f:
+            flags = set(f.read().split())
+    except (AttributeError, RuntimeError, OSError):
         return False
+    return bool(flags & {'avx512_bf16', 'amx_bf16', 'bf16'})
 
 
 def _check_int(name: str, value: Any, low: int, optional: bool = False) -> None:
