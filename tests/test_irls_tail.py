@@ -189,3 +189,17 @@ def test_gate_features_of_the_c_kernel_match_the_torch_expression(dtype, rtol):
     v[0, 0, 7] = float('inf')
     with torch.no_grad():
         assert bool(torch.isinf(tail.features(v, v.clone())[0, :3]).all())
+
+
+def test_irls_lag_base_sets_the_gate_lags(tmp_path):
+    """irls_lag_base chooses the lags of the IRLS gate's features (its powers up to 64), which sets the gate's and the
+    selector's input sizes; it round-trips through config.json; a base below 2 is a ValueError naming it."""
+    m = BlindDenoiser1D(scheme='explicit', channels=4, hidden_channels=4, blocks=2, irls_steps=2, irls_select=0.3,
+                        irls_lag_base=2).eval()
+    assert m.irls.lags == (1, 2, 4, 8, 16, 32, 64) and m.irls.gate[0].in_features == 28
+    assert m.irls.selector[0].in_features == 28 + 2 * 4 + 3
+    assert BlindDenoiser1D(scheme='explicit', irls_steps=1).irls.lags == (1, 4, 16, 64)
+    m.save_pretrained(tmp_path / 'lags')
+    assert load_folder(tmp_path / 'lags').irls.lags == (1, 2, 4, 8, 16, 32, 64)
+    with pytest.raises(ValueError, match='irls_lag_base ≥ 2'):
+        BlindDenoiser1D(scheme='explicit', irls_steps=1, irls_lag_base=1)

@@ -555,7 +555,8 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
     edge-stop channels, whether the input is mixed into the right-hand side); ``irls_steps`` (0: none), ``irls_tau``,
     ``irls_contrast``, ``irls_mix``, ``irls_select``: the variational tail after that (:class:`IRLSTail1D`: IRLS
     steps, τ, λ and β at start; ``irls_select`` > 0: a selector blends its result with the network's by a residual
-    test, γ = ``irls_select`` at start; ``irls_exponent``: q at start)"""
+    test, γ = ``irls_select`` at start; ``irls_exponent``: q at start; ``irls_lag_base``: the lags of its gate's
+    features, the powers of this base up to 64 (4: 1, 4, 16, 64))"""
 
     architecture = 'blind_denoiser_1d'
 
@@ -567,7 +568,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
                  tail_steps: int = 0, tail_hidden: int = 32, tail_tau: float = 0.1, tail_gain: float = 8.0,
                  tail_edges: int = 0, tail_mix: bool = False, irls_steps: int = 0, irls_tau: float = 1.0,
                  irls_contrast: float = 0.05, irls_mix: float = 0.02, irls_select: float = 0.0,
-                 irls_exponent: float = 1.0):
+                 irls_exponent: float = 1.0, irls_lag_base: int = 4):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -598,7 +599,10 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
                                    edge_channels=tail_edges, mix=tail_mix) if tail_steps else None
         if irls_steps < 0:
             raise ValueError(f"need irls_steps ≥ 0 (0: no variational tail), got {irls_steps}")
-        self.irls = IRLSTail1D(irls_steps, tail_hidden, tau_init=irls_tau, contrast_init=irls_contrast,
+        if irls_lag_base < 2:
+            raise ValueError(f"need irls_lag_base ≥ 2 (the IRLS gate's lags are its powers up to 64), got {irls_lag_base}")
+        lags = tuple(irls_lag_base ** k for k in range(7) if irls_lag_base ** k <= 64)
+        self.irls = IRLSTail1D(irls_steps, tail_hidden, lags=lags, tau_init=irls_tau, contrast_init=irls_contrast,
                                gain=tail_gain, mix_init=irls_mix, select=irls_select > 0,
                                select_init=irls_select if irls_select > 0 else 0.5,
                                exponent_init=irls_exponent) if irls_steps else None
