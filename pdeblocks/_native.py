@@ -31,6 +31,9 @@ lane; the matrix given, or built from the implicit diffusion step's edge weights
 (1 + s²)^(−q) by vector log and exp (fdlibm's, within 1 ulp each), and the learned diffusivity g(|s|) bit for bit;
 and the tails' gate features (pooled lag differences) in one pass per lag, sums in float64.
 
+7. The training contract's estimate for wide weights (:mod:`pdeblocks.layers.certificate`), float32: z = x Wᵀ for
+x [2, K] and the rows' sums of squares of W [H, K] in one pass over W (the weight is read once per step, not twice).
+
 The shared library is compiled from the source below (``cc -O3 -shared -fPIC``, plus ``-march=native``
 when the compiler accepts it) into ``$PDEBLOCKS_CACHE`` (default ``~/.cache/pdeblocks``), keyed by a
 hash of source, flags, compiler and machine, and loaded with ``ctypes`` (calls release the GIL, so
@@ -38,7 +41,7 @@ row or plane ranges run in parallel threads: :func:`run_ranges`). If no compiler
 :func:`native_library` returns None and callers use torch ops, which give the same values (and,
 for the min-plus convolution, the same winners).
 
-One module of about 400 lines because 288 of them are the C source (:data:`C_SOURCE`), which is hashed,
+One module of about 1,000 lines because 850 of them are the C source (:data:`C_SOURCE`), which is hashed,
 compiled and loaded as one unit; the Python that caches, builds and loads it is about 100 lines.
 """
 import ctypes
@@ -867,6 +870,35 @@ int NAME(const T* v, const T* u, const int64_t* lags, T* out, int64_t n, int64_t
 DEFINE_LAG_FEATURES(float, tail_lag_features_f32)
 DEFINE_LAG_FEATURES(double, tail_lag_features_f64)
 
+/* z[0, h], z[1, h] = ⟨W[h], x[0]⟩, ⟨W[h], x[1]⟩ and ss[h] = ‖W[h]‖² for rows h0..h1 of W [H, K] (sums in vector
+   lanes, the lanes' squares added in double) */
+int symbol_apply_sumsq_f32(const float* w, const float* x, float* z, double* ss, int64_t H, int64_t K, int64_t h0,
+                           int64_t h1) {
+    enum { L = VBYTES / sizeof(float) };
+    for (int64_t h = h0; h < h1; ++h) {
+        const float* wr = w + h * K;
+        vf32 a0 = {0}, a1 = {0}, a2 = {0};
+        int64_t k = 0;
+        for (; k + L <= K; k += L) {
+            vf32 wv, x0, x1;
+            memcpy(&wv, wr + k, sizeof wv);
+            memcpy(&x0, x + k, sizeof x0);
+            memcpy(&x1, x + K + k, sizeof x1);
+            a0 += wv * x0;
+            a1 += wv * x1;
+            a2 += wv * wv;
+        }
+        float s0 = 0, s1 = 0;
+        double s2 = 0;
+        for (int l = 0; l < L; ++l) { s0 += a0[l]; s1 += a1[l]; s2 += a2[l]; }
+        for (; k < K; ++k) { s0 += wr[k] * x[k]; s1 += wr[k] * x[K + k]; s2 += (double)wr[k] * wr[k]; }
+        z[h] = s0;
+        z[H + h] = s1;
+        ss[h] = s2;
+    }
+    return 0;
+}
+
 DEFINE_SHIFT(float, shift_f32)
 DEFINE_SHIFT(double, shift_f64)
 DEFINE_POOL2(float, pool2_f32)
@@ -888,7 +920,7 @@ _SIGNATURES = {'minplus_*_forward': (4, 11), 'minplus_*_backward': (4, 11),
 # float64 only
 _SIGNATURES_F64 = {'tail_irls_weights': (4, 3), 'tail_knot_weights': (6, 4)}
 # float32 and float64, named in full
-_SIGNATURES_OTHER = {'tail_lag_features_f32': (4, 4), 'tail_lag_features_f64': (4, 4)}
+_SIGNATURES_OTHER = {'tail_lag_features_f32': (4, 4), 'tail_lag_features_f64': (4, 4), 'symbol_apply_sumsq_f32': (4, 4)}
 
 _lock = threading.Lock()
 _state = {'tried': False, 'lib': None, 'error': ''}
