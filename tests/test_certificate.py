@@ -4,8 +4,10 @@ import copy
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import pdeblocks
+import pdeblocks._native
 from pdeblocks.layers import FEDCycle, FSIBlock, ImplicitBlock, SymmetricResidual
 from pdeblocks.layers import certificate
 from pdeblocks.layers.certificate import Certification, NormCertificate, resolve_certification
@@ -355,3 +357,32 @@ def test_bfloat16_power_steps_find_the_float32_maximiser(monkeypatch):
     assert abs(found['bfloat16'][1] - found['float32'][1]) <= 1e-4 * exact
     for _, sigma in found.values():   # a power iterate: a lower bound, within 2% after these steps
         assert 0.98 * exact <= sigma <= exact * (1 + 1e-5)
+
+
+@pytest.mark.skipif(not pdeblocks._native.native_available(), reason='no C compiler')
+def test_fused_sigma_and_square_match_two_passes(monkeypatch):
+    """Wide weights take σ(W) and ‖W‖² from one C pass over W: the values against numpy in float64 (rows of odd length,
+    so the kernel's scalar tail runs), and the training pass's B̃ and gradient against the product-and-dot path."""
+    torch.manual_seed(8)
+    w = torch.randn(520, 225, 3, 3)
+    assert w.numel() >= certificate.FUSED_MIN
+    x = torch.randn(2, 225 * 9)
+    sigma, square = certificate._apply_and_square(w, x)
+    w64, x64 = w.reshape(520, -1).double().numpy(), x.double().numpy()
+    assert float(sigma) == pytest.approx(np.linalg.norm(x64 @ w64.T), rel=1e-5)
+    assert float(square) == pytest.approx((w64 ** 2).sum(), rel=1e-5)
+    assert certificate._apply_and_square(w.requires_grad_(), x) is None          # autograd wanted: torch's ops
+    weight = nn.Parameter(torch.randn(512, 512, 3, 3) * (2 / (9 * 512)) ** 0.5)
+    cert = NormCertificate([3, 3], 'zeros').train()
+    cert(weight)
+    passes = {}
+    for name in ('fused', 'two passes'):
+        if name == 'two passes':
+            monkeypatch.setattr(certificate, '_apply_and_square', lambda *args: None)
+        weight.grad = None
+        b = cert(weight)
+        b.backward()
+        passes[name] = (b.detach(), weight.grad.clone())
+    assert torch.allclose(passes['fused'][0], passes['two passes'][0], rtol=1e-6)
+    scale = float(passes["two passes"][1].abs().max())
+    assert torch.allclose(passes["fused"][1], passes["two passes"][1], rtol=1e-4, atol=1e-4 * scale)
