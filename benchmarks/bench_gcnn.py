@@ -530,7 +530,8 @@ def bench_digits(protocol: str, names: List[str], epochs: Dict[str, int], lrs: D
     """Protocol 'upright': train on upright digits, test upright and rotated (the equivariance test).
     Protocol 'rotated': train on the randomly rotated training split, test on the rotated test split
     (the rotated-MNIST protocol). 'cnn+rot' is the CNN with per-batch random rotation augmentation.
-    ``recipe``: extra :func:`train` options (``ema_decay``, ``augment_shift``) for the models other than the CNNs."""
+    ``recipe``: extra :func:`train` options (``ema_decay``, ``augment_shift``, ``weight_decay``) for the models other
+    than the CNNs."""
     recipe = recipe or {}
     data = load_digits_tensors()
     x_train = data['x_train'] if protocol == 'upright' else data['x_train_rot']
@@ -572,9 +573,17 @@ def bench_digits(protocol: str, names: List[str], epochs: Dict[str, int], lrs: D
 
 def bench_epoch(names: List[str], repeats: int = 3, tag: str = '') -> str:
     """CPU time of one training epoch on the digits (upright split, batch 32, AdamW) per model, the
-    models interleaved within every repeat; ratio to the plain CNN's epoch."""
+    models interleaved within every repeat; ratio to the plain CNN's epoch. A name 'MODEL#ABLATION' is
+    MODEL with the probe ablation ABLATION applied (:func:`_ablate`)."""
     data = load_digits_tensors()
-    models = digits_models(names + ['cnn'] if 'cnn' not in names else names, {})
+    names = names + ['cnn'] if 'cnn' not in names else names
+    built = digits_models([n.partition('#')[0] for n in names], {})
+    models = {}
+    for name in names:
+        base, _, ablation = name.partition('#')
+        models[name] = built[base] if not ablation else digits_models([base], {})[base]
+        if ablation:
+            _ablate(models[name], ablation)
     times: Dict[str, List[float]] = {name: [] for name in models}
     for _ in range(repeats):
         for name, model in models.items():
@@ -604,9 +613,54 @@ def _ablate(model: nn.Module, ablation: str) -> None:
     fixed at 0; 'blurpool' the stem's 2×2 max pool (``downsample`` containing 0) replaced by a binomial
     anti-aliasing filter with stride 2 (:class:`_BinomialPoolM2`); 'octpool' that pool by a max over a nearly
     round 12-pixel window (:class:`_OctagonMaxPoolM2`); 'instnorm' every BatchNorm3d replaced by an affine
-    InstanceNorm3d (statistics of each image over (Or, H, W) per channel, in training and evaluation)."""
+    InstanceNorm3d (statistics of each image over (Or, H, W) per channel, in training and evaluation).
+    Round 4: 'pad<N>' the input zero-padded by N px on every side inside the model (before the lift);
+    'discpool' the head's global average over the disc inscribed in the map instead of the square
+    (:class:`_DiscAvgPool`); 'disckernel' the dilation and erosion kernels +∞ at spatial offsets with
+    Δx² + Δy² > (k//2 + ½)² (a round stencil instead of the square); 'multistage' the head reads the
+    concatenated invariant descriptors (max over θ, global pool) of the stem and of every CDE layer;
+    'blur<σ>' a fixed isotropic Gaussian blur of std σ px of the input inside the model (before the lift);
+    'up<s>' the input upsampled ×s (bilinear) inside the model, before the lift (a finer grid for the lift
+    and the first pool; pair it with ``downsample`` pooling once more to keep the CDE layers' grid);
+    'thetaband<M>' the output of every erosion (the end of every CDE unit, before the channel mixing)
+    band-limited over θ to angular frequencies |m| ≤ M (:class:`_ThetaBandLimit`); 'stemband<M>' the same on
+    the stem's output.
+    Several ablations joined by '+' are applied in order."""
+    if '+' in ablation:
+        for part in ablation.split('+'):
+            _ablate(model, part)
+        return
     lift = model.stem.lift
-    if ablation == 'lift_order3':
+    if ablation.startswith('pad') and ablation[3:].isdigit():
+        _prepend_to_stem(model, 'pad', nn.ZeroPad2d(int(ablation[3:])))
+    elif ablation.startswith('up') and ablation[2:].isdigit():
+        _prepend_to_stem(model, 'upsample', nn.Upsample(scale_factor=int(ablation[2:]), mode='bilinear',
+                                                        align_corners=False))
+    elif ablation.startswith('blur') and ablation != 'blurpool':
+        _prepend_to_stem(model, 'blur', _GaussianBlur2d(float(ablation[4:])))
+    elif ablation == 'discpool':
+        model.head.global_pool = _DiscAvgPool()
+    elif ablation == 'disckernel':
+        from pdeblocks.layers.gcnn import FractionalErosionM2
+        for mod in model.modules():
+            if isinstance(mod, FractionalErosionM2):
+                k = mod.kernel_size
+                g = torch.arange(k, dtype=torch.float64) - k // 2
+                outside = (g.view(k, 1) ** 2 + g.view(1, k) ** 2) > (k // 2 + 0.5) ** 2
+
+                def kernel(mod=mod, outside=outside):
+                    kern = type(mod).kernel(mod)
+                    return kern.masked_fill(outside.to(kern.device), float('inf'))
+                mod.kernel = kernel
+    elif ablation == 'multistage':
+        _multistage_head(model)
+    elif ablation.startswith('thetaband') and ablation[9:].isdigit():
+        for layer in model.modules():
+            if isinstance(layer, CDELayerM2):
+                layer.erosion = nn.Sequential(layer.erosion, _ThetaBandLimit(int(ablation[9:])))
+    elif ablation.startswith('stemband') and ablation[8:].isdigit():
+        model.stem.add_module('band', _ThetaBandLimit(int(ablation[8:])))
+    elif ablation == 'lift_order3':
         lift.spline_order = 3
     elif ablation == 'lift_disc':
         k = lift.kernel_size
@@ -644,7 +698,87 @@ def _ablate(model: nn.Module, ablation: str) -> None:
                     setattr(parent, child_name, nn.InstanceNorm3d(child.num_features, affine=True))
     elif ablation:
         raise ValueError(f"ablation must be one of lift_order3, lift_disc, lift_norm, iso, noconv, blurpool, "
-                         f"octpool, instnorm, got {ablation!r}")
+                         f"octpool, instnorm, pad<N>, blur<sigma>, up<s>, discpool, disckernel, multistage, "
+                         f"thetaband<M>, stemband<M> "
+                         f"(several joined by '+'), got {ablation!r}")
+
+
+def _prepend_to_stem(model: nn.Module, name: str, module: nn.Module) -> None:
+    """``module`` runs first in ``model.stem`` (a named Sequential: lift, [pool,] norm)."""
+    from collections import OrderedDict
+    model.stem = nn.Sequential(OrderedDict([(name, module)] + list(model.stem.named_children())))
+
+
+class _ThetaBandLimit(nn.Module):
+    """Band limit over the orientation axis of M₂ maps [B, C, Or, H, W] (probe ablations 'thetaband<M>',
+    'stemband<M>'): the orthogonal projection onto the angular frequencies |m| ≤ M,
+
+        (P f)(θ_o) = Σ_{|m| ≤ M} f̂_m e^{i m θ_o},   f̂_m = (1/Or) Σ_o f(θ_o) e^{−i m θ_o},
+
+    a circular convolution over θ (commutes with θ shifts and with everything spatial or per channel).
+    A profile with no energy above M is resampled exactly by a fractional θ shift."""
+
+    def __init__(self, max_frequency: int):
+        super().__init__()
+        self.max_frequency = max_frequency
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        Or = x.shape[2]
+        spec = torch.fft.rfft(x, dim=2)
+        keep = (torch.arange(spec.shape[2], device=x.device) <= self.max_frequency).to(spec.real.dtype)
+        return torch.fft.irfft(spec * keep.view(1, 1, -1, 1, 1), n=Or, dim=2)
+
+
+class _DiscAvgPool(nn.Module):
+    """Global average over the disc inscribed in the [B, C, H, W] map (probe ablation 'discpool'):
+    mean of f(p) over |p − c|² ≤ (min(H, W)/2)², c the map's centre; returns [B, C]. The square's
+    corners, which a rotation exchanges with the outside of the map, are left out."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2], x.shape[-1]
+        yy = torch.arange(H, dtype=x.dtype, device=x.device).view(H, 1) - (H - 1) / 2
+        xx = torch.arange(W, dtype=x.dtype, device=x.device).view(1, W) - (W - 1) / 2
+        mask = ((yy ** 2 + xx ** 2) <= (min(H, W) / 2) ** 2).to(x.dtype)
+        return (x * mask).sum(dim=(-2, -1)) / mask.sum()
+
+
+class _GaussianBlur2d(nn.Module):
+    """Fixed isotropic Gaussian blur of std ``sigma`` px (radius ⌈3σ⌉, normalised, zero padding) of every
+    input channel (probe ablation 'blur<σ>'): it commutes with rotations, so it can only remove the
+    high frequencies that a rotation's resampling alters."""
+
+    def __init__(self, sigma: float):
+        super().__init__()
+        r = max(1, math.ceil(3 * sigma))
+        t = torch.arange(-r, r + 1, dtype=torch.float32)
+        g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+        self.register_buffer('weight', (g / g.sum()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        r = self.weight.numel() // 2
+        y = x.reshape(B * C, 1, H, W)
+        y = F.conv2d(y, self.weight.to(x.dtype).view(1, 1, 1, -1), padding=(0, r))
+        y = F.conv2d(y, self.weight.to(x.dtype).view(1, 1, -1, 1), padding=(r, 0))
+        return y.view(B, C, H, W)
+
+
+def _multistage_head(model: nn.Module) -> None:
+    """Probe ablation 'multistage': the head reads [P Φ₀, P Φ₁, …, P Φ_depth] (P = max over θ) pooled and
+    concatenated, (depth + 1)·C features, instead of the last stage's alone."""
+    from timm.layers import ClassifierHead
+    C = model.num_features
+    n = len(model.layers) + 1
+    model.head = ClassifierHead(C * n, model.num_classes, pool_type='avg')
+
+    def forward_features(x: torch.Tensor, model=model) -> torch.Tensor:
+        x = model.stem(x)
+        feats = [model.project(x)]
+        for layer in model.layers:
+            x = layer(x)
+            feats.append(model.project(x))
+        return torch.cat(feats, dim=1)
+    model.forward_features = forward_features
 
 
 class _OctagonMaxPoolM2(nn.Module):
@@ -988,12 +1122,16 @@ def main() -> None:
                         help='digits, probe: EMA of the PDE-G-CNN weights with this decay per step (0: off)')
     parser.add_argument('--augment-shift', type=float, default=0.0,
                         help='digits, probe: random translations of the PDE-G-CNN training images in [-s, s] px')
+    parser.add_argument('--weight-decay', type=float, default=None,
+                        help='digits, probe: AdamW weight decay of the PDE-G-CNN (default 1e-4)')
     parser.add_argument('--tag', default='', help='digits: suffix of the result files')
     parser.add_argument('--threads', type=int, default=1,
                         help='torch intra-op threads (default 1: robust timings on a shared, oversubscribed CPU)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     recipe = {k: v for k, v in (('ema_decay', args.ema_decay), ('augment_shift', args.augment_shift)) if v}
+    if args.weight_decay is not None:
+        recipe['weight_decay'] = args.weight_decay
     if args.section in ('speed', 'all'):
         bench_speed(args.repeats, args.unfold, args.diffusion)
     if args.section in ('rotation', 'all'):
