@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _results import RESULTS, write_atomic  # noqa: E402
 
-from pdeblocks.layers.gcnn import CDELayerM2, LiftM2Cartesian, ProjectM2  # noqa: E402
+from pdeblocks.layers.gcnn import CDELayerM2, LiftM2Cartesian, ProjectM2, SpatialMaxPoolM2  # noqa: E402
 
 
 def table(header: List[str], rows: List[List]) -> str:
@@ -612,7 +612,7 @@ def _ablate(model: nn.Module, ablation: str) -> None:
     unrotated one; 'iso' spatially isotropic metric (w₁ = w₂ = their mean); 'noconv' convection shifts
     fixed at 0; 'blurpool' the stem's 2×2 max pool (``downsample`` containing 0) replaced by a binomial
     anti-aliasing filter with stride 2 (:class:`_BinomialPoolM2`); 'octpool' that pool by a max over a nearly
-    round 12-pixel window (:class:`_OctagonMaxPoolM2`); 'instnorm' every BatchNorm3d replaced by an affine
+    round 12-pixel window (``SpatialMaxPoolM2(2, 'round')``, the model option ``pool_window='round'``); 'instnorm' every BatchNorm3d replaced by an affine
     InstanceNorm3d (statistics of each image over (Or, H, W) per channel, in training and evaluation).
     Round 4: 'pad<N>' the input zero-padded by N px on every side inside the model (before the lift);
     'discpool' the head's global average over the disc inscribed in the map instead of the square
@@ -690,7 +690,7 @@ def _ablate(model: nn.Module, ablation: str) -> None:
     elif ablation == 'blurpool':
         model.stem.pool = _BinomialPoolM2()
     elif ablation == 'octpool':
-        model.stem.pool = _OctagonMaxPoolM2()
+        model.stem.pool = SpatialMaxPoolM2(2, 'round')
     elif ablation == 'instnorm':
         for parent in list(model.modules()):
             for child_name, child in parent.named_children():
@@ -779,19 +779,6 @@ def _multistage_head(model: nn.Module) -> None:
             feats.append(model.project(x))
         return torch.cat(feats, dim=1)
     model.forward_features = forward_features
-
-
-class _OctagonMaxPoolM2(nn.Module):
-    """Max pooling over a nearly round window, stride 2 (probe ablation 'octpool', in place of the 2×2
-    max pool): the 4×4 window around every 2×2 block without its four corners (12 pixels, the union of
-    the centred 4×2 and 2×4 windows), symmetric about the block's centre, so it commutes with quarter
-    turns on even sizes; out-of-image pixels never win (max_pool2d pads with −∞)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, C, Or, H, W = x.shape
-        y = x.reshape(B, C * Or, H, W)
-        y = torch.maximum(F.max_pool2d(y, (4, 2), 2, (1, 0)), F.max_pool2d(y, (2, 4), 2, (0, 1)))
-        return y.view(B, C, Or, y.shape[-2], y.shape[-1])
 
 
 class _BinomialPoolM2(nn.Module):

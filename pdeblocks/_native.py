@@ -18,7 +18,9 @@ planes, then a bilinear shift by (sx, sy) pixels with zeros outside; its backwar
 the sums of g·∂out/∂(θ fraction, sx, sy) (float64).
 
 3. 2×2 max pooling with stride 2 of [P, H, W] planes, with torch's max_pool2d's winner (the first
-maximum in row-major window order; NaN wins) stored as one byte; the backward writes g to the winner.
+maximum in row-major window order; NaN wins) stored as one byte; the backward writes g to the winner. The same
+over the round 12-pixel window (the 4×4 window around each 2×2 block without its corners), whose backward adds
+g at the winner (the windows overlap).
 
 4. The learned flux Φ(s) = g(|s̄|/h)·s̄ of :class:`pdeblocks.layers.flux.LearnedFlux` in one pass
 (bit-identical to its torch expression, which takes about 13 passes over s); its backward gives ∂L/∂s and
@@ -523,6 +525,77 @@ int NAME##_backward(const T* g, const int8_t* idx, T* gx, int64_t H, int64_t W, 
     return 0;                                                                                           \
 }
 
+/* Max pooling over the round 12-pixel window (the 4x4 window around each 2x2 block, without its corners), stride 2,
+   of planes p in [p0, p1) of x: [P, H, W] -> out: [P, H/2, W/2] (floor); idx: the winner's tap t (taps row by row,
+   offsets (ROUND_DY[t], ROUND_DX[t]) from (2y, 2x)), chosen as in pool2: a candidate replaces the running maximum if
+   it is larger or NaN; taps outside the plane are skipped (the centre 2x2 is always inside). */
+/* (m, i) ← (v, t) if v > m, for v later in the window's row-major order than m */
+#define POOL_PAIR(m, i, value, t) { const __typeof__(m) v_ = (value); const int u_ = v_ > m; i = u_ ? (t) : i; \
+                                    m = u_ ? v_ : m; }
+static const int8_t ROUND_DY[12] = {-1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2};
+static const int8_t ROUND_DX[12] = {0, 1, -1, 0, 1, 2, -1, 0, 1, 2, 0, 1};
+#define DEFINE_POOL_ROUND(T, NAME)                                                                       \
+int NAME##_forward(const T* x, T* out, int8_t* idx, int64_t H, int64_t W, int64_t p0, int64_t p1) {   \
+    const int64_t Ho = H / 2, Wo = W / 2;                                                               \
+    for (int64_t p = p0; p < p1; ++p)                                                                   \
+        for (int64_t y = 0; y < Ho; ++y) {                                                              \
+            const int inner_y = y >= 1 && 2 * y + 2 < H;                                                \
+            T* o = out + (p * Ho + y) * Wo;                                                             \
+            int8_t* w = idx + (p * Ho + y) * Wo;                                                        \
+            for (int64_t xo = 0; xo < Wo; ++xo) {                                                       \
+                const T* c0 = x + (p * H + 2 * y) * W + 2 * xo;                                         \
+                T m;                                                                                    \
+                int i;                                                                                  \
+                int done = 0;                                                                           \
+                if (inner_y && xo >= 1 && 2 * xo + 2 < W) {                                             \
+                    /* every tap inside: unrolled, no NaN rule (plain > compiles to selects); a NaN among the \
+                       taps (their sum is NaN; also ∞ − ∞) falls back to the scan below */              \
+                    const T* a = c0 - W;                                                                \
+                    const T* b = c0 + W;                                                                \
+                    const T* d = c0 + 2 * W;                                                            \
+                    /* pairs in a tree (the later of two only if strictly larger: the scan's first maximum) */ \
+                    T m0 = a[0], m1 = c0[-1], m2 = c0[1], m3 = b[-1], m4 = b[1], m5 = d[0];             \
+                    int i0 = 0, i1 = 2, i2 = 4, i3 = 6, i4 = 8, i5 = 10;                                \
+                    const T sum = ((a[0] + a[1]) + (c0[-1] + c0[0])) + ((c0[1] + c0[2]) + (b[-1] + b[0])) \
+                                  + ((b[1] + b[2]) + (d[0] + d[1]));                                      \
+                    POOL_PAIR(m0, i0, a[1], 1) POOL_PAIR(m1, i1, c0[0], 3) POOL_PAIR(m2, i2, c0[2], 5)  \
+                    POOL_PAIR(m3, i3, b[0], 7) POOL_PAIR(m4, i4, b[2], 9) POOL_PAIR(m5, i5, d[1], 11)   \
+                    POOL_PAIR(m0, i0, m1, i1) POOL_PAIR(m2, i2, m3, i3) POOL_PAIR(m4, i4, m5, i5)       \
+                    POOL_PAIR(m0, i0, m2, i2) POOL_PAIR(m0, i0, m4, i4)                                 \
+                    m = m0;                                                                             \
+                    i = i0;                                                                             \
+                    done = sum == sum;                                                                  \
+                }                                                                                       \
+                if (!done) {                                                                            \
+                    m = 0;                                                                              \
+                    i = -1;                                                                             \
+                    for (int t = 0; t < 12; ++t) {                                                      \
+                        const int64_t r = 2 * y + ROUND_DY[t], c = 2 * xo + ROUND_DX[t];                 \
+                        if (r < 0 || r >= H || c < 0 || c >= W) continue;                               \
+                        const T v = c0[ROUND_DY[t] * W + ROUND_DX[t]];                                  \
+                        if (i < 0 || v > m || v != v) { m = v; i = t; }                                 \
+                    }                                                                                   \
+                }                                                                                       \
+                o[xo] = m;                                                                              \
+                w[xo] = (int8_t)i;                                                                      \
+            }                                                                                           \
+        }                                                                                               \
+    return 0;                                                                                           \
+}                                                                                                       \
+/* gx[p] (zeroed here) accumulates g at every window's winner */                                        \
+int NAME##_backward(const T* g, const int8_t* idx, T* gx, int64_t H, int64_t W, int64_t p0, int64_t p1) { \
+    const int64_t Ho = H / 2, Wo = W / 2;                                                               \
+    memset(gx + p0 * H * W, 0, sizeof(T) * (size_t)((p1 - p0) * H * W));                                \
+    for (int64_t p = p0; p < p1; ++p)                                                                   \
+        for (int64_t y = 0; y < Ho; ++y) {                                                              \
+            const T* gr = g + (p * Ho + y) * Wo;                                                        \
+            const int8_t* w = idx + (p * Ho + y) * Wo;                                                  \
+            T* r = gx + (p * H + 2 * y) * W;                                                            \
+            for (int64_t xo = 0; xo < Wo; ++xo) r[ROUND_DY[w[xo]] * W + 2 * xo + ROUND_DX[w[xo]]] += gr[xo]; \
+        }                                                                                               \
+    return 0;                                                                                           \
+}
+
 /* The learned flux of pdeblocks.layers.flux.LearnedFlux on rows [r0, r1) of s: [R, inner], row r of channel
    c = r mod C reading the knot table c·table_stride (table_stride 0: one table shared by every channel):
      x = clamp(s, −s_max, s_max), a = |x|·inv_h, i = min(floor(a), K − 2), Φ = (v[i] + d[i]·(a − i))·x
@@ -903,6 +976,8 @@ DEFINE_SHIFT(float, shift_f32)
 DEFINE_SHIFT(double, shift_f64)
 DEFINE_POOL2(float, pool2_f32)
 DEFINE_POOL2(double, pool2_f64)
+DEFINE_POOL_ROUND(float, poolround_f32)
+DEFINE_POOL_ROUND(double, poolround_f64)
 DEFINE_FLUX(float, flux_f32)
 DEFINE_FLUX(double, flux_f64)
 DEFINE_TRIDIAGONAL(float, vf32, tridiagonal_f32)
@@ -916,6 +991,7 @@ DEFINE_MINPLUS(double, vf64, int64_t, vi64, minplus_f64)
 _SIGNATURES = {'minplus_*_forward': (4, 11), 'minplus_*_backward': (4, 11),
                'shift_*_forward': (6, 6), 'shift_*_backward': (10, 6),
                'pool2_*_forward': (3, 4), 'pool2_*_backward': (3, 4),
+               'poolround_*_forward': (3, 4), 'poolround_*_backward': (3, 4),
                'flux_*_forward': (5, 6), 'flux_*_backward': (7, 6), 'tridiagonal_*_solve': (5, 3)}
 # float64 only
 _SIGNATURES_F64 = {'tail_irls_weights': (4, 3), 'tail_knot_weights': (6, 4)}

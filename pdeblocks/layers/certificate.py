@@ -141,7 +141,7 @@ class Certification:
         return asdict(self)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _native_bfloat16(device: torch.device) -> bool:
     """Whether bfloat16 matrix products run natively on ``device``: a CPU with bfloat16 instructions (the Linux flags
     ``avx512_bf16``, ``amx_bf16`` or Arm's ``bf16``) whose products torch routes to oneDNN. Elsewhere (other devices,

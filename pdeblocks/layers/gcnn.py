@@ -21,6 +21,7 @@ from timm.layers import register_notrace_function  # fx: the data-dependent min-
 
 from ._morphology import max_plus_convolution_m2, min_plus_convolution_m2
 from .m2 import (
+    POOL_WINDOWS,
     bspline,
     bspline_rotation_matrix,
     check_alpha,
@@ -210,22 +211,29 @@ class ProjectM2(nn.Module):
 class SpatialMaxPoolM2(nn.Module):
     """Spatial max pooling on M₂, the same at every orientation and channel:
 
-        (Pf)(c, o, y, x) = max_{0 ≤ i, j < s} f(c, o, s·y + i, s·x + j),   s = ``stride`` (window s×s).
+        (Pf)(c, o, y, x) = max_{(i, j) ∈ N} f(c, o, s·y + i, s·x + j),   s = ``stride``,
 
-    A flat dilation followed by subsampling; it commutes with quarter turns (``rotate_m2``) when H and
-    W are divisible by s. Input [B, C, Or, H, W], output [B, C, Or, ⌊H/s⌋, ⌊W/s⌋].
+    N the s×s window (``window='square'``) or, at s = 2, the round 12-pixel window (``'round'``: the 4×4 window
+    around each 2×2 block without its corners; :func:`~pdeblocks.layers.m2.spatial_max_pool_m2`). A flat dilation
+    followed by subsampling; it commutes with quarter turns (``rotate_m2``) when H and W are divisible by s.
+    Input [B, C, Or, H, W], output [B, C, Or, ⌊H/s⌋, ⌊W/s⌋].
     """
 
-    def __init__(self, stride: int = 2):
+    def __init__(self, stride: int = 2, window: str = 'square'):
         super().__init__()
         self.stride = check_positive('stride', stride)
+        if window not in POOL_WINDOWS:
+            raise ValueError(f"window must be one of {POOL_WINDOWS}, got {window!r}")
+        if window == 'round' and stride != 2:
+            raise ValueError(f"the round window pools with stride 2, got stride {stride}")
+        self.window = window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = check_m2_channels(x, 0)
-        return spatial_max_pool_m2(x, self.stride)
+        return spatial_max_pool_m2(x, self.stride, self.window)
 
     def extra_repr(self) -> str:
-        return f"stride={self.stride}"
+        return f"stride={self.stride}, window={self.window!r}"
 
 
 class LinearM2(nn.Module):

@@ -29,7 +29,7 @@ __all__ = [
     'logarithmic_coordinates_m2', 'metric_norm_sq_m2', 'metric_norm_sq_r2', 'fractional_morphological_kernel',
     'heat_kernel', 'morphological_exponent', 'linear_convolution_m2', 'rotate_m2', 'bspline',
     'bspline_rotation_matrix', 'steerable_frequencies', 'steerable_basis_size', 'steerable_basis',
-    'left_invariant_shift_m2', 'spatial_max_pool_m2', 'translate_bilinear',
+    'left_invariant_shift_m2', 'POOL_WINDOWS', 'spatial_max_pool_m2', 'translate_bilinear',
     'check_m2_input', 'check_m2_channels', 'check_r2_input', 'check_odd', 'check_positive', 'check_alpha',
     'resolve_orientation_kernel_size',
 ]
@@ -419,23 +419,23 @@ class _LeftInvariantShiftM2(torch.autograd.Function):
         return gx, None, ga, gsx, gsy
 
 
-class _MaxPool2x2(torch.autograd.Function):
-    """C evaluation of 2×2 max pooling with stride 2 over the last two dims of [P, H, W] planes: the
-    values and winners of ``F.max_pool2d(x, 2, 2)`` (winner stored as one byte), the gradient written
-    to the winner."""
+class _NativeMaxPool(torch.autograd.Function):
+    """C evaluation of max pooling with stride 2 over the last two dims of [P, H, W] planes (``kernel``: ``'pool2'``,
+    the 2×2 window, the values and winners of ``F.max_pool2d(x, 2, 2)``; ``'poolround'``, the round 12-pixel window
+    of :func:`spatial_max_pool_m2`): the winner stored as one byte, the gradient added at the winner."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, kernel: str) -> torch.Tensor:
         lib = native_library()
         P, H, W = x.shape
         x = x.contiguous()
         out = torch.empty(P, H // 2, W // 2, dtype=x.dtype)
         idx = torch.empty(P, H // 2, W // 2, dtype=torch.int8)
-        fwd = lib.pool2_f32_forward if x.dtype == torch.float32 else lib.pool2_f64_forward
+        fwd = getattr(lib, f"{kernel}_{'f32' if x.dtype == torch.float32 else 'f64'}_forward")
         ptrs = (x.data_ptr(), out.data_ptr(), idx.data_ptr())
         run_ranges(lambda p0, p1: fwd(*ptrs, H, W, p0, p1), split_ranges(P, torch.get_num_threads()))
         ctx.save_for_backward(idx)
-        ctx.size = (H, W)
+        ctx.size, ctx.kernel = (H, W), kernel
         return out
 
     @staticmethod
@@ -447,27 +447,45 @@ class _MaxPool2x2(torch.autograd.Function):
         P = idx.shape[0]
         g = grad_out.contiguous()
         gx = torch.empty(P, H, W, dtype=g.dtype)  # zeroed by the kernel
-        bwd = lib.pool2_f32_backward if g.dtype == torch.float32 else lib.pool2_f64_backward
+        bwd = getattr(lib, f"{ctx.kernel}_{'f32' if g.dtype == torch.float32 else 'f64'}_backward")
         ptrs = (g.data_ptr(), idx.data_ptr(), gx.data_ptr())
         run_ranges(lambda p0, p1: bwd(*ptrs, H, W, p0, p1), split_ranges(P, torch.get_num_threads()))
-        return gx
+        return gx, None
+
+
+POOL_WINDOWS = ('square', 'round')
 
 
 @register_notrace_function
-def spatial_max_pool_m2(x: torch.Tensor, stride: int = 2) -> torch.Tensor:
-    """(Pf)(c, o, y, x) = max_{0 ≤ i, j < s} f(c, o, s·y + i, s·x + j), s = ``stride``, on [B, C, Or, H, W]
-    (output [B, C, Or, ⌊H/s⌋, ⌊W/s⌋]). Values and gradients of ``F.max_pool2d(·, s, s)`` on every (c, o)
-    plane (the gradient goes to the first maximum of a window in row-major order); for s = 2 on CPU in
-    float32 / float64 one C kernel (:mod:`pdeblocks._native`), ~5× faster on the lift's maps, else max_pool2d."""
+def spatial_max_pool_m2(x: torch.Tensor, stride: int = 2, window: str = 'square') -> torch.Tensor:
+    """(Pf)(c, o, y, x) = max_{(i, j) ∈ N} f(c, o, s·y + i, s·x + j) on [B, C, Or, H, W] (output [B, C, Or, ⌊H/s⌋,
+    ⌊W/s⌋]), s = ``stride``, with the window N of ``window``:
+
+    * ``'square'``: 0 ≤ i, j < s, the values and gradients of ``F.max_pool2d(·, s, s)`` on every (c, o) plane
+      (the gradient goes to the first maximum of a window in row-major order);
+    * ``'round'`` (s = 2 only): the 4×4 window −1 ≤ i, j ≤ 2 around each 2×2 block without its four corners
+      (12 pixels, the union of the centred 4×2 and 2×4 windows; pixels outside the image never win): nearly
+      isotropic, so rotations other than quarter turns change what it measures less than the square window does.
+
+    Both are symmetric about the block's centre, so they commute with quarter turns (``rotate_m2``) for even H, W.
+    For s = 2 on CPU in float32 / float64 one C kernel (:mod:`pdeblocks._native`), else ``max_pool2d``."""
     B, C, Or, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
+    if window != 'square' and window != 'round':   # (scriptable: no conversions in f-strings)
+        raise ValueError("window must be 'square' or 'round', got '" + window + "'")
+    if window == 'round' and stride != 2:
+        raise ValueError(f"the round window pools with stride 2, got stride {stride}")
     if H < stride or W < stride:
         raise ValueError(f"spatial max pooling with stride {stride} needs H, W >= {stride}, got shape {list(x.shape)}")
     if not torch.jit.is_scripting():
         if (stride == 2 and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.float64)
                 and native_library() is not None):
-            out = _MaxPool2x2.apply(x.reshape(B * C * Or, H, W))
+            out = _NativeMaxPool.apply(x.reshape(B * C * Or, H, W), 'pool2' if window == 'square' else 'poolround')
             return out.view(B, C, Or, H // 2, W // 2)
-    out = F.max_pool2d(x.reshape(B, C * Or, H, W), stride, stride)
+    y = x.reshape(B, C * Or, H, W)
+    if window == 'round':
+        out = torch.maximum(F.max_pool2d(y, (4, 2), 2, (1, 0)), F.max_pool2d(y, (2, 4), 2, (0, 1)))
+    else:
+        out = F.max_pool2d(y, stride, stride)
     return out.view(B, C, Or, out.shape[2], out.shape[3])
 
 

@@ -39,13 +39,14 @@ def check_downsample(downsample: Sequence[int], depth: int) -> Tuple[int, ...]:
 def m2_trunk(in_chans: int, channels: int, orientations: int, depth: int, kernel_size: int,
              orientation_kernel_size: Optional[int], lift_kernel_size: int, iterations: int, alpha: float,
              lift: str = 'bspline', downsample: Sequence[int] = (), lift_max_frequency: Optional[int] = None,
-             device=None, dtype=None) -> Tuple[nn.Sequential, nn.Sequential]:
+             pool_window: str = 'square', device=None, dtype=None) -> Tuple[nn.Sequential, nn.Sequential]:
     """(stem, layers): the lift ℝ² → M₂ with BatchNorm, then ``depth`` CDE layers on M₂ at ``channels``.
 
     ``lift``: 'bspline' (:class:`LiftM2Cartesian`, B-spline kernels resampled per orientation) or
     'steerable' (:class:`LiftM2Steerable`, bandlimited kernels rotated analytically, angular frequencies
     ≤ ``lift_max_frequency``, default ⌈Or/2⌉ − 1). Layer i ∈
-    ``downsample`` (1-based) is ``Sequential(SpatialMaxPoolM2(2), CDELayerM2)``: its input is max-pooled 2×2.
+    ``downsample`` (1-based) is ``Sequential(SpatialMaxPoolM2(2), CDELayerM2)``: its input is max-pooled with stride 2
+    over ``pool_window`` ('square': 2×2; 'round': the 12-pixel window of :func:`~pdeblocks.layers.m2.spatial_max_pool_m2`).
     """
     if lift not in LIFTS:
         raise ValueError(f"lift must be one of {LIFTS}, got {lift!r}")
@@ -60,13 +61,13 @@ def m2_trunk(in_chans: int, channels: int, orientations: int, depth: int, kernel
         stem.add_module('lift', LiftM2Steerable(in_chans, channels, orientations, lift_kernel_size, lift_max_frequency,
                                                 **dd))
     if 0 in downsample:  # pooled before the norm: the BN runs on a quarter of the positions
-        stem.add_module('pool', SpatialMaxPoolM2(2))
+        stem.add_module('pool', SpatialMaxPoolM2(2, pool_window))
     stem.add_module('norm', nn.BatchNorm3d(channels, **dd))
     layers = []
     for i in range(1, depth + 1):
         layer = CDELayerM2(channels, channels, orientations, kernel_size, orientation_kernel_size, iterations, alpha,
                            **dd)
-        layers.append(nn.Sequential(SpatialMaxPoolM2(2), layer) if i in downsample else layer)
+        layers.append(nn.Sequential(SpatialMaxPoolM2(2, pool_window), layer) if i in downsample else layer)
     return stem, nn.Sequential(*layers)
 
 
@@ -88,6 +89,8 @@ class PDEGCNN(StageModelMixin, nn.Module):
         downsample: stages max-pooled 2×2 over space: 0 the lift's output (before the stem's BN), i ≥ 1
             the input of CDE layer i (each halves H and W from there on; exact quarter-turn invariance
             needs the input size divisible by 2^len(downsample)).
+        pool_window: the window of those max pools: 'square' (2×2) or 'round' (the 4×4 window without its corners,
+            nearly isotropic; :func:`~pdeblocks.layers.m2.spatial_max_pool_m2`).
         alpha: fractional order α ∈ [0.55, 1] of dilation and erosion.
         iterations: repetitions of convection, dilation, erosion in each CDE layer.
         projection: 'max' or 'sum' over orientations.
@@ -113,6 +116,7 @@ class PDEGCNN(StageModelMixin, nn.Module):
             lift: str = 'bspline',
             downsample: Sequence[int] = (),
             lift_max_frequency: Optional[int] = None,
+            pool_window: str = 'square',
             alpha: float = 0.65,
             iterations: int = 1,
             projection: str = 'max',
@@ -131,7 +135,8 @@ class PDEGCNN(StageModelMixin, nn.Module):
         self.orientations = orientations
         self.grad_checkpointing = False
         self.stem, self.layers = m2_trunk(in_chans, channels, orientations, depth, kernel_size, orientation_kernel_size,
-                                          lift_kernel_size, iterations, alpha, lift, downsample, lift_max_frequency, **dd)
+                                          lift_kernel_size, iterations, alpha, lift, downsample, lift_max_frequency,
+                                          pool_window, **dd)
         self.project = ProjectM2(projection)
         self.num_features = self.head_hidden_size = channels
         pooled = check_downsample(downsample, depth)
