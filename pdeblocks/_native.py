@@ -485,6 +485,24 @@ int NAME##_backward(const T* x, const T* g, T* gx, const int64_t* nt, const T* a
 }
 
 
+/* The backward of the max poolings with stride 2 below: gx[p] (zeroed here) accumulates g at every window's winner,
+   tap t of the window at offset (DY[t], DX[t]) from (2y, 2x) (the round windows overlap; the 2x2 ones do not) */
+#define DEFINE_POOL_BACKWARD(NAME, T, DY, DX)                                                            \
+int NAME##_backward(const T* g, const int8_t* idx, T* gx, int64_t H, int64_t W, int64_t p0, int64_t p1) { \
+    const int64_t Ho = H / 2, Wo = W / 2;                                                               \
+    memset(gx + p0 * H * W, 0, sizeof(T) * (size_t)((p1 - p0) * H * W));                                \
+    for (int64_t p = p0; p < p1; ++p)                                                                   \
+        for (int64_t y = 0; y < Ho; ++y) {                                                              \
+            const T* gr = g + (p * Ho + y) * Wo;                                                        \
+            const int8_t* w = idx + (p * Ho + y) * Wo;                                                  \
+            T* r = gx + (p * H + 2 * y) * W;                                                            \
+            for (int64_t xo = 0; xo < Wo; ++xo) r[DY[w[xo]] * W + 2 * xo + DX[w[xo]]] += gr[xo];         \
+        }                                                                                               \
+    return 0;                                                                                           \
+}
+static const int8_t POOL2_DY[4] = {0, 0, 1, 1};
+static const int8_t POOL2_DX[4] = {0, 1, 0, 1};
+
 /* 2x2 max pooling, stride 2, of planes p in [p0, p1) of x: [P, H, W] -> out: [P, H/2, W/2] (floor),
    idx: the winner 2*i + j of window position (i, j), chosen as torch's max_pool2d does: windows scanned
    row by row, a candidate replaces the running maximum if it is larger or NaN (ties: the first). */
@@ -511,19 +529,7 @@ int NAME##_forward(const T* x, T* out, int8_t* idx, int64_t H, int64_t W, int64_
         }                                                                                               \
     return 0;                                                                                           \
 }                                                                                                       \
-/* gx[p] (zeroed here) receives g at every window's winner */                                           \
-int NAME##_backward(const T* g, const int8_t* idx, T* gx, int64_t H, int64_t W, int64_t p0, int64_t p1) { \
-    const int64_t Ho = H / 2, Wo = W / 2;                                                               \
-    memset(gx + p0 * H * W, 0, sizeof(T) * (size_t)((p1 - p0) * H * W));                                \
-    for (int64_t p = p0; p < p1; ++p)                                                                   \
-        for (int64_t y = 0; y < Ho; ++y) {                                                              \
-            const T* gr = g + (p * Ho + y) * Wo;                                                        \
-            const int8_t* w = idx + (p * Ho + y) * Wo;                                                  \
-            T* r = gx + (p * H + 2 * y) * W;                                                            \
-            for (int64_t xo = 0; xo < Wo; ++xo) r[(w[xo] >> 1) * W + 2 * xo + (w[xo] & 1)] = gr[xo];   \
-        }                                                                                               \
-    return 0;                                                                                           \
-}
+DEFINE_POOL_BACKWARD(NAME, T, POOL2_DY, POOL2_DX)
 
 /* Max pooling over the round 12-pixel window (the 4x4 window around each 2x2 block, without its corners), stride 2,
    of planes p in [p0, p1) of x: [P, H, W] -> out: [P, H/2, W/2] (floor); idx: the winner's tap t (taps row by row,
@@ -582,19 +588,7 @@ int NAME##_forward(const T* x, T* out, int8_t* idx, int64_t H, int64_t W, int64_
         }                                                                                               \
     return 0;                                                                                           \
 }                                                                                                       \
-/* gx[p] (zeroed here) accumulates g at every window's winner */                                        \
-int NAME##_backward(const T* g, const int8_t* idx, T* gx, int64_t H, int64_t W, int64_t p0, int64_t p1) { \
-    const int64_t Ho = H / 2, Wo = W / 2;                                                               \
-    memset(gx + p0 * H * W, 0, sizeof(T) * (size_t)((p1 - p0) * H * W));                                \
-    for (int64_t p = p0; p < p1; ++p)                                                                   \
-        for (int64_t y = 0; y < Ho; ++y) {                                                              \
-            const T* gr = g + (p * Ho + y) * Wo;                                                        \
-            const int8_t* w = idx + (p * Ho + y) * Wo;                                                  \
-            T* r = gx + (p * H + 2 * y) * W;                                                            \
-            for (int64_t xo = 0; xo < Wo; ++xo) r[ROUND_DY[w[xo]] * W + 2 * xo + ROUND_DX[w[xo]]] += gr[xo]; \
-        }                                                                                               \
-    return 0;                                                                                           \
-}
+DEFINE_POOL_BACKWARD(NAME, T, ROUND_DY, ROUND_DX)
 
 /* The learned flux of pdeblocks.layers.flux.LearnedFlux on rows [r0, r1) of s: [R, inner], row r of channel
    c = r mod C reading the knot table c·table_stride (table_stride 0: one table shared by every channel):
