@@ -8,8 +8,7 @@ from torch import nn
 
 import pdeblocks
 import pdeblocks._native
-from pdeblocks.layers import FEDCycle, FSIBlock, ImplicitBlock, SymmetricResidual
-from pdeblocks.layers import certificate
+from pdeblocks.layers import FEDCycle, FSIBlock, ImplicitBlock, SymmetricResidual, certificate
 from pdeblocks.layers.certificate import Certification, NormCertificate, resolve_certification
 from pdeblocks.ops import norm_bound, power_iteration_norm
 
@@ -352,6 +351,7 @@ def test_bfloat16_power_steps_find_the_float32_maximiser(monkeypatch):
         cert.calibrate(w, 2, refine=20)
         found[name] = (int(cert._index), float(cert.sigma(w)))
     assert found['bfloat16'][0] == found['float32'][0]
+    assert found['bfloat16'][1] != found['float32'][1]   # the bfloat16 steps did run (their v rounds differently)
     symbol = np.einsum('hct,t->hc', w.reshape(512, 512, 9).double().numpy(), cert._phase.cdouble().numpy())
     exact = np.linalg.svd(symbol, compute_uv=False)[0]
     assert abs(found['bfloat16'][1] - found['float32'][1]) <= 1e-4 * exact
@@ -375,9 +375,12 @@ def test_fused_sigma_and_square_match_two_passes(monkeypatch):
     weight = nn.Parameter(torch.randn(512, 512, 3, 3) * (2 / (9 * 512)) ** 0.5)
     cert = NormCertificate([3, 3], 'zeros').train()
     cert(weight)
-    passes = {}
+    passes, kernel_calls = {}, []
+    fused = certificate._apply_and_square
+    monkeypatch.setattr(certificate, '_apply_and_square', lambda *args: kernel_calls.append(fused(*args)) or kernel_calls[-1])
     for name in ('fused', 'two passes'):
         if name == 'two passes':
+            assert kernel_calls and kernel_calls[-1] is not None   # the training pass took the kernel's values
             monkeypatch.setattr(certificate, '_apply_and_square', lambda *args: None)
         weight.grad = None
         b = cert(weight)

@@ -131,23 +131,29 @@ def test_spatial_max_pool_m2_matches_windows_and_commutes_with_quarter_turns():
         pool(torch.zeros(2, 3, 6, 8))
 
 
-def _pool_reference(x: torch.Tensor, g: torch.Tensor):
-    """2×2 / stride 2 max pooling of [P, H, W] planes by explicit loops: each window scanned row by row,
-    a candidate replaces the running maximum if it is larger or NaN; the gradient g goes to the winner."""
+SQUARE_TAPS = [(0, 0), (0, 1), (1, 0), (1, 1)]
+ROUND_TAPS = [(-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1), (0, 2), (1, -1), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]
+
+
+def _pool_reference(x: torch.Tensor, g: torch.Tensor, taps=SQUARE_TAPS):
+    """Max pooling with stride 2 of [P, H, W] planes over the window ``taps`` (offsets from (2y, 2x), in row-major
+    order; the 2×2 window or the round 12-pixel one) by explicit loops: pixels outside the plane skipped, a candidate
+    replaces the running maximum if it is larger or NaN; the gradient g is added at the winner."""
     P, H, W = x.shape
     out = torch.empty(P, H // 2, W // 2, dtype=x.dtype)
     gx = torch.zeros_like(x)
     for p in range(P):
         for yy in range(H // 2):
             for xx in range(W // 2):
-                best, at = -math.inf, (2 * yy, 2 * xx)
-                for i in range(2):
-                    for j in range(2):
-                        v = x[p, 2 * yy + i, 2 * xx + j].item()
-                        if v > best or v != v:
-                            best, at = v, (2 * yy + i, 2 * xx + j)
+                best, at = None, None
+                for dy, dx in taps:
+                    r, c = 2 * yy + dy, 2 * xx + dx
+                    if 0 <= r < H and 0 <= c < W:
+                        v = x[p, r, c].item()
+                        if best is None or v > best or v != v:
+                            best, at = v, (r, c)
                 out[p, yy, xx] = best
-                gx[p, at[0], at[1]] = g[p, yy, xx]
+                gx[p, at[0], at[1]] += g[p, yy, xx]
     return out, gx
 
 
@@ -173,31 +179,6 @@ def test_spatial_max_pool_m2_values_and_winners_match_window_scan(native, dtype,
         SpatialMaxPoolM2(2)(torch.zeros(1, 1, 1, 1, 5, dtype=dtype))
 
 
-ROUND_TAPS = [(-1, 0), (-1, 1), (0, -1), (0, 0), (0, 1), (0, 2), (1, -1), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]
-
-
-def _round_pool_reference(x: torch.Tensor, g: torch.Tensor):
-    """The round 12-pixel window (the 4×4 window around each 2×2 block without its corners), stride 2, by explicit
-    loops over [P, H, W] planes: taps row by row, outside pixels skipped, a candidate replaces the running maximum if
-    larger or NaN; the gradient g is added at the winner."""
-    P, H, W = x.shape
-    out = torch.empty(P, H // 2, W // 2, dtype=x.dtype)
-    gx = torch.zeros_like(x)
-    for p in range(P):
-        for yy in range(H // 2):
-            for xx in range(W // 2):
-                best, at = None, None
-                for dy, dx in ROUND_TAPS:
-                    r, c = 2 * yy + dy, 2 * xx + dx
-                    if 0 <= r < H and 0 <= c < W:
-                        v = x[p, r, c].item()
-                        if best is None or v > best or v != v:
-                            best, at = v, (r, c)
-                out[p, yy, xx] = best
-                gx[p, at[0], at[1]] += g[p, yy, xx]
-    return out, gx
-
-
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('size', [(6, 8), (5, 7), (2, 3)])
 def test_round_window_pool_matches_window_scan(dtype, size, monkeypatch):
@@ -208,7 +189,7 @@ def test_round_window_pool_matches_window_scan(dtype, size, monkeypatch):
     x[1, 2, 3] = float('-inf')
     x[0, 1, 2, -1, -1] = float('inf')
     g = torch.randn(2, 3, 4, H // 2, W // 2, dtype=dtype)
-    ref, gref = _round_pool_reference(x.reshape(24, H, W), g.reshape(24, H // 2, W // 2))
+    ref, gref = _pool_reference(x.reshape(24, H, W), g.reshape(24, H // 2, W // 2), ROUND_TAPS)
     for native in ('1', '0'):   # '0': two max_pool2d and a maximum, the same values
         monkeypatch.setenv('PDEBLOCKS_NATIVE', native)
         xr = x.clone().requires_grad_()
@@ -219,7 +200,7 @@ def test_round_window_pool_matches_window_scan(dtype, size, monkeypatch):
             assert torch.equal(xr.grad, gref.view_as(x))
     # without ties both evaluations give the scan's gradient
     x = torch.randn(2, 3, 4, H, W, dtype=dtype)
-    _, gref = _round_pool_reference(x.reshape(24, H, W), g.reshape(24, H // 2, W // 2))
+    _, gref = _pool_reference(x.reshape(24, H, W), g.reshape(24, H // 2, W // 2), ROUND_TAPS)
     for native in ('1', '0'):
         monkeypatch.setenv('PDEBLOCKS_NATIVE', native)
         xr = x.clone().requires_grad_()
@@ -232,7 +213,7 @@ def test_round_window_pool_commutes_with_quarter_turns_and_rejects_bad_windows()
     pool = SpatialMaxPoolM2(2, 'round')
     for turns in (1, 2, 3):
         assert torch.equal(pool(rotate_m2(z, turns)), rotate_m2(pool(z), turns))
-    with pytest.raises(ValueError, match=r"window must be one of \('square', 'round'\), got 'hexagon'"):
+    with pytest.raises(ValueError, match=r"window must be 'square' or 'round', got 'hexagon'"):
         SpatialMaxPoolM2(2, 'hexagon')
     with pytest.raises(ValueError, match='the round window pools with stride 2, got stride 3'):
         SpatialMaxPoolM2(3, 'round')

@@ -21,13 +21,13 @@ from timm.layers import register_notrace_function  # fx: the data-dependent min-
 
 from ._morphology import max_plus_convolution_m2, min_plus_convolution_m2
 from .m2 import (
-    POOL_WINDOWS,
     bspline,
     bspline_rotation_matrix,
     check_alpha,
     check_m2_channels,
     check_m2_input,
     check_odd,
+    check_pool_window,
     check_positive,
     check_r2_input,
     fractional_morphological_kernel,
@@ -222,10 +222,7 @@ class SpatialMaxPoolM2(nn.Module):
     def __init__(self, stride: int = 2, window: str = 'square'):
         super().__init__()
         self.stride = check_positive('stride', stride)
-        if window not in POOL_WINDOWS:
-            raise ValueError(f"window must be one of {POOL_WINDOWS}, got {window!r}")
-        if window == 'round' and stride != 2:
-            raise ValueError(f"the round window pools with stride 2, got stride {stride}")
+        check_pool_window(stride, window)
         self.window = window
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ __all__ = [
     'logarithmic_coordinates_m2', 'metric_norm_sq_m2', 'metric_norm_sq_r2', 'fractional_morphological_kernel',
     'heat_kernel', 'morphological_exponent', 'linear_convolution_m2', 'rotate_m2', 'bspline',
     'bspline_rotation_matrix', 'steerable_frequencies', 'steerable_basis_size', 'steerable_basis',
-    'left_invariant_shift_m2', 'POOL_WINDOWS', 'spatial_max_pool_m2', 'translate_bilinear',
+    'left_invariant_shift_m2', 'POOL_WINDOWS', 'check_pool_window', 'spatial_max_pool_m2', 'translate_bilinear',
     'check_m2_input', 'check_m2_channels', 'check_r2_input', 'check_odd', 'check_positive', 'check_alpha',
     'resolve_orientation_kernel_size',
 ]
@@ -456,6 +456,15 @@ class _NativeMaxPool(torch.autograd.Function):
 POOL_WINDOWS = ('square', 'round')
 
 
+def check_pool_window(stride: int, window: str) -> None:
+    """ValueError unless ``window`` is one of :data:`POOL_WINDOWS` and, for ``'round'``, ``stride`` is 2 (scriptable:
+    no conversions in the messages)."""
+    if window != 'square' and window != 'round':
+        raise ValueError("window must be 'square' or 'round', got '" + window + "'")
+    if window == 'round' and stride != 2:
+        raise ValueError(f"the round window pools with stride 2, got stride {stride}")
+
+
 @register_notrace_function
 def spatial_max_pool_m2(x: torch.Tensor, stride: int = 2, window: str = 'square') -> torch.Tensor:
     """(Pf)(c, o, y, x) = max_{(i, j) ∈ N} f(c, o, s·y + i, s·x + j) on [B, C, Or, H, W] (output [B, C, Or, ⌊H/s⌋,
@@ -470,10 +479,7 @@ def spatial_max_pool_m2(x: torch.Tensor, stride: int = 2, window: str = 'square'
     Both are symmetric about the block's centre, so they commute with quarter turns (``rotate_m2``) for even H, W.
     For s = 2 on CPU in float32 / float64 one C kernel (:mod:`pdeblocks._native`), else ``max_pool2d``."""
     B, C, Or, H, W = x.shape[0], x.shape[1], x.shape[2], x.shape[3], x.shape[4]
-    if window != 'square' and window != 'round':   # (scriptable: no conversions in f-strings)
-        raise ValueError("window must be 'square' or 'round', got '" + window + "'")
-    if window == 'round' and stride != 2:
-        raise ValueError(f"the round window pools with stride 2, got stride {stride}")
+    check_pool_window(stride, window)
     if H < stride or W < stride:
         raise ValueError(f"spatial max pooling with stride {stride} needs H, W >= {stride}, got shape {list(x.shape)}")
     if not torch.jit.is_scripting():
