@@ -158,6 +158,15 @@ FINE_TUNES['denoiser-1d-general-irls4-joint'] = ('runs/denoiser-1d-general-irls4
 register_general(RECIPES['denoiser-1d-general-irls4'].model_kwargs, 'denoiser-1d-general-irls4-joint-long',
                  steps=6000, lr=3e-4, loss='log_relative_mse', published=False)
 FINE_TUNES['denoiser-1d-general-irls4-joint-long'] = ('runs/denoiser-1d-general-irls4-joint/model', 39500)
+# the free-step twin of that chain (v3 = -irls4-joint-long), for the twin-gap target: register_general registered each
+# '-free' recipe with stability='none' (τ unconstrained in the network's explicit steps); the tails are unconditionally
+# stable solves, the same in both twins. Each free stage starts from the previous free stage's run, at the same data
+# step and with the same trained stages as its certified twin (-implicit-free starts from denoiser-1d-general-free)
+for _name in ('denoiser-1d-general-irls4', 'denoiser-1d-general-irls4-joint', 'denoiser-1d-general-irls4-joint-long'):
+    _source, _offset = FINE_TUNES[_name]
+    FINE_TUNES[f'{_name}-free'] = (_source.replace('/model', '-free/model'), _offset)
+    if _name in TRAINABLE:
+        TRAINABLE[f'{_name}-free'] = TRAINABLE[_name]
 # six IRLS steps instead of four on the long run's weights, only the tail re-tuned (fixed parameters: +0.26 dB on
 # today's piecewise constant at σ 0.1 from 4 to 6 steps)
 register_general(dict(RECIPES['denoiser-1d-general-irls4'].model_kwargs, irls_steps=6), 'denoiser-1d-general-irls6-long',
