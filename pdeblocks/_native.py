@@ -534,51 +534,74 @@ DEFINE_POOL_BACKWARD(NAME, T, POOL2_DY, POOL2_DX)
 /* Max pooling over the round 12-pixel window (the 4x4 window around each 2x2 block, without its corners), stride 2,
    of planes p in [p0, p1) of x: [P, H, W] -> out: [P, H/2, W/2] (floor); idx: the winner's tap t (taps row by row,
    offsets (ROUND_DY[t], ROUND_DX[t]) from (2y, 2x)), chosen as in pool2: a candidate replaces the running maximum if
-   it is larger or NaN; taps outside the plane are skipped (the centre 2x2 is always inside). */
-/* (m, i) ← (v, t) if v > m, for v later in the window's row-major order than m */
-#define POOL_PAIR(m, i, value, t) { const __typeof__(m) v_ = (value); const int u_ = v_ > m; i = u_ ? (t) : i; \
-                                    m = u_ ? v_ : m; }
+   it is larger or NaN; taps outside the plane are skipped (the centre 2x2 is always inside).
+   Per plane: the four polyphase components of the plane padded by one -inf pixel on every side,
+     Q_ab[i L + k] = x(2i + a - 1, 2k + b - 1),  0 <= i <= Ho, 0 <= k <= Wo, L = Wo + 1,
+   so that tap (dy, dx) of output j = y L + xo is Q_ab[j + di L + dk] with dy + 1 = 2 di + a, dx + 1 = 2 dk + b: twelve
+   unit-stride loads, one loop over the plane's Ho L outputs (one unused column per row) without border tests, which
+   the compiler vectorises. The pairs are combined in a tree (the later one wins if larger or NaN: associative, so
+   the tree's winner is the scan's: the last NaN, else the first maximum). A pad can win only where the maximum is
+   -inf (a pad is never larger or NaN); those outputs are rescanned over the taps inside the plane. */
+/* (m, i) <- (v, t) if v > m or v is NaN, for v later in the window's row-major order than m */
+#define POOL_PAIR(VT, MT, m, i, v, t) { const VT v_ = (v); const MT u_ = (v_ > m) | (v_ != v_);                  \
+                                     i = ((t) & u_) | (i & ~u_); m = (VT)(((MT)v_ & u_) | ((MT)m & ~u_)); }
 static const int8_t ROUND_DY[12] = {-1, -1, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2};
 static const int8_t ROUND_DX[12] = {0, 1, -1, 0, 1, 2, -1, 0, 1, 2, 0, 1};
-#define DEFINE_POOL_ROUND(T, NAME)                                                                       \
+#define DEFINE_POOL_ROUND(T, VT, IT, MT, NAME)                                                           \
 int NAME##_forward(const T* x, T* out, int8_t* idx, int64_t H, int64_t W, int64_t p0, int64_t p1) {   \
-    const int64_t Ho = H / 2, Wo = W / 2;                                                               \
-    for (int64_t p = p0; p < p1; ++p)                                                                   \
+    enum { LANES = VBYTES / sizeof(T) };                                                                \
+    const int64_t Ho = H / 2, Wo = W / 2, L = Wo + 1, n = Ho * L, nv = (n + LANES - 1) / LANES * LANES;  \
+    const int64_t S = nv + L + LANES;  /* every load of the vector loop stays inside Q_ab */              \
+    T* buf = (T*)malloc(sizeof(T) * (size_t)(4 * S + nv) + sizeof(IT) * (size_t)nv);                   \
+    if (!buf) return 1;                                                                                 \
+    T* q[2][2] = {{buf, buf + S}, {buf + 2 * S, buf + 3 * S}};                                          \
+    T* mx = buf + 4 * S;                                                                                \
+    IT* win = (IT*)(mx + nv);                                                                           \
+    for (int64_t j = 0; j < 4 * S; ++j) buf[j] = -INFINITY;                                             \
+    for (int64_t p = p0; p < p1; ++p) {                                                                 \
+        const T* xp = x + p * H * W;                                                                    \
+        for (int64_t i = 0; i <= Ho; ++i)                                                               \
+            for (int a = 0; a < 2; ++a) {                                                               \
+                const int64_t r = 2 * i + a - 1;                                                        \
+                if (r < 0 || r >= H) continue;  /* stays -inf */                                        \
+                T* e = q[a][0] + i * L;   /* columns 2k - 1 */                                          \
+                T* f = q[a][1] + i * L;   /* columns 2k */                                              \
+                const T* row = xp + r * W;                                                              \
+                for (int64_t k = 1; k < L; ++k) e[k] = row[2 * k - 1];                                  \
+                for (int64_t k = 0; k < Wo; ++k) f[k] = row[2 * k];                                     \
+                if (2 * Wo < W) f[Wo] = row[2 * Wo];                                                    \
+            }                                                                                           \
+        const T *q00 = q[0][0], *q01 = q[0][1], *q10 = q[1][0], *q11 = q[1][1];                          \
+        const MT t0 = (MT){0} + 0, t1 = t0 + 1, t2 = t0 + 2, t3 = t0 + 3, t4 = t0 + 4, t5 = t0 + 5,       \
+                 t6 = t0 + 6, t7 = t0 + 7, t8 = t0 + 8, t9 = t0 + 9, t10 = t0 + 10, t11 = t0 + 11;       \
+        for (int64_t j = 0; j < nv; j += LANES) {                                                       \
+            VT m0, m1, m2, m3, m4, m5, v0, v1, v2, v3, v4, v5;                                          \
+            memcpy(&m0, q01 + j, sizeof m0); memcpy(&v0, q00 + j + 1, sizeof v0);                       \
+            memcpy(&m1, q10 + j, sizeof m1); memcpy(&v1, q11 + j, sizeof v1);                           \
+            memcpy(&m2, q10 + j + 1, sizeof m2); memcpy(&v2, q11 + j + 1, sizeof v2);                   \
+            memcpy(&m3, q00 + j + L, sizeof m3); memcpy(&v3, q01 + j + L, sizeof v3);                   \
+            memcpy(&m4, q00 + j + L + 1, sizeof m4); memcpy(&v4, q01 + j + L + 1, sizeof v4);           \
+            memcpy(&m5, q11 + j + L, sizeof m5); memcpy(&v5, q10 + j + L + 1, sizeof v5);               \
+            MT i0 = t0, i1 = t2, i2 = t4, i3 = t6, i4 = t8, i5 = t10;                                   \
+            POOL_PAIR(VT, MT, m0, i0, v0, t1) POOL_PAIR(VT, MT, m1, i1, v1, t3) POOL_PAIR(VT, MT, m2, i2, v2, t5)   \
+            POOL_PAIR(VT, MT, m3, i3, v3, t7) POOL_PAIR(VT, MT, m4, i4, v4, t9) POOL_PAIR(VT, MT, m5, i5, v5, t11)  \
+            POOL_PAIR(VT, MT, m0, i0, m1, i1) POOL_PAIR(VT, MT, m2, i2, m3, i3) POOL_PAIR(VT, MT, m4, i4, m5, i5)   \
+            POOL_PAIR(VT, MT, m0, i0, m2, i2) POOL_PAIR(VT, MT, m0, i0, m4, i4)                                 \
+            memcpy(mx + j, &m0, sizeof m0);                                                             \
+            memcpy(win + j, &i0, sizeof i0);                                                            \
+        }                                                                                               \
         for (int64_t y = 0; y < Ho; ++y) {                                                              \
-            const int inner_y = y >= 1 && 2 * y + 2 < H;                                                \
             T* o = out + (p * Ho + y) * Wo;                                                             \
             int8_t* w = idx + (p * Ho + y) * Wo;                                                        \
             for (int64_t xo = 0; xo < Wo; ++xo) {                                                       \
-                const T* c0 = x + (p * H + 2 * y) * W + 2 * xo;                                         \
-                T m;                                                                                    \
-                int i;                                                                                  \
-                int done = 0;                                                                           \
-                if (inner_y && xo >= 1 && 2 * xo + 2 < W) {                                             \
-                    /* every tap inside: unrolled, no NaN rule (plain > compiles to selects); a NaN among the \
-                       taps (their sum is NaN; also ∞ − ∞) falls back to the scan below */              \
-                    const T* a = c0 - W;                                                                \
-                    const T* b = c0 + W;                                                                \
-                    const T* d = c0 + 2 * W;                                                            \
-                    /* pairs in a tree (the later of two only if strictly larger: the scan's first maximum) */ \
-                    T m0 = a[0], m1 = c0[-1], m2 = c0[1], m3 = b[-1], m4 = b[1], m5 = d[0];             \
-                    int i0 = 0, i1 = 2, i2 = 4, i3 = 6, i4 = 8, i5 = 10;                                \
-                    const T sum = ((a[0] + a[1]) + (c0[-1] + c0[0])) + ((c0[1] + c0[2]) + (b[-1] + b[0])) \
-                                  + ((b[1] + b[2]) + (d[0] + d[1]));                                      \
-                    POOL_PAIR(m0, i0, a[1], 1) POOL_PAIR(m1, i1, c0[0], 3) POOL_PAIR(m2, i2, c0[2], 5)  \
-                    POOL_PAIR(m3, i3, b[0], 7) POOL_PAIR(m4, i4, b[2], 9) POOL_PAIR(m5, i5, d[1], 11)   \
-                    POOL_PAIR(m0, i0, m1, i1) POOL_PAIR(m2, i2, m3, i3) POOL_PAIR(m4, i4, m5, i5)       \
-                    POOL_PAIR(m0, i0, m2, i2) POOL_PAIR(m0, i0, m4, i4)                                 \
-                    m = m0;                                                                             \
-                    i = i0;                                                                             \
-                    done = sum == sum;                                                                  \
-                }                                                                                       \
-                if (!done) {                                                                            \
-                    m = 0;                                                                              \
+                T m = mx[y * L + xo];                                                                   \
+                int i = (int)win[y * L + xo];                                                           \
+                if (m == -INFINITY) {   /* rescan the taps inside the plane: the first of them wins */  \
                     i = -1;                                                                             \
                     for (int t = 0; t < 12; ++t) {                                                      \
                         const int64_t r = 2 * y + ROUND_DY[t], c = 2 * xo + ROUND_DX[t];                 \
                         if (r < 0 || r >= H || c < 0 || c >= W) continue;                               \
-                        const T v = c0[ROUND_DY[t] * W + ROUND_DX[t]];                                  \
+                        const T v = xp[r * W + c];                                                      \
                         if (i < 0 || v > m || v != v) { m = v; i = t; }                                 \
                     }                                                                                   \
                 }                                                                                       \
@@ -586,6 +609,8 @@ int NAME##_forward(const T* x, T* out, int8_t* idx, int64_t H, int64_t W, int64_
                 w[xo] = (int8_t)i;                                                                      \
             }                                                                                           \
         }                                                                                               \
+    }                                                                                                   \
+    free(buf);                                                                                          \
     return 0;                                                                                           \
 }                                                                                                       \
 DEFINE_POOL_BACKWARD(NAME, T, ROUND_DY, ROUND_DX)

@@ -180,14 +180,19 @@ def test_spatial_max_pool_m2_values_and_winners_match_window_scan(native, dtype,
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-@pytest.mark.parametrize('size', [(6, 8), (5, 7), (2, 3)])
+@pytest.mark.parametrize('size', [(6, 8), (5, 7), (2, 3), (20, 20), (15, 22)])
 def test_round_window_pool_matches_window_scan(dtype, size, monkeypatch):
-    # the C kernel: integer values full of ties, ±inf and a NaN, odd sizes; values and winners as the scan
+    # the C kernel: integer values full of ties, ±inf and NaNs, odd sizes; values and winners as the scan. The
+    # larger sizes span several vectors of the C kernel's loop; a -inf corner block puts maxima of -inf at the
+    # border (where the kernel's -inf padding must not win), two NaNs in one window (the later one wins)
     H, W = size
     x = torch.randint(-2, 3, (2, 3, 4, H, W)).to(dtype)
     x[0, 0, 0, 0, 1] = float('nan')
     x[1, 2, 3] = float('-inf')
     x[0, 1, 2, -1, -1] = float('inf')
+    x[1, 0, 1, :3, :3] = float('-inf')
+    x[1, 1, 1, -3:, -4:] = float('-inf')
+    x[0, 2, 0, 1, 1:3] = float('nan')
     g = torch.randn(2, 3, 4, H // 2, W // 2, dtype=dtype)
     ref, gref = _pool_reference(x.reshape(24, H, W), g.reshape(24, H // 2, W // 2), ROUND_TAPS)
     for native in ('1', '0'):   # '0': two max_pool2d and a maximum, the same values
