@@ -35,6 +35,9 @@ and the tails' gate features (pooled lag differences) in one pass per lag, sums 
 
 7. The training contract's estimate for wide weights (:mod:`pdeblocks.layers.certificate`), float32: z = x Wᵀ for
 x [2, K] and the rows' sums of squares of W [H, K] in one pass over W (the weight is read once per step, not twice).
+And its power steps on the symbol A(ω) = Σ_j W_j e^{−i⟨ω, j⟩} for narrow weights, one frequency per vector lane: A is
+formed once per block of frequencies and read twice per step (no torch op per step, whose dispatch costs more than
+the arithmetic at 64 channels).
 
 The shared library is compiled from the source below (``cc -O3 -shared -fPIC``, plus ``-march=native``
 when the compiler accepts it) into ``$PDEBLOCKS_CACHE`` (default ``~/.cache/pdeblocks``), keyed by a
@@ -991,12 +994,89 @@ int symbol_apply_sumsq_f32(const float* w, const float* x, float* z, double* ss,
     return 0;
 }
 
+/* steps of the power iteration x ← A(ω)ᴴA(ω)x/‖A(ω)ᴴA(ω)x‖ on the symbol A(ω) = Σ_j W_j e^{−i⟨ω, j⟩} at the grid
+   frequencies index[f0..f1), one frequency per vector lane: per block of lanes A is formed once ([H·C] vectors, re and
+   im) and every step reads it twice. w [H, C, T]; phases [T, F] and vectors [F, C] complex (re, im interleaved);
+   vectors[index[f]] is updated in place and sigmas[index[f]] = ‖A x‖ at the last step's input x (sums in float32).
+   Returns 1 if out of memory. */
+int symbol_power_f32(const float* w, const float* phases, float* vectors, float* sigmas, const int64_t* index,
+                     int64_t H, int64_t C, int64_t T, int64_t F, int64_t steps, int64_t f0, int64_t f1) {
+    enum { L = VBYTES / sizeof(float) };
+    const int64_t HC = H * C;
+    char* raw = malloc(sizeof(vf32) * (2 * HC + 2 * H + 2 * C + 2 * T) + VBYTES);
+    if (!raw) return 1;
+    vf32* ar = (vf32*)(((uintptr_t)raw + VBYTES - 1) & ~(uintptr_t)(VBYTES - 1));
+    vf32 *ai = ar + HC, *zr = ai + HC, *zi = zr + H, *xr = zi + H, *xi = xr + C, *pr = xi + C, *pi = pr + T;
+    for (int64_t b = f0; b < f1; b += L) {
+        const int m = (int)(f1 - b < L ? f1 - b : L);
+        for (int64_t j = 0; j < T; ++j) pr[j] = pi[j] = (vf32){0};
+        for (int64_t c = 0; c < C; ++c) xr[c] = xi[c] = (vf32){0};
+        for (int l = 0; l < m; ++l) {
+            const int64_t f = index[b + l];
+            for (int64_t j = 0; j < T; ++j) { pr[j][l] = phases[2 * (j * F + f)]; pi[j][l] = phases[2 * (j * F + f) + 1]; }
+            for (int64_t c = 0; c < C; ++c) { xr[c][l] = vectors[2 * (f * C + c)]; xi[c][l] = vectors[2 * (f * C + c) + 1]; }
+        }
+        int64_t k = 0;
+        for (; k + 4 <= HC; k += 4) {   /* four (h, c) at once: independent chains */
+            const float* wk = w + k * T;
+            vf32 r0 = {0}, r1 = {0}, r2 = {0}, r3 = {0}, i0 = {0}, i1 = {0}, i2 = {0}, i3 = {0};
+            for (int64_t j = 0; j < T; ++j) {
+                const vf32 a = pr[j], q = pi[j];
+                r0 += wk[j] * a; i0 += wk[j] * q;
+                r1 += wk[T + j] * a; i1 += wk[T + j] * q;
+                r2 += wk[2 * T + j] * a; i2 += wk[2 * T + j] * q;
+                r3 += wk[3 * T + j] * a; i3 += wk[3 * T + j] * q;
+            }
+            ar[k] = r0; ar[k + 1] = r1; ar[k + 2] = r2; ar[k + 3] = r3;
+            ai[k] = i0; ai[k + 1] = i1; ai[k + 2] = i2; ai[k + 3] = i3;
+        }
+        for (; k < HC; ++k) {
+            vf32 r = {0}, i = {0};
+            for (int64_t j = 0; j < T; ++j) { r += w[k * T + j] * pr[j]; i += w[k * T + j] * pi[j]; }
+            ar[k] = r; ai[k] = i;
+        }
+        vf32 s = {0};
+        for (int64_t step = 0; step < steps; ++step) {
+            s = (vf32){0};
+            for (int64_t h = 0; h < H; ++h) {   /* z = A x */
+                const vf32 *rh = ar + h * C, *ih = ai + h * C;
+                vf32 a = {0}, bb = {0}, c2 = {0}, d = {0};
+                int64_t c = 0;
+                for (; c + 2 <= C; c += 2) {
+                    a += rh[c] * xr[c] - ih[c] * xi[c]; bb += rh[c] * xi[c] + ih[c] * xr[c];
+                    c2 += rh[c + 1] * xr[c + 1] - ih[c + 1] * xi[c + 1]; d += rh[c + 1] * xi[c + 1] + ih[c + 1] * xr[c + 1];
+                }
+                for (; c < C; ++c) { a += rh[c] * xr[c] - ih[c] * xi[c]; bb += rh[c] * xi[c] + ih[c] * xr[c]; }
+                zr[h] = a + c2; zi[h] = bb + d;
+                s += zr[h] * zr[h] + zi[h] * zi[h];
+            }
+            for (int64_t c = 0; c < C; ++c) xr[c] = xi[c] = (vf32){0};
+            for (int64_t h = 0; h < H; ++h) {   /* x = Aᴴ z */
+                const vf32 *rh = ar + h * C, *ih = ai + h * C, a = zr[h], q = zi[h];
+                for (int64_t c = 0; c < C; ++c) { xr[c] += rh[c] * a + ih[c] * q; xi[c] += rh[c] * q - ih[c] * a; }
+            }
+            vf32 u = {0};
+            for (int64_t c = 0; c < C; ++c) u += xr[c] * xr[c] + xi[c] * xi[c];
+            vf32 inv;
+            for (int l = 0; l < L; ++l) { const float v = sqrtf(u[l]); inv[l] = 1.0f / (v > 1e-30f ? v : 1e-30f); }
+            for (int64_t c = 0; c < C; ++c) { xr[c] *= inv; xi[c] *= inv; }
+        }
+        for (int l = 0; l < m; ++l) {
+            const int64_t f = index[b + l];
+            for (int64_t c = 0; c < C; ++c) { vectors[2 * (f * C + c)] = xr[c][l]; vectors[2 * (f * C + c) + 1] = xi[c][l]; }
+            sigmas[f] = sqrtf(s[l]);
+        }
+    }
+    free(raw);
+    return 0;
+}
+
 DEFINE_SHIFT(float, shift_f32)
 DEFINE_SHIFT(double, shift_f64)
 DEFINE_POOL2(float, pool2_f32)
 DEFINE_POOL2(double, pool2_f64)
-DEFINE_POOL_ROUND(float, poolround_f32)
-DEFINE_POOL_ROUND(double, poolround_f64)
+DEFINE_POOL_ROUND(float, vf32, int32_t, vi32, poolround_f32)
+DEFINE_POOL_ROUND(double, vf64, int64_t, vi64, poolround_f64)
 DEFINE_FLUX(float, flux_f32)
 DEFINE_FLUX(double, flux_f64)
 DEFINE_TRIDIAGONAL(float, vf32, tridiagonal_f32)
@@ -1015,7 +1095,8 @@ _SIGNATURES = {'minplus_*_forward': (4, 11), 'minplus_*_backward': (4, 11),
 # float64 only
 _SIGNATURES_F64 = {'tail_irls_weights': (4, 3), 'tail_knot_weights': (6, 4)}
 # float32 and float64, named in full
-_SIGNATURES_OTHER = {'tail_lag_features_f32': (4, 4), 'tail_lag_features_f64': (4, 4), 'symbol_apply_sumsq_f32': (4, 4)}
+_SIGNATURES_OTHER = {'tail_lag_features_f32': (4, 4), 'tail_lag_features_f64': (4, 4), 'symbol_apply_sumsq_f32': (4, 4),
+                      'symbol_power_f32': (5, 7)}
 
 _lock = threading.Lock()
 _state = {'tried': False, 'lib': None, 'error': ''}

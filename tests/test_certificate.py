@@ -389,3 +389,37 @@ def test_fused_sigma_and_square_match_two_passes(monkeypatch):
     assert torch.allclose(passes['fused'][0], passes['two passes'][0], rtol=1e-6)
     scale = float(passes["two passes"][1].abs().max())
     assert torch.allclose(passes["fused"][1], passes["two passes"][1], rtol=1e-4, atol=1e-4 * scale)
+
+
+@pytest.mark.skipif(not pdeblocks._native.native_available(), reason='no C compiler')
+@pytest.mark.parametrize('shape,grid', [((64, 64, 3, 3), None), ((6, 9, 5), 24), ((5, 7, 3, 3, 3), 8)])
+def test_power_step_kernel_matches_the_torch_steps(monkeypatch, shape, grid):
+    """Narrow weights take calibrate's power steps in the C kernel: the same vectors, σ at every grid frequency and ω*
+    as torch's steps (float32 rounding), through a full calibration, a partial one and the refinement; the converged σ
+    at ω* is below numpy's σ_max of the symbol there and within 1e-4 of it; an anchor taken before is not changed."""
+    torch.manual_seed(9)
+    w = torch.randn(shape)
+    w[0] *= 3   # a clear maximiser, so that both paths converge to the same ω*
+    step = 0.01 * torch.randn_like(w)
+    found, calls = {}, []
+    power_kernel = certificate._power_kernel
+    monkeypatch.setattr(certificate, '_power_kernel', lambda *args: calls.append(power_kernel(*args)) or calls[-1])
+    for name, limit in (('torch', 0), ('kernel', 1 << 30)):
+        monkeypatch.setattr(certificate, 'POWER_KERNEL_MAX', limit)
+        cert = NormCertificate(list(shape[2:]), 'zeros', certification=None if grid is None else dict(grid=grid))
+        cert.calibrate(w, 60)
+        before = cert._vectors.clone()
+        held = cert._vectors
+        cert.calibrate(w + step, 2, full=False)
+        cert.calibrate(w + 2 * step, 1, refine=3)
+        assert torch.equal(held, before)   # replaced, not changed in place
+        found[name] = (cert._vectors, cert._sigmas, int(cert._index), cert)
+        assert (calls[-1] is None) == (name == 'torch')
+    (v0, s0, i0, _), (v1, s1, i1, cert) = found['torch'], found['kernel']
+    assert i0 == i1
+    assert torch.allclose(s1, s0, rtol=1e-5, atol=1e-6 * float(s0.max()))
+    assert torch.allclose(v1, v0, atol=1e-4)
+    cert.calibrate(w, 200, refine=100)
+    symbol = np.einsum('hct,t->hc', w.reshape(shape[0], shape[1], -1).double().numpy(), cert._phase.cdouble().numpy())
+    exact = np.linalg.svd(symbol, compute_uv=False)[0]
+    assert exact * (1 - 1e-4) <= float(cert._sigmas[cert._index]) <= exact * (1 + 1e-5)

@@ -46,6 +46,7 @@ weight changed visibly (its version counter) and the drift passes the threshold.
   exploited: ``benchmarks/bench_contract_gap.py``.)
 * ``'none'``; ``'auto'`` (default): ``'sigma_max'`` for H·C·F ≤ :data:`TRACKING_LIMIT`, else ``'scale'``.
 """
+import ctypes
 import functools
 import math
 from dataclasses import asdict, dataclass, fields, replace
@@ -83,6 +84,11 @@ LOW_PRECISION_MIN = 1 << 20
 # instead of a product and a dot product, which read W twice (a 512-channel block of pde_resnet18 at 64², 2 threads:
 # 1.9 against 2.1–2.3 ms per step; at 128–256 channels the kernel's thread dispatch costs what it saves)
 FUSED_MIN = 1 << 20
+# power steps on W with at most this many H·C entries run in the C kernel (one frequency per vector lane, the symbol
+# formed once per block of lanes; its buffer is 2·H·C vectors). One step on the grid and two at the candidates, 2
+# threads: 64 channels 3×3 1.83 → 0.81 ms, 128 channels 3.09 → 2.71, 16 channels 3×3×3 27.0 → 4.6, 32 channels 1D 0.36
+# → 0.12 (the torch steps' dispatch costs more than their arithmetic)
+POWER_KERNEL_MAX = 1 << 14
 # legacy keyword arguments of the blocks → Certification fields
 LEGACY_SETTINGS = {'grid': 'grid', 'gram_steps': 'gram_steps', 'interp_slack': 'interp_slack',
                    'bound_refresh': 'refresh'}
@@ -176,6 +182,15 @@ def _apply_and_square(w: torch.Tensor, x: torch.Tensor) -> Optional[Tuple[torch.
     run_ranges(lambda h0, h1: lib.symbol_apply_sumsq_f32(w2.data_ptr(), x.data_ptr(), z.data_ptr(), squares.data_ptr(),
                                                          h, k, h0, h1), split_ranges(h, torch.get_num_threads()))
     return torch.linalg.vector_norm(z), squares.sum().to(torch.float32)
+
+
+def _power_kernel(w: torch.Tensor, vectors: torch.Tensor) -> Optional[ctypes.CDLL]:
+    """The C library if it takes :meth:`NormCertificate.calibrate`'s power steps for W [H, C·T] and vectors [F, C]
+    (:mod:`pdeblocks._native`, item 7): a CPU float32 W with H·C ≤ :data:`POWER_KERNEL_MAX`, complex64 vectors."""
+    if w.device.type != 'cpu' or w.dtype != torch.float32 or vectors.dtype != torch.complex64 \
+            or w.shape[0] * vectors.shape[1] > POWER_KERNEL_MAX:
+        return None
+    return native_library()
 
 
 class _InnerWithSelf(torch.autograd.Function):
@@ -335,8 +350,9 @@ class NormCertificate(nn.Module):
             steps = max(steps, 10)
         h, c = w.shape[0], w.shape[1]
         taps = phases.shape[0]
-        # A(ω) = Σ_j e^{−i⟨ω, j⟩} W_j is never formed (a 512-channel 3×3 symbol on the grid is 252 MB), nor is W
-        # copied: with W as its [H, C·T] view, per step two real GEMMs, W @ (x ⊗ e^{−i⟨ω, j⟩}) and Wᵀ @ z
+        # A(ω) = Σ_j e^{−i⟨ω, j⟩} W_j is not formed on the grid (a 512-channel 3×3 symbol there is 252 MB), nor is W
+        # copied: with W as its [H, C·T] view, per step two real GEMMs, W @ (x ⊗ e^{−i⟨ω, j⟩}) and Wᵀ @ z (narrow
+        # weights: the C kernel forms A for 16 frequencies at a time)
         w_flat = w.reshape(h, c * taps).to(phases.real.dtype)
         # the steps only steer ω* and v, so wide float32 weights multiply in bfloat16 (a copy of W; unit roundoff 2⁻⁸,
         # sums in float32): σ(W) at v, κ and every bound stay float32
@@ -350,6 +366,12 @@ class NormCertificate(nn.Module):
             return (r * r).sum(0).view(-1, 2).sum(1).sqrt()
 
         def iterate(index: torch.Tensor, count: int) -> torch.Tensor:   # ``count`` steps at ``index``; σ there
+            if kernel is not None:   # in place on the copies made below, σ written into self._sigmas
+                if kernel.symbol_power_f32(w_flat.data_ptr(), phases.data_ptr(), self._vectors.data_ptr(),
+                                           self._sigmas.data_ptr(), index.data_ptr(), h, c, taps, n_freq, count, 0,
+                                           index.numel()):
+                    raise MemoryError(f"calibrate: no memory for the power steps' symbol ({h}×{c} per lane)")
+                return self._sigmas.index_select(0, index)
             p = phases.index_select(1, index)                                                          # [T, F']
             n = p.shape[1]
             x = self._vectors.index_select(0, index).t().contiguous()                                  # [C, F']
@@ -366,8 +388,17 @@ class NormCertificate(nn.Module):
             self._sigmas = sigma if self._sigmas is None else self._sigmas.index_copy(0, index, sigma)
             return sigma
 
+        # the C kernel's steps on narrow weights: no torch op per step (its dispatch costs more than the arithmetic)
+        kernel = None if low else _power_kernel(w_flat, self._vectors)
+        full = full or self._sigmas is None
+        if kernel is not None:
+            w_flat = w_flat.contiguous()
+            phases = phases.contiguous()
+            # copies, not in place on tensors an anchor may hold
+            self._vectors = self._vectors.clone(memory_format=torch.contiguous_format)
+            self._sigmas = torch.zeros(n_freq) if self._sigmas is None else self._sigmas.clone()
         candidates = min(CANDIDATES, n_freq)
-        if full or self._sigmas is None:
+        if full:
             index = torch.arange(n_freq, device=w.device)
         else:
             index = self._sigmas.topk(candidates).indices
