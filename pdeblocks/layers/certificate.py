@@ -56,7 +56,7 @@ import torch
 from timm.models import register_notrace_module
 from torch import nn
 
-from .._native import native_library, run_ranges, split_ranges
+from .._native import native_library
 from ..ops.norms import bound_settings, symbol_gram_bounds, symbol_phases, tap_norm_sum
 
 __all__ = ['CERTIFIED_PASSES', 'GRADIENTS', 'TRACKING_LIMIT', 'Certification', 'NormCertificate', 'resolve_certification']
@@ -81,9 +81,11 @@ TRACKING_REFINE = 2
 # 512 channels at 3×3, 120 grid frequencies: 7.5 against 23 ms per step, 2 threads; at 256 channels no faster
 LOW_PRECISION_MIN = 1 << 20
 # weights with at least this many entries take σ(W) and ‖W‖² from one pass of a C kernel (CPU float32, no autograd)
-# instead of a product and a dot product, which read W twice (a 512-channel block of pde_resnet18 at 64², 2 threads:
-# 1.9 against 2.1–2.3 ms per step; at 128–256 channels the kernel's thread dispatch costs what it saves)
-FUSED_MIN = 1 << 20
+# instead of a product and a dot product, which read W twice. The kernel runs in the calling thread: a second thread
+# competes with torch's OpenMP workers, which spin after each parallel region. A training pass's B̃ forward + backward
+# (scale gradient, 3×3, torch 2 threads): 128 channels 0.34 → 0.29 ms, 256 0.52 → 0.37, 512 1.22 → 1.14 (the same kernel
+# on 2 threads: 0.46, 0.57, 1.41); 64 channels equal
+FUSED_MIN = 1 << 16
 # power steps on W with at most this many H·C entries run in the C kernel (one frequency per vector lane, the symbol
 # formed once per block of lanes; its buffer is 2·H·C vectors). One step on the grid and two at the candidates, 2
 # threads: 64 channels 3×3 1.83 → 0.81 ms, 128 channels 3.09 → 2.71, 16 channels 3×3×3 27.0 → 4.6, 32 channels 1D 0.36
@@ -179,8 +181,7 @@ def _apply_and_square(w: torch.Tensor, x: torch.Tensor) -> Optional[Tuple[torch.
     x = x.to(torch.float32).contiguous()
     z = torch.empty(2, h)
     squares = torch.empty(h, dtype=torch.float64)
-    run_ranges(lambda h0, h1: lib.symbol_apply_sumsq_f32(w2.data_ptr(), x.data_ptr(), z.data_ptr(), squares.data_ptr(),
-                                                         h, k, h0, h1), split_ranges(h, torch.get_num_threads()))
+    lib.symbol_apply_sumsq_f32(w2.data_ptr(), x.data_ptr(), z.data_ptr(), squares.data_ptr(), h, k, 0, h)
     return torch.linalg.vector_norm(z), squares.sum().to(torch.float32)
 
 
