@@ -423,3 +423,21 @@ def test_power_step_kernel_matches_the_torch_steps(monkeypatch, shape, grid):
     symbol = np.einsum('hct,t->hc', w.reshape(shape[0], shape[1], -1).double().numpy(), cert._phase.cdouble().numpy())
     exact = np.linalg.svd(symbol, compute_uv=False)[0]
     assert exact * (1 - 1e-4) <= float(cert._sigmas[cert._index]) <= exact * (1 + 1e-5)
+
+
+@pytest.mark.skipif(not pdeblocks._native.native_available(), reason='no C compiler')
+def test_power_step_kernel_under_a_float64_default_dtype():
+    """The kernel writes float32 σ: a float64 default dtype must not change the buffers it is given."""
+    torch.manual_seed(10)
+    w = torch.randn(16, 16, 3, 3)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        cert = NormCertificate([3, 3], 'zeros')
+        cert.calibrate(w, 100, refine=50)
+    finally:
+        torch.set_default_dtype(old)
+    symbol = np.einsum('hct,t->hc', w.reshape(16, 16, 9).double().numpy(), cert._phase.cdouble().numpy())
+    exact = np.linalg.svd(symbol, compute_uv=False)[0]
+    assert cert._sigmas.dtype == torch.float32
+    assert exact * (1 - 1e-4) <= float(cert._sigmas[cert._index]) <= exact * (1 + 1e-5)

@@ -397,7 +397,8 @@ class NormCertificate(nn.Module):
             phases = phases.contiguous()
             # copies, not in place on tensors an anchor may hold
             self._vectors = self._vectors.clone(memory_format=torch.contiguous_format)
-            self._sigmas = torch.zeros(n_freq) if self._sigmas is None else self._sigmas.clone()
+            self._sigmas = torch.zeros(n_freq, dtype=torch.float32) if self._sigmas is None \
+                else self._sigmas.to(torch.float32, copy=True).contiguous()
         candidates = min(CANDIDATES, n_freq)
         if full:
             index = torch.arange(n_freq, device=w.device)
