@@ -3,7 +3,7 @@
 One settings object (:class:`Certification`), one module that turns a weight into B
 (:class:`NormCertificate`), and one resolver (:func:`resolve_certification`) used by every certified
 block: :class:`~pdeblocks.layers.SymmetricResidual` and its FED, FSI and implicit subclasses, the
-steps of the multigrid U-net, swapped blocks and the 1D models. It is one module (about 470 lines) because the
+steps of the multigrid U-net, swapped blocks and the 1D models. It is one module (about 630 lines) because the
 rigorous bound, the training contract's estimate and B's gradient share one cache (W₀, B(W₀), κ, ω*, v) whose parts
 must change together.
 
