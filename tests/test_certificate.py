@@ -402,10 +402,10 @@ def test_power_step_kernel_matches_the_torch_steps(monkeypatch, shape, grid):
     w[0] *= 3   # a clear maximiser, so that both paths converge to the same ω*
     step = 0.01 * torch.randn_like(w)
     found, calls = {}, []
-    power_kernel = certificate._power_kernel
-    monkeypatch.setattr(certificate, '_power_kernel', lambda *args: calls.append(power_kernel(*args)) or calls[-1])
+    power_kernel = certificate._native_power_steps
+    monkeypatch.setattr(certificate, '_native_power_steps', lambda *args: calls.append(power_kernel(*args)) or calls[-1])
     for name, limit in (('torch', 0), ('kernel', 1 << 30)):
-        monkeypatch.setattr(certificate, 'POWER_KERNEL_MAX', limit)
+        monkeypatch.setattr(certificate, 'NATIVE_POWER_MAX', limit)
         cert = NormCertificate(list(shape[2:]), 'zeros', certification=None if grid is None else dict(grid=grid))
         cert.calibrate(w, 60)
         before = cert._vectors.clone()

@@ -90,7 +90,7 @@ FUSED_MIN = 1 << 16
 # formed once per block of lanes; its buffer is 2·H·C vectors). One step on the grid and two at the candidates, 2
 # threads: 64 channels 3×3 1.83 → 0.81 ms, 128 channels 3.09 → 2.71, 16 channels 3×3×3 27.0 → 4.6, 32 channels 1D 0.36
 # → 0.12 (the torch steps' dispatch costs more than their arithmetic)
-POWER_KERNEL_MAX = 1 << 14
+NATIVE_POWER_MAX = 1 << 14
 # legacy keyword arguments of the blocks → Certification fields
 LEGACY_SETTINGS = {'grid': 'grid', 'gram_steps': 'gram_steps', 'interp_slack': 'interp_slack',
                    'bound_refresh': 'refresh'}
@@ -185,11 +185,11 @@ def _apply_and_square(w: torch.Tensor, x: torch.Tensor) -> Optional[Tuple[torch.
     return torch.linalg.vector_norm(z), squares.sum().to(torch.float32)
 
 
-def _power_kernel(w: torch.Tensor, vectors: torch.Tensor) -> Optional[ctypes.CDLL]:
+def _native_power_steps(w: torch.Tensor, vectors: torch.Tensor) -> Optional[ctypes.CDLL]:
     """The C library if it takes :meth:`NormCertificate.calibrate`'s power steps for W [H, C·T] and vectors [F, C]
-    (:mod:`pdeblocks._native`, item 7): a CPU float32 W with H·C ≤ :data:`POWER_KERNEL_MAX`, complex64 vectors."""
+    (:mod:`pdeblocks._native`, item 7): a CPU float32 W with H·C ≤ :data:`NATIVE_POWER_MAX`, complex64 vectors."""
     if w.device.type != 'cpu' or w.dtype != torch.float32 or vectors.dtype != torch.complex64 \
-            or w.shape[0] * vectors.shape[1] > POWER_KERNEL_MAX:
+            or w.shape[0] * vectors.shape[1] > NATIVE_POWER_MAX:
         return None
     return native_library()
 
@@ -390,7 +390,7 @@ class NormCertificate(nn.Module):
             return sigma
 
         # the C kernel's steps on narrow weights: no torch op per step (its dispatch costs more than the arithmetic)
-        kernel = None if low else _power_kernel(w_flat, self._vectors)
+        kernel = None if low else _native_power_steps(w_flat, self._vectors)
         full = full or self._sigmas is None
         if kernel is not None:
             w_flat = w_flat.contiguous()
