@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -119,6 +119,10 @@ class PreviousCDELayer(nn.Module):
 
 
 SPEED_CFG = dict(B=8, C=16, Or=8, H=64, W=64, k=5, kt=5)
+# the digits recipe of the PDE-G-CNNs: DIGITS_EPOCHS epochs, and a model's own entry in DIGITS_RECIPES (epochs and
+# train() options) where it has one (docs/gcnn.md, round 5); the command line's --epochs / --ema-decay override both
+DIGITS_EPOCHS = 30
+DIGITS_RECIPES: Dict[str, Dict] = {'pde_gcnn_steerable': dict(epochs=45)}
 
 
 def _make_layer_and_input(seed: int = 0):
@@ -525,13 +529,22 @@ def digits_models(names: List[str], gcnn_kwargs: Dict, seed: int = 0) -> Dict[st
     return models
 
 
-def bench_digits(protocol: str, names: List[str], epochs: Dict[str, int], lrs: Dict[str, float],
+def digits_recipe(name: str, epochs: Optional[int], recipe: Dict) -> Tuple[int, Dict]:
+    """Epochs and :func:`train` options for the PDE-G-CNN ``name`` ('MODEL', 'MODEL@{json}' or 'MODEL#ABLATION' read
+    MODEL's entry): ``epochs`` unless None and the keys of ``recipe`` (the command line's), else the model's
+    :data:`DIGITS_RECIPES` entry, else :data:`DIGITS_EPOCHS` and no extra options."""
+    own = dict(DIGITS_RECIPES.get(name.partition('@')[0].partition('#')[0], {}))
+    own_epochs = own.pop('epochs', DIGITS_EPOCHS)
+    return (own_epochs if epochs is None else epochs), {**own, **recipe}
+
+
+def bench_digits(protocol: str, names: List[str], epochs: Dict[str, Optional[int]], lrs: Dict[str, float],
                  gcnn_kwargs: Dict, time_limit: float, tag: str = '', seed: int = 0, recipe: Dict = None) -> str:
     """Protocol 'upright': train on upright digits, test upright and rotated (the equivariance test).
     Protocol 'rotated': train on the randomly rotated training split, test on the rotated test split
     (the rotated-MNIST protocol). 'cnn+rot' is the CNN with per-batch random rotation augmentation.
     ``recipe``: extra :func:`train` options (``ema_decay``, ``augment_shift``, ``weight_decay``) for the models other
-    than the CNNs."""
+    than the CNNs; ``epochs['gcnn']`` None: :func:`digits_recipe` picks a model's epochs and options."""
     recipe = recipe or {}
     data = load_digits_tensors()
     x_train = data['x_train'] if protocol == 'upright' else data['x_train_rot']
@@ -540,11 +553,12 @@ def bench_digits(protocol: str, names: List[str], epochs: Dict[str, int], lrs: D
     for name, model in models.items():
         n_params = sum(p.numel() for p in model.parameters())
         kind = 'cnn' if name.startswith('cnn') else 'gcnn'
-        run = train(model, x_train, data['y_train'], epochs[kind], lrs[kind], augment_rotation=name == 'cnn+rot',
-                    time_limit=time_limit, seed=seed, **(recipe if kind == 'gcnn' else {}))
+        n_epochs, extra = digits_recipe(name, epochs['gcnn'], recipe) if kind == 'gcnn' else (epochs['cnn'], {})
+        run = train(model, x_train, data['y_train'], n_epochs, lrs[kind], augment_rotation=name == 'cnn+rot',
+                    time_limit=time_limit, seed=seed, **extra)
         acc = _accuracy(model, data['x_test'], data['y_test'])
         acc_rot = _accuracy(model, data['x_test_rot'], data['y_test'])
-        rec = dict(model=name, params=n_params, upright=acc, rotated=acc_rot, lr=lrs[kind], **run)
+        rec = dict(model=name, params=n_params, upright=acc, rotated=acc_rot, lr=lrs[kind], recipe=extra, **run)
         records.append(rec)
         rows.append([name, n_params, f'{acc * 100:.1f}', f'{acc_rot * 100:.1f}', f"{run['epochs']}",
                      f"{run['cpu_time']:.0f}", f"{run['time']:.0f}", f"{run['epoch_time']:.2f}"])
@@ -558,8 +572,8 @@ def bench_digits(protocol: str, names: List[str], epochs: Dict[str, int], lrs: D
     text = (f'## sklearn digits, {what}\n\n'
             f"1797 digits 8×8 → 16×16 (bilinear) → padded 20×20; 80/20 split (seed 0); rotated splits: every image "
             f"rotated once by a uniform random angle (bilinear). AdamW (timm create_optimizer_v2, weight decay 1e-4) "
-            f"+ timm per-step cosine schedule with one warm-up epoch, batch 32, lr {lrs}, epochs {epochs}, stop after "
-            f"{time_limit:.0f} s of CPU time; PDE-G-CNN options {gcnn_kwargs}, recipe {recipe}; seed {seed}. {torch.get_num_threads()} CPU "
+            f"+ timm per-step cosine schedule with one warm-up epoch, batch 32, lr {lrs}, epochs "
+            f"{dict(epochs, gcnn=epochs['gcnn'] or 'per model (table)')}, stop after {time_limit:.0f} s of CPU time; PDE-G-CNN options {gcnn_kwargs}, recipes {dict((r['model'], r['recipe']) for r in records)}; seed {seed}. {torch.get_num_threads()} CPU "
             f"thread(s) on a shared machine (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the "
             f"end): wall time is inflated by contention, CPU time is the training cost; epoch times are CPU time.\n\n"
             + table(['model', 'parameters', 'test acc upright [%]', 'test acc rotated [%]', 'epochs',
@@ -867,13 +881,14 @@ def local_equivariance_errors(model: nn.Module, x: torch.Tensor, angle_deg: floa
     return out
 
 
-def bench_probe(name: str, gcnn_kwargs: Dict, ablation: str, epochs: int, lr: float, tag: str = '',
+def bench_probe(name: str, gcnn_kwargs: Dict, ablation: str, epochs: Optional[int], lr: float, tag: str = '',
                 seed: int = 0, recipe: Dict = None) -> str:
     """Protocol (a) probe: train ``name`` upright for ``epochs`` (the digits recipe, plus the :func:`train`
     options in ``recipe``), then accuracy on the upright test split, the randomly rotated one, and the
     test split rotated by fixed angles; for a PDEGCNN also the relative equivariance error of every stage
-    at 45° (:func:`stage_equivariance_errors`)."""
-    recipe = recipe or {}
+    at 45° (:func:`stage_equivariance_errors`). ``epochs`` None and options not in ``recipe``: the model's
+    (:func:`digits_recipe`)."""
+    epochs, recipe = digits_recipe(name, epochs, recipe or {})
     data = load_digits_tensors()
     model = digits_models([name], gcnn_kwargs, seed)[name]
     _ablate(model, ablation)
@@ -902,12 +917,13 @@ def bench_probe(name: str, gcnn_kwargs: Dict, ablation: str, epochs: int, lr: fl
     write_atomic(RESULTS / f'gcnn_probe{tag}.json', json.dumps(dict(
         model=name, options=gcnn_kwargs, ablation=ablation, epochs=epochs, seed=seed, lr=lr, recipe=recipe,
         upright=accs[0], rotated=rot,
-        angles=angles, accuracy=accs, stage_errors_45=errors, local_errors_45=local, cpu_time=run['cpu_time']),
+        angles=angles, accuracy=accs, stage_errors_45=errors, local_errors_45=local, cpu_time=run['cpu_time'],
+        wall_time=run['time']),
         indent=2) + '\n')
     return text
 
 
-def bench_probe_seeds(name: str, gcnn_kwargs: Dict, ablation: str, epochs: int, lr: float, tag: str,
+def bench_probe_seeds(name: str, gcnn_kwargs: Dict, ablation: str, epochs: Optional[int], lr: float, tag: str,
                       seeds: List[int], recipe: Dict = None) -> str:
     """:func:`bench_probe` for every seed (files ``gcnn_probe{tag}_s{seed}.*``), then one table of the seeds
     with mean ± standard deviation (``gcnn_probe{tag}_seeds.md``)."""
@@ -927,6 +943,7 @@ def bench_probe_seeds(name: str, gcnn_kwargs: Dict, ablation: str, epochs: int, 
     rows.append(['mean ± sd'] + [mean_sd([f(r) * 100 for r in records]) for _, f in cols]
                 + [mean_sd([r['cpu_time'] for r in records])])
     n_params = sum(p.numel() for p in digits_models([name], gcnn_kwargs)[name].parameters())
+    epochs, recipe = records[0]['epochs'], records[0]['recipe']
     text = (f'## Protocol (a) over seeds {seeds}: {name} {json.dumps(gcnn_kwargs)}\n\n'
             f'{n_params} parameters; ablation {ablation or "-"}; {epochs} epochs, lr {lr}, recipe {recipe or {}}; '
             f'accuracy in % on the upright, randomly rotated and fixed-angle test splits; train CPU time in s, '
@@ -1087,7 +1104,9 @@ def main() -> None:
     parser.add_argument('--protocol', choices=['upright', 'rotated', 'both'], default='both',
                         help='digits: train upright (test rotated) or train and test rotated')
     parser.add_argument('--models', default='pde_gcnn,cnn,cnn+rot', help='digits: comma-separated model names')
-    parser.add_argument('--epochs', type=int, default=30, help='digits: epochs of the PDE-G-CNN')
+    parser.add_argument('--epochs', type=int, default=None,
+                        help=f'digits, probe: epochs of the PDE-G-CNN (default: the model\'s DIGITS_RECIPES entry, '
+                             f'else {DIGITS_EPOCHS})')
     parser.add_argument('--cnn-epochs', type=int, default=30, help='digits: epochs of the CNNs')
     parser.add_argument('--lr', type=float, default=0.02, help='digits: peak learning rate of the PDE-G-CNN')
     parser.add_argument('--cnn-lr', type=float, default=0.005, help='digits: peak learning rate of the CNNs')
@@ -1105,8 +1124,9 @@ def main() -> None:
                         help='digits: seed of the model initialisation and batch order (the data split is fixed)')
     parser.add_argument('--seeds', default='',
                         help='probe: comma-separated seeds, one run each and a mean ± sd table (overrides --seed)')
-    parser.add_argument('--ema-decay', type=float, default=0.0,
-                        help='digits, probe: EMA of the PDE-G-CNN weights with this decay per step (0: off)')
+    parser.add_argument('--ema-decay', type=float, default=None,
+                        help='digits, probe: EMA of the PDE-G-CNN weights with this decay per step (0: off; default: '
+                             'the model\'s DIGITS_RECIPES entry, else off)')
     parser.add_argument('--augment-shift', type=float, default=0.0,
                         help='digits, probe: random translations of the PDE-G-CNN training images in [-s, s] px')
     parser.add_argument('--weight-decay', type=float, default=None,
@@ -1116,7 +1136,9 @@ def main() -> None:
                         help='torch intra-op threads (default 1: robust timings on a shared, oversubscribed CPU)')
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recipe = {k: v for k, v in (('ema_decay', args.ema_decay), ('augment_shift', args.augment_shift)) if v}
+    recipe = {'augment_shift': args.augment_shift} if args.augment_shift else {}
+    if args.ema_decay is not None:
+        recipe['ema_decay'] = args.ema_decay
     if args.weight_decay is not None:
         recipe['weight_decay'] = args.weight_decay
     if args.section in ('speed', 'all'):

@@ -213,6 +213,22 @@ def test_round_window_pool_matches_window_scan(dtype, size, monkeypatch):
         assert torch.allclose(xr.grad, gref.view_as(x))
 
 
+def test_pde_gcnn_steerable_pools_the_lift_over_the_round_window():
+    # the default since round 5 (docs/gcnn.md): the stem is BN(round pool(lift)), the round pool written here as
+    # the union of the centred 4×2 and 2×4 windows by max_pool2d (independent of the C kernel)
+    import timm
+
+    import pdeblocks.models.pde_gcnn  # noqa: F401
+    model = timm.create_model('pde_gcnn_steerable', num_classes=10, in_chans=1).eval()
+    assert sum(p.numel() for p in model.parameters()) == 1658
+    x = torch.randn(2, 1, 20, 20)
+    with torch.no_grad():
+        lifted = model.stem.lift(x).flatten(1, 2)
+        F = torch.nn.functional
+        ref = torch.maximum(F.max_pool2d(lifted, (4, 2), 2, (1, 0)), F.max_pool2d(lifted, (2, 4), 2, (0, 1)))
+        torch.testing.assert_close(model.stem(x), model.stem.norm(ref.view(2, 16, 8, 10, 10)))
+
+
 def test_round_window_pool_commutes_with_quarter_turns_and_rejects_bad_windows():
     z = torch.randn(1, 2, 8, 10, 10)
     pool = SpatialMaxPoolM2(2, 'round')

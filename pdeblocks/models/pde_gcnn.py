@@ -1,13 +1,13 @@
 """PDE-G-CNN classifiers (Smets, Portegies, Bekkers, Duits, JMIV 2022, arXiv:2001.09046) as timm models.
 
-    image ─ lift (B-spline or steerable) [─ 2×2 max pool] + BN ─▶ CDE layer × depth ─▶ ProjectM2 (max over θ)
+    image ─ lift (B-spline or steerable) [─ max pool] + BN ─▶ CDE layer × depth ─▶ ProjectM2 (max over θ)
           ─▶ pool ─▶ linear
 
 Every stage before the head is roto-translation equivariant (exactly for 90° turns when the
 orientation count is divisible by 4); max over θ followed by global pooling makes the logits
 invariant. There is no ReLU: dilations and erosions are the nonlinearities. Feature maps keep the
-input's size except after the 2×2 max pools that ``downsample`` asks for (``pde_gcnn_steerable``: one,
-after the lift).
+input's size except after the max pools with stride 2 that ``downsample`` asks for (2×2 or the round
+12-pixel window, ``pool_window``; ``pde_gcnn_steerable``: one round pool, after the lift).
 """
 from typing import Any, Dict, Optional, Sequence, Tuple
 
@@ -241,10 +241,12 @@ def pde_gcnn_small(pretrained: bool = False, **kwargs) -> PDEGCNN:
 @register_model
 def pde_gcnn_steerable(pretrained: bool = False, **kwargs) -> PDEGCNN:
     """PDE-G-CNN built for rotations off the 90° grid: 16 channels, 8 orientations, a bandlimited lift
-    (7×7, circular harmonics m ≤ 1, rotated analytically), 2×2 max pooling of the lift's output, 3 CDE
-    layers with 5×5×5 quadratic (α = 1) kernels at half resolution (1,658 parameters with in_chans=1,
-    num_classes=10). The previous default, ``depth=4, lift_kernel_size=5`` (2,042 parameters), is as
-    accurate off the grid and ~25% slower; ``kernel_size=3`` is faster and less accurate (docs/gcnn.md)."""
+    (7×7, circular harmonics m ≤ 1, rotated analytically), max pooling of the lift's output with stride 2 over
+    the round 12-pixel window (the 4×4 window around each 2×2 block without its corners), 3 CDE layers with
+    5×5×5 quadratic (α = 1) kernels at half resolution (1,658 parameters with in_chans=1, num_classes=10).
+    ``pool_window='square'`` (the 2×2 pool, the default until round 5) is ~5 points less accurate off the grid
+    at the same cost; ``depth=4, lift_kernel_size=5`` (2,042 parameters) is ~25% slower; ``kernel_size=3`` is
+    faster and less accurate (docs/gcnn.md)."""
     model_args = dict(channels=16, orientations=8, depth=3, kernel_size=5, lift='steerable', lift_max_frequency=1,
-                      lift_kernel_size=7, downsample=(0,), alpha=1.0)
+                      lift_kernel_size=7, downsample=(0,), alpha=1.0, pool_window='round')
     return _create_pde_gcnn('pde_gcnn_steerable', pretrained=pretrained, **dict(model_args, **kwargs))
