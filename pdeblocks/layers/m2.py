@@ -433,7 +433,8 @@ class _NativeMaxPool(torch.autograd.Function):
         idx = torch.empty(P, H // 2, W // 2, dtype=torch.int8)
         fwd = getattr(lib, f"{kernel}_{'f32' if x.dtype == torch.float32 else 'f64'}_forward")
         ptrs = (x.data_ptr(), out.data_ptr(), idx.data_ptr())
-        run_ranges(lambda p0, p1: fwd(*ptrs, H, W, p0, p1), split_ranges(P, torch.get_num_threads()))
+        if any(run_ranges(lambda p0, p1: fwd(*ptrs, H, W, p0, p1), split_ranges(P, torch.get_num_threads()))):
+            raise MemoryError(f'spatial_max_pool_m2: the C {kernel} kernel could not allocate its buffer')
         ctx.save_for_backward(idx)
         ctx.size, ctx.kernel = (H, W), kernel
         return out
