@@ -39,6 +39,10 @@ And its power steps on the symbol A(ω) = Σ_j W_j e^{−i⟨ω, j⟩} for narro
 formed once per block of frequencies and read twice per step (no torch op per step, whose dispatch costs more than
 the arithmetic at 64 channels).
 
+8. The rational fluxes of :class:`pdeblocks.layers.flux.PeronaMalik` (g = 1/(1 + s²/λ²)) and
+:class:`~pdeblocks.layers.flux.Charbonnier` (g = 1/√(1 + s²/λ²)), Φ(s) = g·s, in one pass forward and one backward
+(torch's expressions take about 6 and 11 passes over s): Perona–Malik's values bit for bit.
+
 The shared library is compiled from the source below (``cc -O3 -shared -fPIC``, plus ``-march=native``
 when the compiler accepts it) into ``$PDEBLOCKS_CACHE`` (default ``~/.cache/pdeblocks``), keyed by a
 hash of source, flags, compiler and machine, and loaded with ``ctypes`` (calls release the GIL, so
@@ -46,7 +50,7 @@ row or plane ranges run in parallel threads: :func:`run_ranges`). If no compiler
 :func:`native_library` returns None and callers use torch ops, which give the same values (and,
 for the min-plus convolution, the same winners).
 
-One module of about 1,200 lines because 1,020 of them are the C source (:data:`C_SOURCE`), which is hashed,
+One module of about 1,270 lines because 1,080 of them are the C source (:data:`C_SOURCE`), which is hashed,
 compiled and loaded as one unit; the Python that caches, builds and loads it is about 100 lines.
 """
 import ctypes
@@ -1082,6 +1086,67 @@ DEFINE_FLUX(double, flux_f64)
 DEFINE_TRIDIAGONAL(float, vf32, tridiagonal_f32)
 DEFINE_TRIDIAGONAL(double, vf64, tridiagonal_f64)
 
+/* The rational fluxes Φ(s) = g·s on rows [r0, r1) of s: [R, inner], λ = lam[(r mod C)·lam_stride]; kind 0: Perona–Malik,
+   g = 1/(1 + s²/λ²); kind 1: Charbonnier, g = 1/√(1 + s²/λ²). The operations and their order are the torch expression's
+   (s·s, λ·λ, the quotient, 1 + it, the reciprocal; no contraction), so Perona–Malik's values are bit-identical. The
+   backward gives ∂L/∂s = grad·Φ'(s), Φ' = g(2g − 1) or g³, and adds Σ grad·c·s/λ over the row to gl[(r mod C)·lam_stride]
+   (float64; lanes summed in T within the row), c = λ∂Φ/∂λ / s = 2(1 − g)g or (1 − g²)g. The row's tail is read
+   zero-padded (g = 1 there, no NaN) and not written. */
+#define DEFINE_RATFLUX(T, VT, SQRT, NAME)                                                                 \
+enum { NAME##_LANES = VBYTES / sizeof(T) };                                                              \
+static inline VT NAME##_g(VT x, T l2, int64_t kind) {                                                    \
+    const VT d = (T)1 + x * x / l2;                                                                      \
+    if (kind == 0) return (T)1 / d;                                                                      \
+    VT r;                                                                                                \
+    for (int j = 0; j < NAME##_LANES; ++j) r[j] = (T)1 / SQRT(d[j]);                                     \
+    return r;                                                                                            \
+}                                                                                                        \
+int NAME##_forward(const T* restrict s, const T* restrict lam, T* restrict out, int64_t C, int64_t lam_stride, \
+                   int64_t inner, int64_t kind, int64_t r0, int64_t r1) {                               \
+    for (int64_t r = r0; r < r1; ++r) {                                                                  \
+        const T l = lam[(r % C) * lam_stride], l2 = l * l;                                               \
+        const T* restrict x = s + r * inner;                                                             \
+        T* restrict o = out + r * inner;                                                                 \
+        for (int64_t k = 0; k < inner; k += NAME##_LANES) {                                              \
+            const int64_t n = inner - k < NAME##_LANES ? inner - k : NAME##_LANES;                       \
+            VT v = {0};                                                                                  \
+            if (n == NAME##_LANES) memcpy(&v, x + k, sizeof v); else memcpy(&v, x + k, n * sizeof(T));   \
+            const VT y = NAME##_g(v, l2, kind) * v;                                                      \
+            if (n == NAME##_LANES) memcpy(o + k, &y, sizeof y); else memcpy(o + k, &y, n * sizeof(T));   \
+        }                                                                                                \
+    }                                                                                                    \
+    return 0;                                                                                            \
+}                                                                                                        \
+int NAME##_backward(const T* restrict s, const T* restrict lam, const T* restrict grad, T* restrict gs,      \
+                    double* restrict gl, int64_t C, int64_t lam_stride, int64_t inner, int64_t kind, int64_t r0, \
+                    int64_t r1) {                                                                        \
+    for (int64_t r = r0; r < r1; ++r) {                                                                  \
+        const T l = lam[(r % C) * lam_stride], l2 = l * l;                                               \
+        const T* restrict x = s + r * inner;                                                             \
+        const T* restrict gr = grad + r * inner;                                                         \
+        T* restrict o = gs + r * inner;                                                                  \
+        VT acc = {0};                                                                                    \
+        for (int64_t k = 0; k < inner; k += NAME##_LANES) {                                              \
+            const int64_t n = inner - k < NAME##_LANES ? inner - k : NAME##_LANES;                       \
+            VT v = {0}, w = {0};                                                                         \
+            if (n == NAME##_LANES) { memcpy(&v, x + k, sizeof v); memcpy(&w, gr + k, sizeof w); }         \
+            else { memcpy(&v, x + k, n * sizeof(T)); memcpy(&w, gr + k, n * sizeof(T)); }               \
+            const VT g = NAME##_g(v, l2, kind);                                                          \
+            const VT slope = kind == 0 ? g * ((T)2 * g - (T)1) : g * g * g;                              \
+            const VT c = kind == 0 ? (T)2 * ((T)1 - g) * g : ((T)1 - g * g) * g;                         \
+            const VT y = w * slope;                                                                      \
+            acc += w * c * v / l;                                                                        \
+            if (n == NAME##_LANES) memcpy(o + k, &y, sizeof y); else memcpy(o + k, &y, n * sizeof(T));   \
+        }                                                                                                \
+        double sum = 0.0;                                                                                \
+        for (int j = 0; j < NAME##_LANES; ++j) sum += (double)acc[j];                                    \
+        gl[(r % C) * lam_stride] += sum;                                                                 \
+    }                                                                                                    \
+    return 0;                                                                                            \
+}
+DEFINE_RATFLUX(float, vf32, sqrtf, ratflux_f32)
+DEFINE_RATFLUX(double, vf64, sqrt, ratflux_f64)
+
 DEFINE_MINPLUS(float, vf32, int32_t, vi32, minplus_f32)
 DEFINE_MINPLUS(double, vf64, int64_t, vi64, minplus_f64)
 """
@@ -1091,7 +1156,8 @@ _SIGNATURES = {'minplus_*_forward': (4, 11), 'minplus_*_backward': (4, 11),
                'shift_*_forward': (6, 6), 'shift_*_backward': (10, 6),
                'pool2_*_forward': (3, 4), 'pool2_*_backward': (3, 4),
                'poolround_*_forward': (3, 4), 'poolround_*_backward': (3, 4),
-               'flux_*_forward': (5, 6), 'flux_*_backward': (7, 6), 'tridiagonal_*_solve': (5, 3)}
+               'flux_*_forward': (5, 6), 'flux_*_backward': (7, 6), 'tridiagonal_*_solve': (5, 3),
+               'ratflux_*_forward': (3, 6), 'ratflux_*_backward': (5, 6)}
 # float64 only
 _SIGNATURES_F64 = {'tail_irls_weights': (4, 3), 'tail_knot_weights': (6, 4)}
 # float32 and float64, named in full

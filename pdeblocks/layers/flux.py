@@ -70,10 +70,69 @@ class FusedFlux(torch.autograd.Function):
         return grad_s, grad_lam, None
 
 
+# from this many samples of s the rational flux's C kernel splits the rows over torch's threads; below, the calling
+# thread alone is faster (a pool dispatch costs about 0.1 ms and competes with torch's spinning OpenMP workers)
+RATIONAL_FLUX_THREADED = 1 << 22
+
+
+def _native_rational_applies(s: torch.Tensor, lam: torch.Tensor) -> bool:
+    """The C kernel evaluates a rational flux for CPU float32 / float64 ``s`` of shape [B, C, …] with λ of its dtype,
+    one value or one per channel."""
+    return (s.device.type == 'cpu' and s.dtype in (torch.float32, torch.float64) and s.dim() >= 2
+            and lam.device.type == 'cpu' and lam.dtype == s.dtype and lam.numel() in (1, s.shape[1])
+            and s.numel() > 0 and native_library() is not None)
+
+
+class NativeRationalFlux(torch.autograd.Function):
+    """Φ(s) = g·s of Perona–Malik (``kind`` 0) or Charbonnier (1) in one pass of the C kernel
+    (:mod:`pdeblocks._native`, item 8), the backward (∂L/∂s and ∂L/∂λ, per-row sums in float64) in one more;
+    Perona–Malik's values are its torch expression's bit for bit."""
+
+    @staticmethod
+    def _call(name: str, s: torch.Tensor, lam: torch.Tensor, kind: int):
+        fn = getattr(native_library(), f"ratflux_{'f32' if s.dtype == torch.float32 else 'f64'}_{name}")
+        channels = s.shape[1]
+        rows = s.shape[0] * channels
+        parts = torch.get_num_threads() if s.numel() >= RATIONAL_FLUX_THREADED else 1
+        ints = (channels, 1 if lam.numel() > 1 else 0, s.numel() // rows, kind)
+        return fn, ints, split_ranges(rows, parts)
+
+    @staticmethod
+    def forward(ctx, s: torch.Tensor, lam: torch.Tensor, kind: int) -> torch.Tensor:
+        s = s.contiguous()
+        lam = lam.detach().reshape(-1).contiguous()
+        out = torch.empty_like(s)
+        fn, ints, ranges = NativeRationalFlux._call('forward', s, lam, kind)
+        run_ranges(lambda r0, r1: fn(s.data_ptr(), lam.data_ptr(), out.data_ptr(), *ints, r0, r1), ranges)
+        ctx.save_for_backward(s, lam)
+        ctx.kind = kind
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        s, lam = ctx.saved_tensors
+        grad = grad.contiguous()
+        fn, ints, ranges = NativeRationalFlux._call('backward', s, lam, ctx.kind)
+        grad_s = torch.empty_like(s)
+        partial = torch.zeros(len(ranges), lam.numel(), dtype=torch.float64)   # one partial sum per range
+        run_ranges(lambda k, r0, r1: fn(s.data_ptr(), lam.data_ptr(), grad.data_ptr(), grad_s.data_ptr(),
+                                        partial[k].data_ptr(), *ints, r0, r1),
+                   [(k, r0, r1) for k, (r0, r1) in enumerate(ranges)])
+        shape = [1, lam.numel()] + [1] * (s.dim() - 2) if lam.numel() > 1 else [1] * s.dim()
+        return grad_s, partial.sum(0).to(s.dtype).reshape(shape), None
+
+
 @register_notrace_function
 def fused_flux(s: torch.Tensor, lam: torch.Tensor, flux: nn.Module) -> torch.Tensor:
-    """Φ(s) through :class:`FusedFlux` (a leaf for torch.fx)."""
-    return FusedFlux.apply(s, lam, flux)
+    """Φ(s) of a fused flux (a leaf for torch.fx): the C kernel where the flux has one (``native_kind``) and it
+    applies, else :class:`FusedFlux` when gradients are needed, else the flux's expression."""
+    kind = getattr(flux, 'native_kind', None)
+    if kind is not None and _native_rational_applies(s, lam):
+        return NativeRationalFlux.apply(s, lam, kind)
+    if torch.is_grad_enabled():
+        return FusedFlux.apply(s, lam, flux)
+    return flux.diffusivity(s * s, lam) * s
 
 
 class Flux(nn.Module):
@@ -119,6 +178,7 @@ class Flux(nn.Module):
         raise NotImplementedError
 
     fused: bool = False
+    native_kind: Optional[int] = None   # the C kernel's number for this flux (pdeblocks._native, item 8)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         lam = channel_view(F.softplus(self.raw_contrast), s).to(s.dtype)
@@ -128,7 +188,7 @@ class Flux(nn.Module):
 
     @torch.jit.unused
     def _eager_forward(self, s: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-        if self.fused and torch.is_grad_enabled():
+        if self.fused and (torch.is_grad_enabled() or self.native_kind is not None):
             return fused_flux(s, lam, self)
         return self.diffusivity(s * s, lam) * s
 
@@ -140,6 +200,7 @@ class PeronaMalik(Flux):
     """g(s²) = 1 / (1 + s²/λ²). Forward–backward: Φ decreases for |s| > λ. L = 1."""
 
     fused = True
+    native_kind = 0
 
     def diffusivity(self, s2: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         return 1.0 / (1.0 + s2 / (lam * lam))
@@ -157,6 +218,7 @@ class Charbonnier(Flux):
     slope_bound = 1.0
 
     fused = True
+    native_kind = 1
 
     def diffusivity(self, s2: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         return torch.rsqrt(1.0 + s2 / (lam * lam))
