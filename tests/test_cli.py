@@ -342,7 +342,7 @@ def test_certify_unknown_model(capsys):
 def test_certify_prints_the_report(capsys):
     assert main(['certify', 'pde_resnet_tiny']) == 0
     out = capsys.readouterr().out
-    assert 'SymmetricResidual' in out and 'stages.3.blocks.0' in out
+    assert 'SymmetricResidual' in out and 'stages.3.entry' in out
 
 
 def test_card_says_where_the_perona_malik_tuning_ended_at_its_grid():

@@ -24,20 +24,69 @@ def test_pde_resnet_is_timms_deprecation_alias_of_pde_resnet18():
     with torch.device('meta'), pytest.warns(UserWarning, match='deprecated model name pde_resnet'):
         model = timm.create_model('pde_resnet', num_classes=7)
     assert model.pretrained_cfg['architecture'] == 'pde_resnet18' and model.num_classes == 7
-    assert [len(s.blocks) for s in model.stages] == [2, 2, 2, 2]
+    assert [stage_depth(s) for s in model.stages] == [2, 2, 2, 2]
+
+
+def stage_depth(stage) -> int:
+    """The residual steps of a PDEStage: its strided entry step (if any) and its blocks."""
+    return len(stage.blocks) + int(isinstance(stage.entry, SymmetricResidual))
 
 
 def test_resnet18_layout_and_parameter_ratio():
-    """Same widths and block counts as resnet18; stages ≤ 0.6× and whole model ≤ 0.62× the parameters."""
+    """Same widths and block counts as resnet18; stages ≤ 0.5× and whole model ≤ 0.5× the parameters."""
     with torch.device('meta'):
         ours = timm.create_model('pde_resnet18')
         ref = timm.create_model('resnet18')
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert [s.blocks[0].channels for s in ours.stages] == [64, 128, 256, 512]
-    assert [len(s.blocks) for s in ours.stages] == [2, 2, 2, 2]
+    assert [stage_depth(s) for s in ours.stages] == [2, 2, 2, 2]
     ref_stages = sum(count(getattr(ref, f'layer{i}')) for i in range(1, 5))
-    assert count(ours.stages) <= 0.6 * ref_stages
-    assert count(ours) <= 0.62 * count(ref)
+    assert count(ours.stages) <= 0.5 * ref_stages
+    assert count(ours) <= 0.5 * count(ref)
+
+
+def test_stage_entry_is_a_strided_step_at_the_incoming_width():
+    """Stages 2-4 start as resnet18's do: a stride-2 step whose K maps C_in → C_out ([C_out, C_in, 3, 3],
+    conv1's shape and stride), then the connector; with it the model does fewer FLOPs than resnet18
+    (forward + backward, counted by torch), without it (strided_entry=False) more."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from pdeblocks.models import PDEStage
+    with torch.device('meta'):
+        m = timm.create_model('pde_resnet18', num_classes=10)
+    assert isinstance(m.stages[0].entry, torch.nn.Identity) and isinstance(m.stages[0].connector, torch.nn.Identity)
+    for stage, (c_in, c_out) in zip(m.stages[1:], [(64, 128), (128, 256), (256, 512)]):
+        assert isinstance(stage.entry, SymmetricResidual) and stage.entry.stride == 2
+        assert tuple(stage.entry.weight.shape) == (c_out, c_in, 3, 3) and stage.entry.boundary == 'zeros'
+        assert stage.connector.conv.in_channels == c_in and stage.connector.conv.out_channels == c_out
+
+    def flops(model):
+        with FlopCounterMode(display=False) as counter:
+            model(torch.randn(2, 3, 64, 64)).sum().backward()
+        return counter.get_total_flops()
+
+    torch.manual_seed(0)
+    ref = flops(timm.create_model('resnet18', num_classes=10))
+    ours = flops(timm.create_model('pde_resnet18', num_classes=10, block_kwargs=dict(stability='none')))
+    old = flops(timm.create_model('pde_resnet18', num_classes=10, block_kwargs=dict(stability='none'),
+                                  strided_entry=False))
+    assert ours < 0.95 * ref and old > 1.05 * ref
+
+    # the entry step keeps the stage's output resolution and width
+    stage = PDEStage(8, 16, depth=2, stride=2).eval()
+    assert stage(torch.randn(1, 8, 9, 9)).shape == (1, 16, 5, 5) and len(stage.blocks) == 1
+
+
+def test_strided_entry_follows_the_block():
+    """Blocks that apply K at the input's resolution (the lagged schemes) keep the connector-first layout;
+    asking them for a strided entry is an error naming the blocks that take one."""
+    with torch.device('meta'):
+        fsi = timm.create_model('pde_fsi_resnet_tiny')
+        free = timm.create_model('pde_resnet_tiny', strided_entry=False)
+    assert all(isinstance(s.entry, torch.nn.Identity) and len(s.blocks) == 1 for s in fsi.stages)
+    assert all(isinstance(s.entry, torch.nn.Identity) and len(s.blocks) == 1 for s in free.stages)
+    with pytest.raises(ValueError, match=r"strided_entry=True needs a block that takes a stride; 'fsi' does not "
+                                         r"\(blocks that do: \['symmetric'\]\)"):
+        timm.create_model('pde_resnet_tiny', block='fsi', strided_entry=True, device='meta')
 
 
 def test_timm_api_tiny():
@@ -82,8 +131,8 @@ def test_block_options_reach_every_block():
 def test_certify_reports_every_block_and_composes():
     m = timm.create_model('pde_resnet_tiny').eval()   # the certified τ is the eval passes' (training contract)
     report = pdeblocks.certify(m)
-    assert [b.path for b in report.blocks] == [f'stages.{i}.blocks.0' for i in range(4)]
-    for b, blk in zip(report.blocks, [m.stages[i].blocks[0] for i in range(4)]):
+    assert [b.path for b in report.blocks] == ['stages.0.blocks.0'] + [f'stages.{i}.entry' for i in (1, 2, 3)]
+    for b, blk in zip(report.blocks, [m.stages[0].blocks[0]] + [m.stages[i].entry for i in (1, 2, 3)]):
         assert b.mode == 'euclidean' and b.norm_factor == 1.0
         assert abs(b.step_size - float(blk.step_size())) < 1e-9
         assert abs(b.step_size - 2 * 0.5 / b.norm_bound ** 2) < 1e-5  # sigmoid(0)·2/(L B²), L = 1

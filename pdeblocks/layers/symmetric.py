@@ -43,9 +43,11 @@ NORM_BOUND_STATE = '_extra_state'
 _TYPICAL_NORM_SQ = 4.0
 
 
-# K and Kᵀ are leaves for torch.fx: their padding logic reads the kernel's shape.
+# K and Kᵀ (strided too) are leaves for torch.fx: their padding logic reads the kernel's and the input's shapes.
 register_notrace_function(conv)
 register_notrace_function(conv_adjoint)
+register_notrace_function(strided_conv)
+register_notrace_function(strided_conv_adjoint)
 
 
 @register_notrace_function

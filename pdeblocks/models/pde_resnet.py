@@ -8,6 +8,12 @@ Layout (as timm's ResNet, each BasicBlock replaced by one symmetric block, Alt e
 * connectors between stages, where width and resolution change: 2×2 average pooling, then 1×1
   convolution + BatchNorm + ReLU (Ruthotto & Haber's connector; pooling first is the same linear
   map at a quarter of the cost);
+* where a stage halves the resolution and the block takes a stride (the explicit step), its first
+  block is a *strided entry step* before the connector, as resnet18's first BasicBlock of the stage
+  and as ``swap_blocks`` makes of it: u ↦ u − τK_sᵀΦ(K_s u) at the incoming width C_in, with
+  K_s = every second output of a 3×3 convolution C_in → C_out ([C_out, C_in, 3, 3], the cost of
+  resnet18's strided conv1) and K_sᵀ its exact adjoint. ‖K_s‖ ≤ ‖K‖, so the step is certified as
+  any other. Without it each stage ran two full-width blocks (1.10× resnet18's FLOPs).
 * global pooling and a linear classifier.
 
 The PDE steps use zero padding (``boundary='zeros'``) like the convolutions they replace, so any
@@ -27,14 +33,30 @@ from timm.models import (
 )
 from torch import nn
 
-from ..layers.registry import create_block
+from ..layers.registry import RESIDUAL_BLOCKS, create_block
 from ._stages import Connector, StageModelMixin
 
-__all__ = ['PDEResNet', 'PDEStage', 'Connector']
+__all__ = ['PDEResNet', 'PDEStage', 'Connector', 'takes_stride']
+
+
+def takes_stride(block: str) -> bool:
+    """Whether the residual block ``block`` (a name in :data:`pdeblocks.layers.RESIDUAL_BLOCKS`) takes a
+    ``stride`` (its class's ``supports_stride``)."""
+    return bool(getattr(RESIDUAL_BLOCKS.get(block), 'supports_stride', False))
 
 
 class PDEStage(nn.Module):
-    """A connector (when width or resolution changes) followed by ``depth`` residual PDE blocks."""
+    """``depth`` residual PDE blocks at width ``out_chs``, after a change of width or resolution.
+
+    The change is, in order: ``entry``, a strided step at the incoming width (one of the ``depth``
+    blocks; see the module docstring), when ``strided_entry`` and ``stride > 1``, else nothing; then
+    ``connector`` (pooling, 1×1 convolution, BN, ReLU) when the width or the resolution changes;
+    then ``blocks``, the remaining steps at width ``out_chs``.
+
+    Args:
+        strided_entry: whether a stage with ``stride > 1`` starts with the strided entry step. None:
+            where the block takes a stride (:func:`takes_stride`).
+    """
 
     def __init__(
             self,
@@ -45,22 +67,33 @@ class PDEStage(nn.Module):
             block: str = 'symmetric',
             drop_path_rates: Optional[Sequence[float]] = None,
             block_kwargs: Optional[Dict[str, Any]] = None,
+            strided_entry: Optional[bool] = None,
             device=None,
             dtype=None,
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
+        if strided_entry is None:
+            strided_entry = takes_stride(block)
+        elif strided_entry and not takes_stride(block):
+            raise ValueError(f"strided_entry=True needs a block that takes a stride; {block!r} does not "
+                             f"(blocks that do: {sorted(n for n in RESIDUAL_BLOCKS if takes_stride(n))})")
         self.grad_checkpointing = False
-        self.connector = Connector(in_chs, out_chs, stride, **dd) if (in_chs != out_chs or stride != 1) \
-            else nn.Identity()
         rates = list(drop_path_rates) if drop_path_rates is not None else [0.0] * depth
         kwargs = dict(block_kwargs or {})
         kwargs.setdefault('boundary', 'zeros')
+        entry = bool(strided_entry) and stride > 1 and depth > 0
+        self.entry = create_block(block, in_chs, dim=2, drop_path=rates[0],
+                                  **dict(kwargs, hidden_channels=out_chs, stride=stride), **dd) \
+            if entry else nn.Identity()
+        self.connector = Connector(in_chs, out_chs, stride, **dd) if (in_chs != out_chs or stride != 1) \
+            else nn.Identity()
+        first = 1 if entry else 0
         self.blocks = nn.Sequential(*[
-            create_block(block, out_chs, dim=2, drop_path=rates[i], **kwargs, **dd) for i in range(depth)])
+            create_block(block, out_chs, dim=2, drop_path=rates[i], **kwargs, **dd) for i in range(first, depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.connector(x)
+        x = self.connector(self.entry(x))
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
         return self.blocks(x)
@@ -77,6 +110,8 @@ class PDEResNet(StageModelMixin, nn.Module):
         block: residual block name in :data:`pdeblocks.layers.RESIDUAL_BLOCKS`.
         block_kwargs: extra arguments for every block (e.g. ``flux``, ``stability``, ``kernel_size``).
         drop_path_rate: stochastic depth, linearly increasing over blocks.
+        strided_entry: whether each stage that halves the resolution starts with a strided entry step
+            (:class:`PDEStage`); None (default): where the block takes a stride.
     """
 
     def __init__(
@@ -91,6 +126,7 @@ class PDEResNet(StageModelMixin, nn.Module):
             block_kwargs: Optional[Dict[str, Any]] = None,
             drop_rate: float = 0.0,
             drop_path_rate: float = 0.0,
+            strided_entry: Optional[bool] = None,
             device=None,
             dtype=None,
     ):
@@ -117,7 +153,8 @@ class PDEResNet(StageModelMixin, nn.Module):
         for i, (depth, width) in enumerate(zip(layers, widths)):
             stride = 1 if i == 0 else 2
             reduction *= stride
-            stages.append(PDEStage(prev, width, depth, stride, block, rates[start:start + depth], block_kwargs, **dd))
+            stages.append(PDEStage(prev, width, depth, stride, block, rates[start:start + depth], block_kwargs,
+                                   strided_entry, **dd))
             self.feature_info.append(dict(num_chs=width, reduction=reduction, module=f'stages.{i}'))
             prev, start = width, start + depth
         self.stages = nn.Sequential(*stages)
@@ -130,7 +167,7 @@ class PDEResNet(StageModelMixin, nn.Module):
         return dict(
             stem=r'^stem',
             blocks=r'^stages\.(\d+)' if coarse else [
-                (r'^stages\.(\d+)\.connector', (0,)),
+                (r'^stages\.(\d+)\.(?:entry|connector)', (0,)),
                 (r'^stages\.(\d+)\.blocks\.(\d+)', None),
             ],
         )
