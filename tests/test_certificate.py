@@ -41,6 +41,34 @@ def test_weights_changed_between_every_pair_of_passes(cls, passes):
         assert b >= true
 
 
+@pytest.mark.parametrize('passes', ['all', 'eval'])
+def test_strided_entry_step_with_weights_changed_between_every_pair_of_passes(passes):
+    """pde_resnet's stage entry (K_s: [C_out, C_in, 3, 3] with stride 2, zero padding) under the same attack: each
+    certified pass keeps ‖f(u)‖ ≤ ‖u‖, and its B is ≥ ‖K‖ ≥ ‖K_s‖ (power iteration, stride 1 and strided)."""
+    from pdeblocks.ops.transfer import strided_conv, strided_conv_adjoint
+    torch.manual_seed(5)
+    blk = SymmetricResidual(3, hidden_channels=5, dim=2, boundary='zeros', stride=2, step_init=0.999,
+                            certification=passes).double()
+    blk.train() if passes == 'all' else blk.eval()
+    u = torch.randn(6, 3, 11, 10, dtype=torch.float64) * 5
+    for i in range(20):
+        with torch.no_grad():
+            blk.weight.add_(torch.randn_like(blk.weight) * 10 ** (i % 5 - 2))
+            if i % 3 == 0:
+                blk.weight.data.mul_(3.0)           # invisible to the version counter
+            out = blk(u)
+            b = float(blk.bound.rigorous(blk.weight))
+            w = blk.weight.detach()
+            v = torch.randn(1, 3, 11, 10, dtype=torch.float64)
+            for _ in range(300):
+                v = strided_conv_adjoint(strided_conv(v, w, 'zeros', 2), w, [11, 10], 'zeros', 2)
+                v = v / v.norm()
+            strided = float(strided_conv(v, w, 'zeros', 2).norm())
+        assert out.shape == u.shape and (_norms(out) <= _norms(u) * (1 + 1e-12)).all()
+        full = float(power_iteration_norm(blk.weight, 'zeros', [11, 10], iters=500, tol=1e-12))
+        assert b >= full and b >= strided
+
+
 def test_contract_training_passes_are_cheap_and_eval_is_rigorous():
     """Training passes under the contract compute no full bound (one at the first pass; the estimate is
     recalibrated by power iteration every 50 weight updates); the first eval pass after training
