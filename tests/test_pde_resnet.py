@@ -50,6 +50,7 @@ def test_stage_entry_is_a_strided_step_at_the_incoming_width():
     conv1's shape and stride), then the connector; with it the model does fewer FLOPs than resnet18
     (forward + backward, counted by torch), without it (strided_entry=False) more."""
     from torch.utils.flop_counter import FlopCounterMode
+
     from pdeblocks.models import PDEStage
     with torch.device('meta'):
         m = timm.create_model('pde_resnet18', num_classes=10)

@@ -70,6 +70,25 @@ class FusedFlux(torch.autograd.Function):
         return grad_s, grad_lam, None
 
 
+def _rows_forward(fn, pointers: Tuple[int, ...], ints: Tuple[int, ...], ranges, s: torch.Tensor) -> torch.Tensor:
+    """Φ(s) by a C flux kernel over row ranges: ``fn(*pointers, out, *ints, r0, r1)``."""
+    out = torch.empty_like(s)
+    run_ranges(lambda r0, r1: fn(*pointers, out.data_ptr(), *ints, r0, r1), ranges)
+    return out
+
+
+def _rows_backward(fn, pointers: Tuple[int, ...], ints: Tuple[int, ...], ranges, s: torch.Tensor, grad: torch.Tensor,
+                   table_shape: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(∂L/∂s, ∂L/∂table in float64) by a C flux kernel over row ranges: ``fn(*pointers, grad, grad_s, partial, *ints,
+    r0, r1)``, one float64 partial sum of the table's gradient per range."""
+    grad = grad.contiguous()
+    grad_s = torch.empty_like(s)
+    partial = torch.zeros([len(ranges)] + table_shape, dtype=torch.float64)
+    run_ranges(lambda k, r0, r1: fn(*pointers, grad.data_ptr(), grad_s.data_ptr(), partial[k].data_ptr(), *ints, r0, r1),
+               [(k, r0, r1) for k, (r0, r1) in enumerate(ranges)])
+    return grad_s, partial.sum(0)
+
+
 # from this many samples of s the rational flux's C kernel splits the rows over torch's threads; below, the calling
 # thread alone is faster (a pool dispatch costs about 0.1 ms and competes with torch's spinning OpenMP workers)
 RATIONAL_FLUX_THREADED = 1 << 22
@@ -101,26 +120,19 @@ class NativeRationalFlux(torch.autograd.Function):
     def forward(ctx, s: torch.Tensor, lam: torch.Tensor, kind: int) -> torch.Tensor:
         s = s.contiguous()
         lam = lam.detach().reshape(-1).contiguous()
-        out = torch.empty_like(s)
         fn, ints, ranges = NativeRationalFlux._call('forward', s, lam, kind)
-        run_ranges(lambda r0, r1: fn(s.data_ptr(), lam.data_ptr(), out.data_ptr(), *ints, r0, r1), ranges)
         ctx.save_for_backward(s, lam)
         ctx.kind = kind
-        return out
+        return _rows_forward(fn, (s.data_ptr(), lam.data_ptr()), ints, ranges, s)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         s, lam = ctx.saved_tensors
-        grad = grad.contiguous()
         fn, ints, ranges = NativeRationalFlux._call('backward', s, lam, ctx.kind)
-        grad_s = torch.empty_like(s)
-        partial = torch.zeros(len(ranges), lam.numel(), dtype=torch.float64)   # one partial sum per range
-        run_ranges(lambda k, r0, r1: fn(s.data_ptr(), lam.data_ptr(), grad.data_ptr(), grad_s.data_ptr(),
-                                        partial[k].data_ptr(), *ints, r0, r1),
-                   [(k, r0, r1) for k, (r0, r1) in enumerate(ranges)])
+        grad_s, grad_lam = _rows_backward(fn, (s.data_ptr(), lam.data_ptr()), ints, ranges, s, grad, [lam.numel()])
         shape = [1, lam.numel()] + [1] * (s.dim() - 2) if lam.numel() > 1 else [1] * s.dim()
-        return grad_s, partial.sum(0).to(s.dtype).reshape(shape), None
+        return grad_s, grad_lam.to(s.dtype).reshape(shape), None
 
 
 @register_notrace_function
@@ -321,24 +333,18 @@ class NativeLearnedFlux(torch.autograd.Function):
     def forward(ctx, s: torch.Tensor, values: torch.Tensor, spacing: float) -> torch.Tensor:
         s = s.contiguous()
         values = values.detach()
-        out = torch.empty_like(s)
         fn, ptrs, ints, ranges, keep = NativeLearnedFlux._call('forward', s, values, spacing)
-        run_ranges(lambda r0, r1: fn(*ptrs, out.data_ptr(), *ints, r0, r1), ranges)
         ctx.save_for_backward(s, values)
         ctx.spacing = spacing
-        return out
+        return _rows_forward(fn, ptrs, ints, ranges, s)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         s, values = ctx.saved_tensors
-        grad = grad.contiguous()
         fn, ptrs, ints, ranges, keep = NativeLearnedFlux._call('backward', s, values, ctx.spacing)
-        grad_s = torch.empty_like(s)
-        partial = torch.zeros(len(ranges), values.shape[0], values.shape[1], dtype=torch.float64)
-        run_ranges(lambda k, r0, r1: fn(*ptrs, grad.data_ptr(), grad_s.data_ptr(), partial[k].data_ptr(), *ints, r0, r1),
-                    [(k, r0, r1) for k, (r0, r1) in enumerate(ranges)])   # one float64 partial sum per range
-        return grad_s, partial.sum(0).to(values.dtype), None
+        grad_s, grad_values = _rows_backward(fn, ptrs, ints, ranges, s, grad, list(values.shape))
+        return grad_s, grad_values.to(values.dtype), None
 
 
 @register_notrace_function
