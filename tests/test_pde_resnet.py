@@ -82,9 +82,9 @@ def test_strided_entry_follows_the_block():
     asking them for a strided entry is an error naming the blocks that take one."""
     with torch.device('meta'):
         fsi = timm.create_model('pde_fsi_resnet_tiny')
-        free = timm.create_model('pde_resnet_tiny', strided_entry=False)
-    assert all(isinstance(s.entry, torch.nn.Identity) and len(s.blocks) == 1 for s in fsi.stages)
-    assert all(isinstance(s.entry, torch.nn.Identity) and len(s.blocks) == 1 for s in free.stages)
+        connector_first = timm.create_model('pde_resnet_tiny', strided_entry=False)
+    for model in (fsi, connector_first):
+        assert all(isinstance(s.entry, torch.nn.Identity) and len(s.blocks) == 1 for s in model.stages)
     with pytest.raises(ValueError, match=r"strided_entry=True needs a block that takes a stride; 'fsi' does not "
                                          r"\(blocks that do: \['symmetric'\]\)"):
         timm.create_model('pde_resnet_tiny', block='fsi', strided_entry=True, device='meta')
