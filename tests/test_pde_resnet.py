@@ -88,6 +88,8 @@ def test_strided_entry_follows_the_block():
     with pytest.raises(ValueError, match=r"strided_entry=True needs a block that takes a stride; 'fsi' does not "
                                          r"\(blocks that do: \['symmetric'\]\)"):
         timm.create_model('pde_resnet_tiny', block='fsi', strided_entry=True, device='meta')
+    with pytest.raises(ValueError, match=r"strided_entry must be None, True or False, got 'yes'"):
+        timm.create_model('pde_resnet_tiny', strided_entry='yes', device='meta')
 
 
 def test_timm_api_tiny():

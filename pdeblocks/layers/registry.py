@@ -3,7 +3,7 @@
 Every entry builds a module that maps ``[B, C, *spatial]`` to the same shape at constant width:
 ``constructor(channels, dim=2, **kwargs) -> nn.Module``.
 """
-from typing import Callable, Dict
+from typing import Callable, Dict, Union
 
 from torch import nn
 
@@ -23,3 +23,10 @@ def create_block(name: str, channels: int, dim: int = 2, **kwargs) -> nn.Module:
     if name not in RESIDUAL_BLOCKS:
         raise ValueError(f"unknown block {name!r}; valid names: {sorted(RESIDUAL_BLOCKS)}")
     return RESIDUAL_BLOCKS[name](channels, dim=dim, **kwargs)
+
+
+def takes_stride(block: Union[str, Callable[..., nn.Module]]) -> bool:
+    """Whether a residual block (a registered name or a constructor) takes a ``stride``: K_s applied at every s-th
+    output, the step keeping u's size (its class's ``supports_stride``; unknown names: False)."""
+    constructor = RESIDUAL_BLOCKS.get(block) if isinstance(block, str) else block
+    return bool(getattr(constructor, 'supports_stride', False))

@@ -33,16 +33,10 @@ from timm.models import (
 )
 from torch import nn
 
-from ..layers.registry import RESIDUAL_BLOCKS, create_block
+from ..layers.registry import RESIDUAL_BLOCKS, create_block, takes_stride
 from ._stages import Connector, StageModelMixin
 
-__all__ = ['PDEResNet', 'PDEStage', 'Connector', 'takes_stride']
-
-
-def takes_stride(block: str) -> bool:
-    """Whether the residual block ``block`` (a name in :data:`pdeblocks.layers.RESIDUAL_BLOCKS`) takes a
-    ``stride`` (its class's ``supports_stride``)."""
-    return bool(getattr(RESIDUAL_BLOCKS.get(block), 'supports_stride', False))
+__all__ = ['PDEResNet', 'PDEStage', 'Connector']
 
 
 class PDEStage(nn.Module):
@@ -55,7 +49,7 @@ class PDEStage(nn.Module):
 
     Args:
         strided_entry: whether a stage with ``stride > 1`` starts with the strided entry step. None:
-            where the block takes a stride (:func:`takes_stride`).
+            where the block takes a stride (:func:`pdeblocks.layers.registry.takes_stride`).
     """
 
     def __init__(
@@ -73,6 +67,8 @@ class PDEStage(nn.Module):
     ):
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
+        if strided_entry not in (None, True, False):
+            raise ValueError(f"strided_entry must be None, True or False, got {strided_entry!r}")
         if strided_entry is None:
             strided_entry = takes_stride(block)
         elif strided_entry and not takes_stride(block):

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..layers.registry import RESIDUAL_BLOCKS
+from ..layers.registry import RESIDUAL_BLOCKS, takes_stride
 
 
 def module_dtype_device(module: nn.Module) -> Tuple[Optional[torch.dtype], Optional[torch.device]]:
@@ -69,7 +69,7 @@ class SwapSpec:
             defaults['hidden_channels'] = hidden_channels
         if flux is not None:
             defaults['flux'] = flux
-        if stride != 1 and getattr(self.constructor, 'supports_stride', False):
+        if stride != 1 and takes_stride(self.constructor):
             defaults['stride'] = stride
         if drop_path is not None and not isinstance(drop_path, nn.Identity):
             defaults['drop_path'] = drop_path
