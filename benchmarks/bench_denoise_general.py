@@ -4,7 +4,7 @@ Usage:
     OMP_NUM_THREADS=1 python benchmarks/bench_denoise_general.py --model RUN_DIR [--free RUN_DIR]
         [--count 32] [--sigmas 0.05 0.1] [--throughput-signals 1000] [--baselines-only]
 
-RUN_DIR is a training run of ``python -m pdeblocks.train.general`` (its ``model/`` folder, or, while it
+RUN_DIR is a training run of ``pdeblocks train`` (its ``model/`` folder, or, while it
 trains, its latest ``checkpoint.safetensors``), or a bundled model folder.
 
 Families (:mod:`pdeblocks.data.families`, clean signals on [0, 1], white Gaussian noise σ of the

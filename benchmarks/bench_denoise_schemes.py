@@ -34,7 +34,8 @@ from bench_denoise_general import tv_chunked, tv_stop  # noqa: E402
 
 from pdeblocks.data.signals import make_signals  # noqa: E402
 from pdeblocks.hub import from_pretrained, load_folder  # noqa: E402
-from pdeblocks.train.general import SCHEME_BUDGET, SCHEME_MODELS, train_general  # noqa: E402
+from pdeblocks.train.general import SCHEME_BUDGET, SCHEME_MODELS  # noqa: E402
+from pdeblocks.train.trainer import train  # noqa: E402
 
 RUNS = ROOT / 'runs' / 'schemes'
 LABELS = ('certified', 'free')
@@ -82,7 +83,7 @@ def main(argv=None):
                 if (out / 'eval.json').is_file():
                     continue
                 print('training', name, flush=True)
-                train_general(name, str(out), resume=True)
+                train(name, str(out), resume=True, log_every=50)
     if not a.report:
         return
     rows, models = {}, {}

@@ -3,7 +3,7 @@ evaluation JSON (pdeblocks/pretrained/<name>/eval.json, written by `pdeblocks tr
 
 Usage:  python model_cards/generate.py [NAME ...]
 
-Install the general blind denoiser (a run of ``python -m pdeblocks.train.general denoiser-1d-general``, any
+Install the general blind denoiser (a run of ``pdeblocks train denoiser-1d-general``, any
 BlindDenoiser1D) as the bundled ``denoiser-1d``, then write every card (the others point to it)::
 
     python model_cards/generate.py --install runs/denoiser-1d-general-v2 denoiser-1d

@@ -514,15 +514,15 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
               f"bundled denoiser's card; baselines from the bundled `{e.get('baselines_from', '')}` evaluation):\n"]
     lines += _evaluation_tables(name, e)
     lines += ["\n## Training data and recipe\n",
-              f"Recipe `{r['name']}` (`python -m pdeblocks.train.general {r['name']}`, seed {r['seed']}): "
+              f"Recipe `{r['name']}` (`pdeblocks train {r['name']}`, seed {r['seed']}): "
               f"{r['steps']} Adam steps, batch {r['batch_size']}, crops of {r['length']} samples, learning rate "
               f"{r['lr']} (cosine), loss {LOSS_NAMES[r.get('loss', 'mse')]}. Every step draws fresh seeded signals "
               f"from the train split of the families {', '.join(k.replace('_', ' ') for k in r['kinds'])} (family "
               f"uniform per signal, each scaled to [0, 1]) with white Gaussian noise, σ log-uniform in "
               f"[{r['sigma_min']}, {r['sigma_max']}]. Training took {ev['train_seconds'] / 60:.0f} min on "
               f"{ev.get('threads', 1)} CPU thread(s)"
-              + (f", fine-tuning the run `{ev['fine_tuned_from']['source']}` (the chain of runs is "
-                 "`FINE_TUNES` in `pdeblocks/train/general.py`, starting from revision v2's weights)"
+              + (f", fine-tuning the run `{ev['fine_tuned_from']['source']}` (each recipe of the chain names its "
+                 "source in `start_from`, `pdeblocks/train/general.py`; the chain starts from revision v2's weights)"
                  if ev.get('fine_tuned_from') else '')
               + ". Rerunning the recipe with the same torch version and thread "
               "count repeats the run; other thread counts change the summation order and so the weights slightly.\n",

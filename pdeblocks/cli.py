@@ -282,8 +282,17 @@ def cmd_train(args) -> int:
     get_recipe(args.recipe)  # validates the name
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be ≥ 1, got {args.steps}")
-    result = train(args.recipe, out=args.out, resume=args.resume, steps=args.steps, evaluate=not args.no_eval,
-                   eval_count=args.eval_count)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be ≥ 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.log_every < 0:
+        raise UsageError(f"--log-every must be ≥ 0, got {args.log_every}")
+    try:
+        result = train(args.recipe, out=args.out, resume=args.resume, steps=args.steps, evaluate=not args.no_eval,
+                       eval_count=args.eval_count, start_from=args.start_from, log_every=args.log_every)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if int(os.environ.get('RANK', '0')) == 0:
         print(f"trained {args.recipe}: {result['steps']} steps, final loss {result['final_loss']:.4g}; "
               f"results in {args.out or 'runs/' + args.recipe}/eval.json")
@@ -353,6 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--steps', type=int, default=None, help='stop after this many steps (smoke runs)')
     d.add_argument('--no-eval', action='store_true')
     d.add_argument('--eval-count', type=int, default=None)
+    d.add_argument('--start-from', default=None, metavar='FOLDER',
+                   help="a fine-tune's source model folder, in place of the recipe's (e.g. to retrain a chain of runs)")
+    d.add_argument('--threads', type=int, default=None, help="torch's intra-op threads (default: torch's choice)")
+    d.add_argument('--log-every', type=int, default=0, metavar='N',
+                   help='print a JSON line (step, loss, lr, seconds) every N steps instead of the progress bar')
     d.set_defaults(func=cmd_train)
     d = sub.add_parser('publish', help='assemble a model folder and upload it with HfApi.upload_folder')
     d.add_argument('name')

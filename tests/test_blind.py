@@ -239,20 +239,20 @@ def test_general_training_resumes_exactly(tmp_path, monkeypatch):
     draws the batches of steps 2 and 3 only."""
     import pdeblocks.data.families as families
     from pdeblocks.data.families import FAMILIES
-    from pdeblocks.train.general import load_checkpoint, train_general
     from pdeblocks.train.recipes import RECIPES, Recipe, register_recipe
+    from pdeblocks.train.trainer import load_checkpoint, train
     name = 'test-general-tiny'
     register_recipe(Recipe(name=name, task='denoise', architecture='blind_denoiser_1d',
                            model_kwargs=dict(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=2),
-                           seed=3, steps=4, batch_size=2, length=64, warmup=1, checkpoint_every=2, kinds=FAMILIES,
+                           seed=3, steps=4, batch_size=2, length=64, warmup=1, checkpoint_every=2, data='families', kinds=FAMILIES,
                            sigma_min=0.005, sigma_max=0.3, loss='relative_mse', published=False))
     try:
-        train_general(name, str(tmp_path / 'straight'), evaluate=False)
-        train_general(name, str(tmp_path / 'split'), steps=2, evaluate=False)
+        train(name, str(tmp_path / 'straight'), evaluate=False, progress=False)
+        train(name, str(tmp_path / 'split'), steps=2, evaluate=False, progress=False)
         drawn = []
         original = families.training_batch
         monkeypatch.setattr(families, 'training_batch', lambda *a, **k: drawn.append(a[3]) or original(*a, **k))
-        train_general(name, str(tmp_path / 'split'), resume=True, evaluate=False)
+        train(name, str(tmp_path / 'split'), resume=True, evaluate=False, progress=False)
         assert drawn == [2, 3]
         models = []
         for run in ('straight', 'split'):
@@ -266,6 +266,88 @@ def test_general_training_resumes_exactly(tmp_path, monkeypatch):
         assert (tmp_path / 'split' / 'model' / 'model.safetensors').is_file()
     finally:
         RECIPES.pop(name, None)
+
+
+TINY_GENERAL = dict(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=2)
+
+
+def test_fine_tune_starts_from_its_source_trains_only_its_stages_and_draws_new_data(tmp_path, monkeypatch, capsys):
+    """A recipe with start_from / data_offset / trainable, run by `pdeblocks train`: the source's tensors arrive
+    bit for bit and stay there (frozen), the new stage trains, the batches are those of steps offset + 0, 1, and
+    eval.json names the new tensors; --start-from replaces the source, and a scratch recipe refuses it."""
+    import pdeblocks.data.families as families
+    from pdeblocks.cli import main
+    from pdeblocks.data.families import FAMILIES
+    from pdeblocks.train.recipes import RECIPES, Recipe, register_recipe
+    common = dict(task='denoise', architecture='blind_denoiser_1d', seed=5, steps=2, batch_size=2, length=64, warmup=1,
+                  checkpoint_every=2, data='families', kinds=FAMILIES, sigma_min=0.01, sigma_max=0.3,
+                  loss='relative_mse', published=False)
+    register_recipe(Recipe(name='test-ft-base', model_kwargs=TINY_GENERAL, **common))
+    register_recipe(Recipe(name='test-ft-tail', model_kwargs=dict(TINY_GENERAL, tail_steps=1), start_from='nowhere',
+                           data_offset=100, trainable=('tail',), **common))
+    register_recipe(Recipe(name='test-ft-bad', model_kwargs=TINY_GENERAL, start_from='nowhere', trainable=('nope',),
+                           **common))
+    try:
+        assert main(['train', 'test-ft-base', '--out', str(tmp_path / 'base'), '--no-eval']) == 0
+        base = load_folder(tmp_path / 'base' / 'model').state_dict()
+        drawn = []
+        original = families.training_batch
+        monkeypatch.setattr(families, 'training_batch', lambda *a, **k: drawn.append(a[3]) or original(*a, **k))
+        capsys.readouterr()
+        assert main(['train', 'test-ft-tail', '--out', str(tmp_path / 'tail'), '--no-eval', '--log-every', '1',
+                     '--start-from', str(tmp_path / 'base' / 'model')]) == 0
+        assert drawn == [100, 101]
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{')]
+        assert [d['step'] for d in lines] == [1, 2]
+        tuned = load_folder(tmp_path / 'tail' / 'model')
+        state = tuned.state_dict()
+        torch.manual_seed(5)
+        fresh = BlindDenoiser1D(**dict(TINY_GENERAL, tail_steps=1)).state_dict()
+        for k, v in base.items():   # copied and frozen (B, the stored norm bound, is a cache, not a weight)
+            assert k.endswith('_extra_state') or torch.equal(state[k], v), k
+        tail_keys = sorted(k for k in state if k.startswith('tail.'))
+        assert tail_keys and not set(tail_keys) & set(base)
+        assert any(not torch.equal(state[k], fresh[k]) for k in tail_keys if state[k].is_floating_point())
+        ev = json.loads((tmp_path / 'tail' / 'eval.json').read_text())
+        assert ev['fine_tuned_from'] == dict(source=str(tmp_path / 'base' / 'model'), new=tail_keys, data_offset=100)
+        assert ev['trained_parameters'] == sum(p.numel() for p in tuned.tail.parameters())
+        assert ev['parameters'] == sum(p.numel() for p in tuned.parameters())
+        assert main(['train', 'test-ft-base', '--out', str(tmp_path / 'x'), '--start-from', str(tmp_path)]) == 2
+        assert 'trains from scratch' in capsys.readouterr().err
+        assert main(['train', 'test-ft-bad', '--out', str(tmp_path / 'y'), '--start-from',
+                     str(tmp_path / 'base' / 'model')]) == 2
+        err = capsys.readouterr().err
+        assert "['nope']" in err and "['net']" in err
+    finally:
+        for name in ('test-ft-base', 'test-ft-tail', 'test-ft-bad'):
+            RECIPES.pop(name, None)
+
+
+@pytest.mark.parametrize('fields, match', [
+    (dict(data='somewhere'), 'data must be one of'),
+    (dict(data='families', kinds=('blocks',)), 'kinds must be a non-empty subset'),
+    (dict(data='families', task='diffusion', loss='mse'), "'families' for denoising only"),
+    (dict(restart=('tail.',)), 'needs a start_from folder'),
+    (dict(data_offset=-1), 'data_offset must be ≥ 0'),
+])
+def test_bad_recipes_are_refused(fields, match):
+    from pdeblocks.train.recipes import RECIPES, Recipe, register_recipe
+    with pytest.raises(ValueError, match=match):
+        register_recipe(Recipe(**dict(dict(name='test-bad', task='denoise', architecture='blind_denoiser_1d'), **fields)))
+    assert 'test-bad' not in RECIPES
+
+
+def test_a_checkpoint_saved_before_a_recipe_field_existed_still_resumes():
+    """A saved recipe dict without the fine-tune fields is the recipe with them at their defaults; any other
+    difference is another recipe."""
+    from pdeblocks.train.recipes import get_recipe, same_recipe
+    recipe = get_recipe('denoiser-1d')
+    saved = {k: v for k, v in recipe.to_dict().items() if k not in ('data', 'start_from', 'data_offset', 'trainable',
+                                                                     'restart')}
+    assert same_recipe(saved, recipe)
+    assert not same_recipe(dict(saved, steps=recipe.steps + 1), recipe)
+    general = get_recipe('denoiser-1d-general-irls4')
+    assert not same_recipe({k: v for k, v in general.to_dict().items() if k != 'trainable'}, general)
 
 
 def _tail_model(**kw):

@@ -278,9 +278,10 @@ class SymmetricResidual(nn.Module):
         if b == 0.0 or self.stability == 'none':
             self.bound.clear()
         elif not self.bound.restore(self.weight, state):
-            warnings.warn(f"the saved norm bound {b:.6g} is below the full bound "
-                          f"{float(self.bound._b0):.6g} of the loaded weights; using the full bound, "
-                          f"so the step size τ differs from the saved model's", stacklevel=2)
+            full = float(self.bound._b0)
+            warnings.warn(f"the saved norm bound {b!r} is below the full bound {full!r} of the loaded weights "
+                          f"(by {(full - b) / full:.1e} of it); using the full bound, so the step size τ differs "
+                          f"from the saved model's", stacklevel=2)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):

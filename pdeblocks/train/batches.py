@@ -8,13 +8,19 @@ import numpy as np
 import torch
 
 from ..classical import fine_reference, make_flux
+from ..data import families
 from ..data.signals import make_signals
 from .recipes import Recipe
 
 
 def denoise_batch(recipe: Recipe, step: int, rank: int, world: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(noisy, clean) ``[B, 1, length]`` for this step and rank, deterministic."""
+    """(noisy, clean) ``[B, 1, length]`` for this step and rank, deterministic: the recipe's data at step
+    ``data_offset + step``."""
     b = recipe.batch_size
+    step = recipe.data_offset + step
+    if recipe.data == 'families':
+        return families.training_batch(recipe.kinds, b, recipe.length, step, seed=recipe.seed,
+                                       sigma_range=(recipe.sigma_min, recipe.sigma_max), rank=rank, world=world)
     rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, 7, step, rank]))
     sigma = np.exp(rng.uniform(np.log(recipe.sigma_min), np.log(recipe.sigma_max), size=b))
     kind = recipe.kinds[step % len(recipe.kinds)]

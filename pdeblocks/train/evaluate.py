@@ -1,4 +1,8 @@
-"""Final evaluation of the 1D models on the test split (fixed data seed 0, independent of the recipe seed).
+"""Final evaluation of the 1D models (fixed data seed 0, independent of the recipe seed).
+
+Recipes on the signal families (``data='families'``): mean PSNR per family and σ ∈ {0.05, 0.1} on the
+validation split (the test split is :mod:`benchmarks.bench_denoise_general`'s, against tuned peers). The others,
+on the test split:
 
 Denoisers: mean PSNR per kind and σ ∈ {0.05, 0.1, 0.2} of the noisy input, the model, total-variation
 denoising and Perona–Malik diffusion with parameters tuned on the validation split, and (piecewise
@@ -10,7 +14,7 @@ steps.
 """
 import functools
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +31,7 @@ from ..classical import (
     tune_tv,
     tv_denoise,
 )
+from ..data.families import FAMILIES, make_family_signals
 from ..data.signals import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr
 from .batches import diffusion_pairs
 
@@ -124,9 +129,32 @@ def standard_comparison(evaluation: Dict[str, Any], standard: torch.nn.Module, r
                 symmetric_psnr=evaluation['table']['piecewise_constant'][sigma]['model'])
 
 
+def family_psnr(model: torch.nn.Module, sigmas: Sequence[float] = (0.05, 0.1), count: int = 16, length: int = TEST_LENGTH,
+                split: str = 'val', seed: int = EVAL_SEED, families: Sequence[str] = FAMILIES) -> Dict[str, Dict[str, float]]:
+    """Mean PSNR (dB) of ``model`` per family and σ on ``count`` signals of ``split`` (data seed ``seed``)."""
+    model.eval()
+    table: Dict[str, Dict[str, float]] = {}
+    with torch.no_grad():
+        for fam in families:
+            table[fam] = {}
+            for sigma in sigmas:
+                s = make_family_signals(fam, split, count, length, sigma, seed=seed)
+                out = model(torch.from_numpy(s.noisy)[:, None])[:, 0].numpy()
+                table[fam][str(sigma)] = float(psnr(out, s.clean).mean())
+    return table
+
+
+def evaluate_families(model: torch.nn.Module, count: int = 16) -> Dict[str, Any]:
+    """``val_psnr`` ({family: {σ: dB}}, :func:`family_psnr`) and ``val_psnr_mean`` ({σ: mean over the families})."""
+    table = family_psnr(model, count=count)
+    return dict(val_psnr=table, val_psnr_mean={s: float(np.mean([r[s] for r in table.values()])) for s in ('0.05', '0.1')})
+
+
 def evaluate_model(model: torch.nn.Module, recipe, count: Optional[int] = None) -> Dict[str, Any]:
     t0 = time.time()
-    if recipe.task == 'denoise':
+    if recipe.data == 'families':
+        res = evaluate_families(model, count=count or 16)
+    elif recipe.task == 'denoise':
         res = evaluate_denoiser(model, count=count or 64)
     else:
         res = evaluate_diffusion(model, recipe, count=count or 64)

@@ -2,16 +2,26 @@
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Tuple
 
+from ..data.families import FAMILIES
+
 
 @dataclass(frozen=True)
 class Recipe:
     """One reproducible training run.
 
     Data: fresh seeded signals every step from the *train* split (signal index
-    ``step·batch_size + i``), so a run is a deterministic function of the recipe and resuming
+    ``(data_offset + step)·batch_size + i``), so a run is a deterministic function of the recipe and resuming
     needs only the step counter. Denoising: noise σ log-uniform in [sigma_min, sigma_max] per
-    signal (a blind denoiser). Diffusion: a fixed set of ``train_signals`` noisy signals and their
-    fine-step reference solutions.
+    signal (a blind denoiser); ``data='signals'`` draws one kind per step from
+    :func:`pdeblocks.data.make_signals` (the specialists' generators), ``data='families'`` a family per signal
+    from :func:`pdeblocks.data.families.training_batch`. Diffusion: a fixed set of ``train_signals`` noisy
+    signals and their fine-step reference solutions.
+
+    A fine-tune names the saved model it starts from (``start_from``, a folder; its tensors must fit the model,
+    the model's tensors it lacks keep their initialisation, those under a ``restart`` prefix too), starts its
+    data at ``data_offset`` (batches its source never saw) and may train only some of the model's children
+    (``trainable``; the others are frozen and run in eval mode, so a new stage learns on exactly what the
+    frozen ones give at inference).
     """
 
     name: str
@@ -33,24 +43,49 @@ class Recipe:
     loss: str = 'mse'
     published: bool = True
     description: str = ''
+    data: str = 'signals'
+    start_from: str = ''
+    data_offset: int = 0
+    trainable: Tuple[str, ...] = ()
+    restart: Tuple[str, ...] = ()
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
-        d['kinds'] = list(self.kinds)
+        for key in ('kinds', 'trainable', 'restart'):
+            d[key] = list(d[key])
         return d
 
 
 LOSSES = ('mse', 'relative_mse', 'log_relative_mse')
+DATA = ('signals', 'families')
 
 RECIPES: Dict[str, Recipe] = {}
 
 
 def register_recipe(recipe: Recipe) -> Recipe:
+    """Validate ``recipe`` and add it to :data:`RECIPES` (replacing one of the same name)."""
     if recipe.loss not in LOSSES or (recipe.loss != 'mse' and recipe.task != 'denoise'):
         raise ValueError(f"recipe {recipe.name!r}: loss must be one of {LOSSES} (the relative ones for denoising only), "
                          f"got {recipe.loss!r} for task {recipe.task!r}")
+    if recipe.data not in DATA or (recipe.data == 'families' and recipe.task != 'denoise'):
+        raise ValueError(f"recipe {recipe.name!r}: data must be one of {DATA} ('families' for denoising only), "
+                         f"got {recipe.data!r} for task {recipe.task!r}")
+    unknown = [k for k in recipe.kinds if k not in FAMILIES]
+    if recipe.data == 'families' and (unknown or not recipe.kinds):
+        raise ValueError(f"recipe {recipe.name!r}: kinds must be a non-empty subset of {FAMILIES}, got {list(recipe.kinds)}")
+    if recipe.restart and not recipe.start_from:
+        raise ValueError(f"recipe {recipe.name!r}: restart {list(recipe.restart)} needs a start_from folder")
+    if recipe.data_offset < 0:
+        raise ValueError(f"recipe {recipe.name!r}: data_offset must be ≥ 0, got {recipe.data_offset}")
     RECIPES[recipe.name] = recipe
     return recipe
+
+
+def same_recipe(saved: Dict[str, Any], recipe: Recipe) -> bool:
+    """Whether ``saved`` (a :meth:`Recipe.to_dict` stored with a run) is ``recipe``; a field that ``saved`` lacks
+    (written before the field existed) counts at its default."""
+    defaults = Recipe(name='', task='', architecture='').to_dict()
+    return dict(defaults, **saved) == recipe.to_dict()
 
 
 register_recipe(Recipe(

@@ -12,13 +12,17 @@ readable copy of the state) likewise. ``--resume`` reads the safetensors file on
 can never disagree. The checkpoint also holds the anchors W₀, B(W₀) of the norm-bound caches
 (:class:`~pdeblocks.layers.symmetric.OperatorNormBound`), so a resumed run computes the same τ as an
 uninterrupted one. At the end: ``OUT/model/`` (``save_pretrained``) and ``OUT/eval.json``.
+
+A fine-tune (``recipe.start_from``) copies the saved model's weights in first (:func:`load_start`), freezes the
+children outside ``recipe.trainable`` and draws its data from step ``recipe.data_offset`` on; ``start_from=`` here
+(``--start-from`` in the CLI) replaces the source folder, e.g. to retrain a chain of fine-tunes from its own runs.
 """
 import json
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,7 +35,7 @@ from ..hub import architecture_class
 from ..layers.certificate import NormCertificate
 from .batches import denoise_batch, diffusion_pairs  # noqa: F401  (the trainer's data; importable here)
 from .evaluate import evaluate_model
-from .recipes import Recipe, get_recipe
+from .recipes import Recipe, get_recipe, same_recipe
 
 CHECKPOINT = 'checkpoint.safetensors'
 STATE = 'checkpoint.json'
@@ -85,8 +89,8 @@ def save_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimize
 
 def load_checkpoint(out: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> Dict[str, Any]:
     """Restore what :func:`save_checkpoint` wrote into ``model`` and ``opt``; returns the JSON state. A ValueError
-    if the file is unreadable. (Checkpoints without anchors or optimizer scalars, as ``pdeblocks.train.general``
-    wrote them before it used this function, load too: optimizer scalars then come as 0-d tensors.)"""
+    if the file is unreadable. (Checkpoints without anchors or optimizer scalars, as the general denoiser's first
+    training loop wrote them, load too: optimizer scalars then come as 0-d tensors.)"""
     path = out / CHECKPOINT
     try:
         with safe_open(str(path), framework='pt') as fh:
@@ -126,9 +130,32 @@ def resume_from(outdir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer
     if not (outdir / CHECKPOINT).exists():
         return 0, 0.0, None
     state = load_checkpoint(outdir, model, opt)
-    if state['recipe'] != recipe.to_dict():
+    if not same_recipe(state['recipe'], recipe):
         raise ValueError(f"checkpoint in {outdir} was written by a different recipe; refusing to resume")
     return int(state['step']), float(state.get('elapsed', 0.0)), state.get('loss')
+
+
+def load_start(model: torch.nn.Module, folder: str, restart: Tuple[str, ...] = ()) -> Dict[str, Any]:
+    """Copy the weights of the saved model in ``folder`` into ``model`` (a fine-tune's start). Every source tensor
+    must fit ``model``; the model's tensors the source lacks (a new stage) and those whose names start with one of
+    ``restart`` (a stage rebuilt with other shapes) keep their initialisation. Returns {'source', 'new'}: the
+    folder and the names of the tensors it did not set."""
+    from ..hub import load_folder
+    source = {k: v for k, v in load_folder(folder).state_dict().items() if not (restart and k.startswith(restart))}
+    missing, unexpected = model.load_state_dict(source, strict=False)
+    if unexpected:
+        raise ValueError(f"{folder} holds tensors the model lacks: {sorted(unexpected)[:8]}")
+    return dict(source=str(folder), new=sorted(missing))
+
+
+def frozen_children(model: torch.nn.Module, recipe: Recipe) -> List[torch.nn.Module]:
+    """The children of ``model`` that ``recipe.trainable`` leaves out (none when it names none)."""
+    children = dict(model.named_children())
+    unknown = [name for name in recipe.trainable if name not in children]
+    if unknown:
+        raise ValueError(f"recipe {recipe.name!r}: trainable names {unknown}, not children of "
+                         f"{type(model).__name__} (expected some of {sorted(children)})")
+    return [child for name, child in children.items() if recipe.trainable and name not in recipe.trainable]
 
 
 def optimization_step(recipe: Recipe, step: int, net: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -146,10 +173,16 @@ def optimization_step(recipe: Recipe, step: int, net: torch.nn.Module, opt: torc
 
 
 def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, steps: Optional[int] = None,
-          evaluate: bool = True, progress: bool = True, eval_count: Optional[int] = None) -> Dict[str, Any]:
-    """Train a recipe (optionally only ``steps`` steps, e.g. a smoke run) and return the final metrics."""
+          evaluate: bool = True, progress: bool = True, eval_count: Optional[int] = None,
+          start_from: Optional[str] = None, log_every: int = 0) -> Dict[str, Any]:
+    """Train a recipe (optionally only ``steps`` steps, e.g. a smoke run) and return the final metrics.
+    ``start_from`` replaces a fine-tune's source folder; ``log_every`` > 0 prints one JSON line (step, loss EMA,
+    learning rate, seconds) every that many steps instead of the progress bar (for logs of background runs)."""
     from tqdm import tqdm
     recipe = get_recipe(recipe_name)
+    if start_from is not None and not recipe.start_from:
+        raise ValueError(f"recipe {recipe.name!r} trains from scratch; start_from={start_from!r} replaces the source "
+                         "of a fine-tune only")
     world = int(os.environ.get('WORLD_SIZE', '1'))
     distributed = world > 1
     if distributed and not dist.is_initialized():
@@ -163,9 +196,18 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
         outdir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(recipe.seed)
-    model = build_model(recipe).to(device)
+    model = build_model(recipe)
+    source = start_from or recipe.start_from
+    started = load_start(model, source, recipe.restart) if source else None
+    frozen = frozen_children(model, recipe)
+    for child in frozen:
+        child.requires_grad_(False)
+    model.to(device)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=recipe.lr)
     start, elapsed, loss_ema = resume_from(outdir, model, opt, recipe) if resume else (0, 0.0, None)
+    model.train()
+    for child in frozen:     # a frozen stage computes what it computes at inference
+        child.eval()
     net = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -176,8 +218,8 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
         pairs = diffusion_pairs(recipe, recipe.train_signals, recipe.length, 'train', recipe.seed)
         pairs = (pairs[0].float(), pairs[1].float())
 
-    bar = tqdm(range(start, total), initial=start, total=total, desc=recipe.name, disable=not progress or rank != 0,
-               dynamic_ncols=True)
+    bar = tqdm(range(start, total), initial=start, total=total, desc=recipe.name,
+               disable=not progress or log_every > 0 or rank != 0, dynamic_ncols=True)
     t0 = time.time()
     for step in bar:
         if recipe.task == 'denoise':
@@ -191,19 +233,28 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
         if rank == 0:
             bar.set_postfix(loss=f'{loss_ema:.3g}')
             done = step + 1
+            if log_every > 0 and done % log_every == 0:
+                print(json.dumps(dict(step=done, loss_ema=round(loss_ema, 5), lr=round(learning_rate(recipe, step), 6),
+                                      seconds=round(elapsed + time.time() - t0, 1))), flush=True)
             if done % recipe.checkpoint_every == 0 or done == total:
                 save_checkpoint(outdir, model, opt, dict(step=done, recipe=recipe.to_dict(), loss=loss_ema,
                                                           elapsed=elapsed + time.time() - t0, world_size=world))
     bar.close()
     result: Dict[str, Any] = dict(recipe=recipe.to_dict(), steps=total, world_size=world,
                                   train_seconds=elapsed + time.time() - t0, threads=torch.get_num_threads(),
-                                  final_loss=loss_ema,
-                                  parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
+                                  final_loss=loss_ema, parameters=sum(p.numel() for p in model.parameters()),
+                                  trained_parameters=sum(p.numel() for p in model.parameters() if p.requires_grad))
+    if started:
+        result['fine_tuned_from'] = dict(started, data_offset=recipe.data_offset)
     if rank == 0:
         model.eval()
         model.save_pretrained(outdir / 'model')
         if evaluate:
-            result['evaluation'] = evaluate_model(model, recipe, count=eval_count)
+            evaluation = evaluate_model(model, recipe, count=eval_count)
+            if recipe.data == 'families':   # validation per family at the top level; 'evaluation' is the test table
+                result.update(val_psnr=evaluation['val_psnr'], val_psnr_mean=evaluation['val_psnr_mean'])
+            else:
+                result['evaluation'] = evaluation
         atomic_write_json(outdir / 'eval.json', result)
     if distributed:
         dist.barrier()
