@@ -314,6 +314,9 @@ def test_fine_tune_starts_from_its_source_trains_only_its_stages_and_draws_new_d
         assert ev['parameters'] == sum(p.numel() for p in tuned.parameters())
         assert main(['train', 'test-ft-base', '--out', str(tmp_path / 'x'), '--start-from', str(tmp_path)]) == 2
         assert 'trains from scratch' in capsys.readouterr().err
+        assert main(['train', 'test-ft-tail', '--out', str(tmp_path / 'x'), '--no-eval']) == 2   # its source: 'nowhere'
+        assert "fine-tunes the saved model in nowhere, which does not exist" in capsys.readouterr().err
+        assert not (tmp_path / 'x' / 'checkpoint.safetensors').exists()
         assert main(['train', 'test-ft-bad', '--out', str(tmp_path / 'y'), '--start-from',
                      str(tmp_path / 'base' / 'model')]) == 2
         err = capsys.readouterr().err

@@ -198,6 +198,11 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
     torch.manual_seed(recipe.seed)
     model = build_model(recipe)
     source = start_from or recipe.start_from
+    if source and not Path(source).is_dir():
+        parts = Path(source).parts
+        hint = (f": train it first (`pdeblocks train {parts[1]} --out runs/{parts[1]}`) or pass another source"
+                if len(parts) == 3 and parts[0] == 'runs' and parts[2] == 'model' else '')
+        raise ValueError(f"recipe {recipe.name!r} fine-tunes the saved model in {source}, which does not exist{hint}")
     started = load_start(model, source, recipe.restart) if source else None
     frozen = frozen_children(model, recipe)
     for child in frozen:
