@@ -454,3 +454,17 @@ def test_implicit_tail_with_the_input_mixed_in_stays_within_both():
             hi = torch.maximum(v.amax(-1, keepdim=True), u.amax(-1, keepdim=True))
             lo = torch.minimum(v.amin(-1, keepdim=True), u.amin(-1, keepdim=True))
             assert float((out - hi).max()) <= 1e-4 and float((lo - out).max()) <= 1e-4
+
+
+def test_step_init_starts_the_explicit_steps_at_that_fraction_of_the_stable_limit():
+    """step_init reaches every explicit step of N (blocks added to a trained network start near the identity);
+    the default is the skeleton's 0.5, so configs saved before the argument existed build the same model."""
+    from pdeblocks.layers.symmetric import SymmetricResidual
+    for init in (0.05, 0.5):
+        m = BlindDenoiser1D(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=3, step_init=init)
+        fractions = [float(b.step_fraction()) for b in m.modules() if isinstance(b, SymmetricResidual)]
+        assert len(fractions) == 3 and fractions == pytest.approx([init] * 3, rel=1e-6)
+    default = BlindDenoiser1D(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=1)
+    assert float(default.net.blocks[0].step_fraction()) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match=r'in \(0, 1\); got 1.5'):
+        BlindDenoiser1D(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=1, step_init=1.5)

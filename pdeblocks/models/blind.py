@@ -556,7 +556,9 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
     ``irls_contrast``, ``irls_mix``, ``irls_select``: the variational tail after that (:class:`IRLSTail1D`: IRLS
     steps, τ, λ and β at start; ``irls_select`` > 0: a selector blends its result with the network's by a residual
     test, γ = ``irls_select`` at start; ``irls_exponent``: q at start; ``irls_lag_base``: the lags of its gate's
-    features, the powers of this base up to 64 (4: 1, 4, 16, 64))"""
+    features, the powers of this base up to 64 (4: 1, 4, 16, 64)); ``step_init``: the explicit steps' τ at start, as a
+    fraction of the stable limit (:class:`~pdeblocks.layers.symmetric.SymmetricResidual`; small: steps that start near
+    the identity, e.g. blocks added to a trained network)"""
 
     architecture = 'blind_denoiser_1d'
 
@@ -568,7 +570,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
                  tail_steps: int = 0, tail_hidden: int = 32, tail_tau: float = 0.1, tail_gain: float = 8.0,
                  tail_edges: int = 0, tail_mix: bool = False, irls_steps: int = 0, irls_tau: float = 1.0,
                  irls_contrast: float = 0.05, irls_mix: float = 0.02, irls_select: float = 0.0,
-                 irls_exponent: float = 1.0, irls_lag_base: int = 4):
+                 irls_exponent: float = 1.0, irls_lag_base: int = 4, step_init: float = 0.5):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -583,7 +585,8 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         self.pad = pad
         if scheme == 'explicit':
             self.net: nn.Module = Denoiser1D(scale, channels, hidden_channels, blocks, kernel_size, knots, contrast,
-                                             support, stability=stability, interp_slack=interp_slack)
+                                             support, step_init=step_init, stability=stability,
+                                             interp_slack=interp_slack)
         elif scheme == 'multigrid':
             self.net = MultigridResidual1D(channels, levels, kernel_size, stability, interp_slack, steps, scale, growth)
         else:
