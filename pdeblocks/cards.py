@@ -524,8 +524,11 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
               + (f", fine-tuning the run `{ev['fine_tuned_from']['source']}` (each recipe of the chain names its "
                  "source in `start_from`, `pdeblocks/train/general.py`; the chain starts from revision v2's weights)"
                  if ev.get('fine_tuned_from') else '')
-              + ". Rerunning the recipe with the same torch version and thread "
-              "count repeats the run; other thread counts change the summation order and so the weights slightly.\n",
+              + ". Data, initialisation and schedule are seeded: the same code, torch version and thread count "
+              "repeat the run bit for bit; later versions of the library's kernels and other thread counts change the "
+              "floating-point summation, so the weights and the metrics move slightly (`benchmarks/bench_retrain.py` "
+              "in the project's repository retrains a recipe, with the chain of runs it fine-tunes, and reports by "
+              "how much).\n",
               "## Intended use and limits\n",
               "Denoising measured 1D traces with additive white noise, at any offset and scale, any length from the "
               "minimum (the tables give the PSNR of the first and last samples apart). The σ̂ estimate assumes white noise; "
