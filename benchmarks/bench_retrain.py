@@ -34,7 +34,7 @@ from _common import save_results  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from pdeblocks.hub import BUNDLED_DIR, published_name  # noqa: E402
-from pdeblocks.train.recipes import get_recipe  # noqa: E402
+from pdeblocks.train.recipes import get_recipe, source_recipe  # noqa: E402
 
 
 def psnr_by_kind(result: dict) -> dict:
@@ -47,14 +47,9 @@ def psnr_by_kind(result: dict) -> dict:
 def chain(recipe: str) -> list:
     """The recipes to train, in order, to retrain ``recipe``: its sources that are runs of other recipes, then it."""
     stages = [recipe]
-    while True:
-        source = get_recipe(stages[0]).start_from
-        parts = Path(source).parts
-        if len(parts) == 3 and parts[0] == 'runs' and parts[2] == 'model':
-            stages.insert(0, parts[1])
-            get_recipe(parts[1])   # a ValueError naming the recipes if the run has none
-        else:
-            return stages
+    while (before := source_recipe(get_recipe(stages[0]))) is not None:
+        stages.insert(0, before)
+    return stages
 
 
 def drift(new: dict, old: dict) -> list:

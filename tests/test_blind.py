@@ -316,7 +316,7 @@ def test_fine_tune_starts_from_its_source_trains_only_its_stages_and_draws_new_d
         assert 'trains from scratch' in capsys.readouterr().err
         assert main(['train', 'test-ft-tail', '--out', str(tmp_path / 'x'), '--no-eval']) == 2   # its source: 'nowhere'
         assert "fine-tunes the saved model in nowhere, which does not exist" in capsys.readouterr().err
-        assert not (tmp_path / 'x' / 'checkpoint.safetensors').exists()
+        assert not (tmp_path / 'x').exists()   # refused before anything is written
         assert main(['train', 'test-ft-bad', '--out', str(tmp_path / 'y'), '--start-from',
                      str(tmp_path / 'base' / 'model')]) == 2
         err = capsys.readouterr().err
@@ -468,3 +468,16 @@ def test_step_init_starts_the_explicit_steps_at_that_fraction_of_the_stable_limi
     assert float(default.net.blocks[0].step_fraction()) == pytest.approx(0.5)
     with pytest.raises(ValueError, match=r'in \(0, 1\); got 1.5'):
         BlindDenoiser1D(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=1, step_init=1.5)
+
+
+def test_source_recipe_reads_the_chain_of_fine_tunes():
+    """v3's recipe names the run it fine-tunes; the chain ends at revision v2's bundled weights."""
+    from pdeblocks.train.recipes import Recipe, get_recipe, source_recipe
+    chain = ['denoiser-1d-general-irls4-joint-long']
+    while (before := source_recipe(get_recipe(chain[0]))) is not None:
+        chain.insert(0, before)
+    assert chain == ['denoiser-1d-general-implicit', 'denoiser-1d-general-irls4', 'denoiser-1d-general-irls4-joint',
+                     'denoiser-1d-general-irls4-joint-long']
+    assert get_recipe(chain[0]).start_from == 'pdeblocks/pretrained/denoiser-1d-v2'
+    assert source_recipe(get_recipe('denoiser-1d')) is None
+    assert source_recipe(Recipe(name='x', task='denoise', architecture='a', start_from='runs/no-such-recipe/model')) is None

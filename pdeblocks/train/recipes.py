@@ -1,6 +1,7 @@
 """Training recipes of the published 1D models: everything needed to reproduce one, with its seed."""
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Tuple
+from pathlib import PurePosixPath
+from typing import Any, Dict, Optional, Tuple
 
 from ..data.families import FAMILIES
 
@@ -79,6 +80,15 @@ def register_recipe(recipe: Recipe) -> Recipe:
         raise ValueError(f"recipe {recipe.name!r}: data_offset must be ≥ 0, got {recipe.data_offset}")
     RECIPES[recipe.name] = recipe
     return recipe
+
+
+def source_recipe(recipe: Recipe) -> Optional[str]:
+    """The recipe whose run a fine-tune starts from (``start_from`` = ``runs/<recipe>/model``), or None (trained
+    from scratch, or started from a bundled model or another folder)."""
+    parts = PurePosixPath(recipe.start_from).parts
+    if len(parts) == 3 and parts[0] == 'runs' and parts[2] == 'model' and parts[1] in RECIPES:
+        return parts[1]
+    return None
 
 
 def same_recipe(saved: Dict[str, Any], recipe: Recipe) -> bool:

@@ -35,7 +35,7 @@ from ..hub import architecture_class
 from ..layers.certificate import NormCertificate
 from .batches import denoise_batch, diffusion_pairs  # noqa: F401  (the trainer's data; importable here)
 from .evaluate import evaluate_model
-from .recipes import Recipe, get_recipe, same_recipe
+from .recipes import Recipe, get_recipe, same_recipe, source_recipe
 
 CHECKPOINT = 'checkpoint.safetensors'
 STATE = 'checkpoint.json'
@@ -183,6 +183,11 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
     if start_from is not None and not recipe.start_from:
         raise ValueError(f"recipe {recipe.name!r} trains from scratch; start_from={start_from!r} replaces the source "
                          "of a fine-tune only")
+    source = start_from or recipe.start_from
+    if source and not Path(source).is_dir():
+        before = source_recipe(recipe) if start_from is None else None
+        hint = f": train it first (`pdeblocks train {before} --out runs/{before}`) or pass another source" if before else ''
+        raise ValueError(f"recipe {recipe.name!r} fine-tunes the saved model in {source}, which does not exist{hint}")
     world = int(os.environ.get('WORLD_SIZE', '1'))
     distributed = world > 1
     if distributed and not dist.is_initialized():
@@ -197,12 +202,6 @@ def train(recipe_name: str, out: Optional[str] = None, resume: bool = False, ste
 
     torch.manual_seed(recipe.seed)
     model = build_model(recipe)
-    source = start_from or recipe.start_from
-    if source and not Path(source).is_dir():
-        parts = Path(source).parts
-        hint = (f": train it first (`pdeblocks train {parts[1]} --out runs/{parts[1]}`) or pass another source"
-                if len(parts) == 3 and parts[0] == 'runs' and parts[2] == 'model' else '')
-        raise ValueError(f"recipe {recipe.name!r} fine-tunes the saved model in {source}, which does not exist{hint}")
     started = load_start(model, source, recipe.restart) if source else None
     frozen = frozen_children(model, recipe)
     for child in frozen:
