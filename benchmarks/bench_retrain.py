@@ -97,7 +97,8 @@ def main(argv=None) -> None:
                       psnr_by_kind(json.loads(committed.read_text())))
             per_stage[stage] = dict(largest=max(abs(r['difference']) for r in d),
                                     mean=sum(r['difference'] for r in d) / len(d))
-    seconds = sum(json.loads((folders[st] / 'eval.json').read_text())['train_seconds'] for st in stages)
+    seconds = sum(json.loads((folders[st] / 'eval.json').read_text())['train_seconds'] for st in stages
+                  if (folders[st] / 'eval.json').is_file())   # --evaluated: the stages that are there
     theirs_threads = theirs.get('threads')   # train() records it; the bundled evaluations predate that
     published_threads = f"{theirs_threads} thread(s)" if theirs_threads else 'thread count not recorded'
     steps = sum(get_recipe(st).steps for st in stages)
