@@ -34,7 +34,7 @@ from _common import save_results  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from pdeblocks.hub import BUNDLED_DIR, published_name  # noqa: E402
-from pdeblocks.train.recipes import get_recipe, source_recipe  # noqa: E402
+from pdeblocks.train.recipes import fine_tune_chain, get_recipe  # noqa: E402
 
 
 def psnr_by_kind(result: dict) -> dict:
@@ -42,14 +42,6 @@ def psnr_by_kind(result: dict) -> dict:
     if 'val_psnr' in result:
         return result['val_psnr']
     return {kind: {sigma: row['model'] for sigma, row in rows.items()} for kind, rows in result['evaluation']['table'].items()}
-
-
-def chain(recipe: str) -> list:
-    """The recipes to train, in order, to retrain ``recipe``: its sources that are runs of other recipes, then it."""
-    stages = [recipe]
-    while (before := source_recipe(get_recipe(stages[0]))) is not None:
-        stages.insert(0, before)
-    return stages
 
 
 def drift(new: dict, old: dict) -> list:
@@ -73,7 +65,7 @@ def main(argv=None) -> None:
     if a.evaluated:
         if not (out / 'eval.json').is_file():
             p.error(f"--evaluated needs a finished run: expected {out / 'eval.json'}")
-    stages = chain(a.recipe)
+    stages = fine_tune_chain(a.recipe)
     folders = {stage: out.parent / f'{out.name}-{stage}' for stage in stages[:-1]}
     folders[a.recipe] = out
     if not a.evaluated:

@@ -288,11 +288,8 @@ def cmd_train(args) -> int:
         torch.set_num_threads(args.threads)
     if args.log_every < 0:
         raise UsageError(f"--log-every must be ≥ 0, got {args.log_every}")
-    try:
-        result = train(args.recipe, out=args.out, resume=args.resume, steps=args.steps, evaluate=not args.no_eval,
-                       eval_count=args.eval_count, start_from=args.start_from, log_every=args.log_every)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    result = train(args.recipe, out=args.out, resume=args.resume, steps=args.steps, evaluate=not args.no_eval,
+                   eval_count=args.eval_count, start_from=args.start_from, log_every=args.log_every)
     if int(os.environ.get('RANK', '0')) == 0:
         print(f"trained {args.recipe}: {result['steps']} steps, final loss {result['final_loss']:.4g}; "
               f"results in {args.out or 'runs/' + args.recipe}/eval.json")

@@ -468,16 +468,16 @@ def test_step_init_starts_the_explicit_steps_at_that_fraction_of_the_stable_limi
     assert float(default.net.blocks[0].step_fraction()) == pytest.approx(0.5)
     with pytest.raises(ValueError, match=r'in \(0, 1\); got 1.5'):
         BlindDenoiser1D(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=1, step_init=1.5)
+    with pytest.raises(ValueError, match=r"scheme 'fed' has its own .*got step_init=0.05"):
+        BlindDenoiser1D(scheme='fed', scale=4, channels=4, hidden_channels=4, blocks=1, step_init=0.05)
 
 
-def test_source_recipe_reads_the_chain_of_fine_tunes():
+def test_fine_tune_chain_reads_the_sources_back_to_a_bundled_model():
     """v3's recipe names the run it fine-tunes; the chain ends at revision v2's bundled weights."""
-    from pdeblocks.train.recipes import Recipe, get_recipe, source_recipe
-    chain = ['denoiser-1d-general-irls4-joint-long']
-    while (before := source_recipe(get_recipe(chain[0]))) is not None:
-        chain.insert(0, before)
+    from pdeblocks.train.recipes import Recipe, fine_tune_chain, get_recipe, source_recipe
+    chain = fine_tune_chain('denoiser-1d-general-irls4-joint-long')
     assert chain == ['denoiser-1d-general-implicit', 'denoiser-1d-general-irls4', 'denoiser-1d-general-irls4-joint',
                      'denoiser-1d-general-irls4-joint-long']
     assert get_recipe(chain[0]).start_from == 'pdeblocks/pretrained/denoiser-1d-v2'
-    assert source_recipe(get_recipe('denoiser-1d')) is None
+    assert source_recipe(get_recipe('denoiser-1d')) is None and fine_tune_chain('denoiser-1d') == ['denoiser-1d']
     assert source_recipe(Recipe(name='x', task='denoise', architecture='a', start_from='runs/no-such-recipe/model')) is None

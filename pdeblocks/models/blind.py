@@ -581,6 +581,9 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         if refine_cycles < 0 or refine_steps < 1 or refine_channels < 1:
             raise ValueError(f"need refine_cycles ≥ 0, refine_steps ≥ 1 and refine_channels ≥ 1; got "
                              f"{refine_cycles}, {refine_steps}, {refine_channels}")
+        if step_init != 0.5 and scheme != 'explicit':
+            raise ValueError(f"step_init sets the explicit steps' τ at start; scheme {scheme!r} has its own "
+                             f"(expected scheme='explicit' or step_init=0.5, got step_init={step_init})")
         self.scheme = scheme
         self.pad = pad
         if scheme == 'explicit':

@@ -1,7 +1,7 @@
 """Training recipes of the published 1D models: everything needed to reproduce one, with its seed."""
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..data.families import FAMILIES
 
@@ -89,6 +89,15 @@ def source_recipe(recipe: Recipe) -> Optional[str]:
     if len(parts) == 3 and parts[0] == 'runs' and parts[2] == 'model' and parts[1] in RECIPES:
         return parts[1]
     return None
+
+
+def fine_tune_chain(name: str) -> List[str]:
+    """The recipes to train, in order, to reproduce recipe ``name``: the fine-tunes it comes from whose sources are
+    runs of other recipes (:func:`source_recipe`), then ``name`` itself."""
+    chain = [name]
+    while (before := source_recipe(get_recipe(chain[0]))) is not None:
+        chain.insert(0, before)
+    return chain
 
 
 def same_recipe(saved: Dict[str, Any], recipe: Recipe) -> bool:

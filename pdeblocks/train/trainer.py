@@ -31,7 +31,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .._io import atomic_path, atomic_write_json
-from ..hub import architecture_class
+from ..hub import architecture_class, load_folder
 from ..layers.certificate import NormCertificate
 from .batches import denoise_batch, diffusion_pairs  # noqa: F401  (the trainer's data; importable here)
 from .evaluate import evaluate_model
@@ -140,7 +140,6 @@ def load_start(model: torch.nn.Module, folder: str, restart: Tuple[str, ...] = (
     must fit ``model``; the model's tensors the source lacks (a new stage) and those whose names start with one of
     ``restart`` (a stage rebuilt with other shapes) keep their initialisation. Returns {'source', 'new'}: the
     folder and the names of the tensors it did not set."""
-    from ..hub import load_folder
     source = {k: v for k, v in load_folder(folder).state_dict().items() if not (restart and k.startswith(restart))}
     missing, unexpected = model.load_state_dict(source, strict=False)
     if unexpected:
