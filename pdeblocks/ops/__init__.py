@@ -1,4 +1,5 @@
-"""Discrete operators: convolutions with exact adjoints, finite-difference stencils, norm bounds, tridiagonal solves."""
+"""Discrete operators: convolutions with exact adjoints, finite-difference stencils, norm bounds, tridiagonal solves,
+the posterior mean of a piecewise-constant signal."""
 from .conv import BOUNDARIES, check_signal, conv, conv_adjoint, min_signal_size
 from .multigrid import (
     GramOperator,
@@ -12,6 +13,7 @@ from .multigrid import (
     poisson_stencil,
 )
 from .norms import bound_settings, gram_spectral_bound, norm_bound, power_iteration_norm, symbol_norm_sup, tap_norm_sum
+from .segmentation import SegmentPosterior, segment_posterior, segment_posterior_mean
 from .stencils import difference_stencil, first_difference, first_difference_adjoint
 from .transfer import full_weighting, interpolation_scale, prolong, restrict, strided_conv, strided_conv_adjoint
 from .tridiagonal import implicit_diffusion_step, solve_tridiagonal
@@ -22,5 +24,5 @@ __all__ = [
     'difference_stencil', 'first_difference', 'first_difference_adjoint', 'full_weighting', 'interpolation_scale', 'prolong', 'restrict', 'strided_conv',
     'strided_conv_adjoint', 'GramOperator', 'Multigrid', 'StencilOperator', 'conjugate_gradient',
     'galerkin_operator', 'gram_stencil', 'jacobi_solve', 'max_levels', 'poisson_stencil',
-    'implicit_diffusion_step', 'solve_tridiagonal',
+    'implicit_diffusion_step', 'solve_tridiagonal', 'SegmentPosterior', 'segment_posterior', 'segment_posterior_mean',
 ]

@@ -172,3 +172,13 @@ register_general(dict(IRLS4_MODEL, irls_steps=6, irls_lag_base=2), 'denoiser-1d-
 # identity (τ at 5 % of the stable limit), everything fine-tuned
 register_general(dict(IRLS4_MODEL, blocks=20, step_init=0.05), 'denoiser-1d-general-irls4-deep', steps=6000, lr=1e-3,
                  loss='log_relative_mse', published=False, **LONG)
+# the Bayesian segmentation tail after v3's two tails: the posterior mean over all segmentations of a generic prior
+# (boundary probability 1/32, chosen on the families' validation piecewise constant; segments ≤ 256 samples) where the
+# IRLS tail finds one segmentation (today's piecewise constant at σ 0.1: 34.48 dB with γ = 1 on v3, v3 33.80); only
+# its selector trains (w has no parameter), from the IRLS selector's evidence (γ = sigmoid(ℓ − 2) at start)
+register_general(dict(IRLS4_MODEL, segment_select=0.12), 'denoiser-1d-general-bayes', steps=3000, lr=3e-3,
+                 loss='log_relative_mse', published=False, trainable=('segment',), **LONG)
+# measured (validation, against v3): piecewise constant +0.53 / +0.47 dB, peaks −0.13 / −0.20, the mean +0.06 / +0.04;
+# today's piecewise constant 41.60 / 34.42; 4,000 more steps at lr 1e-3 moved no family by more than 0.04 dB, and
+# features of where w misfits a few samples (local residual energies) or of the posterior boundary probabilities did
+# not help peaks (−0.27, −0.24 at σ 0.1)

@@ -1,0 +1,156 @@
+"""The posterior mean of a piecewise-constant signal: Bayesian segmentation by a sum over all segmentations, O(n·W).
+
+The model (a product-partition prior; Fearnhead's exact change-point recursions): x = u + σε with ε white Gaussian
+noise and u constant on segments; the boundaries form a Bernoulli(h) process (segment lengths geometric with mean 1/h,
+at most W samples), the segments' levels are i.i.d. and flat over an interval of length R. With the factor
+(2πσ²)^(−n/2) that every segmentation shares left out, a segment [s, e) of length L has the weight
+
+    φ(s, e) = √(2πσ²/L)/R · exp(−SS(s, e)/(2σ²)) · (1 − h)^(L−1) · (h if e < n),
+
+SS(s, e) the squared deviations of x_s … x_{e−1} from their mean μ(s, e), the posterior mean of the segment's level
+(a flat prior). Forward and backward over the boundaries,
+
+    α(e) = Σ_s α(s)φ(s, e),  α(0) = 1;   β(s) = Σ_e φ(s, e)β(e),  β(n) = 1;   Z = α(n),
+    E[u_t | x] = Σ_{s ≤ t < e} α(s)φ(s, e)β(e)/Z · μ(s, e),
+
+a convex combination of segment means, so min x ≤ E[u | x] ≤ max x for any data and any h, σ, R. Rows whose range
+exceeds 10⁶σ come back unchanged: the posterior mean is the data there to within 10⁻⁶ of the range, and the prefix
+sums of the recursion would lose the digits its weights need. Sums run over
+segments of at most ``max_length`` samples; the C kernel also drops, per end e, the oldest starts whose term falls
+below ``prune`` × the sum (the same window in both passes: the exact posterior of that restricted prior; on a signal
+with jumps the window follows the current segment instead of running over all W). Without the kernel the torch
+recursion in logarithms gives the same values to about 1e−12 (it keeps the whole window).
+
+:func:`pdeblocks.data.bayes_segment_means` is the same recursion under the piecewise-constant generator's own prior
+(minimum segment length, levels uniform in [0, 1]): the Bayes limit of that task, O(n²), a reference. This one knows
+nothing of a generator: it is the blind denoiser's segmentation (:class:`~pdeblocks.models.blind.BayesSegmentTail1D`).
+"""
+import math
+from typing import NamedTuple, Optional, Tuple, Union
+
+import torch
+
+from .._native import native_library, run_ranges, split_ranges
+
+__all__ = ['SegmentPosterior', 'segment_posterior', 'segment_posterior_mean']
+
+
+class SegmentPosterior(NamedTuple):
+    """``mean`` [..., n]: E[u | x]; ``boundary`` [..., n − 1]: P(a segment starts at sample s | x), s = 1 … n − 1."""
+
+    mean: torch.Tensor
+    boundary: torch.Tensor
+
+
+def segment_posterior_mean(x: torch.Tensor, sigma: Union[float, torch.Tensor] = 1.0, hazard: float = 1 / 32,
+                           max_length: int = 256, level_range: Optional[torch.Tensor] = None,
+                           prune: float = 1e-15) -> torch.Tensor:
+    """E[u | x] of :func:`segment_posterior` (without the boundary probabilities)."""
+    return _posterior(x, sigma, hazard, max_length, level_range, prune, False).mean
+
+
+def segment_posterior(x: torch.Tensor, sigma: Union[float, torch.Tensor] = 1.0, hazard: float = 1 / 32,
+                      max_length: int = 256, level_range: Optional[torch.Tensor] = None,
+                      prune: float = 1e-15) -> SegmentPosterior:
+    """E[u | x] and the boundaries' posterior probabilities under the module's prior for each row of ``x`` [..., n]
+    (float64, no autograd: constants for it).
+
+    ``sigma``: the noise level, one or one per row (``[...]`` or ``[..., 1]``); ``hazard``: h, the prior probability
+    of a boundary between two samples; ``max_length``: W; ``level_range``: R per row (default max x − min x, at least
+    σ); ``prune``: the relative weight below which the C kernel drops a segment start (0: never). ValueErrors name
+    what was expected and what came.
+    """
+    return _posterior(x, sigma, hazard, max_length, level_range, prune, True)
+
+
+def _posterior(x, sigma, hazard: float, max_length: int, level_range, prune: float, boundaries: bool
+               ) -> SegmentPosterior:
+    if not isinstance(x, torch.Tensor) or x.ndim < 1 or x.shape[-1] < 1:
+        raise ValueError(f"x must be a tensor [..., n] with n ≥ 1, got {getattr(x, 'shape', type(x).__name__)}")
+    if not 0.0 < hazard < 1.0:
+        raise ValueError(f"hazard must be in (0, 1), got {hazard}")
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise ValueError(f"max_length must be an int ≥ 1, got {max_length!r}")
+    if not 0.0 <= prune < 1e-3:
+        raise ValueError(f"prune must be in [0, 1e-3), got {prune}")
+    shape, n = x.shape, x.shape[-1]
+    f = x.detach().to('cpu', torch.float64).reshape(-1, n).contiguous()
+    rows = f.shape[0]
+    if not bool(torch.isfinite(f).all()):
+        raise ValueError("x contains NaN or Inf; expected finite values")
+    sd = torch.as_tensor(sigma, dtype=torch.float64).detach().cpu().flatten()
+    if sd.numel() not in (1, rows) or not bool(torch.isfinite(sd).all() and (sd > 0).all()):
+        raise ValueError(f"sigma must be finite and > 0, one value or one per row ({rows}); got shape "
+                         f"{tuple(sd.shape)}, min {float(sd.min()) if sd.numel() else 'none'}")
+    sd = sd.expand(rows).contiguous()
+    if level_range is None:
+        span = f.amax(1) - f.amin(1) if rows else f.new_zeros(0)
+    else:
+        span = torch.as_tensor(level_range, dtype=torch.float64).detach().cpu().flatten().expand(rows)
+        if not bool(torch.isfinite(span).all() and (span > 0).all()):
+            raise ValueError("level_range must be finite and > 0")
+    span = torch.maximum(span, sd)
+    c0 = 0.5 * torch.log(2 * math.pi * sd ** 2) - torch.log(span)
+    w = min(max_length, n)
+    if rows == 0:
+        return SegmentPosterior(f.reshape(shape), f.new_empty(shape[:-1] + (n - 1,)) if boundaries else f.new_empty(0))
+    lib = native_library()
+    if lib is not None:
+        out = torch.empty_like(f)
+        bnd = f.new_empty(rows, n - 1) if boundaries else None
+        rowp = torch.stack([0.5 / sd ** 2, c0], 1).contiguous()
+        prm = torch.tensor([math.log(hazard), math.log1p(-hazard), prune], dtype=torch.float64)
+        status = run_ranges(lambda r0, r1: lib.segment_posterior_mean(
+            f.data_ptr(), rowp.data_ptr(), prm.data_ptr(), out.data_ptr(), None if bnd is None else bnd.data_ptr(),
+            n, w, r0, r1), split_ranges(rows, torch.get_num_threads()))
+        if any(status):
+            raise MemoryError(f"segment_posterior: no memory for a work buffer of {n} samples")
+    else:
+        out, bnd = _posterior_torch(f, sd, c0, hazard, w)
+    # beyond 120 dB (range > 1e6 σ) the posterior mean is the data to within 1e−6 of the range, and the prefix sums'
+    # differences lose the digits the weights need: such rows are returned as they came
+    exact = span > 1e6 * sd
+    if bool(exact.any()):
+        out = torch.where(exact[:, None], f, out)
+        if bnd is not None:     # every sample its own segment
+            bnd = torch.where(exact[:, None], torch.ones_like(bnd), bnd)
+    return SegmentPosterior(out.reshape(shape), bnd.reshape(shape[:-1] + (n - 1,)) if boundaries else f.new_empty(0))
+
+
+def _posterior_torch(f: torch.Tensor, sd: torch.Tensor, c0: torch.Tensor, hazard: float, w: int
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The recursion of the module docstring in logarithms, vectorised over rows, every window whole: (mean,
+    boundary probabilities α(s)β(s)/Z)."""
+    rows, n = f.shape
+    zero = f.new_zeros(rows, 1)
+    s1, s2 = torch.cat([zero, f.cumsum(1)], 1), torch.cat([zero, (f * f).cumsum(1)], 1)
+    a, c0 = (0.5 / sd ** 2)[:, None], c0[:, None]
+    log_h, log_q = math.log(hazard), math.log1p(-hazard)
+
+    def log_weight(s: torch.Tensor, e: torch.Tensor):
+        length = (e - s).to(f.dtype)
+        d1 = s1[:, e] - s1[:, s]
+        ss = (s2[:, e] - s2[:, s] - d1 * d1 / length).clamp_min(0.0)
+        lw = -a * ss - 0.5 * torch.log(length) + (length - 1) * log_q + c0 + log_h * (e < n).to(f.dtype)
+        return lw, d1 / length
+
+    idx = torch.arange(n + 1)
+    alpha = f.new_full((rows, n + 1), -math.inf)
+    alpha[:, 0] = 0.0
+    for e in range(1, n + 1):
+        s = idx[max(0, e - w):e]
+        alpha[:, e] = torch.logsumexp(alpha[:, s] + log_weight(s, torch.full_like(s, e))[0], 1)
+    beta = f.new_full((rows, n + 1), -math.inf)
+    beta[:, n] = 0.0
+    jumps = f.new_zeros(rows, n + 1)
+    log_z = alpha[:, n:]
+    for s0 in range(n - 1, -1, -1):
+        e = idx[s0 + 1:min(n, s0 + w) + 1]
+        lw, mu = log_weight(torch.full_like(e, s0), e)
+        beta[:, s0] = torch.logsumexp(lw + beta[:, e], 1)
+        p = torch.exp(alpha[:, s0:s0 + 1] + lw + beta[:, e] - log_z) * mu
+        jumps[:, s0] += p.sum(1)
+        jumps[:, e] -= p
+    out = jumps.cumsum(1)[:, :n]
+    boundary = torch.exp(alpha[:, 1:n] + beta[:, 1:n] - log_z).clamp(0.0, 1.0)
+    return torch.minimum(torch.maximum(out, f.amin(1, keepdim=True)), f.amax(1, keepdim=True)), boundary
