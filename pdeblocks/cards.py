@@ -364,7 +364,7 @@ def _which_model(name: str, ev: Dict[str, Any]) -> List[str]:
                          f"σ = {sigmas[-1]}, and not scale-free.")
         else:
             lines.append(f"* `{other}`: kept for reproducibility; {name} is at least as good on its own data "
-                         f"({gain:+.2f} dB at σ = 0.1).")
+                         f"({-gain:.2f} dB ahead of it on piecewise-constant signals at σ = 0.1).")
     best = max(todays[m]['0.1']['model'] for m in todays)
     if pc[peer] > best:
         lines.append(f"* On piecewise-constant signals a tuned {PEER_NAMES[peer]} ({_fmt(pc[peer])} dB at σ = 0.1, "
@@ -476,6 +476,12 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
                    "for a log-type penalty, ω ∈ (0, 1], r = (1 − β)v + βu⁰ the convex mixture of the network's output v "
                    "and its input u⁰ (τ, λ, β per signal from a gate; certified for every τ ≥ 0), blended with v by a "
                    "selector from a residual test")
+    if cfg.get('segment_select'):
+        scheme += (", then a Bayesian segmentation tail: w = E[s | u⁰], the posterior mean of a piecewise-constant s "
+                   f"given the input (boundaries a Bernoulli({cfg['segment_hazard']:g}) process, segments of at most "
+                   f"{cfg['segment_max_length']} samples, levels flat over the input's range; a sum over all "
+                   "segmentations, so w is a convex combination of the input's segment means), blended with the output "
+                   "so far by a selector that reads the IRLS selector's evidence")
     bench = fam['benchmark_model']
     source = (f"Peers from `{fam['source']}` (`benchmarks/bench_denoise_general.py` in the project's repository"
               + (", run on these weights" if bench['same_weights'] else

@@ -96,7 +96,8 @@ def test_specialists_point_to_the_general_model():
 
 
 def test_hub_tags_and_upload_tags_the_commit(tmp_path, monkeypatch):
-    assert publish.hub_tag(GENERAL, 'pdeblocks/denoiser-1d') == 'v3'
+    assert publish.hub_tag(GENERAL, 'pdeblocks/denoiser-1d') == 'v4'
+    assert publish.hub_tag('denoiser-1d-v3', 'pdeblocks/denoiser-1d') == 'v3'
     assert publish.hub_tag('denoiser-1d-v2', 'pdeblocks/denoiser-1d') == 'v2'
     assert publish.hub_tag(SPECIALIST, 'pdeblocks/denoiser-1d') == 'v1'
     assert publish.hub_tag(SPECIALIST, 'pdeblocks/denoiser-1d-piecewise-constant') is None

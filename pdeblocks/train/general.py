@@ -182,3 +182,7 @@ register_general(dict(IRLS4_MODEL, segment_select=0.12), 'denoiser-1d-general-ba
 # today's piecewise constant 41.60 / 34.42; 4,000 more steps at lr 1e-3 moved no family by more than 0.04 dB, and
 # features of where w misfits a few samples (local residual energies) or of the posterior boundary probabilities did
 # not help peaks (−0.27, −0.24 at σ 0.1)
+# then everything together (as -irls4-joint after -irls4), at lr 3e-4, on batches neither stage saw
+register_general(dict(IRLS4_MODEL, segment_select=0.12), 'denoiser-1d-general-bayes-joint', steps=2500, lr=3e-4,
+                 loss='log_relative_mse', published=False, start_from='runs/denoiser-1d-general-bayes/model',
+                 data_offset=48500)
