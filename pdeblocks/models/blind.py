@@ -452,7 +452,7 @@ class IRLSTail1D(nn.Module):
 
     With ``select`` the output is v + γ(w − v), γ ∈ (0, 1) per signal (``select_init`` at start) from a second
     perceptron on the gate's features and on statistics of the residuals e = u − w and e⁰ = u − v
-    (:meth:`residual_features`: autocorrelations, mean squares): a model-selection test — on a piecewise constant
+    (:func:`residual_features`: autocorrelations, mean squares): a model-selection test — on a piecewise constant
     signal the segmentation leaves white noise of variance ≈ 1, on any other it leaves structure. Where γ → 0 the
     gate's τ, λ, β get no gradient, so they are shaped by the signals the segmentation fits. Still a convex
     combination of v and w: the guarantees above hold unchanged.
@@ -482,12 +482,6 @@ class IRLSTail1D(nn.Module):
             self.gate[2].bias[2] = (math.log(mix_init / (1.0 - mix_init)) + math.log(49.0)) / (self.gain / 4)
         # the selector: γ ∈ (0, 1) per signal from the residuals' statistics (a model-selection test)
         self.selector: Optional[nn.Module] = selector(len(self.lags), hidden, select_init) if select else None
-
-    residual_lags = RESIDUAL_LAGS
-
-    def residual_features(self, u: torch.Tensor, v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """:func:`residual_features` of the IRLS estimate w."""
-        return residual_features(u, v, w)
 
     def exponent(self) -> torch.Tensor:
         """q ∈ (0, 2): ω(s) = (1 + s²)^(−q) (q = 1: Cauchy weights, the log penalty; q = ½: a smoothed TV)."""

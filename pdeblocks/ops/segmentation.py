@@ -11,15 +11,15 @@ SS(s, e) the squared deviations of x_s … x_{e−1} from their mean μ(s, e), t
 (a flat prior). Forward and backward over the boundaries,
 
     α(e) = Σ_s α(s)φ(s, e),  α(0) = 1;   β(s) = Σ_e φ(s, e)β(e),  β(n) = 1;   Z = α(n),
-    E[u_t | x] = Σ_{s ≤ t < e} α(s)φ(s, e)β(e)/Z · μ(s, e),
+    E[u_t | x] = Σ_{s ≤ t < e} α(s)φ(s, e)β(e)/Z · μ(s, e),    P(a segment starts at s | x) = α(s)β(s)/Z,
 
-a convex combination of segment means, so min x ≤ E[u | x] ≤ max x for any data and any h, σ, R. Rows whose range
-exceeds 10⁶σ come back unchanged: the posterior mean is the data there to within 10⁻⁶ of the range, and the prefix
-sums of the recursion would lose the digits its weights need. Sums run over
-segments of at most ``max_length`` samples; the C kernel also drops, per end e, the oldest starts whose term falls
-below ``prune`` × the sum (the same window in both passes: the exact posterior of that restricted prior; on a signal
-with jumps the window follows the current segment instead of running over all W). Without the kernel the torch
-recursion in logarithms gives the same values to about 1e−12 (it keeps the whole window).
+a convex combination of segment means, so min x ≤ E[u | x] ≤ max x and ‖E[u | x]‖₂ ≤ ‖x‖₂ for any data and any h,
+σ, R. Sums run over segments of at most ``max_length`` samples; the C kernel also drops, per end e, the oldest starts
+whose term falls below ``prune`` × the sum (the same window in both passes: the exact posterior of that restricted
+prior; on a signal with jumps the window follows the current segment instead of running over all W). Without the
+kernel the torch recursion in logarithms gives the same values to about 1e−12 (it keeps the whole window). Rows whose
+range exceeds 10⁶σ come back unchanged (every boundary certain): the posterior mean is the data there to within 10⁻⁶
+of the range, and the prefix sums of the recursion would lose the digits its weights need.
 
 :func:`pdeblocks.data.bayes_segment_means` is the same recursion under the piecewise-constant generator's own prior
 (minimum segment length, levels uniform in [0, 1]): the Bayes limit of that task, O(n²), a reference. This one knows
@@ -92,29 +92,37 @@ def _posterior(x, sigma, hazard: float, max_length: int, level_range, prune: flo
     span = torch.maximum(span, sd)
     c0 = 0.5 * torch.log(2 * math.pi * sd ** 2) - torch.log(span)
     w = min(max_length, n)
-    if rows == 0:
-        return SegmentPosterior(f.reshape(shape), f.new_empty(shape[:-1] + (n - 1,)) if boundaries else f.new_empty(0))
-    lib = native_library()
-    if lib is not None:
-        out = torch.empty_like(f)
-        bnd = f.new_empty(rows, n - 1) if boundaries else None
-        rowp = torch.stack([0.5 / sd ** 2, c0], 1).contiguous()
-        prm = torch.tensor([math.log(hazard), math.log1p(-hazard), prune], dtype=torch.float64)
-        status = run_ranges(lambda r0, r1: lib.segment_posterior_mean(
-            f.data_ptr(), rowp.data_ptr(), prm.data_ptr(), out.data_ptr(), None if bnd is None else bnd.data_ptr(),
-            n, w, r0, r1), split_ranges(rows, torch.get_num_threads()))
-        if any(status):
-            raise MemoryError(f"segment_posterior: no memory for a work buffer of {n} samples")
-    else:
-        out, bnd = _posterior_torch(f, sd, c0, hazard, w)
     # beyond 120 dB (range > 1e6 σ) the posterior mean is the data to within 1e−6 of the range, and the prefix sums'
-    # differences lose the digits the weights need: such rows are returned as they came
+    # differences lose the digits the weights need: such rows are returned as they came, every boundary certain
     exact = span > 1e6 * sd
-    if bool(exact.any()):
-        out = torch.where(exact[:, None], f, out)
-        if bnd is not None:     # every sample its own segment
-            bnd = torch.where(exact[:, None], torch.ones_like(bnd), bnd)
+    out, bnd = f.clone(), f.new_ones(rows, n - 1)
+    todo = (~exact).nonzero().flatten()
+    if len(todo):
+        m, b = _recursion(f[todo].contiguous(), sd[todo].contiguous(), c0[todo].contiguous(), hazard, w, prune,
+                          boundaries)
+        out[todo] = m
+        if boundaries:
+            bnd[todo] = b
     return SegmentPosterior(out.reshape(shape), bnd.reshape(shape[:-1] + (n - 1,)) if boundaries else f.new_empty(0))
+
+
+def _recursion(f: torch.Tensor, sd: torch.Tensor, c0: torch.Tensor, hazard: float, w: int, prune: float,
+               boundaries: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(mean, boundary probabilities or None) of the rows of ``f`` [rows, n]: the C kernel, else the torch path."""
+    lib = native_library()
+    if lib is None:
+        return _posterior_torch(f, sd, c0, hazard, w)
+    rows, n = f.shape
+    out = torch.empty_like(f)
+    bnd = f.new_empty(rows, n - 1) if boundaries else None
+    rowp = torch.stack([0.5 / sd ** 2, c0], 1).contiguous()
+    prm = torch.tensor([math.log(hazard), math.log1p(-hazard), prune], dtype=torch.float64)
+    status = run_ranges(lambda r0, r1: lib.segment_posterior_mean(
+        f.data_ptr(), rowp.data_ptr(), prm.data_ptr(), out.data_ptr(), None if bnd is None else bnd.data_ptr(),
+        n, w, r0, r1), split_ranges(rows, torch.get_num_threads()))
+    if any(status):
+        raise MemoryError(f"segment_posterior: no memory for a work buffer of {n} samples")
+    return out, bnd
 
 
 def _posterior_torch(f: torch.Tensor, sd: torch.Tensor, c0: torch.Tensor, hazard: float, w: int
