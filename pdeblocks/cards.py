@@ -477,8 +477,10 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
                    "and its input u⁰ (τ, λ, β per signal from a gate; certified for every τ ≥ 0), blended with v by a "
                    "selector from a residual test")
     if cfg.get('segment_select'):
+        h = cfg['segment_hazard']
+        hazard = f"1/{round(1 / h)}" if abs(1 / h - round(1 / h)) < 1e-9 else f"{h:g}"
         scheme += (", then a Bayesian segmentation tail: w = E[s | u⁰], the posterior mean of a piecewise-constant s "
-                   f"given the input (boundaries a Bernoulli({cfg['segment_hazard']:g}) process, segments of at most "
+                   f"given the input (boundaries a Bernoulli({hazard}) process, segments of at most "
                    f"{cfg['segment_max_length']} samples, levels flat over the input's range; a sum over all "
                    "segmentations, so w is a convex combination of the input's segment means), blended with the output "
                    "so far by a selector that reads the IRLS selector's evidence")
