@@ -53,7 +53,7 @@ def segment_posterior(x: torch.Tensor, sigma: Union[float, torch.Tensor] = 1.0, 
                       max_length: int = 256, level_range: Optional[torch.Tensor] = None,
                       prune: float = 1e-15) -> SegmentPosterior:
     """E[u | x] and the boundaries' posterior probabilities under the module's prior for each row of ``x`` [..., n]
-    (float64, no autograd: constants for it).
+    (float64 on x's device, computed on the CPU; no autograd: constants for it).
 
     ``sigma``: the noise level, one or one per row (``[...]`` or ``[..., 1]``); ``hazard``: h, the prior probability
     of a boundary between two samples; ``max_length``: W; ``level_range``: R per row (default max x − min x, at least
@@ -103,7 +103,8 @@ def _posterior(x, sigma, hazard: float, max_length: int, level_range, prune: flo
         out[todo] = m
         if boundaries:
             bnd[todo] = b
-    return SegmentPosterior(out.reshape(shape), bnd.reshape(shape[:-1] + (n - 1,)) if boundaries else f.new_empty(0))
+    bnd = bnd.reshape(shape[:-1] + (n - 1,)) if boundaries else f.new_empty(0)
+    return SegmentPosterior(out.reshape(shape).to(x.device), bnd.to(x.device))
 
 
 def _recursion(f: torch.Tensor, sd: torch.Tensor, c0: torch.Tensor, hazard: float, w: int, prune: float,
