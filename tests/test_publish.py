@@ -82,6 +82,13 @@ def test_general_card_tables_and_metadata_come_from_eval_json():
         assert row.endswith(f"| {means[0]:.2f} | {means[1]:.2f} | {todays['piecewise_constant']['0.1']['model']:.2f} |")
     assert "from_pretrained('pdeblocks/denoiser-1d', revision='v1')" in card and 'blind-denoising' in card
     assert 'QuadChirp' in card and 'examples.png' in card
+    # the architecture sentence follows config.json: v4's segmentation tail with its prior, and v3 as an earlier revision
+    cfg = json.loads((BUNDLED_DIR / GENERAL / 'config.json').read_text())
+    assert ("a Bayesian segmentation tail: w = E[s | u⁰]" in card
+            and f"Bernoulli(1/{round(1 / cfg['segment_hazard'])}) process, segments of at most "
+                f"{cfg['segment_max_length']} samples" in card)
+    assert "`from_pretrained('pdeblocks/denoiser-1d', revision='v3')` gives the earlier `denoiser-1d-v3`" in card
+    assert 'segmentation tail' not in cards.render_card('denoiser-1d-v3')
 
 
 def test_specialists_point_to_the_general_model():
@@ -93,6 +100,7 @@ def test_specialists_point_to_the_general_model():
     assert 'use the general blind denoiser [`denoiser-1d`]' in multigrid and 'This is revision' not in multigrid
     assert cards.pointer_note(GENERAL) == '' and cards.general_model() == GENERAL
     assert cards.revision_of(SPECIALIST) == ('pdeblocks/denoiser-1d', 'v1') and cards.revision_of(GENERAL) is None
+    assert cards.revision_of('denoiser-1d-v3') == ('pdeblocks/denoiser-1d', 'v3')
 
 
 def test_hub_tags_and_upload_tags_the_commit(tmp_path, monkeypatch):
