@@ -71,6 +71,17 @@ def test_posterior_mean_equals_the_sum_over_every_segmentation(backend, sigma, h
         np.testing.assert_allclose(got.boundary[0].numpy(), 1.0, rtol=0, atol=1e-12)
 
 
+def test_a_wide_level_prior_is_a_prior_not_the_data_range(backend):
+    """level_range R only scales each segment's weight (1/R per segment): R = 5e6σ, far above the 1e6σ of data range
+    beyond which rows come back unchanged, still gives the explicit sum's posterior mean with that R."""
+    rng = np.random.default_rng(5)
+    x = np.r_[np.zeros(5), np.full(4, 2.0)] + 0.3 * rng.standard_normal(9)
+    mean, _ = _enumerated(x, 0.5, 0.1, 2.5e6, 64)
+    got = segment_posterior_mean(torch.tensor(x)[None], 0.5, 0.1, 64, level_range=torch.tensor(2.5e6))[0].numpy()
+    np.testing.assert_allclose(got, mean, rtol=0, atol=1e-10)
+    assert np.abs(got - x).max() > 0.1
+
+
 def test_native_and_torch_agree_on_long_signals(monkeypatch):
     """Piecewise-constant rows of 700 samples with noise, a slope and a spike: the C kernel (which drops starts below
     1e-15 of the sum) and the torch recursion (whole windows) agree to 1e-8 of the range."""
@@ -158,6 +169,8 @@ def test_bad_arguments_name_what_came():
         segment_posterior_mean(x, torch.tensor([1.0, -1.0]))
     with pytest.raises(ValueError, match=r'one value or one per row \(2\)'):
         segment_posterior_mean(x, torch.ones(3))
+    with pytest.raises(ValueError, match=r'level_range must be finite and > 0, one value or one per row \(2\); got shape \(3,\)'):
+        segment_posterior_mean(x, 1.0, level_range=torch.ones(3))
     with pytest.raises(ValueError, match='NaN or Inf'):
         segment_posterior_mean(torch.tensor([[0.0, float('nan')]]))
     with pytest.raises(ValueError, match=r'x must be a tensor \[\.\.\., n\] with n ≥ 1'):

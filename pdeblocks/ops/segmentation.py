@@ -83,18 +83,21 @@ def _posterior(x, sigma, hazard: float, max_length: int, level_range, prune: flo
         raise ValueError(f"sigma must be finite and > 0, one value or one per row ({rows}); got shape "
                          f"{tuple(sd.shape)}, min {float(sd.min()) if sd.numel() else 'none'}")
     sd = sd.expand(rows).contiguous()
+    data_span = f.amax(1) - f.amin(1) if rows else f.new_zeros(0)
     if level_range is None:
-        span = f.amax(1) - f.amin(1) if rows else f.new_zeros(0)
+        span = data_span
     else:
-        span = torch.as_tensor(level_range, dtype=torch.float64).detach().cpu().flatten().expand(rows)
-        if not bool(torch.isfinite(span).all() and (span > 0).all()):
-            raise ValueError("level_range must be finite and > 0")
+        span = torch.as_tensor(level_range, dtype=torch.float64).detach().cpu().flatten()
+        if span.numel() not in (1, rows) or not bool(torch.isfinite(span).all() and (span > 0).all()):
+            raise ValueError(f"level_range must be finite and > 0, one value or one per row ({rows}); got shape "
+                             f"{tuple(span.shape)}")
+        span = span.expand(rows)
     span = torch.maximum(span, sd)
     c0 = 0.5 * torch.log(2 * math.pi * sd ** 2) - torch.log(span)
     w = min(max_length, n)
-    # beyond 120 dB (range > 1e6 σ) the posterior mean is the data to within 1e−6 of the range, and the prefix sums'
-    # differences lose the digits the weights need: such rows are returned as they came, every boundary certain
-    exact = span > 1e6 * sd
+    # beyond 120 dB (data range > 1e6 σ) the posterior mean is the data to within 1e−6 of its range, and the prefix
+    # sums' differences lose the digits the weights need: such rows are returned as they came, every boundary certain
+    exact = data_span > 1e6 * sd
     out, bnd = f.clone(), f.new_ones(rows, n - 1)
     todo = (~exact).nonzero().flatten()
     if len(todo):
