@@ -357,6 +357,11 @@ def _which_model(name: str, ev: Dict[str, Any]) -> List[str]:
             lines.append(f"* `{other}`: an earlier general blind model, kept for reproducibility: {name} is "
                          f"{loss:.2f} dB ahead of it averaged over the families at σ = {sigmas[-1]} and {-gain:.2f} dB "
                          f"on piecewise-constant signals at σ = 0.1.")
+        elif blind(other):
+            later = gain > 0 and loss < 0
+            lines.append(f"* `{other}`: {'a later' if later else 'another'} general blind model: {-loss:+.2f} dB "
+                         f"against {name} averaged over the families at σ = {sigmas[-1]} and {gain:+.2f} dB on "
+                         f"piecewise-constant signals at σ = 0.1{'; use it instead' if later else ''}.")
         elif gain > 0:
             lines.append(f"* `{other}`: piecewise-constant signals already on the [0, 1] scale with σ in "
                          f"[{recipes[other]['sigma_min']}, {recipes[other]['sigma_max']}]: {gain:+.2f} dB over "

@@ -88,7 +88,12 @@ def test_general_card_tables_and_metadata_come_from_eval_json():
             and f"Bernoulli(1/{round(1 / cfg['segment_hazard'])}) process, segments of at most "
                 f"{cfg['segment_max_length']} samples" in card)
     assert "`from_pretrained('pdeblocks/denoiser-1d', revision='v3')` gives the earlier `denoiser-1d-v3`" in card
-    assert 'segmentation tail' not in cards.render_card('denoiser-1d-v3')
+    v3_card = cards.render_card('denoiser-1d-v3')
+    assert 'segmentation tail' not in v3_card
+    # an earlier revision's card points to the later general model, and says by how much it is ahead
+    later = next(ln for ln in v3_card.splitlines() if ln.startswith(f'* `{GENERAL}`:'))
+    assert later.startswith(f'* `{GENERAL}`: a later general blind model: +') and later.endswith('; use it instead.')
+    assert 'not scale-free' not in later
 
 
 def test_specialists_point_to_the_general_model():
