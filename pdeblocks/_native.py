@@ -54,7 +54,7 @@ row or plane ranges run in parallel threads: :func:`run_ranges`). If no compiler
 :func:`native_library` returns None and callers use torch ops, which give the same values (and,
 for the min-plus convolution, the same winners).
 
-One module of about 1,270 lines because 1,080 of them are the C source (:data:`C_SOURCE`), which is hashed,
+One module of about 1,470 lines because 1,270 of them are the C source (:data:`C_SOURCE`), which is hashed,
 compiled and loaded as one unit; the Python that caches, builds and loads it is about 100 lines.
 """
 import ctypes
@@ -1194,6 +1194,7 @@ static inline double seg_hsum(vf64 v) {   /* pairwise: log2(L) dependent adds, n
 }
 
 typedef struct {                 /* one row's state: see segment_posterior_mean */
+    vf64 iota;                   /* 0, 1, …, L − 1: the lanes still inside a window */
     double *S1, *A2, *la, *P, *sm, *Bd, *D, *ar, *T;
     int64_t *lo, *off;
     size_t cap, used;
@@ -1205,6 +1206,7 @@ static int seg_alloc(seg_row* q, int64_t n, int64_t W) {
     enum { L = VBYTES / sizeof(double) };
     const int64_t N = n + 1 + L;                         /* vectors read up to L − 1 past the last index */
     memset(q, 0, sizeof *q);
+    for (int l = 0; l < L; ++l) q->iota[l] = (double)l;
     q->S1 = calloc((size_t)(7 * N + W + L), sizeof(double));
     q->lo = malloc(sizeof(int64_t) * (size_t)(2 * (n + 1)));
     q->cap = (size_t)n * 64 + (size_t)(W + L);           /* the terms T(s, e), row e at off[e]; grown as needed */
@@ -1234,8 +1236,7 @@ static void seg_setup(seg_row* q, const double* xr, double a, double c0, int64_t
 static inline SEG_FMA int seg_forward(seg_row* q, int64_t e, int64_t n, int64_t W, const double* hl, const double* hr,
                               double log_h, double prune) {
     enum { L = VBYTES / sizeof(double) };
-    vf64 iota, zero = {0};
-    for (int l = 0; l < L; ++l) iota[l] = (double)l;
+    const vf64 iota = q->iota, zero = {0};
     const vf64 lim = zero - 700.0, top = zero + 700.0;   /* exponents clamped: no overflow, whatever rounding does */
     int64_t start = q->start;
     if (start < e - W) start = e - W;
@@ -1278,8 +1279,7 @@ static inline SEG_FMA int seg_forward(seg_row* q, int64_t e, int64_t n, int64_t 
    final; P(s, e) = T(s, e)·G(e) for the row's s goes to Bd[s], and P(s, e)·μ(s, e) to the difference array */
 static inline SEG_FMA void seg_backward(seg_row* q, int64_t e, int64_t W, const double* ir) {
     enum { L = VBYTES / sizeof(double) };
-    vf64 iota, zero = {0};
-    for (int l = 0; l < L; ++l) iota[l] = (double)l;
+    const vf64 iota = q->iota, zero = {0};
     const int64_t start = q->lo[e], cnt = e - start;
     const double g = q->Bd[e] / q->sm[e], s1 = q->S1[e];
     const double *Te = q->T + q->off[e], *ire = ir + W - e, *S1 = q->S1;

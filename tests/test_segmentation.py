@@ -177,8 +177,9 @@ def test_bad_arguments_name_what_came():
         segment_posterior_mean(torch.tensor(1.0))
     with pytest.raises(ValueError, match='need 0 < hazard < 1 and 0 < select_init < 1'):
         BayesSegmentTail1D(hazard=0.0)
-    with pytest.raises(ValueError, match='need segment_select ≥ 0'):
-        BlindDenoiser1D(scheme='explicit', blocks=1, segment_select=-0.1)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match=rf'need 0 ≤ segment_select < 1 .*got {bad}'):
+            BlindDenoiser1D(scheme='explicit', blocks=1, segment_select=bad)
 
 
 def _small_model(**kwargs) -> BlindDenoiser1D:

@@ -693,8 +693,9 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
                                gain=tail_gain, mix_init=irls_mix, select=irls_select > 0,
                                select_init=irls_select if irls_select > 0 else 0.5,
                                exponent_init=irls_exponent) if irls_steps else None
-        if segment_select < 0:
-            raise ValueError(f"need segment_select ≥ 0 (0: no segmentation tail), got {segment_select}")
+        if not 0.0 <= segment_select < 1.0:
+            raise ValueError(f"need 0 ≤ segment_select < 1 (0: no segmentation tail; else γ at start), got "
+                             f"{segment_select}")
         self.segment = BayesSegmentTail1D(tail_hidden, lags=lags, hazard=segment_hazard, max_length=segment_max_length,
                                           select_init=segment_select) if segment_select > 0 else None
 

@@ -98,14 +98,17 @@ def _posterior(x, sigma, hazard: float, max_length: int, level_range, prune: flo
     # beyond 120 dB (data range > 1e6 σ) the posterior mean is the data to within 1e−6 of its range, and the prefix
     # sums' differences lose the digits the weights need: such rows are returned as they came, every boundary certain
     exact = data_span > 1e6 * sd
-    out, bnd = f.clone(), f.new_ones(rows, n - 1)
-    todo = (~exact).nonzero().flatten()
-    if len(todo):
-        m, b = _recursion(f[todo].contiguous(), sd[todo].contiguous(), c0[todo].contiguous(), hazard, w, prune,
-                          boundaries)
-        out[todo] = m
-        if boundaries:
-            bnd[todo] = b
+    if not bool(exact.any()):
+        out, bnd = _recursion(f, sd, c0, hazard, w, prune, boundaries)
+    else:
+        out, bnd = f.clone(), f.new_ones(rows, n - 1) if boundaries else None
+        todo = (~exact).nonzero().flatten()
+        if len(todo):
+            m, b = _recursion(f[todo].contiguous(), sd[todo].contiguous(), c0[todo].contiguous(), hazard, w, prune,
+                              boundaries)
+            out[todo] = m
+            if boundaries:
+                bnd[todo] = b
     bnd = bnd.reshape(shape[:-1] + (n - 1,)) if boundaries else f.new_empty(0)
     return SegmentPosterior(out.reshape(shape).to(x.device), bnd.to(x.device))
 
@@ -115,7 +118,8 @@ def _recursion(f: torch.Tensor, sd: torch.Tensor, c0: torch.Tensor, hazard: floa
     """(mean, boundary probabilities or None) of the rows of ``f`` [rows, n]: the C kernel, else the torch path."""
     lib = native_library()
     if lib is None:
-        return _posterior_torch(f, sd, c0, hazard, w)
+        mean, bnd = _posterior_torch(f, sd, c0, hazard, w)
+        return mean, bnd if boundaries else None
     rows, n = f.shape
     out = torch.empty_like(f)
     bnd = f.new_empty(rows, n - 1) if boundaries else None
