@@ -16,7 +16,8 @@ wavelet picked per family and σ on the same validation signals among db1, db2, 
 the model; its free-step twin; model − the best of the three peers; and PSNR on the first and last 32
 samples (the edges) for the model and TV. The mean over families of (model − best peer) is the
 target figure (≥ +2 dB). For information: the same test signals with Laplacian and AR(1) (ρ = 0.5)
-noise of the same σ, peers with their Gaussian-tuned parameters.
+noise of the same σ, peers with their Gaussian-tuned parameters. Also for information: the two families with
+oscillations drawn up to Nyquist (``max_frequency`` 0.5 instead of 0.15), peers tuned on their validation split.
 
 Piecewise constant, today's generator (:func:`pdeblocks.data.make_signals`, mean segment 64): the
 model, TV and Perona–Malik (tuned on its validation split) and the Bayes limit
@@ -55,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 from _results import RESULTS, save_results, write_atomic  # noqa: E402
 
 from pdeblocks.classical import perona_malik_denoise, tune_perona_malik, tune_tv, tv_denoise  # noqa: E402
-from pdeblocks.data.families import FAMILIES, make_family_signals, unit_range  # noqa: E402
+from pdeblocks.data.families import FAMILIES, MAX_FREQUENCY, make_family_signals, unit_range  # noqa: E402
 from pdeblocks.data.signals import bayes_segment_means, make_signals, psnr  # noqa: E402
 from pdeblocks.hub import load_folder  # noqa: E402
 from pdeblocks.models.blind import BlindDenoiser1D  # noqa: E402
@@ -67,6 +68,7 @@ WAVELETS = ('db1', 'db2', 'sym4', 'sym8')
 CLASSICS = ('Blocks', 'Bumps', 'Doppler', 'HeaviSine', 'QuadChirp', 'ECG')
 TUNED_CACHE = RESULTS / 'denoise_general_tuned.json'
 PEERS = ('tv', 'perona_malik', 'bayes_shrink')
+NYQUIST = 0.5
 
 
 def load_model(path: str) -> BlindDenoiser1D:
@@ -116,8 +118,8 @@ def apply_peers(noisy: np.ndarray, tuned: Dict[str, list]) -> Dict[str, np.ndarr
                 bayes_shrink=bayes_shrink(noisy, tuned['bayes_shrink'][0]))
 
 
-def family_val(family: str, sigma: float):
-    v = make_family_signals(family, 'val', VAL_COUNT, LENGTH, sigma)
+def family_val(family: str, sigma: float, max_frequency: float = MAX_FREQUENCY):
+    v = make_family_signals(family, 'val', VAL_COUNT, LENGTH, sigma, max_frequency=max_frequency)
     return v.noisy, v.clean
 
 
@@ -163,6 +165,23 @@ def family_rows(models, sigmas, count: int) -> List[dict]:
             row['other_noise'] = other
             rows.append(row)
             print(fam, sigma, {k: round(v, 2) for k, v in row['psnr'].items()}, flush=True)
+    return rows
+
+
+def nyquist_rows(models, sigmas, count: int) -> List[dict]:
+    """The families with oscillations (``oscillations``, ``sums``) drawn up to Nyquist (``max_frequency`` 0.5, where the
+    benchmark's families stop at 0.15), test split, peers tuned on their validation split likewise: for information."""
+    rows = []
+    for fam in ('oscillations', 'sums'):
+        for sigma in sigmas:
+            tuned = cached_tuning(f'{fam}@{NYQUIST}/{sigma}', family_val, fam, sigma, NYQUIST)
+            s = make_family_signals(fam, 'test', count, LENGTH, sigma, max_frequency=NYQUIST)
+            out = dict(noisy=s.noisy.astype(np.float64), **apply_peers(s.noisy, tuned))
+            out.update({k: run_model(m, s.noisy) for k, m in models.items()})
+            row = dict(family=f'{fam} (to Nyquist)', sigma=sigma, tuned=tuned, psnr=scores(out, s.clean))
+            row['best_peer'] = max(row['psnr'][p] for p in PEERS)
+            rows.append(row)
+            print(row['family'], sigma, {k: round(v, 2) for k, v in row['psnr'].items()}, flush=True)
     return rows
 
 
@@ -283,24 +302,33 @@ def units_rows(model, count: int = 16, sigma: float = 0.1) -> List[dict]:
 
 def sigma_estimates(sigmas=(0.005, 0.05, 0.3), count: int = 64) -> List[str]:
     """σ̂/σ (median and 90th percentile over ``count`` validation signals per family) for the MAD of first differences
-    (h = (1, −1)/√2, the Haar finest scale) and of third differences (h = (1, −3, 3, −1)/√20, what the wrapper uses)."""
-    filters = {'first difference': np.array([1.0, -1.0]) / np.sqrt(2.0),
-               'third difference': np.array([1.0, -3.0, 3.0, -1.0]) / np.sqrt(20.0)}
-    lines = ['σ̂/σ, median (90th percentile) over 64 validation signals of length 1024 per family:', '',
-             '| σ | family | ' + ' | '.join(filters) + ' |', '|---|---|' + '---|' * len(filters)]
+    (h = (1, −1)/√2, the Haar finest scale) and of third differences (h = (1, −3, 3, −1)/√20, σ̂_D), the spectral
+    estimate σ̂_S and min(σ̂_D, σ̂_S) (the wrapper's, with ``spectral_noise``); the oscillating families also drawn up
+    to Nyquist."""
+    from pdeblocks.models.blind import noise_sigma, spectral_noise_sigma
+
+    def mad(h):
+        def estimate(x):
+            d = np.stack([np.convolve(r, h, 'valid') for r in x])
+            return 1.482602218505602 * np.median(np.abs(d - np.median(d, 1, keepdims=True)), 1)
+        return estimate
+    estimators = {'first difference': mad(np.array([1.0, -1.0]) / np.sqrt(2.0)),
+                  'third difference σ̂_D': mad(np.array([1.0, -3.0, 3.0, -1.0]) / np.sqrt(20.0)),
+                  'spectral σ̂_S': lambda x: spectral_noise_sigma(torch.from_numpy(x)[:, None]).flatten().numpy(),
+                  'min(σ̂_D, σ̂_S)': lambda x: noise_sigma(torch.from_numpy(x)[:, None], spectral=True).flatten().numpy()}
+    lines = [f'σ̂/σ, median (90th percentile) over {count} validation signals of length 1024 per family:', '',
+             '| σ | family | ' + ' | '.join(estimators) + ' |', '|---|---|' + '---|' * len(estimators)]
+    kinds = [(fam, MAX_FREQUENCY) for fam in FAMILIES] + [('oscillations', NYQUIST), ('sums', NYQUIST)]
     for sigma in sigmas:
-        for fam in FAMILIES:
-            x = make_family_signals(fam, 'val', count, LENGTH, sigma).noisy.astype(np.float64)
-            cells = []
-            for h in filters.values():
-                d = np.stack([np.convolve(r, h, 'valid') for r in x])
-                ratio = 1.482602218505602 * np.median(np.abs(d - np.median(d, 1, keepdims=True)), 1) / sigma
-                cells.append(f'{np.median(ratio):.3f} ({np.quantile(ratio, 0.9):.2f})')
-            lines.append(f'| {sigma} | {fam} | ' + ' | '.join(cells) + ' |')
+        for fam, top in kinds:
+            x = make_family_signals(fam, 'val', count, LENGTH, sigma, max_frequency=top).noisy.astype(np.float64)
+            cells = [f'{np.median(r):.3f} ({np.quantile(r, 0.9):.2f})' for r in (e(x) / sigma for e in estimators.values())]
+            name = fam if top == MAX_FREQUENCY else f'{fam} (to Nyquist)'
+            lines.append(f'| {sigma} | {name} | ' + ' | '.join(cells) + ' |')
     return lines
 
 
-def table_lines(rows, classics, todays, tp, names, params) -> List[str]:
+def table_lines(rows, classics, todays, tp, names, params, nyquist=()) -> List[str]:
     cols = ['noisy', 'tv', 'perona_malik', 'bayes_shrink'] + names
     head = dict(noisy='noisy', tv='TV (tuned)', perona_malik='PM (tuned)', bayes_shrink='BayesShrink')
     lines = ['PSNR (dB) per family, test split, length 1024; peers tuned on the validation split per family and σ. '
@@ -325,6 +353,14 @@ def table_lines(rows, classics, todays, tp, names, params) -> List[str]:
             lines += [f'σ = {sigma}, {noise} noise (for information; peers keep their Gaussian tuning): '
                       + '; '.join(f"{r['family']}: " + ', '.join(f"{head.get(c, c)} {r['other_noise'][noise][c]:.2f}"
                                                                    for c in cols) for r in sub), '']
+    if nyquist:
+        lines += [f'Oscillations up to Nyquist (the oscillating families drawn with max_frequency {NYQUIST}; the '
+                  f'families above stop at {MAX_FREQUENCY}), test split, peers tuned likewise; for information, not in '
+                  'the mean:', '', '| family | σ | ' + ' | '.join(head.get(c, c) for c in cols) + f' | {main} − best peer |',
+                  '|---' * (len(cols) + 3) + '|']
+        lines += [f"| {r['family']} | {r['sigma']} | " + ' | '.join(f"{r['psnr'][c]:.2f}" for c in cols)
+                  + f" | {r['psnr'][main] - r['best_peer']:+.2f} |" for r in nyquist]
+        lines.append('')
     if todays:
         c2 = ['noisy', 'tv', 'perona_malik', 'bayes_shrink'] + names + ['bayes_limit']
         lines += ["Piecewise constant, today's generator (mean segment 64), 64 test signals:", '',
@@ -419,16 +455,17 @@ def main(argv=None):
         return
     params = {k: sum(q.numel() for q in m.parameters() if q.requires_grad) for k, m in models.items()}
     rows = family_rows(models, a.sigmas, a.count)
+    nyquist = nyquist_rows(models, a.sigmas, a.count)
     todays = todays_piecewise_constant(models, [s for s in a.sigmas if s in (0.05, 0.1)])
     classics = [] if a.no_classics else classic_rows(models, a.sigmas)
     if a.baselines_only:
         return
     tuned_tv = cached_tuning('signals.piecewise_constant/0.1', todays_val, 0.1)['tv'][0]
     tp = throughput(models[a.name], a.throughput_signals, tuned_tv, a.throughput_repeats) if a.throughput_signals else None
-    lines = table_lines(rows, classics, todays, tp, names, params)
+    lines = table_lines(rows, classics, todays, tp, names, params, nyquist)
     text = '\n'.join(lines) + '\n'
     print(text)
-    save_results(a.out, text, dict(families=rows, todays_piecewise_constant=todays, classics=classics,
+    save_results(a.out, text, dict(families=rows, nyquist=nyquist, todays_piecewise_constant=todays, classics=classics,
                                    throughput=tp, parameters=params, models=dict(model=a.model, free=a.free)))
 
 

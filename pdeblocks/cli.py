@@ -291,7 +291,8 @@ def cmd_train(args) -> int:
     result = train(args.recipe, out=args.out, resume=args.resume, steps=args.steps, evaluate=not args.no_eval,
                    eval_count=args.eval_count, start_from=args.start_from, log_every=args.log_every)
     if int(os.environ.get('RANK', '0')) == 0:
-        print(f"trained {args.recipe}: {result['steps']} steps, final loss {result['final_loss']:.4g}; "
+        loss = 'no step taken' if result['final_loss'] is None else f"final loss {result['final_loss']:.4g}"
+        print(f"trained {args.recipe}: {result['steps']} steps, {loss}; "
               f"results in {args.out or 'runs/' + args.recipe}/eval.json")
     return 0
 

@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from pdeblocks.hub import load_folder
-from pdeblocks.models.blind import SCHEMES, BlindDenoiser1D, denoise_signal, median_last, noise_sigma
+from pdeblocks.models.blind import (
+    SCHEMES,
+    BlindDenoiser1D,
+    denoise_signal,
+    median_last,
+    noise_sigma,
+    spectral_noise_sigma,
+)
 
 
 def _noisy(n=1024, sigma=0.1, seed=0):
@@ -45,7 +52,52 @@ def test_noise_sigma_is_scale_and_offset_equivariant():
     _, f = _noisy()
     f = f[None, None]
     for a, b in ((1e-3, 0.0), (1e3, 5000.0), (7.0, -3.0)):
-        assert math.isclose(float(noise_sigma(a * f + b)), a * float(noise_sigma(f)), rel_tol=1e-6)
+        for spectral in (False, True):
+            assert math.isclose(float(noise_sigma(a * f + b, spectral)), a * float(noise_sigma(f, spectral)),
+                                rel_tol=1e-6)
+        assert math.isclose(float(spectral_noise_sigma(a * f + b)), a * float(spectral_noise_sigma(f)), rel_tol=1e-6)
+
+
+def _fast_chirp(n=4096):
+    """A chirp sweeping 0.05 → 0.48 cycles per sample, amplitude 1 (the kind of signal that fools σ̂_D)."""
+    t = torch.arange(n, dtype=torch.float64)
+    return torch.sin(2 * math.pi * (0.05 * t + (0.48 - 0.05) * t * t / (2 * n)))
+
+
+def test_spectral_noise_sigma_on_white_noise_and_fast_oscillations():
+    """σ̂_S is unbiased on white noise (the exponential law of |X|², median ln 2), ignores offsets, constants and
+    smooth trends; on a fast chirp 20σ tall σ̂_D is far too large and min(σ̂_D, σ̂_S) stays near σ."""
+    g = torch.Generator().manual_seed(3)
+    sigma = 0.05
+    noise = sigma * torch.randn(32, 1, 4096, generator=g, dtype=torch.float64)
+    est = spectral_noise_sigma(noise).flatten() / sigma
+    assert abs(float(est.mean()) - 1.0) < 0.02 and float(est.std()) < 0.05
+    assert float(spectral_noise_sigma(torch.full((1, 1, 64), 3.7))) == 0.0
+    t = torch.linspace(-1, 1, 4096, dtype=torch.float64)
+    assert abs(float(spectral_noise_sigma(noise + 5.0 + 0.5 * t ** 2).mean()) / sigma - 1.0) < 0.03
+    chirp = noise + 20 * sigma * _fast_chirp()
+    assert float(noise_sigma(chirp).mean()) > 1.8 * sigma
+    both = noise_sigma(chirp, spectral=True).flatten() / sigma
+    assert float(both.min()) > 0.9 and float(both.max()) < 1.25
+    short = noise[..., :63]                              # no whole frame: σ̂_D alone
+    assert torch.equal(noise_sigma(short, spectral=True), noise_sigma(short))
+
+
+def test_spectral_noise_is_the_models_estimate():
+    """BlindDenoiser1D(spectral_noise=True) normalises by min(σ̂_D, σ̂_S), in forward and predict alike, and stays
+    affine-equivariant; the default keeps σ̂_D (the published v1–v4 configs build the models they were)."""
+    g = torch.Generator().manual_seed(4)
+    f = (0.05 * torch.randn(2, 1, 1024, generator=g, dtype=torch.float64) + _fast_chirp(1024)).float()
+    m = _model('explicit', spectral_noise=True)
+    assert torch.equal(m.noise_sigma(f), noise_sigma(f, spectral=True))
+    assert torch.equal(_model('explicit').noise_sigma(f), noise_sigma(f))
+    assert float(m.noise_sigma(f).max()) < float(noise_sigma(f).min())
+    with torch.no_grad():
+        out = m(f)
+        assert torch.allclose(m.predict(f), out, rtol=0, atol=1e-5)
+        assert torch.allclose(m(1e3 * f + 7.0), 1e3 * out + 7.0, rtol=0, atol=1e3 * 1e-4)
+        assert torch.allclose(m.denoise_with_sigma(f, m.noise_sigma(f)), out, rtol=0, atol=1e-6)
+        assert not torch.allclose(_model('explicit')(f), out, rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize('scheme, kw', [(s, {}) for s in SCHEMES] + [('multigrid', dict(scale=1)),
@@ -134,7 +186,7 @@ def test_predict_checks_finite_and_scale():
 
 def test_predict_equals_the_forward_pass_chunk_by_chunk(monkeypatch):
     """predict computes σ̂ once for its checks, its chunks and its warning: the values of the model called on each
-    chunk (to rounding: σ̂'s filter is a conv1d, whose sums may round differently for another batch size), one
+    chunk (to rounding: the network's convolutions may round differently for another batch size), one
     noise_sigma call over the whole batch, and a signal with σ̂ = 0 still flagged and returned unchanged."""
     import pdeblocks.models.blind as blind
     m = _model().eval()
@@ -144,7 +196,7 @@ def test_predict_equals_the_forward_pass_chunk_by_chunk(monkeypatch):
         ref = torch.cat([m(x[i:i + 3]) for i in (0, 3)])
     calls = []
     original = blind.noise_sigma
-    monkeypatch.setattr(blind, 'noise_sigma', lambda t: calls.append(t.shape[0]) or original(t))
+    monkeypatch.setattr(blind, 'noise_sigma', lambda t, spectral=False: calls.append(t.shape[0]) or original(t, spectral))
     with pytest.warns(UserWarning, match=r'signal\(s\) \[2\]'):
         out = m.predict(x, chunk_samples=600)
     assert torch.allclose(out, ref, rtol=0, atol=1e-5) and torch.equal(out[2], x[2])

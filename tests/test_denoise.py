@@ -197,3 +197,19 @@ def test_recipe_rejects_unknown_or_misplaced_loss(task, loss):
     with pytest.raises(ValueError, match="loss must be one of"):
         register_recipe(Recipe(name='bad-loss', task=task, architecture='denoiser_1d', loss=loss))
     assert 'bad-loss' not in RECIPES
+
+
+def test_recipe_rejects_bad_steps_and_frequency_ranges():
+    """steps < 0, steps = 0 without a source, a max_frequency out of (0, 0.5] or on the specialists' data: each a
+    ValueError naming the recipe and what came; none is registered."""
+    from pdeblocks.train.recipes import RECIPES, Recipe, register_recipe
+    family = dict(task='denoise', architecture='blind_denoiser_1d', data='families', kinds=('peaks',))
+    cases = [(dict(family, steps=-1), r"recipe 'bad': steps must be ≥ 0 .*got -1"),
+             (dict(family, steps=0), r"recipe 'bad': steps=0 needs a start_from folder"),
+             (dict(family, max_frequency=0.7), r"recipe 'bad': max_frequency must be in \(0, 0.5\] .*got 0.7"),
+             (dict(task='denoise', architecture='denoiser_1d', max_frequency=0.5),
+              r"recipe 'bad': max_frequency is a setting of data='families', got data='signals'")]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            register_recipe(Recipe(name='bad', **kwargs))
+        assert 'bad' not in RECIPES

@@ -7,6 +7,7 @@ from pdeblocks.data.families import (
     AR1_RHO,
     FAMILIES,
     GENERATORS,
+    MAX_FREQUENCY,
     NOISES,
     family_rng,
     make_family_signals,
@@ -95,6 +96,34 @@ def test_bad_input():
         make_family_signals('peaks', 'val', 1, 64, -0.1)
     with pytest.raises(ValueError, match='families'):
         training_batch(('peaks', 'nope'), 2, 64, 0)
+
+
+def _power_above(x: np.ndarray, f: float) -> float:
+    """The fraction of the (mean-removed) signals' energy above ``f`` cycles per sample."""
+    spec = np.abs(np.fft.rfft(x - x.mean(-1, keepdims=True), axis=-1)) ** 2
+    freq = np.fft.rfftfreq(x.shape[-1])
+    return float(spec[:, freq > f].sum() / spec.sum())
+
+
+def test_max_frequency_widens_the_oscillations_only():
+    """The default is the benchmark's families as they were (0.15 cycles/sample: almost no energy above 0.2);
+    max_frequency=0.5 puts a good share of the energy above 0.2, in sums too (jumps and spikes put some there
+    already); the families without oscillations do not change."""
+    base = make_family_signals('oscillations', 'val', 64, 1024, 0.0)
+    assert np.array_equal(base.clean, make_family_signals('oscillations', 'val', 64, 1024, 0.0,
+                                                          max_frequency=MAX_FREQUENCY).clean)
+    wide = make_family_signals('oscillations', 'val', 64, 1024, 0.0, max_frequency=0.5)
+    assert _power_above(base.clean, 0.2) < 1e-3 and _power_above(wide.clean, 0.2) > 0.05
+    assert _power_above(make_family_signals('sums', 'val', 64, 1024, 0.0, max_frequency=0.5).clean, 0.2) > \
+        3 * _power_above(make_family_signals('sums', 'val', 64, 1024, 0.0).clean, 0.2)
+    for fam in ('piecewise_constant', 'peaks', 'smooth_trend', 'piecewise_smooth'):
+        assert np.array_equal(make_family_signals(fam, 'val', 4, 256, 0.1).noisy,
+                              make_family_signals(fam, 'val', 4, 256, 0.1, max_frequency=0.5).noisy)
+    x, y = training_batch(('oscillations',), 16, 512, step=3, max_frequency=0.5)
+    assert _power_above(y[:, 0].numpy().astype(np.float64), 0.2) > 0.05
+    for bad in (0.0, -0.1, 0.51, float('nan')):
+        with pytest.raises(ValueError, match=r'max_frequency must be in \(0, 0.5\] cycles per sample'):
+            make_family_signals('oscillations', 'val', 1, 64, 0.1, max_frequency=bad)
 
 
 def test_unit_range_and_generators_registry():

@@ -17,8 +17,9 @@ Families (parameters drawn per signal from wide ranges; lengths and widths in sa
   [0.4, 40], a third of them spikes of width < 1.5; height log-uniform over two decades) on a flat
   baseline or a drifting one (a slow cubic plus a slow sinusoid): spectra, chromatograms.
 * ``oscillations`` — 1–3 components, each a sinusoid, a linear chirp or an exponential chirp with
-  frequencies log-uniform in [1/length, 0.15] cycles/sample, under a constant, Gaussian, decaying
-  or slowly modulated amplitude envelope.
+  frequencies log-uniform in [1/length, 0.15] cycles/sample (``max_frequency``: 0.15 in the benchmark's
+  splits, up to Nyquist for training), under a constant, Gaussian, decaying or slowly modulated
+  amplitude envelope.
 * ``smooth_trend`` — a Chebyshev series of degree ≤ 6 with decaying coefficients, plus up to three
   smooth sigmoid steps of width 10–200, plus a few random low-frequency cosines.
 * ``sums`` — a weighted sum of two or three draws from the other families.
@@ -121,14 +122,15 @@ def _envelope(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 1.0 + rng.uniform(0.2, 0.9) * np.sin(2 * math.pi * rng.uniform(0.3, 2.0) * x + rng.uniform(0, 2 * math.pi))
 
 
-def oscillations(length: int, rng: np.random.Generator) -> np.ndarray:
-    """1–3 sinusoids or chirps (linear or exponential sweep), f ∈ [1/length, 0.15] cycles/sample, with envelopes."""
+def oscillations(length: int, rng: np.random.Generator, max_frequency: float = MAX_FREQUENCY) -> np.ndarray:
+    """1–3 sinusoids or chirps (linear or exponential sweep), f ∈ [1/length, ``max_frequency``] cycles/sample,
+    log-uniform, with envelopes."""
     t = np.arange(length, dtype=np.float64)
     x = t / max(length - 1, 1)
-    lo_f = min(1.0 / length, MAX_FREQUENCY / 2)
+    lo_f = min(1.0 / length, max_frequency / 2)
     out = np.zeros(length)
     for _ in range(int(rng.integers(1, 4))):
-        f0, f1 = log_uniform(rng, lo_f, MAX_FREQUENCY, 2)
+        f0, f1 = log_uniform(rng, lo_f, max_frequency, 2)
         kind = int(rng.integers(3))
         if kind == 0:      # sinusoid
             phase = 2 * math.pi * f0 * t
@@ -154,13 +156,27 @@ def smooth_trend(length: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def sums(length: int, rng: np.random.Generator) -> np.ndarray:
+def sums(length: int, rng: np.random.Generator, max_frequency: float = MAX_FREQUENCY) -> np.ndarray:
     """w₁·u₁ + w₂·u₂ (+ w₃·u₃), each uᵢ a unit-range draw from another family, wᵢ log-uniform in [0.1, 1]."""
     out = np.zeros(length)
     for _ in range(int(rng.integers(2, 4))):
         name = FAMILIES[int(rng.integers(len(FAMILIES) - 1))]
-        out += log_uniform(rng, 0.1, 1.0) * unit_range(GENERATORS[name](length, rng))
+        out += log_uniform(rng, 0.1, 1.0) * unit_range(draw(name, length, rng, max_frequency))
     return out
+
+
+def draw(family: str, length: int, rng: np.random.Generator, max_frequency: float = MAX_FREQUENCY) -> np.ndarray:
+    """One clean signal of ``family`` from ``rng`` (before the map onto [0, 1]); ``max_frequency``: the highest
+    oscillation frequency, for the families that have oscillations (``oscillations``, ``sums``)."""
+    if family in ('oscillations', 'sums'):
+        return GENERATORS[family](length, rng, max_frequency)
+    return GENERATORS[family](length, rng)
+
+
+def check_max_frequency(max_frequency: float) -> None:
+    """``max_frequency`` must lie in (0, 0.5] cycles per sample (0.5: Nyquist)."""
+    if not 0.0 < max_frequency <= 0.5:
+        raise ValueError(f"max_frequency must be in (0, 0.5] cycles per sample (0.5: Nyquist), got {max_frequency}")
 
 
 GENERATORS: Dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
@@ -189,16 +205,19 @@ def add_noise(clean: np.ndarray, sigma: float, rng: np.random.Generator, noise: 
 
 
 def make_family_signals(family: str, split: str, count: int, length: int, sigma, seed: int = 0, offset: int = 0,
-                        noise: str = 'gaussian') -> SignalSet:
+                        noise: str = 'gaussian', max_frequency: float = MAX_FREQUENCY) -> SignalSet:
     """``count`` clean/noisy signals of ``family`` (indices ``offset … offset+count−1`` of ``split``), each
     clean signal on [0, 1]; ``sigma``: one level or one per signal. The noise is drawn from the signal's own
-    generator after the clean signal, so the clean signal depends on neither σ nor the noise type."""
+    generator after the clean signal, so the clean signal depends on neither σ nor the noise type.
+    ``max_frequency``: the oscillations' highest frequency (:func:`draw`); the benchmark's families keep
+    :data:`MAX_FREQUENCY`; another value keeps every random draw and maps the frequency draws onto its range."""
     if not MIN_LENGTH <= length <= MAX_LENGTH:
         raise ValueError(f"length must be in [{MIN_LENGTH}, {MAX_LENGTH}], got {length}")
     if count < 1:
         raise ValueError(f"count must be ≥ 1, got {count}")
     if noise not in NOISES:
         raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
+    check_max_frequency(max_frequency)
     sig = np.broadcast_to(np.asarray(sigma, dtype=np.float64), (count,)).copy()
     if np.any(sig < 0) or not np.all(np.isfinite(sig)):
         raise ValueError(f"sigma must be finite and ≥ 0, got {sigma}")
@@ -206,15 +225,15 @@ def make_family_signals(family: str, split: str, count: int, length: int, sigma,
     noisy = np.empty((count, length))
     for i in range(count):
         rng = family_rng(family, split, offset + i, seed)
-        clean[i] = unit_range(GENERATORS[family](length, rng))
+        clean[i] = unit_range(draw(family, length, rng, max_frequency))
         noisy[i] = add_noise(clean[i], sig[i], rng, noise)
     return SignalSet(clean.astype(np.float32), noisy.astype(np.float32), sig, [np.zeros(0, np.int64)] * count,
                      family, split)
 
 
 def training_batch(families: Sequence[str], batch_size: int, length: int, step: int, seed: int = 0,
-                   sigma_range: Tuple[float, float] = SIGMA_RANGE, rank: int = 0,
-                   world: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
+                   sigma_range: Tuple[float, float] = SIGMA_RANGE, rank: int = 0, world: int = 1,
+                   max_frequency: float = MAX_FREQUENCY) -> Tuple[torch.Tensor, torch.Tensor]:
     """(noisy, clean) ``[B, 1, length]`` float32 for one training step: per signal a family drawn uniformly
     from ``families`` and σ log-uniform in ``sigma_range``, from SeedSequence([seed, 7, step, rank]); signal
     index ``(step·world + rank)·B + i`` of the train split, so a run is a function of (seed, step) alone."""
@@ -231,7 +250,8 @@ def training_batch(families: Sequence[str], batch_size: int, length: int, step: 
     noisy: List[np.ndarray] = []
     clean: List[np.ndarray] = []
     for i in range(batch_size):
-        s = make_family_signals(families[picks[i]], 'train', 1, length, sigmas[i], seed=seed, offset=base + i)
+        s = make_family_signals(families[picks[i]], 'train', 1, length, sigmas[i], seed=seed, offset=base + i,
+                                max_frequency=max_frequency)
         noisy.append(s.noisy[0])
         clean.append(s.clean[0])
     return torch.from_numpy(np.stack(noisy))[:, None], torch.from_numpy(np.stack(clean))[:, None]

@@ -20,7 +20,8 @@ def denoise_batch(recipe: Recipe, step: int, rank: int, world: int) -> Tuple[tor
     step = recipe.data_offset + step
     if recipe.data == 'families':
         return families.training_batch(recipe.kinds, b, recipe.length, step, seed=recipe.seed,
-                                       sigma_range=(recipe.sigma_min, recipe.sigma_max), rank=rank, world=world)
+                                       sigma_range=(recipe.sigma_min, recipe.sigma_max), rank=rank, world=world,
+                                       max_frequency=recipe.max_frequency)
     rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, 7, step, rank]))
     sigma = np.exp(rng.uniform(np.log(recipe.sigma_min), np.log(recipe.sigma_max), size=b))
     kind = recipe.kinds[step % len(recipe.kinds)]

@@ -3,7 +3,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..data.families import FAMILIES
+from ..data.families import FAMILIES, MAX_FREQUENCY, check_max_frequency
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class Recipe:
     needs only the step counter. Denoising: noise σ log-uniform in [sigma_min, sigma_max] per
     signal (a blind denoiser); ``data='signals'`` draws one kind per step from
     :func:`pdeblocks.data.make_signals` (the specialists' generators), ``data='families'`` a family per signal
-    from :func:`pdeblocks.data.families.training_batch`. Diffusion: a fixed set of ``train_signals`` noisy
+    from :func:`pdeblocks.data.families.training_batch`, oscillating up to ``max_frequency`` cycles per sample. Diffusion: a fixed set of ``train_signals`` noisy
     signals and their fine-step reference solutions.
 
     A fine-tune names the saved model it starts from (``start_from``, a folder; its tensors must fit the model,
@@ -49,6 +49,7 @@ class Recipe:
     data_offset: int = 0
     trainable: Tuple[str, ...] = ()
     restart: Tuple[str, ...] = ()
+    max_frequency: float = MAX_FREQUENCY   # data='families' only
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
@@ -74,8 +75,19 @@ def register_recipe(recipe: Recipe) -> Recipe:
     unknown = [k for k in recipe.kinds if k not in FAMILIES]
     if recipe.data == 'families' and (unknown or not recipe.kinds):
         raise ValueError(f"recipe {recipe.name!r}: kinds must be a non-empty subset of {FAMILIES}, got {list(recipe.kinds)}")
+    if recipe.max_frequency != MAX_FREQUENCY and recipe.data != 'families':
+        raise ValueError(f"recipe {recipe.name!r}: max_frequency is a setting of data='families', got data={recipe.data!r}")
+    try:
+        check_max_frequency(recipe.max_frequency)
+    except ValueError as e:
+        raise ValueError(f"recipe {recipe.name!r}: {e}") from None
     if recipe.restart and not recipe.start_from:
         raise ValueError(f"recipe {recipe.name!r}: restart {list(recipe.restart)} needs a start_from folder")
+    if recipe.steps < 0:
+        raise ValueError(f"recipe {recipe.name!r}: steps must be ≥ 0 (0: the source's weights under this recipe's "
+                         f"model, evaluated), got {recipe.steps}")
+    if recipe.steps == 0 and not recipe.start_from:
+        raise ValueError(f"recipe {recipe.name!r}: steps=0 needs a start_from folder (its weights are the model's)")
     if recipe.data_offset < 0:
         raise ValueError(f"recipe {recipe.name!r}: data_offset must be ≥ 0, got {recipe.data_offset}")
     RECIPES[recipe.name] = recipe
