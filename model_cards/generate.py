@@ -20,8 +20,8 @@ minute on one thread, no training, no tuning)
   ``benchmarks/bench_denoise_general.py``), the tuned peers (TV, Perona–Malik, wavelet BayesShrink) read from
   it, the model's PSNR recomputed here for these weights on the same test signals (BayesShrink is recomputed
   too and must agree, which checks that the signals are the benchmark's), likewise the Laplacian / AR(1)
-  rows and the classic test signals, and the other bundled denoisers on the same family signals (the card's
-  "which model" table).
+  rows, the classic test signals and (where the benchmark has them) the oscillating families drawn up to Nyquist,
+  and the other bundled denoisers on the same family signals (the card's "which model" table).
 
 Install trained runs first:  python model_cards/generate.py --install RUN_DIR NAME [--install ...] [--standard RUN_DIR]
 copies RUN_DIR/model/{config.json,model.safetensors} and RUN_DIR/eval.json into pdeblocks/pretrained/NAME/.
@@ -145,10 +145,20 @@ def family_evaluation(model: torch.nn.Module, bench: Dict[str, Any], bench_path:
         row['model'] = _mean_psnr(run_model(model, noisy), clean)
         row['best_peer'] = max(row[k] for k in peers)
         classics.setdefault(name, {})[str(sigma)] = row
+    nyquist: Dict[str, Dict[str, Any]] = {}
+    for r in bench.get('nyquist', []):           # the oscillating families drawn up to Nyquist
+        fam = r['family'].replace(' (to Nyquist)', '')
+        s = make_family_signals(fam, 'test', BENCH_COUNT, bm.LENGTH, r['sigma'], max_frequency=bm.NYQUIST)
+        _check(f"{r['family']} σ = {r['sigma']} BayesShrink", r['psnr']['bayes_shrink'],
+               _mean_psnr(bm.bayes_shrink(s.noisy, r['tuned']['bayes_shrink'][0]), s.clean))
+        row = {k: r['psnr'][k] for k in ['noisy'] + peers}
+        row['model'] = _mean_psnr(run_model(model, s.noisy), s.clean)
+        row['best_peer'] = max(row[k] for k in peers)
+        nyquist.setdefault(fam, {})[str(r['sigma'])] = row
     return dict(source=bench_path, benchmark_model=dict(name=bench_model, folder=bench.get('models', {}).get('model'),
                                                         same_weights=bool(drift) and max(drift) < 0.01),
                 count=BENCH_COUNT, length=bm.LENGTH, edge=bm.EDGE, peers=peers, table=table, classics=classics,
-                draws=8)
+                draws=8, **({'nyquist': nyquist} if nyquist else {}))
 
 
 def blind_evaluation(model: BlindDenoiser1D, result: Dict[str, Any], bench_path: Path, name: str) -> Dict[str, Any]:

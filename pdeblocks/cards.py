@@ -295,6 +295,15 @@ def revision_of(name: str) -> Optional[Tuple[str, str]]:
     return None
 
 
+def _revision_rank() -> Dict[str, int]:
+    """Bundled name → its position in the revisions map of a Hub repo (v1 first), for the models that have one."""
+    for other in list_pretrained():
+        table = bundled_revisions(other)
+        if table:
+            return {target: i for i, target in enumerate(table['revisions'].values())}
+    return {}
+
+
 def pointer_note(name: str) -> str:
     """The line of a specialist's card that points to the general model (empty for the general model itself)."""
     general = general_model()
@@ -350,18 +359,30 @@ def _which_model(name: str, ev: Dict[str, Any]) -> List[str]:
     lines.append(f"* **{name}**: signals of any kind (the families above: piecewise constant or smooth, peaks, "
                  "oscillations, smooth trends and their sums), in any units (D(a·f + b) = a·D(f) + b for a > 0), "
                  "with white noise of unknown level: it estimates σ itself.")
+    rank = _revision_rank()
+
+    def classic_mean(e: Dict[str, Any]) -> Optional[float]:
+        rows = e.get('families', {}).get('classics', {})
+        return float(np.mean([r['model'] for by in rows.values() for r in by.values()])) if rows else None
     for other in others:
         gain = todays[other]['0.1']['model'] - pc['model']
         loss = fam_mean(name, sigmas[-1]) - fam_mean(other, sigmas[-1])
-        if blind(other) and gain <= 0 and loss >= 0:
-            lines.append(f"* `{other}`: an earlier general blind model, kept for reproducibility: {name} is "
-                         f"{loss:.2f} dB ahead of it averaged over the families at σ = {sigmas[-1]} and {-gain:.2f} dB "
-                         f"on piecewise-constant signals at σ = 0.1.")
+        # earlier or later: by the revisions map where both are in it, else by the figures
+        ranked = other in rank and name in rank
+        earlier = rank[other] < rank[name] if ranked else (gain <= 0 and loss >= 0)
+        later = rank[other] > rank[name] if ranked else (gain > 0 and loss < 0)
+        mine, theirs = classic_mean(ev), classic_mean(read_eval(other))
+        classic, classic_other = (('', '') if mine is None or theirs is None else
+                                  (f" and {_signed(d)} dB on the classic test signals (mean over the signals and σ)"
+                                   for d in (mine - theirs, theirs - mine)))
+        if blind(other) and earlier:
+            lines.append(f"* `{other}`: an earlier general blind model, kept for reproducibility; {name} − it: "
+                         f"{_signed(loss)} dB averaged over the families at σ = {sigmas[-1]}, {_signed(-gain)} dB on "
+                         f"piecewise-constant signals at σ = 0.1{classic}.")
         elif blind(other):
-            later = gain > 0 and loss < 0
-            lines.append(f"* `{other}`: {'a later' if later else 'another'} general blind model: {-loss:+.2f} dB "
-                         f"against {name} averaged over the families at σ = {sigmas[-1]} and {gain:+.2f} dB on "
-                         f"piecewise-constant signals at σ = 0.1{'; use it instead' if later else ''}.")
+            lines.append(f"* `{other}`: {'a later' if later else 'another'} general blind model, it − {name}: "
+                         f"{_signed(-loss)} dB averaged over the families at σ = {sigmas[-1]}, {_signed(gain)} dB on "
+                         f"piecewise-constant signals at σ = 0.1{classic_other}{'; use it instead' if later else ''}.")
         elif gain > 0:
             lines.append(f"* `{other}`: piecewise-constant signals already on the [0, 1] scale with σ in "
                          f"[{recipes[other]['sigma_min']}, {recipes[other]['sigma_max']}]: {gain:+.2f} dB over "
@@ -376,6 +397,11 @@ def _which_model(name: str, ev: Dict[str, Any]) -> List[str]:
                      f"its parameter chosen on clean validation signals of that σ) is still ahead of every model "
                      f"here (best {_fmt(best)} dB).")
     return lines + ['']
+
+
+def _signed(x: float) -> str:
+    """x in dB with its sign and two decimals; what rounds to zero is +0.00 (never −0.00)."""
+    return f"{x if round(x, 2) != 0 else 0.0:+.2f}"
 
 
 PEER_NAMES = {'tv': 'TV', 'perona_malik': 'Perona–Malik', 'bayes_shrink': 'wavelet BayesShrink'}
@@ -435,6 +461,24 @@ def _classic_table(name: str, fam: Dict[str, Any]) -> List[str]:
     return lines
 
 
+def _nyquist_table(name: str, fam: Dict[str, Any]) -> List[str]:
+    """The oscillating families drawn up to Nyquist (``families.nyquist``, where the benchmark has them)."""
+    rows = fam.get('nyquist')
+    if not rows:
+        return []
+    peers = fam['peers']
+    lines = ["\n**Oscillations up to Nyquist** (the families with oscillations drawn up to 0.5 cycles per sample; the "
+             "families above stop at 0.15; peers tuned likewise; for information):\n",
+             '| family | σ | noisy | ' + ' | '.join(PEER_NAMES[p] for p in peers) + f' | {name} | − best peer |\n'
+             + '|---' * (5 + len(peers)) + '|']
+    for key, by_sigma in rows.items():
+        for sigma, r in by_sigma.items():
+            lines.append(f"| {key.replace('_', ' ')} | {sigma} | {_fmt(r['noisy'])} | "
+                         + ' | '.join(_fmt(r[p]) for p in peers)
+                         + f" | **{_fmt(r['model'])}** | {r['model'] - r['best_peer']:+.2f} |")
+    return lines
+
+
 def _other_noise_table(name: str, fam: Dict[str, Any]) -> List[str]:
     first = next(iter(next(iter(fam['table'].values())).values()))
     noises = list(first.get('other_noise', {}))
@@ -489,6 +533,17 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
                    f"{cfg['segment_max_length']} samples, levels flat over the input's range; a sum over all "
                    "segmentations, so w is a convex combination of the input's segment means), blended with the output "
                    "so far by a selector that reads the IRLS selector's evidence")
+    if cfg.get('residual_threshold'):
+        scheme += (", and last a residual tail: what the network took for noise but stands "
+                   f"{cfg['residual_threshold']:g} times above the noise floor in some short-time Fourier coefficient of "
+                   f"the residual u⁰ − v (a Parseval frame of {cfg['residual_frame']}-sample windows over the signal's "
+                   "own samples) is put back by a power-subtraction gain in [0, 1], so ‖f − v‖ ≤ ‖u⁰ − v‖ (no "
+                   "parameter)")
+    sigma_hat = ("the noise estimate 1.4826·median|h∗f − median(h∗f)|, h = (1, −3, 3, −1)/√20"
+                 if not cfg.get('spectral_noise') else
+                 "the noise estimate min(σ̂_D, σ̂_S): σ̂_D = 1.4826·median|h∗f − median(h∗f)|, h = (1, −3, 3, −1)/√20, "
+                 "and σ̂_S = (median|X|²/ln 2)^½ over the short-time Fourier coefficients X of f − c (Hann windows of 64 "
+                 "samples), which tones near Nyquist do not inflate as they inflate σ̂_D")
     bench = fam['benchmark_model']
     source = (f"Peers from `{fam['source']}` (`benchmarks/bench_denoise_general.py` in the project's repository"
               + (", run on these weights" if bench['same_weights'] else
@@ -496,8 +551,8 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
                  f"for these weights on the same signals") + ").")
     lines = [f"# {name}\n",
              "A general-purpose **blind** denoiser for 1D signals: any kind of signal, any units, noise level "
-             "unknown. For a signal f it computes D(f) = c + σ̂·N((f − c)/σ̂), with c the median of f and σ̂ the "
-             "noise estimate 1.4826·median|h∗f − median(h∗f)|, h = (1, −3, 3, −1)/√20, so D(a·f + b) = a·D(f) + b "
+             "unknown. For a signal f it computes D(f) = c + σ̂·N((f − c)/σ̂), with c the median of f and σ̂ "
+             f"{sigma_hat}, so D(a·f + b) = a·D(f) + b "
              f"for a > 0 (a trace in millivolts or in counts works unchanged). N is {scheme}; it sees the "
              f"normalised signal with {cfg['pad']} reflected samples on each side.\n",
              f"Parameters: {e['parameters']:,}. Input `[batch, 1, length]` float, output the same shape; minimum "
@@ -522,26 +577,34 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
               "family and σ: an advantage the blind model does not have. " + source]
     lines += _family_tables(name, fam)
     lines += _classic_table(name, fam)
+    lines += _nyquist_table(name, fam)
     lines += _other_noise_table(name, fam)
     lines += [f"\n**The specialists' piecewise-constant and piecewise-smooth test signals** (the table of every "
               f"bundled denoiser's card; baselines from the bundled `{e.get('baselines_from', '')}` evaluation):\n"]
     lines += _evaluation_tables(name, e)
-    lines += ["\n## Training data and recipe\n",
-              f"Recipe `{r['name']}` (`pdeblocks train {r['name']}`, seed {r['seed']}): "
-              f"{r['steps']} Adam steps, batch {r['batch_size']}, crops of {r['length']} samples, learning rate "
-              f"{r['lr']} (cosine), loss {LOSS_NAMES[r.get('loss', 'mse')]}. Every step draws fresh seeded signals "
-              f"from the train split of the families {', '.join(k.replace('_', ' ') for k in r['kinds'])} (family "
-              f"uniform per signal, each scaled to [0, 1]) with white Gaussian noise, σ log-uniform in "
-              f"[{r['sigma_min']}, {r['sigma_max']}]. Training took {ev['train_seconds'] / 60:.0f} min on "
-              f"{ev.get('threads', 1)} CPU thread(s)"
-              + (f", fine-tuning the run `{ev['fine_tuned_from']['source']}` (each recipe of the chain names its "
-                 "source in `start_from`, `pdeblocks/train/general.py`; the chain starts from revision v2's weights)"
-                 if ev.get('fine_tuned_from') else '')
-              + ". Data, initialisation and schedule are seeded: the same code, torch version and thread count "
-              "repeat the run bit for bit; later versions of the library's kernels and other thread counts change the "
-              "floating-point summation, so the weights and the metrics move slightly (`benchmarks/bench_retrain.py` "
-              "in the project's repository retrains a recipe, with the chain of runs it fine-tunes, and reports by "
-              "how much).\n",
+    if r['steps'] == 0:
+        training = (f"Recipe `{r['name']}` (`pdeblocks train {r['name']}`): no training step of its own. The weights are "
+                    f"those of the run `{ev['fine_tuned_from']['source']}`, under a configuration that differs from "
+                    "that run's only in settings without parameters (`config.json`); `pdeblocks/train/general.py` names "
+                    "the run's own recipe and what was tried on the way.\n")
+    else:
+        training = (
+            f"Recipe `{r['name']}` (`pdeblocks train {r['name']}`, seed {r['seed']}): "
+            f"{r['steps']} Adam steps, batch {r['batch_size']}, crops of {r['length']} samples, learning rate "
+            f"{r['lr']} (cosine), loss {LOSS_NAMES[r.get('loss', 'mse')]}. Every step draws fresh seeded signals "
+            f"from the train split of the families {', '.join(k.replace('_', ' ') for k in r['kinds'])} (family "
+            f"uniform per signal, each scaled to [0, 1]) with white Gaussian noise, σ log-uniform in "
+            f"[{r['sigma_min']}, {r['sigma_max']}]. Training took {ev['train_seconds'] / 60:.0f} min on "
+            f"{ev.get('threads', 1)} CPU thread(s)"
+            + (f", fine-tuning the run `{ev['fine_tuned_from']['source']}` (each recipe of the chain names its "
+               "source in `start_from`, `pdeblocks/train/general.py`; the chain starts from revision v2's weights)"
+               if ev.get('fine_tuned_from') else '')
+            + ". Data, initialisation and schedule are seeded: the same code, torch version and thread count "
+            "repeat the run bit for bit; later versions of the library's kernels and other thread counts change the "
+            "floating-point summation, so the weights and the metrics move slightly (`benchmarks/bench_retrain.py` "
+            "in the project's repository retrains a recipe, with the chain of runs it fine-tunes, and reports by "
+            "how much).\n")
+    lines += ["\n## Training data and recipe\n", training,
               "## Intended use and limits\n",
               "Denoising measured 1D traces with additive white noise, at any offset and scale, any length from the "
               "minimum (the tables give the PSNR of the first and last samples apart). The σ̂ estimate assumes white noise; "

@@ -82,17 +82,32 @@ def test_general_card_tables_and_metadata_come_from_eval_json():
         assert row.endswith(f"| {means[0]:.2f} | {means[1]:.2f} | {todays['piecewise_constant']['0.1']['model']:.2f} |")
     assert "from_pretrained('pdeblocks/denoiser-1d', revision='v1')" in card and 'blind-denoising' in card
     assert 'QuadChirp' in card and 'examples.png' in card
-    # the architecture sentence follows config.json: v4's segmentation tail with its prior, and v3 as an earlier revision
+    # the architecture sentence follows config.json: the segmentation tail with its prior, the spectral σ̂ and the
+    # residual tail (v5), and v3 and v4 as earlier revisions
     cfg = json.loads((BUNDLED_DIR / GENERAL / 'config.json').read_text())
     assert ("a Bayesian segmentation tail: w = E[s | u⁰]" in card
             and f"Bernoulli(1/{round(1 / cfg['segment_hazard'])}) process, segments of at most "
                 f"{cfg['segment_max_length']} samples" in card)
     assert "`from_pretrained('pdeblocks/denoiser-1d', revision='v3')` gives the earlier `denoiser-1d-v3`" in card
-    v3_card = cards.render_card('denoiser-1d-v3')
-    assert 'segmentation tail' not in v3_card
+    assert "`from_pretrained('pdeblocks/denoiser-1d', revision='v4')` gives the earlier `denoiser-1d-v4`" in card
+    assert (f"and last a residual tail: what the network took for noise but stands {cfg['residual_threshold']:g} times "
+            f"above the noise floor" in card and f"a Parseval frame of {cfg['residual_frame']}-sample windows" in card)
+    assert "σ̂ the noise estimate min(σ̂_D, σ̂_S)" in card and '**Oscillations up to Nyquist**' in card
+    assert 'Below the noisy input' not in card and 'no training step of its own' in card
+    v3_card, v4_card = cards.render_card('denoiser-1d-v3'), cards.render_card('denoiser-1d-v4')
+    assert 'segmentation tail' not in v3_card and 'segmentation tail' in v4_card
+    for old in (v3_card, v4_card):
+        assert 'residual tail' not in old and 'min(σ̂_D, σ̂_S)' not in old and 'Below the noisy input on QuadChirp' in old
     # an earlier revision's card points to the later general model, and says by how much it is ahead
     later = next(ln for ln in v3_card.splitlines() if ln.startswith(f'* `{GENERAL}`:'))
-    assert later.startswith(f'* `{GENERAL}`: a later general blind model: +') and later.endswith('; use it instead.')
+    assert later.startswith(f'* `{GENERAL}`: a later general blind model, it − denoiser-1d-v3: +')
+    assert later.endswith('; use it instead.')
+    # v4 and v5 share their weights: the families and piecewise constant equal to rounding, never printed as −0.00,
+    # and the classic signals (QuadChirp) where v5 is ahead
+    v4_line = next(ln for ln in card.splitlines() if ln.startswith('* `denoiser-1d-v4`:'))
+    assert v4_line.startswith('* `denoiser-1d-v4`: an earlier general blind model, kept for reproducibility; '
+                              'denoiser-1d − it: +0.00 dB averaged over the families') and '-0.00' not in card
+    assert float(re.search(r'and \+(\d+\.\d+) dB on the classic test signals', v4_line).group(1)) > 0.5
     assert 'not scale-free' not in later
 
 
@@ -106,10 +121,12 @@ def test_specialists_point_to_the_general_model():
     assert cards.pointer_note(GENERAL) == '' and cards.general_model() == GENERAL
     assert cards.revision_of(SPECIALIST) == ('pdeblocks/denoiser-1d', 'v1') and cards.revision_of(GENERAL) is None
     assert cards.revision_of('denoiser-1d-v3') == ('pdeblocks/denoiser-1d', 'v3')
+    assert cards.revision_of('denoiser-1d-v4') == ('pdeblocks/denoiser-1d', 'v4')
 
 
 def test_hub_tags_and_upload_tags_the_commit(tmp_path, monkeypatch):
-    assert publish.hub_tag(GENERAL, 'pdeblocks/denoiser-1d') == 'v4'
+    assert publish.hub_tag(GENERAL, 'pdeblocks/denoiser-1d') == 'v5'
+    assert publish.hub_tag('denoiser-1d-v4', 'pdeblocks/denoiser-1d') == 'v4'
     assert publish.hub_tag('denoiser-1d-v3', 'pdeblocks/denoiser-1d') == 'v3'
     assert publish.hub_tag('denoiser-1d-v2', 'pdeblocks/denoiser-1d') == 'v2'
     assert publish.hub_tag(SPECIALIST, 'pdeblocks/denoiser-1d') == 'v1'
@@ -159,8 +176,9 @@ def tiny_blind_run(folder: Path, **extra) -> BlindDenoiser1D:
             p.add_(0.05 * torch.randn_like(p))
     m.eval().save_pretrained(folder / 'model')
     run = {k: v for k, v in general_eval().items() if k not in ('evaluation', 'families')}
-    # the refined recipe's loss (train/recipes.LOSSES): the card names every loss
-    run['recipe'] = dict(run['recipe'], loss='log_relative_mse' if extra else 'relative_mse')
+    # the refined recipe's loss (train/recipes.LOSSES): the card names every loss (of a run that trained: the
+    # bundled model's own recipe has no step)
+    run['recipe'] = dict(run['recipe'], loss='log_relative_mse' if extra else 'relative_mse', steps=100)
     (folder / 'eval.json').write_text(json.dumps(run))
     return m
 

@@ -123,8 +123,9 @@ def _model(**kw):
 
 
 def test_tail_in_the_model_certified_equivariant_and_round_trips(tmp_path):
-    """The residual tail is last, certified (norm factor √2 in every pass); with the tail the model stays affine
-    equivariant; its settings come back from config.json and it is v + S(u⁰ − v) of what came before it."""
+    """The residual tail is last, certified (norm factor √2 in every pass), on the signal's own samples; with the tail
+    the model stays affine equivariant; its settings come back from config.json and it is v + S(u⁰ − v) of what came
+    before it."""
     m = _model(residual_frame=32).double()
     last = certify(m).blocks[-1]
     assert (last.path, last.block, last.mode, last.passes) == ('residual', 'ResidualShrinkTail1D',
@@ -139,6 +140,8 @@ def test_tail_in_the_model_certified_equivariant_and_round_trips(tmp_path):
         out = m(f)
         torch.testing.assert_close(seen['out'], seen['v'] + spectral_shrink(seen['u'] - seen['v'], 1.0, 8.0, 32),
                                    rtol=0, atol=1e-12)
+        # on the signal's own samples (after the crop of the reflected padding): u⁰ is the normalised input itself
+        torch.testing.assert_close(seen['u'], m.normalise(f)[0], rtol=0, atol=1e-12)
         for a, b in ((1e-3, 5.0), (1e3, -40.0)):
             np.testing.assert_allclose(m(a * f + b).numpy(), (a * out + b).numpy(), rtol=0, atol=1e-9 * max(a, abs(b)))
     m.save_pretrained(tmp_path / 'm')

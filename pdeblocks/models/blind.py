@@ -622,7 +622,9 @@ class ResidualShrinkTail1D(nn.Module):
     What the network took for noise but stands κ times above the noise floor in some time–frequency coefficient of
     the residual is put back: a tone or chirp faster than anything the network learnt (the classic QuadChirp, which
     the network alone returned 4 dB below its noisy input), while a residual that is white noise passes almost
-    nothing (a coefficient's power exceeds κ = 8 times its mean with probability e⁻⁸). No parameter.
+    nothing (a coefficient's power exceeds κ = 8 times its mean with probability e⁻⁸). No parameter. The model applies
+    it after cropping the reflected padding: reflected noise is even about the edge, its coefficients exceed κ far
+    more often, and on the padded signal the first 32 samples of peaks lost 0.3–0.5 dB.
 
     Certified for any input: f = (I − S̃)v + S̃u⁰ with S̃ = A⁺GA, 0 ≤ S̃ ≤ I, so ‖f − v‖ ≤ ‖u⁰ − v‖ and
     ‖f‖² ≤ ‖v‖² + ‖u⁰‖² (each eigencomponent of S̃ is a convex combination): norm factor √2 on max(‖v‖, ‖u⁰‖).
@@ -818,9 +820,10 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
             v, evidence = self.irls.blend(v, x.to(v.dtype))
         if self.segment is not None:
             v = self.segment(v, x.to(v.dtype), evidence)
-        if self.residual is not None:
-            v = self.residual(v, x.to(v.dtype))
-        v = v[..., p:p + n].to(f.dtype)
+        v = v[..., p:p + n]
+        if self.residual is not None:      # on the signal's own samples: reflected noise is no noise to S
+            v = self.residual(v, u.to(v.dtype))
+        v = v.to(f.dtype)
         return torch.where(sigma > 0, centre + scale * v, f)
 
     @torch.no_grad()
