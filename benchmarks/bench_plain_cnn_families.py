@@ -74,7 +74,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     recipe = Recipe(name='plain-cnn-families', task='denoise', architecture='plain_blind_cnn', seed=0, steps=a.steps,
                     batch_size=32, length=512, lr=a.lr, warmup=100, kinds=FAMILIES, sigma_min=SIGMA_RANGE[0],
-                    sigma_max=SIGMA_RANGE[1], loss='log_relative_mse', published=False)
+                    sigma_max=SIGMA_RANGE[1], loss='log_relative_mse')
     torch.manual_seed(recipe.seed)
     model = PlainBlindCNN()
     params = sum(q.numel() for q in model.parameters())

@@ -56,7 +56,7 @@ def variant_recipe(name: str, changes: dict, steps: int):
     """denoiser-1d's recipe with ``changes`` to its model arguments (registered for this process only)."""
     base = RECIPES[PUBLISHED]
     return register_recipe(dataclasses.replace(base, name=f'speed-{name}', model_kwargs={**base.model_kwargs, **changes},
-                                               steps=steps, published=False,
+                                               steps=steps,
                                                description=f'bench_speed_quality variant {name}'))
 
 

@@ -2,6 +2,7 @@
 import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,7 +298,7 @@ def test_general_training_resumes_exactly(tmp_path, monkeypatch):
     register_recipe(Recipe(name=name, task='denoise', architecture='blind_denoiser_1d',
                            model_kwargs=dict(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=2),
                            seed=3, steps=4, batch_size=2, length=64, warmup=1, checkpoint_every=2, data='families', kinds=FAMILIES,
-                           sigma_min=0.005, sigma_max=0.3, loss='relative_mse', published=False))
+                           sigma_min=0.005, sigma_max=0.3, loss='relative_mse'))
     try:
         train(name, str(tmp_path / 'straight'), evaluate=False, progress=False)
         train(name, str(tmp_path / 'split'), steps=2, evaluate=False, progress=False)
@@ -333,7 +334,7 @@ def test_fine_tune_starts_from_its_source_trains_only_its_stages_and_draws_new_d
     from pdeblocks.train.recipes import RECIPES, Recipe, register_recipe
     common = dict(task='denoise', architecture='blind_denoiser_1d', seed=5, steps=2, batch_size=2, length=64, warmup=1,
                   checkpoint_every=2, data='families', kinds=FAMILIES, sigma_min=0.01, sigma_max=0.3,
-                  loss='relative_mse', published=False)
+                  loss='relative_mse')
     register_recipe(Recipe(name='test-ft-base', model_kwargs=TINY_GENERAL, **common))
     register_recipe(Recipe(name='test-ft-tail', model_kwargs=dict(TINY_GENERAL, tail_steps=1), start_from='nowhere',
                            data_offset=100, trainable=('tail',), **common))
@@ -393,8 +394,8 @@ def test_bad_recipes_are_refused(fields, match):
 
 
 def test_a_checkpoint_saved_before_a_recipe_field_existed_still_resumes():
-    """A saved recipe dict without the fine-tune fields is the recipe with them at their defaults; any other
-    difference is another recipe."""
+    """A saved recipe dict without the fine-tune fields is the recipe with them at their defaults, one with a field
+    removed since is the recipe without it; any other difference is another recipe."""
     from pdeblocks.train.recipes import get_recipe, same_recipe
     recipe = get_recipe('denoiser-1d')
     saved = {k: v for k, v in recipe.to_dict().items() if k not in ('data', 'start_from', 'data_offset', 'trainable',
@@ -403,6 +404,11 @@ def test_a_checkpoint_saved_before_a_recipe_field_existed_still_resumes():
     assert not same_recipe(dict(saved, steps=recipe.steps + 1), recipe)
     general = get_recipe('denoiser-1d-general-irls4')
     assert not same_recipe({k: v for k, v in general.to_dict().items() if k != 'trainable'}, general)
+    # a field Recipe no longer has (published, which nothing read; in every run saved before its removal) is ignored
+    assert same_recipe(dict(general.to_dict(), published=False), general)
+    run = Path(__file__).resolve().parent.parent / 'runs' / 'denoiser-1d-general-bayes-joint' / 'eval.json'
+    saved_run = json.loads(run.read_text())['recipe']
+    assert saved_run['published'] is False and same_recipe(saved_run, get_recipe('denoiser-1d-general-bayes-joint'))
 
 
 def _tail_model(**kw):

@@ -37,11 +37,11 @@ SCHEME_MODELS: Dict[str, Dict[str, Any]] = {
 SCHEME_BUDGET = dict(steps=1200, batch_size=16, length=512, lr=3e-3, warmup=50, checkpoint_every=200)
 
 
-def _general(name: str, model: Dict[str, Any], description: str, published: bool = False,
+def _general(name: str, model: Dict[str, Any], description: str,
              loss: str = 'relative_mse', **train: Any) -> Recipe:
     return register_recipe(Recipe(name=name, task='denoise', architecture=BlindDenoiser1D.architecture,
                                   model_kwargs=model, seed=0, data='families', kinds=FAMILIES, sigma_min=GENERAL_SIGMAS[0],
-                                  sigma_max=GENERAL_SIGMAS[1], loss=loss, published=published,
+                                  sigma_max=GENERAL_SIGMAS[1], loss=loss,
                                   description=description, **train))
 
 
@@ -68,7 +68,7 @@ def _free_source(folder: str) -> str:
 
 
 def register_general(model: Dict[str, Any], name: str = 'denoiser-1d-general', steps: int = 30000,
-                     loss: str = 'relative_mse', published: bool = True, lr: float = 3e-3, start_from: str = '',
+                     loss: str = 'relative_mse', lr: float = 3e-3, start_from: str = '',
                      data_offset: int = 0, trainable: Tuple[str, ...] = (), restart: Tuple[str, ...] = (),
                      max_frequency: float = MAX_FREQUENCY) -> None:
     """(Re)register recipe ``name`` and its free twin ``name-free`` for ``model`` kwargs. A fine-tune's twin
@@ -77,7 +77,7 @@ def register_general(model: Dict[str, Any], name: str = 'denoiser-1d-general', s
                  data_offset=data_offset, trainable=trainable, restart=restart, max_frequency=max_frequency)
     _general(name, dict(model, stability='euclidean'),
              'general-purpose blind denoiser: certified, all signal families, σ ∈ [0.005, 0.3] of the range',
-             published=published, start_from=start_from, **train)
+             start_from=start_from, **train)
     _general(f'{name}-free', dict(model, stability='none'),
              f'free-step twin of {name} (same skeleton, τ unconstrained, no guarantee)',
              start_from=start_from and _free_source(start_from), **train)
@@ -94,7 +94,7 @@ register_general(GENERAL_MODEL)
 # +0.17 / +0.08 dB mean, then +0.63 / +0.71 more), 12,000 steps. On the test split +0.06 / +0.16 dB mean over the
 # families against the published model, piecewise constant +0.09, but QuadChirp 7 dB lower (docs/denoiser.md)
 register_general(dict(GENERAL_MODEL, refine_cycles=2, refine_steps=8, refine_channels=2), 'denoiser-1d-general-refine',
-                 steps=12000, loss='log_relative_mse', published=False)
+                 steps=12000, loss='log_relative_mse')
 
 
 # Fine-tunes: each names the saved model it starts from, the data step it starts at (batches its source never saw)
@@ -109,7 +109,7 @@ for _name, _model, _steps in (
         ('denoiser-1d-general-implicit-mix', dict(IMPLICIT_MODEL, tail_steps=3, tail_edges=8, tail_mix=True), 3000),
         # the cheapest: one step, the input mixed in
         ('denoiser-1d-general-implicit-mix1', dict(IMPLICIT_MODEL, tail_steps=1, tail_mix=True), 3000)):
-    register_general(_model, _name, steps=_steps, lr=1e-3, published=False, start_from=V2_WEIGHTS, data_offset=30000)
+    register_general(_model, _name, steps=_steps, lr=1e-3, start_from=V2_WEIGHTS, data_offset=30000)
 
 # the semi-implicit candidate + the variational (IRLS) tail: 3 exact reweighted least-squares solves with the noisy
 # input mixed into the data, τ, λ and β per signal from the gate (docs/denoiser.md); only the new stage trains
@@ -123,7 +123,7 @@ for _name, _model, _loss in (('denoiser-1d-general-irls', IRLS_MODEL, 'relative_
                               ('denoiser-1d-general-irls-select', dict(IRLS_MODEL, irls_select=0.2), 'relative_mse'),
                               ('denoiser-1d-general-irls-select-log', dict(IRLS_MODEL, irls_select=0.2),
                                'log_relative_mse')):
-    register_general(_model, _name, steps=3000, lr=3e-3, loss=_loss, published=False,
+    register_general(_model, _name, steps=3000, lr=3e-3, loss=_loss,
                      start_from='runs/denoiser-1d-general-implicit/model', data_offset=34000, **TAIL_ONLY)
 # the measured choice (probes of 1,200 steps, validation split): the selector and the log loss (piecewise constant
 # +2.7 / +2.0 dB, the other families within 0.15 dB); four IRLS steps and q = 0.75, the gate started where the probes'
@@ -131,74 +131,74 @@ for _name, _model, _loss in (('denoiser-1d-general-irls', IRLS_MODEL, 'relative_
 IRLS4_MODEL = dict(IMPLICIT_MODEL, irls_steps=4, irls_tau=1.1e4, irls_contrast=0.003, irls_mix=0.9, irls_select=0.2,
                    irls_exponent=0.75)
 register_general(IRLS4_MODEL, 'denoiser-1d-general-irls4', steps=3000, lr=3e-3, loss='log_relative_mse',
-                 published=False, start_from='runs/denoiser-1d-general-implicit/model', data_offset=34000, **TAIL_ONLY)
+                 start_from='runs/denoiser-1d-general-implicit/model', data_offset=34000, **TAIL_ONLY)
 # then everything together (the network may hand the tail sharper jumps), at a tenth of the learning rate, on batches
 # neither stage saw
 register_general(IRLS4_MODEL, 'denoiser-1d-general-irls4-joint', steps=2500, lr=3e-4, loss='log_relative_mse',
-                 published=False, start_from='runs/denoiser-1d-general-irls4/model', data_offset=37000)
+                 start_from='runs/denoiser-1d-general-irls4/model', data_offset=37000)
 # and longer, from there (every family above its best peer after 2,500 steps; the mean at σ 0.1 still short of +2):
 # revision v3 of denoiser-1d. Its free twin (the twin-gap target) is the chain of '-free' recipes: τ unconstrained in
 # the network's explicit steps; the tails are unconditionally stable solves, the same in both twins
 register_general(IRLS4_MODEL, 'denoiser-1d-general-irls4-joint-long', steps=6000, lr=3e-4, loss='log_relative_mse',
-                 published=False, start_from='runs/denoiser-1d-general-irls4-joint/model', data_offset=39500)
+                 start_from='runs/denoiser-1d-general-irls4-joint/model', data_offset=39500)
 # six IRLS steps instead of four on the long run's weights, only the tail re-tuned (fixed parameters: +0.26 dB on
 # today's piecewise constant at σ 0.1 from 4 to 6 steps)
 LONG = dict(start_from='runs/denoiser-1d-general-irls4-joint-long/model', data_offset=45500)
 register_general(dict(IRLS4_MODEL, irls_steps=6), 'denoiser-1d-general-irls6-long', steps=1500, lr=1e-3,
-                 loss='log_relative_mse', published=False, **LONG, **TAIL_ONLY)
+                 loss='log_relative_mse', **LONG, **TAIL_ONLY)
 # eight IRLS steps the same way, once the tails' C kernels made a step cost about 0.3 % of the model's time (more steps
 # on weights tuned for fewer lose: 4 → 8 on the published weights −0.35 dB on today's piecewise constant at σ 0.1)
 register_general(dict(IRLS4_MODEL, irls_steps=8), 'denoiser-1d-general-irls8-long', steps=1500, lr=1e-3,
-                 loss='log_relative_mse', published=False, **LONG, **TAIL_ONLY)
+                 loss='log_relative_mse', **LONG, **TAIL_ONLY)
 # measured: −0.05 dB on today's piecewise constant at σ 0.1 against six steps (33.87 / 33.91), validation −0.09 there;
 # six steps, then everything together as -irls4-joint did for four (+0.12 dB there on today's piecewise constant)
 SIX = dict(start_from='runs/denoiser-1d-general-irls6-long/model', data_offset=47000)
 register_general(dict(IRLS4_MODEL, irls_steps=6), 'denoiser-1d-general-irls6-joint', steps=2500, lr=3e-4,
-                 loss='log_relative_mse', published=False, **SIX)
+                 loss='log_relative_mse', **SIX)
 # measured: today's piecewise constant at σ 0.1 33.92 (six steps' tail alone: 33.91), validation mean −0.04 dB at σ 0.1;
 # the six-step tail alone, 3,000 more steps at a third of the learning rate, on batches it never saw
 register_general(dict(IRLS4_MODEL, irls_steps=6), 'denoiser-1d-general-irls6-long2', steps=3000, lr=3e-4,
-                 loss='log_relative_mse', published=False, **SIX, **TAIL_ONLY)
+                 loss='log_relative_mse', **SIX, **TAIL_ONLY)
 # measured: 33.94 dB; a per-signal oracle over the gate's outputs reaches 34.18 there: the gate is what limits. Its
 # features at the lags 1, 2, 4, …, 64 (28 instead of 16): the gate and the selector restart from their initialisation
 # (started where segmentation pays, as -irls4), the rest from -irls6-long, only the tail trains
 register_general(dict(IRLS4_MODEL, irls_steps=6, irls_lag_base=2), 'denoiser-1d-general-irls6-lags2', steps=3000,
-                 lr=3e-3, loss='log_relative_mse', published=False, restart=('irls.gate.', 'irls.selector.'), **SIX,
+                 lr=3e-3, loss='log_relative_mse', restart=('irls.gate.', 'irls.selector.'), **SIX,
                  **TAIL_ONLY)
 # measured (validation): piecewise constant +0.12 dB at σ 0.1 over -irls4-joint-long, the mean +0.03; today's piecewise
 # constant 33.88. Then 3,000 more tail steps at lr 1e-3 on batches it never saw
-register_general(dict(IRLS4_MODEL, irls_steps=6, irls_lag_base=2), 'denoiser-1d-general-irls6-lags2-long', steps=3000, lr=1e-3, loss='log_relative_mse', published=False,
+register_general(dict(IRLS4_MODEL, irls_steps=6, irls_lag_base=2), 'denoiser-1d-general-irls6-lags2-long', steps=3000, lr=1e-3, loss='log_relative_mse',
                  start_from='runs/denoiser-1d-general-irls6-lags2/model', data_offset=50000, **TAIL_ONLY)
 # capacity within the throughput budget (v3 runs at 0.67× TV quiet, the target is 0.5×): four more explicit steps
 # (20 instead of 16, +23k parameters, about +25 % of the network's time) appended to v3's network, starting near the
 # identity (τ at 5 % of the stable limit), everything fine-tuned
 register_general(dict(IRLS4_MODEL, blocks=20, step_init=0.05), 'denoiser-1d-general-irls4-deep', steps=6000, lr=1e-3,
-                 loss='log_relative_mse', published=False, **LONG)
+                 loss='log_relative_mse', **LONG)
 # the Bayesian segmentation tail after v3's two tails: the posterior mean over all segmentations of a generic prior
 # (boundary probability 1/32, chosen on the families' validation piecewise constant; segments ≤ 256 samples) where the
 # IRLS tail finds one segmentation (today's piecewise constant at σ 0.1: 34.48 dB with γ = 1 on v3, v3 33.80); only
 # its selector trains (w has no parameter), from the IRLS selector's evidence (γ = sigmoid(ℓ − 2) at start)
 register_general(dict(IRLS4_MODEL, segment_select=0.12), 'denoiser-1d-general-bayes', steps=3000, lr=3e-3,
-                 loss='log_relative_mse', published=False, trainable=('segment',), **LONG)
+                 loss='log_relative_mse', trainable=('segment',), **LONG)
 # measured (validation, against v3): piecewise constant +0.53 / +0.47 dB, peaks −0.13 / −0.20, the mean +0.06 / +0.04;
 # today's piecewise constant 41.60 / 34.42; 4,000 more steps at lr 1e-3 moved no family by more than 0.04 dB, and
 # features of where w misfits a few samples (local residual energies) or of the posterior boundary probabilities did
 # not help peaks (−0.27, −0.24 at σ 0.1)
 # then everything together (as -irls4-joint after -irls4), at lr 3e-4, on batches neither stage saw
 register_general(dict(IRLS4_MODEL, segment_select=0.12), 'denoiser-1d-general-bayes-joint', steps=2500, lr=3e-4,
-                 loss='log_relative_mse', published=False, start_from='runs/denoiser-1d-general-bayes/model',
+                 loss='log_relative_mse', start_from='runs/denoiser-1d-general-bayes/model',
                  data_offset=48500)
 # oscillations up to Nyquist in training (the families' generator stops at 0.15 cycles/sample, and v4 takes what is
 # faster for noise: the classic QuadChirp, which sweeps up to 0.5, comes out 4 dB below its noisy input); everything,
 # from v4, at lr 3e-4, on batches no stage saw
 register_general(dict(IRLS4_MODEL, segment_select=0.12), 'denoiser-1d-general-wideband', steps=2500, lr=3e-4,
-                 loss='log_relative_mse', published=False, start_from='runs/denoiser-1d-general-bayes-joint/model',
+                 loss='log_relative_mse', start_from='runs/denoiser-1d-general-bayes-joint/model',
                  data_offset=51000, max_frequency=0.5)
 # measured (validation, 32 signals per family and σ, and QuadChirp's 8 noise draws, against v4): QuadChirp 23.17 / 17.96 dB (v4 21.80 / 16.15, noisy
 # 25.96 / 20.09), oscillations up to Nyquist +0.28 / +0.10, the families' mean −0.07 / −0.04: σ̂_D itself is 1.9 σ on
 # QuadChirp. The same with σ̂ = min(σ̂_D, σ̂_S): the spectral estimate is not fooled by fast oscillations (min 1.15 σ)
 register_general(dict(IRLS4_MODEL, segment_select=0.12, spectral_noise=True), 'denoiser-1d-general-wideband-spectral',
-                 steps=2500, lr=3e-4, loss='log_relative_mse', published=False,
+                 steps=2500, lr=3e-4, loss='log_relative_mse',
                  start_from='runs/denoiser-1d-general-bayes-joint/model', data_offset=51000, max_frequency=0.5)
 # measured (as above; the residual tail below added at inference):
 # the families' mean −0.04 / −0.02 dB, oscillations up to Nyquist −0.14 / −0.23 below v4 with both changes, QuadChirp
@@ -208,5 +208,5 @@ register_general(dict(IRLS4_MODEL, segment_select=0.12, spectral_noise=True), 'd
 # coefficient of the residual is put back (the classic QuadChirp: 21.80 / 16.15 dB → 27.28 / 22.11, the families'
 # mean −0.01 / +0.01 on validation; κ = 6: QuadChirp +0.3, the families −0.05)
 register_general(dict(IRLS4_MODEL, segment_select=0.12, spectral_noise=True, residual_threshold=8.0),
-                 'denoiser-1d-general-residual', steps=0, loss='log_relative_mse', published=False,
+                 'denoiser-1d-general-residual', steps=0, loss='log_relative_mse',
                  start_from='runs/denoiser-1d-general-bayes-joint/model')

@@ -42,7 +42,6 @@ class Recipe:
     flux: str = 'perona_malik'    # diffusion only: the flux of the reference solution
     checkpoint_every: int = 200
     loss: str = 'mse'
-    published: bool = True
     description: str = ''
     data: str = 'signals'
     start_from: str = ''
@@ -114,9 +113,10 @@ def fine_tune_chain(name: str) -> List[str]:
 
 def same_recipe(saved: Dict[str, Any], recipe: Recipe) -> bool:
     """Whether ``saved`` (a :meth:`Recipe.to_dict` stored with a run) is ``recipe``; a field that ``saved`` lacks
-    (written before the field existed) counts at its default."""
+    (written before the field existed) counts at its default, one that ``Recipe`` no longer has (``published``,
+    which nothing read) is ignored."""
     defaults = Recipe(name='', task='', architecture='').to_dict()
-    return dict(defaults, **saved) == recipe.to_dict()
+    return dict(defaults, **{k: v for k, v in saved.items() if k in defaults}) == recipe.to_dict()
 
 
 register_recipe(Recipe(
@@ -129,14 +129,12 @@ register_recipe(Recipe(
     name='denoiser-1d-standard', task='denoise', architecture='standard_resnet_1d',
     model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16),
     seed=0, steps=16000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=500, loss='relative_mse',
-    published=False,
     description='comparison: standard (non-symmetric) ResNet, same skeleton and recipe, 2× block parameters'))
 
 register_recipe(Recipe(
     name='denoiser-1d-free', task='denoise', architecture='denoiser_1d',
     model_kwargs=dict(scale=8, channels=32, hidden_channels=32, blocks=8, kernel_size=5, knots=16, stability='none'),
     seed=0, steps=16000, batch_size=32, length=512, lr=3e-3, warmup=50, checkpoint_every=500, loss='relative_mse',
-    published=False,
     description='comparison: denoiser-1d with free step sizes (symmetric form, no stability bound, no guarantee)'))
 
 register_recipe(Recipe(
@@ -157,7 +155,7 @@ register_recipe(Recipe(
     name='smoke-test', task='diffusion', architecture='diffusion_1d',
     model_kwargs=dict(layers=4, time=2.0, contrast=0.1, order=1, knots=8, support=10.0, cycles=2),
     seed=0, steps=4, batch_size=4, length=64, lr=3e-3, warmup=2, train_signals=8, checkpoint_every=2,
-    kinds=('piecewise_constant', 'piecewise_smooth'), sigma_min=0.05, sigma_max=0.1, published=False,
+    kinds=('piecewise_constant', 'piecewise_smooth'), sigma_min=0.05, sigma_max=0.1,
     description='a tiny recipe for CI smoke runs of the trainer (checkpoints, resume, torchrun)'))
 
 
