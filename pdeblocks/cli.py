@@ -26,7 +26,7 @@ from ._io import save_figure
 from .classical import perona_malik_denoise, tv_denoise
 from .data.families import FAMILIES, make_family_signals
 from .data.signals import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr
-from .hub import BUNDLED_DIR, from_pretrained, list_pretrained
+from .hub import BUNDLED_DIR, bundled_revisions, from_pretrained, list_pretrained, published_name, recipe_of
 from .models.blind import BlindDenoiser1D, DenoiseResult, denoise_signals
 from .ops.schedules import fed_cycle_length
 from .publish import assemble, hub_tag, upload
@@ -280,6 +280,9 @@ def cmd_demo(args) -> int:
 
 def cmd_train(args) -> int:
     get_recipe(args.recipe)  # validates the name
+    note = recipe_note(args.recipe)
+    if note:
+        print(note, file=sys.stderr)
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be ≥ 1, got {args.steps}")
     if args.threads is not None:
@@ -309,9 +312,33 @@ def cmd_publish(args) -> int:
     return 0
 
 
+def recipe_note(recipe: str) -> str:
+    """A one-line note where a recipe's name is also the name of a bundled model it does not train (the recipe
+    ``denoiser-1d`` trained revision v1, the specialist); empty otherwise."""
+    if recipe not in list_pretrained() or recipe_of(recipe) == recipe:
+        return ''
+    try:
+        target = f"the bundled {published_name(recipe)!r}"
+    except ValueError:
+        target = 'no bundled model'
+    source = recipe_of(recipe)
+    return (f"note: recipe {recipe!r} trains {target}; the bundled {recipe!r} comes from "
+            + (f"recipe {source!r}" if source else 'no recipe'))
+
+
 def cmd_list(args) -> int:
-    for name in list_pretrained():
-        print(name)
+    """Each bundled model, the recipe that trained it, and its revision where a Hub repo's revisions map has it."""
+    names = list_pretrained()
+    tags = {}
+    for name in names:
+        table = bundled_revisions(name)
+        for tag, target in (table['revisions'].items() if table else ()):
+            tags[target] = f"{table['repo_id']} revision {tag}" + (' (current)' if tag == table['current'] else '')
+    width = max(map(len, names), default=0)
+    for name in names:
+        recipe = recipe_of(name)
+        print(f"{name:<{width}}  " + ', '.join([f"recipe {recipe}" if recipe else 'no recipe']
+                                               + ([tags[name]] if name in tags else [])))
     return 0
 
 
@@ -374,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--tag', default=None, help="tag the uploaded commit (default: the model's tag in the bundled "
                    "revisions map of the repo, e.g. v2 for denoiser-1d in pdeblocks/denoiser-1d; none if it has none)")
     d.set_defaults(func=cmd_publish)
-    d = sub.add_parser('list', help='list the bundled pretrained models')
+    d = sub.add_parser('list', help='list the bundled pretrained models, the recipe of each and its Hub revision')
     d.set_defaults(func=cmd_list)
     d = sub.add_parser('certify', help='print the stability certificate of a timm model')
     d.add_argument('model')

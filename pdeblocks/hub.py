@@ -156,18 +156,22 @@ def bundled_for_revision(name: str, revision: Optional[str]) -> str:
     return table['revisions'][revision]
 
 
+def recipe_of(name: str) -> Optional[str]:
+    """The recipe that trained the bundled model ``name`` (``pdeblocks train <recipe>`` reproduces it), as its
+    ``eval.json`` names it; None without one."""
+    path = BUNDLED_DIR / name / 'eval.json'
+    try:
+        ev = json.loads(path.read_text(encoding='utf-8')) if path.is_file() else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    recipe = ev.get('recipe') if isinstance(ev, dict) else None
+    return recipe.get('name') if isinstance(recipe, dict) else None
+
+
 def published_name(recipe: str) -> str:
     """The bundled model trained by ``recipe``: the one whose ``eval.json`` names it (e.g. ``denoiser-1d-general``
-    → ``denoiser-1d``; ``denoiser-1d`` → ``denoiser-1d-piecewise-constant``); a ValueError if none or several do."""
-    found = []
-    for name in list_pretrained():
-        path = BUNDLED_DIR / name / 'eval.json'
-        try:
-            ev = json.loads(path.read_text(encoding='utf-8')) if path.is_file() else {}
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
-        if isinstance(ev, dict) and isinstance(ev.get('recipe'), dict) and ev['recipe'].get('name') == recipe:
-            found.append(name)
+    → ``denoiser-1d-v2``; ``denoiser-1d`` → ``denoiser-1d-piecewise-constant``); a ValueError if none or several do."""
+    found = [name for name in list_pretrained() if recipe_of(name) == recipe]
     if len(found) != 1:
         raise ValueError(f"expected one bundled model trained by recipe {recipe!r}, found {found}")
     return found[0]

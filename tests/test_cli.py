@@ -12,7 +12,7 @@ import torch
 
 from pdeblocks.cli import main
 from pdeblocks.data import make_signals
-from pdeblocks.hub import from_pretrained
+from pdeblocks.hub import from_pretrained, list_pretrained
 from pdeblocks.signal_io import read_signals
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -329,8 +329,28 @@ def test_publish_from_an_installed_wheel(tmp_path):
 
 
 def test_list(capsys):
+    """Each bundled model with the recipe that trained it (from its eval.json) and its revision of the Hub repo."""
     assert main(['list']) == 0
-    assert 'denoiser-1d' in capsys.readouterr().out.split()
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert set(lines) == set(list_pretrained())
+    assert lines['denoiser-1d'].split(None, 1)[1] == ('recipe denoiser-1d-general-residual, pdeblocks/denoiser-1d '
+                                                      'revision v5 (current)')
+    assert lines['denoiser-1d-piecewise-constant'].split(None, 1)[1] == \
+        'recipe denoiser-1d, pdeblocks/denoiser-1d revision v1'
+    assert lines['denoiser-1d-multigrid'].split(None, 1)[1] == 'recipe denoiser-1d-multigrid'
+
+
+def test_train_notes_a_recipe_named_like_another_bundled_model(monkeypatch, capsys):
+    """`pdeblocks train denoiser-1d` trains the specialist (the recipe of revision v1): it says so, and names the
+    recipe of the bundled denoiser-1d; a recipe that trains its namesake gets no note."""
+    import pdeblocks.cli as cli
+    monkeypatch.setattr(cli, 'train', lambda *a, **k: dict(steps=0, final_loss=None))
+    assert main(['train', 'denoiser-1d', '--no-eval']) == 0
+    err = capsys.readouterr().err
+    assert err == ("note: recipe 'denoiser-1d' trains the bundled 'denoiser-1d-piecewise-constant'; the bundled "
+                   "'denoiser-1d' comes from recipe 'denoiser-1d-general-residual'\n")
+    assert main(['train', 'denoiser-1d-multigrid', '--no-eval']) == 0
+    assert capsys.readouterr().err == ''
 
 
 def test_certify_unknown_model(capsys):
