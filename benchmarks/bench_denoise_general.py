@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 from _results import RESULTS, save_results, write_atomic  # noqa: E402
 
 from pdeblocks.classical import perona_malik_denoise, tune_perona_malik, tune_tv, tv_denoise  # noqa: E402
-from pdeblocks.data.families import FAMILIES, MAX_FREQUENCY, make_family_signals, unit_range  # noqa: E402
+from pdeblocks.data.families import FAMILIES, MAX_FREQUENCY, NYQUIST, make_family_signals, unit_range  # noqa: E402
 from pdeblocks.data.signals import bayes_segment_means, make_signals, psnr  # noqa: E402
 from pdeblocks.hub import load_folder  # noqa: E402
 from pdeblocks.models.blind import BlindDenoiser1D  # noqa: E402
@@ -68,7 +68,6 @@ WAVELETS = ('db1', 'db2', 'sym4', 'sym8')
 CLASSICS = ('Blocks', 'Bumps', 'Doppler', 'HeaviSine', 'QuadChirp', 'ECG')
 TUNED_CACHE = RESULTS / 'denoise_general_tuned.json'
 PEERS = ('tv', 'perona_malik', 'bayes_shrink')
-NYQUIST = 0.5
 
 
 def load_model(path: str) -> BlindDenoiser1D:

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pdeblocks._io import atomic_write_json  # noqa: E402
 from pdeblocks.cards import write_card  # noqa: E402
-from pdeblocks.data.families import make_family_signals  # noqa: E402
+from pdeblocks.data.families import NYQUIST, make_family_signals  # noqa: E402
 from pdeblocks.data.signals import make_signals, oracle_segment_means, psnr  # noqa: E402
 from pdeblocks.hub import BUNDLED_DIR, list_pretrained, load_folder, published_name  # noqa: E402
 from pdeblocks.models.blind import BlindDenoiser1D  # noqa: E402
@@ -148,7 +148,7 @@ def family_evaluation(model: torch.nn.Module, bench: Dict[str, Any], bench_path:
     nyquist: Dict[str, Dict[str, Any]] = {}
     for r in bench.get('nyquist', []):           # the oscillating families drawn up to Nyquist
         fam = r['family'].replace(' (to Nyquist)', '')
-        s = make_family_signals(fam, 'test', BENCH_COUNT, bm.LENGTH, r['sigma'], max_frequency=bm.NYQUIST)
+        s = make_family_signals(fam, 'test', BENCH_COUNT, bm.LENGTH, r['sigma'], max_frequency=NYQUIST)
         _check(f"{r['family']} σ = {r['sigma']} BayesShrink", r['psnr']['bayes_shrink'],
                _mean_psnr(bm.bayes_shrink(s.noisy, r['tuned']['bayes_shrink'][0]), s.clean))
         row = {k: r['psnr'][k] for k in ['noisy'] + peers}

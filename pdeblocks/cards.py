@@ -27,7 +27,7 @@ import torch
 from . import hub
 from ._io import atomic_write_text, save_figure
 from .classical import PM_CONTRASTS, PM_MAX_TIME, fed, fine_reference, make_flux
-from .data.families import FAMILIES, make_family_signals
+from .data.families import FAMILIES, MAX_FREQUENCY, NYQUIST, make_family_signals
 from .data.signals import SignalSet, make_signals
 from .hub import HUB_ORG, bundled_revisions, list_pretrained, load_folder
 from .layers.flux import LearnedFlux
@@ -131,17 +131,21 @@ EXAMPLE_SIGMA = 0.1   # the general card's examples: one test signal per family 
 
 
 def _general_examples(name: str, model: torch.nn.Module, ev: Dict[str, Any], folder: Path) -> None:
-    """examples.png: one test signal (length 512) of each family of the evaluation at σ = EXAMPLE_SIGMA."""
+    """examples.png: one test signal (length 512) of each family of the evaluation at σ = EXAMPLE_SIGMA, and of the
+    oscillations drawn up to Nyquist where the evaluation has them."""
     import matplotlib.pyplot as plt
-    families = _family_order(ev['families'])
-    rows = (len(families) + 1) // 2
+    panels = [(fam, MAX_FREQUENCY) for fam in _family_order(ev['families'])]
+    if 'oscillations' in ev['families'].get('nyquist', {}):
+        panels.append(('oscillations', NYQUIST))
+    rows = (len(panels) + 1) // 2
     fig, axes = plt.subplots(rows, 2, figsize=(12, 2.4 * rows), squeeze=False)
-    for ax, fam in zip(axes.flat, families):
-        _plot_example(ax, model, name, make_family_signals(fam, 'test', 1, 512, EXAMPLE_SIGMA, offset=3),
-                      lw=(0.6, 1.1, 0.9))
-        ax.set_title(f"{fam.replace('_', ' ')}, σ = {EXAMPLE_SIGMA}", fontsize=9)
+    for ax, (fam, top) in zip(axes.flat, panels):
+        _plot_example(ax, model, name, make_family_signals(fam, 'test', 1, 512, EXAMPLE_SIGMA, offset=3,
+                                                           max_frequency=top), lw=(0.6, 1.1, 0.9))
+        ax.set_title(f"{fam.replace('_', ' ')}{'' if top == MAX_FREQUENCY else ' up to Nyquist'}, σ = {EXAMPLE_SIGMA}",
+                     fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(families):]:
+    for ax in list(axes.flat)[len(panels):]:
         ax.axis('off')
     axes.flat[0].legend(loc='upper right', fontsize=7)
     fig.tight_layout()
@@ -612,7 +616,8 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
               "returned unchanged. The stability certificate covers each symmetric step of N and the tails "
               "(`pdeblocks.certify`); the normalisation is exact affine arithmetic, the lifting and projection "
               "layers are not covered.\n"]
-    lines += _denoiser_pictures(f"Clean / noisy / denoised test signals of each family (σ = {EXAMPLE_SIGMA}):\n",
+    lines += _denoiser_pictures(f"Clean / noisy / denoised test signals of each family (σ = {EXAMPLE_SIGMA})"
+                                + (", and of the oscillations drawn up to Nyquist" if fam.get('nyquist') else '') + ":\n",
                                 "Learned flux functions Φ(s) of each symmetric step (8 channels each):\n")
     return '\n'.join(lines)
 

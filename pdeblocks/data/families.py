@@ -42,6 +42,7 @@ NOISES = ('gaussian', 'laplace', 'ar1')
 AR1_RHO = 0.5                 # correlation of neighbouring samples of the coloured test noise
 SIGMA_RANGE = (0.005, 0.3)    # training noise levels, fractions of the signal's range
 MAX_FREQUENCY = 0.15          # highest oscillation frequency, cycles per sample
+NYQUIST = 0.5                 # the highest frequency of a sampled signal, cycles per sample
 
 
 def family_rng(family: str, split: str, index: int, seed: int = 0) -> np.random.Generator:
@@ -175,8 +176,9 @@ def draw(family: str, length: int, rng: np.random.Generator, max_frequency: floa
 
 def check_max_frequency(max_frequency: float) -> None:
     """``max_frequency`` must lie in (0, 0.5] cycles per sample (0.5: Nyquist)."""
-    if not 0.0 < max_frequency <= 0.5:
-        raise ValueError(f"max_frequency must be in (0, 0.5] cycles per sample (0.5: Nyquist), got {max_frequency}")
+    if not 0.0 < max_frequency <= NYQUIST:
+        raise ValueError(f"max_frequency must be in (0, {NYQUIST}] cycles per sample ({NYQUIST}: Nyquist), got "
+                         f"{max_frequency}")
 
 
 GENERATORS: Dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
