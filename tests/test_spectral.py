@@ -104,6 +104,11 @@ def test_bad_arguments_name_what_came():
         stft_frame(x, 7)
     with pytest.raises(ValueError, match=r'expected a float tensor \[batch, 1, length\], got torch.float32 \[10\]'):
         stft_frame(torch.zeros(10), 8)
+    with pytest.raises(ValueError, match=r'expected coefficients \[batch, 1, frames ≥ 4, 5\] of 8-sample frames for '
+                                         r'10 samples, got \[1, 1, 2, 5\]'):
+        stft_frame_inverse(stft_frame(x, 8)[..., :2, :], 10, 8)
+    with pytest.raises(ValueError, match=r'got \[1, 1, 4, 3\]'):
+        stft_frame_inverse(stft_frame(x, 8)[..., :3], 10, 8)
     with pytest.raises(ValueError, match=r'threshold must be ≥ 0, got -1'):
         spectral_shrink(x, 1.0, -1.0)
     with pytest.raises(ValueError, match=r'threshold must be ≥ 0, got nan'):

@@ -12,6 +12,7 @@ power-subtraction (Wiener-type) gain that keeps what stands clear of the noise f
 S(r) = S̃r with S̃ = A⁺GA self-adjoint and 0 ≤ S̃ ≤ I, so ‖S(r)‖₂ ≤ ‖r‖₂.
 """
 import math
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,9 @@ def stft_frame_inverse(coeffs: torch.Tensor, n: int, frame: int = 64) -> torch.T
     """A⁺X = A*X/L, complex ``[B, 1, M, L/2 + 1]`` → ``[B, 1, n]``: the inverse DFT of each frame, windowed again and
     added where the frames overlap, then cropped to the signal's n samples; A⁺(Ax) = x."""
     hop = frame // 2
+    if coeffs.dim() != 4 or coeffs.shape[-1] != hop + 1 or coeffs.shape[-2] * hop < n + hop:
+        raise ValueError(f"expected coefficients [batch, 1, frames ≥ {-(-(n + hop) // hop)}, {hop + 1}] of "
+                         f"{frame}-sample frames for {n} samples, got {list(coeffs.shape)}")
     frames = torch.fft.irfft(coeffs, n=frame, dim=-1) * _window(frame, coeffs.real)
     b, c, m, _ = frames.shape
     total = (m + 1) * hop
@@ -53,7 +57,8 @@ def stft_frame_inverse(coeffs: torch.Tensor, n: int, frame: int = 64) -> torch.T
     return out.reshape(b, c, total)[..., hop:hop + n]
 
 
-def spectral_shrink(r: torch.Tensor, sigma: torch.Tensor, threshold: float, frame: int = 64) -> torch.Tensor:
+def spectral_shrink(r: torch.Tensor, sigma: Union[float, torch.Tensor], threshold: float, frame: int = 64
+                    ) -> torch.Tensor:
     """S(r) = A⁺(max(0, 1 − κσ²/P) ⊙ Ar) (module docstring), ``r`` ``[B, 1, n]``, ``sigma`` the noise level of r
     (a number or ``[B, 1, 1]``), κ = ``threshold`` ≥ 0; ‖S(r)‖₂ ≤ ‖r‖₂ for any input. Differentiable in r."""
     if not threshold >= 0.0:

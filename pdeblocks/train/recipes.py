@@ -15,8 +15,8 @@ class Recipe:
     needs only the step counter. Denoising: noise σ log-uniform in [sigma_min, sigma_max] per
     signal (a blind denoiser); ``data='signals'`` draws one kind per step from
     :func:`pdeblocks.data.make_signals` (the specialists' generators), ``data='families'`` a family per signal
-    from :func:`pdeblocks.data.families.training_batch`, oscillating up to ``max_frequency`` cycles per sample. Diffusion: a fixed set of ``train_signals`` noisy
-    signals and their fine-step reference solutions.
+    from :func:`pdeblocks.data.families.training_batch`, oscillating up to ``max_frequency`` cycles per sample.
+    Diffusion: a fixed set of ``train_signals`` noisy signals and their fine-step reference solutions.
 
     A fine-tune names the saved model it starts from (``start_from``, a folder; its tensors must fit the model,
     the model's tensors it lacks keep their initialisation, those under a ``restart`` prefix too), starts its
