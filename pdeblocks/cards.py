@@ -471,8 +471,8 @@ def _nyquist_table(name: str, fam: Dict[str, Any]) -> List[str]:
     if not rows:
         return []
     peers = fam['peers']
-    lines = ["\n**Oscillations up to Nyquist** (the families with oscillations drawn up to 0.5 cycles per sample; the "
-             "families above stop at 0.15; peers tuned likewise; for information):\n",
+    lines = [f"\n**Oscillations up to Nyquist** (the families with oscillations drawn up to {NYQUIST} cycles per sample; "
+             f"the families above stop at {MAX_FREQUENCY}; peers tuned likewise; for information):\n",
              '| family | σ | noisy | ' + ' | '.join(PEER_NAMES[p] for p in peers) + f' | {name} | − best peer |\n'
              + '|---' * (5 + len(peers)) + '|']
     for key, by_sigma in rows.items():
