@@ -201,7 +201,7 @@ register_general(dict(IRLS4_MODEL, segment_select=0.12, spectral_noise=True), 'd
                  steps=2500, lr=3e-4, loss='log_relative_mse',
                  start_from='runs/denoiser-1d-general-bayes-joint/model', data_offset=51000, max_frequency=0.5)
 # measured (as above; the residual tail below added at inference):
-# the families' mean −0.04 / −0.02 dB, oscillations up to Nyquist −0.14 / −0.23 below v4 with both changes, QuadChirp
+# the families' mean −0.04 / −0.015 dB, oscillations up to Nyquist −0.14 / −0.23 below v4 with both changes, QuadChirp
 # 27.04 / 21.56 against 27.28 / 22.11: training on them does not help once σ̂ and the residual tail see them
 # revision v5: v4's weights, no step of training; σ̂ = min(σ̂_D, σ̂_S) and the residual tail last (κ = 8, frames of
 # 64 samples): what the network removed but stands 8 times above the noise floor in some short-time Fourier
