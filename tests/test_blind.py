@@ -80,6 +80,10 @@ def test_spectral_noise_sigma_on_white_noise_and_fast_oscillations():
     assert float(noise_sigma(chirp).mean()) > 1.8 * sigma
     both = noise_sigma(chirp, spectral=True).flatten() / sigma
     assert float(both.min()) > 0.9 and float(both.max()) < 1.25
+    for dtype, scales, rtol in ((torch.float64, (1e-300, 1e-200, 1e300), 1e-12), (torch.float32, (1e-30, 1e30), 1e-5)):
+        base = spectral_noise_sigma(chirp.to(dtype)).double()     # at every scale the dtype holds: no underflow
+        for a in scales:
+            torch.testing.assert_close(spectral_noise_sigma((a * chirp).to(dtype)).double() / a, base, rtol=rtol, atol=0)
     short = noise[..., :63]                              # no whole frame: σ̂_D alone
     assert torch.equal(noise_sigma(short, spectral=True), noise_sigma(short))
 

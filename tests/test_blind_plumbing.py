@@ -32,11 +32,11 @@ def _perturbed(m, seed=0):
     return m.eval()
 
 
-def tiny_blind(scheme='fed', seed=0):
+def tiny_blind(scheme='fed', seed=0, **extra):
     torch.manual_seed(seed)
     kw = dict(channels=4, levels=2, steps=1) if scheme == 'multigrid' else \
         dict(scale=4, channels=4, hidden_channels=4, blocks=2, steps=2)
-    return _perturbed(BlindDenoiser1D(scheme=scheme, **kw), seed)
+    return _perturbed(BlindDenoiser1D(scheme=scheme, **kw, **extra), seed)
 
 
 def trace(n=512, sigma=0.1, seed=0):
@@ -87,16 +87,19 @@ def test_other_schemes_are_affine_equivariant(scheme):
         assert equivariance_error(blind, f, a, b) < 1e-5, (a, b)
 
 
-def test_absurd_scales_work_exactly_in_float64():
-    """1e-30 and 1e30 (and 1e-200 with an offset) are exact: the normalisation is scale-free in float64."""
-    m = tiny_blind()
+@pytest.mark.parametrize('extra', [{}, dict(spectral_noise=True, residual_threshold=8.0)], ids=['sigma_d', 'spectral'])
+def test_absurd_scales_work_exactly_in_float64(extra):
+    """1e-30 and 1e30 (and 1e-200 with an offset, 1e-300 and 1e300) are exact: the normalisation is scale-free in
+    float64, the spectral σ̂ too (its squares would underflow below 1e-154 without its own scaling)."""
+    m = tiny_blind(**extra)
     f = trace()
     blind = lambda x: denoise_signal(x, m).denoised   # noqa: E731
-    for a, b in ((1e-30, 0.0), (1e30, 0.0), (1e30, -3e30), (1e-200, 1e-199)):
+    for a, b in ((1e-30, 0.0), (1e30, 0.0), (1e30, -3e30), (1e-200, 1e-199), (1e-300, 0.0), (1e300, 0.0)):
         assert equivariance_error(blind, f, a, b) < 1e-5, (a, b)
-    res = denoise_signal(1e-30 * f, m)
     sigma_1 = denoise_signal(f, m).noise_sigma
-    assert 0.05 < sigma_1 < 0.2 and abs(res.noise_sigma / (1e-30 * sigma_1) - 1) < 1e-12
+    assert 0.05 < sigma_1 < 0.2
+    for a in (1e-30, 1e-300, 1e300):
+        assert abs(denoise_signal(a * f, m).noise_sigma / (a * sigma_1) - 1) < 1e-12, a
 
 
 def test_scale_limits_are_the_dtypes():

@@ -104,14 +104,18 @@ def spectral_noise_sigma(f: torch.Tensor) -> torch.Tensor:
 
     For white noise of standard deviation σ each |X_{m,k}|²/σ² there is exponential with mean 1 (w² has no
     frequency beyond two bins, so the real and imaginary parts are independent, of variance σ²/2 each), whose
-    median is ln 2. A constant's transform lies in bins 0 and 1, so σ̂_S(a·f + b) = a·σ̂_S(f) for a > 0 (f is
-    centred on its median first, so that a large offset adds no rounding and a constant gives 0); a signal sparse in
-    time and frequency (tones, chirps, smooth trends) leaves most of the bins to the noise.
+    median is ln 2. A constant's transform lies in bins 0 and 1, so σ̂_S(a·f + b) = a·σ̂_S(f) for a > 0. f is centred
+    on its median and divided by its largest deviation first, so that a large offset adds no rounding, a constant
+    gives 0, and the squares neither underflow nor overflow at any scale the dtype holds (:func:`scale_limits`). A
+    signal sparse in time and frequency (tones, chirps, smooth trends) leaves most of the bins to the noise.
     """
     w = torch.hann_window(NOISE_FRAME, periodic=True, dtype=f.dtype, device=f.device)
-    frames = (f - median_last(f)).unfold(-1, NOISE_FRAME, NOISE_FRAME // 2) * (w / w.norm())
+    centred = f - median_last(f)
+    size = centred.abs().amax(-1, keepdim=True)
+    unit = torch.where(size > 0, size, torch.ones_like(size))
+    frames = (centred / unit).unfold(-1, NOISE_FRAME, NOISE_FRAME // 2) * (w / w.norm())
     power = torch.fft.rfft(frames, dim=-1)[..., 2:NOISE_FRAME // 2 - 1].abs().square()
-    return (median_last(power.flatten(2)) / math.log(2.0)).sqrt()
+    return unit * (median_last(power.flatten(2)) / math.log(2.0)).sqrt()
 
 
 def median_last(x: torch.Tensor) -> torch.Tensor:
@@ -782,7 +786,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
 
     def check_input(self, f: torch.Tensor) -> None:
         super().check_input(f)
-        check_finite_scale(f)
+        check_finite_scale(f, self.noise_sigma(f) if bool(torch.isfinite(f).all()) else None)
 
     def normalise(self, f: torch.Tensor, sigma: Optional[torch.Tensor] = None
                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
