@@ -95,7 +95,8 @@ def test_shrink_takes_sigma_per_signal_and_is_positively_homogeneous():
     for i in range(3):
         torch.testing.assert_close(both[i:i + 1], spectral_shrink(r[i:i + 1], float(sig[i]), 8.0, 16), rtol=0,
                                    atol=1e-12)
-    torch.testing.assert_close(spectral_shrink(1e3 * r, 1e3 * sig, 8.0, 16), 1e3 * both, rtol=1e-10, atol=1e-9)
+    for a in (1e3, 1e-300, 1e300):        # the gains from the coefficients in units of σ: no underflow or overflow
+        torch.testing.assert_close(spectral_shrink(a * r, a * sig, 8.0, 16) / a, both, rtol=1e-10, atol=1e-12)
 
 
 def test_bad_arguments_name_what_came():
@@ -113,6 +114,9 @@ def test_bad_arguments_name_what_came():
         spectral_shrink(x, 1.0, -1.0)
     with pytest.raises(ValueError, match=r'threshold must be ≥ 0, got nan'):
         spectral_shrink(x, 1.0, float('nan'))
+    for bad in (0.0, -1.0, float('inf')):
+        with pytest.raises(ValueError, match=r'sigma must be finite and > 0, got \['):
+            spectral_shrink(x, bad, 8.0)
     with pytest.raises(ValueError, match=r'need a finite threshold > 0, got 0.0'):
         ResidualShrinkTail1D(0.0)
     with pytest.raises(ValueError, match=r'frame must be an even int ≥ 4, got 6.0'):

@@ -59,14 +59,17 @@ def stft_frame_inverse(coeffs: torch.Tensor, n: int, frame: int = 64) -> torch.T
 
 def spectral_shrink(r: torch.Tensor, sigma: Union[float, torch.Tensor], threshold: float, frame: int = 64
                     ) -> torch.Tensor:
-    """S(r) = A⁺(max(0, 1 − κσ²/P) ⊙ Ar) (module docstring), ``r`` ``[B, 1, n]``, ``sigma`` the noise level of r
-    (a number or ``[B, 1, 1]``), κ = ``threshold`` ≥ 0; ‖S(r)‖₂ ≤ ‖r‖₂ for any input. Differentiable in r."""
+    """S(r) = A⁺(max(0, 1 − κσ²/P) ⊙ Ar) (module docstring), ``r`` ``[B, 1, n]``, ``sigma`` > 0 the noise level of r
+    (a number or ``[B, 1, 1]``), κ = ``threshold`` ≥ 0; ‖S(r)‖₂ ≤ ‖r‖₂ for any input. The gains are computed from
+    the coefficients in units of σ, so S(a·r; a·σ) = a·S(r; σ) at any scale the dtype holds. Differentiable in r."""
     if not threshold >= 0.0:
         raise ValueError(f"threshold must be ≥ 0, got {threshold}")
-    coeffs = stft_frame(r, frame)
-    scale = frame / 2.0                     # Σ_t w_t²
     sigma = torch.as_tensor(sigma, dtype=r.dtype, device=r.device)
-    floor = threshold * scale * sigma.reshape(sigma.shape + (1,) * (4 - sigma.dim())) ** 2
-    power = coeffs.real.square() + coeffs.imag.square()
+    if not bool(((sigma > 0) & torch.isfinite(sigma)).all()):
+        raise ValueError(f"sigma must be finite and > 0, got {sigma.flatten()[:8].tolist()}")
+    coeffs = stft_frame(r, frame)
+    sigma = sigma.reshape(sigma.shape + (1,) * (4 - sigma.dim()))
+    power = (coeffs.real / sigma).square() + (coeffs.imag / sigma).square()     # |X|²/σ², no underflow
+    floor = threshold * frame / 2.0                                             # κ·Σ_t w_t²
     gain = (1.0 - floor / power.clamp_min(torch.finfo(r.dtype).tiny)).clamp(0.0, 1.0)
     return stft_frame_inverse(gain * coeffs, r.shape[-1], frame)
