@@ -330,12 +330,9 @@ def _which_model(name: str, ev: Dict[str, Any]) -> List[str]:
     fam = ev['families']
     sigmas = list(next(iter(fam['table'].values())))
     others = list(next(iter(next(iter(fam['table'].values())).values()))['others'])
-    todays = {name: ev['evaluation']['table']['piecewise_constant']}
-    recipes = {name: ev['recipe']}
-    for other in others:
-        oev = read_eval(other)
-        todays[other] = oev['evaluation']['table']['piecewise_constant']
-        recipes[other] = oev['recipe']
+    evals = dict({other: read_eval(other) for other in others}, **{name: ev})
+    todays = {m: e['evaluation']['table']['piecewise_constant'] for m, e in evals.items()}
+    recipes = {m: e['recipe'] for m, e in evals.items()}
 
     def fam_mean(model: str, sigma: str) -> float:
         return float(np.mean([rows[sigma]['model'] if model == name else rows[sigma]['others'][model]
@@ -375,7 +372,7 @@ def _which_model(name: str, ev: Dict[str, Any]) -> List[str]:
         ranked = other in rank and name in rank
         earlier = rank[other] < rank[name] if ranked else (gain <= 0 and loss >= 0)
         later = rank[other] > rank[name] if ranked else (gain > 0 and loss < 0)
-        mine, theirs = classic_mean(ev), classic_mean(read_eval(other))
+        mine, theirs = classic_mean(ev), classic_mean(evals[other])
         classic, classic_other = (('', '') if mine is None or theirs is None else
                                   (f" and {_signed(d)} dB on the classic test signals (mean over the signals and σ)"
                                    for d in (mine - theirs, theirs - mine)))
