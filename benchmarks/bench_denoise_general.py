@@ -34,6 +34,8 @@ rotating every round and each method warmed up right before its timed run (witho
 method ran first after another was up to 2× slower; the figures before this change carry that bias); TV stops
 at the loosest duality gap per sample in (1e-4 … 1e-7) whose PSNR on 50 signals is within 0.01 dB of the 1e-7
 solve (as bench_denoise). ``--throughput-only OTHER …`` times only that, with further models in the same rounds.
+``--known-sigma`` writes only OUT_known_sigma.md: per noise type (Gaussian, Laplacian, AR(1)), family and σ, the
+model with its own σ̂ and with the true σ given, against the best peer.
 
 Writes benchmarks/results/denoise_general.md and .json; the tuned peer parameters are cached in
 benchmarks/results/denoise_general_tuned.json (delete it to re-tune).
@@ -56,7 +58,7 @@ sys.path.insert(0, str(ROOT))
 from _results import RESULTS, save_results, write_atomic  # noqa: E402
 
 from pdeblocks.classical import perona_malik_denoise, tune_perona_malik, tune_tv, tv_denoise  # noqa: E402
-from pdeblocks.data.families import FAMILIES, MAX_FREQUENCY, NYQUIST, make_family_signals, unit_range  # noqa: E402
+from pdeblocks.data.families import FAMILIES, MAX_FREQUENCY, NOISES, NYQUIST, make_family_signals, unit_range  # noqa: E402
 from pdeblocks.data.signals import bayes_segment_means, make_signals, psnr  # noqa: E402
 from pdeblocks.hub import load_folder  # noqa: E402
 from pdeblocks.models.blind import BlindDenoiser1D  # noqa: E402
@@ -88,10 +90,50 @@ def load_model(path: str) -> BlindDenoiser1D:
     return model.eval()
 
 
-def run_model(model, noisy: np.ndarray) -> np.ndarray:
+def run_model(model, noisy: np.ndarray, sigma: Optional[float] = None) -> np.ndarray:
+    """The model on float32 rows, blind, or with the noise level ``sigma`` given (``BlindDenoiser1D.predict``)."""
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32))[:, None]
-        return torch.cat([model(x[i:i + 64]) for i in range(0, len(x), 64)])[:, 0].numpy()
+        run = model if sigma is None else (lambda f: model.predict(f, sigma=sigma))
+        return torch.cat([run(x[i:i + 64]) for i in range(0, len(x), 64)])[:, 0].numpy()
+
+
+def known_sigma_rows(model, sigmas, count: int) -> List[dict]:
+    """Per noise type, family and σ (test split): the model with its σ̂ and with the true σ given, and the peers
+    tuned for Gaussian noise on the validation split (as in :func:`family_rows`)."""
+    rows = []
+    for noise in NOISES:
+        for fam in FAMILIES:
+            for sigma in sigmas:
+                s = make_family_signals(fam, 'test', count, LENGTH, sigma, noise=noise)
+                out = dict(noisy=s.noisy.astype(np.float64),
+                           **apply_peers(s.noisy, cached_tuning(f'{fam}/{sigma}', family_val, fam, sigma)),
+                           estimated=run_model(model, s.noisy), given=run_model(model, s.noisy, sigma))
+                row = dict(noise=noise, family=fam, sigma=sigma, psnr=scores(out, s.clean))
+                row['best_peer'] = max(row['psnr'][p] for p in PEERS)
+                rows.append(row)
+                print(noise, fam, sigma, {k: round(v, 2) for k, v in row['psnr'].items()}, flush=True)
+    return rows
+
+
+def known_sigma_lines(rows, name: str) -> List[str]:
+    lines = [f"{name} with its own noise estimate σ̂ and with the true σ given (`predict(f, sigma=σ)`, "
+             "`denoise_signal(f, sigma=σ)`, `pdeblocks denoise --sigma`), test split, length 1024; peers tuned for "
+             "Gaussian noise on the validation split. PSNR (dB); − best peer in brackets.", '']
+    for noise in NOISES:
+        sel = [r for r in rows if r['noise'] == noise]
+        lines += [f'{noise} noise:', '', '| family | σ | noisy | best peer | σ̂ (blind) | σ given |', '|---|---|---|---|---|---|']
+        for r in sel:
+            p = r['psnr']
+            lines.append(f"| {r['family']} | {r['sigma']:g} | {p['noisy']:.2f} | {r['best_peer']:.2f} | "
+                         f"{p['estimated']:.2f} ({p['estimated'] - r['best_peer']:+.2f}) | "
+                         f"{p['given']:.2f} ({p['given'] - r['best_peer']:+.2f}) |")
+        for sigma in sorted({r['sigma'] for r in sel}):
+            at = [r for r in sel if r['sigma'] == sigma]
+            est, giv = (float(np.mean([r['psnr'][k] - r['best_peer'] for r in at])) for k in ('estimated', 'given'))
+            lines.append(f"| **mean − best peer** | {sigma:g} | | | **{est:+.2f}** | **{giv:+.2f}** |")
+        lines.append('')
+    return lines
 
 
 def bayes_shrink(noisy: np.ndarray, wavelet: str) -> np.ndarray:
@@ -404,6 +446,8 @@ def main(argv=None):
     p.add_argument('--units-only', action='store_true', help='only the change-of-units table (denoise_general_units)')
     p.add_argument('--sigma-estimates', action='store_true',
                    help='only the noise-estimator table (denoise_general_sigma_estimates), no model needed')
+    p.add_argument('--known-sigma', action='store_true',
+                   help='only the table of the model with the true σ given, per noise type (OUT_known_sigma)')
     p.add_argument('--throughput-only', nargs='*', metavar='OTHER',
                    help='only the throughput: the model, then each OTHER run or model folder, interleaved with TV '
                         '(OUT_throughput.md)')
@@ -439,6 +483,12 @@ def main(argv=None):
         text = '\n'.join(lines) + '\n'
         print(text)
         save_results(a.out + '_throughput', text, dict(throughput=tp, models=dict(model=a.model, others=a.throughput_only)))
+        return
+    if a.known_sigma:
+        rows = known_sigma_rows(models[a.name], a.sigmas, a.count)
+        text = '\n'.join(known_sigma_lines(rows, a.name)) + '\n'
+        print(text)
+        save_results(a.out + '_known_sigma', text, dict(rows=rows, model=a.model))
         return
     if a.units_only:
         rows = {k: units_rows(m) for k, m in models.items()}

@@ -562,7 +562,8 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
              "```python\nimport pdeblocks\nmodel = pdeblocks.from_pretrained('" + name + "')  # bundled; or "
              f"'{HUB_ORG}/{name}' from the Hub\ndenoised = model(noisy)  # noisy: [batch, 1, length]\n\n"
              "from pdeblocks.models.blind import denoise_signal\nresult = denoise_signal(trace)  # a 1-D array in its "
-             "own units\nresult.denoised, result.noise_sigma  # the signal and σ̂ in the same units\n```\n",
+             "own units\nresult.denoised, result.noise_sigma  # the signal and σ̂ in the same units\n"
+             "denoise_signal(trace, sigma=0.02)  # a known noise level, in the same units, instead of σ̂\n```\n",
              "or `pdeblocks denoise noisy.csv clean.csv` on the command line (this model is the default; it prints "
              "σ̂ per signal).\n"]
     if table:
@@ -608,8 +609,11 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
     lines += ["\n## Training data and recipe\n", training,
               "## Intended use and limits\n",
               "Denoising measured 1D traces with additive white noise, at any offset and scale, any length from the "
-              "minimum (the tables give the PSNR of the first and last samples apart). The σ̂ estimate assumes white noise; "
-              "coloured noise is under-estimated (see the AR(1) row). Constant or noise-free signals (σ̂ = 0) are "
+              "minimum (the tables give the PSNR of the first and last samples apart). The σ̂ estimate assumes white "
+              "Gaussian noise: heavy-tailed noise is under-estimated a little and coloured noise more (see the "
+              "Laplacian and AR(1) rows). Where the noise's standard deviation is known (a blank run, a detector's "
+              "specification), give it: `denoise_signal(trace, sigma=…)`, `model.predict(x, sigma=…)` or "
+              "`pdeblocks denoise --sigma …` use it instead of σ̂. Constant or noise-free signals (σ̂ = 0) are "
               "returned unchanged. The stability certificate covers each symmetric step of N and the tails "
               "(`pdeblocks.certify`); the normalisation is exact affine arithmetic, the lifting and projection "
               "layers are not covered.\n"]

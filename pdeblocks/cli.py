@@ -9,7 +9,8 @@ empty, ragged, non-numeric, NaN, too short, absurd scale, unknown model) prints 
 through :func:`~pdeblocks.models.blind.denoise_signals` (normalised by its own median and noise
 estimate σ̂, so any units work) and prints σ̂ in the signal's units: per signal for up to
 :data:`SIGMA_LINES` signals, else a summary. Signals with σ̂ = 0 (constant or noise-free) are written
-unchanged, and the output says which.
+unchanged, and the output says which. ``--sigma`` gives the noise level in the input's units instead of σ̂ (for
+noise that is not white Gaussian, where σ̂ reads low).
 """
 import argparse
 import json
@@ -76,12 +77,15 @@ def _apply(model, signals: np.ndarray, repeat: int = 1, source: str = 'the input
     return x[:, 0].double().numpy()
 
 
-def _sigma_report(results: List[DenoiseResult], unit: str = "in the signals' units") -> str:
-    """σ̂ per signal (up to :data:`SIGMA_LINES` signals) or its median and range, and the unchanged signals."""
+def _sigma_report(results: List[DenoiseResult], unit: str = "in the signals' units", given: bool = False) -> str:
+    """σ̂ per signal (up to :data:`SIGMA_LINES` signals) or its median and range, and the unchanged signals; the σ
+    that was ``given`` (``--sigma``) instead."""
     sigmas = np.array([r.noise_sigma for r in results])
     unchanged = [i + 1 for i, r in enumerate(results) if r.noise_sigma == 0.0]
     if len(results) == 1:
         return results[0].note
+    if given:
+        return f"given noise σ = {sigmas[0]:.4g} ({unit}; not estimated) for all {len(results)} signals"
     if len(results) <= SIGMA_LINES:
         lines = [f"  signal {i + 1}: " + (f"σ̂ = {r.noise_sigma:.4g}" if r.noise_sigma > 0 else r.note)
                  for i, r in enumerate(results)]
@@ -154,7 +158,7 @@ def _denoise_blind(args, model: BlindDenoiser1D, signals: np.ndarray) -> int:
     """``denoise`` with a blind model: every signal through :func:`denoise_signals`, σ̂ printed in its units."""
     _check_length(model, signals, args.input)
     try:
-        results = denoise_signals(signals, model)
+        results = denoise_signals(signals, model, sigma=args.sigma)
     except ValueError as exc:
         raise UsageError(f"{args.input}: {exc}") from None
     out = np.stack([r.denoised for r in results])
@@ -168,7 +172,7 @@ def _denoise_blind(args, model: BlindDenoiser1D, signals: np.ndarray) -> int:
         _plot(args.plot, curves + [(args.model, out[0], '-')], f'{args.input}: signal 1 of {len(signals)}')
     unit = "in the signal's units" if len(signals) == 1 else "in the signals' units"
     print(f"denoised {len(signals)} signal(s) of length {signals.shape[1]} with {args.model} (blind) → "
-          f"{args.output}\n{_sigma_report(results, unit)}")
+          f"{args.output}\n{_sigma_report(results, unit, given=args.sigma is not None)}")
     return 0
 
 
@@ -368,8 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--model', default=DEFAULT_DENOISER, help='bundled name, Hub repo id or folder (default: '
                    '%(default)s, the general blind denoiser: any units, σ̂ estimated and printed)')
     d.add_argument('--sigma', type=float, default=None,
-                   help='noise level of the input (the blind model does not need it; used for the TV curve of '
-                        '--plot; estimated when omitted)')
+                   help="the noise's standard deviation in the input's units where it is known (a blind model "
+                        "uses it instead of its estimate σ̂, which assumes white Gaussian noise; also the TV curve "
+                        "of --plot); estimated when omitted")
     d.add_argument('--plot', default=None, help='write a PNG of the first signal')
     d.set_defaults(func=cmd_denoise)
     d = sub.add_parser('diffuse', help='Perona–Malik diffusion of signals to time T')

@@ -142,6 +142,68 @@ def test_denoise_signals_batch_equals_single_and_names_bad_rows():
         denoise_signals(rows, Denoiser1D(scale=2, channels=2, hidden_channels=2, blocks=1))
 
 
+# ---------------------------------------------------------------- a known noise level
+def test_given_sigma_replaces_the_estimate_equivariantly():
+    """With σ given the model runs on (f − c)/σ: the model's own σ̂ given back reproduces the blind output, another σ
+    changes it (more smoothing for a larger σ), and D(a·f + b; a·σ) = a·D(f; σ) + b; the result reports σ."""
+    m = tiny_blind('explicit')
+    f = trace(512, 0.1)
+    blind = denoise_signal(f, m)
+    same = denoise_signal(f, m, sigma=blind.noise_sigma)
+    np.testing.assert_array_equal(same.denoised, blind.denoised)
+    assert same.noise_sigma == blind.noise_sigma and 'given noise σ' in same.note and 'not estimated' in same.note
+    small, large = (denoise_signal(f, m, sigma=s).denoised for s in (0.05, 0.4))
+    assert np.abs(small - f).mean() < np.abs(blind.denoised - f).mean() < np.abs(large - f).mean()
+    for a, b in ((1e-3, -3.0), (1e3, 5000.0)):
+        moved = (denoise_signal(a * f + b, m, sigma=0.3 * a).denoised - b) / a
+        np.testing.assert_allclose(moved, denoise_signal(f, m, sigma=0.3).denoised, rtol=0, atol=1e-6)
+    rows = np.stack([f, 2 * f + 1, np.full(512, 3.25)])
+    batch = denoise_signals(rows, m, sigma=[0.1, 0.2, 0.5])
+    np.testing.assert_allclose(batch[1].denoised, 2 * batch[0].denoised + 1, rtol=0, atol=1e-6)
+    assert np.array_equal(batch[2].denoised, rows[2]) and batch[2].note == 'constant signal: returned unchanged'
+    assert [r.noise_sigma for r in denoise_signals(rows[:2], m, sigma=0.2)] == [0.2, 0.2]
+    x = torch.from_numpy(rows[:2]).float()[:, None]
+    np.testing.assert_allclose(m.predict(x, sigma=torch.tensor([0.1, 0.2]))[:, 0].numpy(),
+                               np.stack([batch[0].denoised, batch[1].denoised]), rtol=0, atol=1e-5)
+
+
+def test_given_sigma_helps_where_the_estimate_assumes_the_wrong_noise():
+    """The bundled model on Laplacian and AR(1) noise of standard deviation 0.1: σ̂ reads low (it assumes white
+    Gaussian noise), and the true σ given raises the mean PSNR over 8 piecewise-smooth test signals by more than
+    0.3 dB (measured: 0.56 and 2.05)."""
+    from pdeblocks.data.families import make_family_signals
+    from pdeblocks.data.signals import psnr
+    m = from_pretrained('denoiser-1d')
+    for noise in ('laplace', 'ar1'):
+        s = make_family_signals('piecewise_smooth', 'test', 8, 1024, 0.1, noise=noise)
+        blind = denoise_signals(s.noisy, m)
+        given = denoise_signals(s.noisy, m, sigma=0.1)
+        assert np.median([r.noise_sigma for r in blind]) < 0.095, noise     # 0.091 (Laplace), 0.063 (AR(1))
+        gain = np.mean([psnr(g.denoised, c) - psnr(b.denoised, c) for g, b, c in zip(given, blind, s.clean)])
+        assert gain > 0.3, (noise, gain)
+
+
+@pytest.mark.parametrize('sigma, match', [
+    (0.0, r'finite and > 0, got 0\.0$'), (-1.0, r'finite and > 0, got -1\.0$'), (float('nan'), 'got nan'),
+    (float('inf'), 'got inf'), ('x', r"a number > 0 or one per signal, got 'x'"),
+    ([0.1, 0.2], r'one number or one per signal \(1\), got shape \(2,\)'),
+    (1e-320, 'absurd scale: the given noise level σ = 1e-320 is below'),
+])
+def test_given_sigma_bad_values_one_line(sigma, match):
+    with pytest.raises(ValueError, match=match):
+        denoise_signal(trace(), tiny_blind(), sigma=sigma)
+
+
+def test_given_sigma_per_row_names_the_bad_row():
+    rows = np.stack([trace(), trace(seed=1)])
+    with pytest.raises(ValueError, match=r'finite and > 0, got 0\.0 for signal 2 of 2'):
+        denoise_signals(rows, tiny_blind(), sigma=[0.1, 0.0])
+    with pytest.raises(ValueError, match=r'one per signal \(2\), got shape \(3,\)'):
+        denoise_signals(rows, tiny_blind(), sigma=[0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match='absurd scale: the given noise level σ = 1e-40 is below 1.18e-38'):
+        tiny_blind().predict(torch.from_numpy(rows).float()[:, None], sigma=1e-40)
+
+
 # ---------------------------------------------------------------- pdeblocks denoise with a blind model
 @pytest.fixture(scope='module')
 def blind_folder(tmp_path_factory):
@@ -208,6 +270,24 @@ def _bad_cli(tmp_path, name, arr, capsys, *extra):
 def test_cli_blind_bad_input_exit_2_no_files(tmp_path, blind_folder, capsys, arr, match):
     err = _bad_cli(tmp_path, 'in.npy', arr, capsys, '--model', str(blind_folder))
     assert len(re.findall(match, err)) == 1, err
+
+
+def test_cli_blind_uses_a_given_sigma(tmp_path, blind_folder, capsys):
+    """``--sigma`` reaches a blind model: the file equals denoise_signals(…, sigma=…) and differs from the blind run,
+    and the report says the σ was given; a bad --sigma is exit 2 with nothing written."""
+    rows = np.stack([1e3 * trace(1024, 0.05, seed=s) + 5000 for s in range(2)])
+    src, dst = tmp_path / 'mv.npy', tmp_path / 'out.npy'
+    np.save(src, rows)
+    assert main(['denoise', str(src), str(dst), '--model', str(blind_folder), '--sigma', '80']) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[1] == "given noise σ = 80 (in the signals' units; not estimated) for all 2 signals", out
+    m = load_folder(blind_folder)
+    expected = np.stack([r.denoised for r in denoise_signals(rows, m, sigma=80.0)])
+    np.testing.assert_allclose(np.load(dst), expected, rtol=0, atol=1e-9 * np.ptp(rows))
+    assert np.abs(np.load(dst) - np.stack([r.denoised for r in denoise_signals(rows, m)])).max() > 1.0
+    dst.unlink()
+    err = _bad_cli(tmp_path, 'mv.npy', rows, capsys, '--model', str(blind_folder), '--sigma', '0')
+    assert '--sigma must be a positive number, got 0.0' in err
 
 
 def test_cli_non_blind_unchanged_but_non_finite_output_is_an_error(tmp_path, capsys, monkeypatch):

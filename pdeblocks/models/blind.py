@@ -70,7 +70,7 @@ from .denoise1d import Denoiser1D, Pretrained1D, _shuffle, _Skeleton1D, _unshuff
 
 __all__ = ['NOISE_FILTER', 'MAD_TO_SIGMA', 'SCHEMES', 'scale_limits', 'noise_sigma', 'spectral_noise_sigma', 'median_last', 'RepeatedStep',
            'ImplicitTail1D', 'IRLSTail1D', 'BayesSegmentTail1D', 'ResidualShrinkTail1D', 'irls_weights', 'BlindDenoiser1D', 'DenoiseResult', 'denoise_signal', 'denoise_signals', 'check_signal_1d',
-           'check_finite_scale']
+           'check_finite_scale', 'check_noise_level']
 
 NOISE_FILTER = (1.0 / math.sqrt(20.0), -3.0 / math.sqrt(20.0), 3.0 / math.sqrt(20.0), -1.0 / math.sqrt(20.0))
 MAD_TO_SIGMA = 1.482602218505602          # 1/Φ⁻¹(3/4): MAD → σ for Gaussian samples
@@ -831,15 +831,23 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         return torch.where(sigma > 0, centre + scale * v, f)
 
     @torch.no_grad()
-    def predict(self, f: torch.Tensor, chunk_samples: int = 1 << 17) -> torch.Tensor:
+    def predict(self, f: torch.Tensor, chunk_samples: int = 1 << 17, sigma: Any = None) -> torch.Tensor:
         """As :meth:`Pretrained1D.predict`, with the input checks of :func:`check_finite_scale`; signals with
         σ̂ = 0 (constant, or no noise found) come back unchanged, with a warning naming them. σ̂ is computed once
-        for the checks, the chunks and the warning (three medians per sample: about 6 % of the time at n = 4096)."""
+        for the checks, the chunks and the warning (three medians per sample: about 6 % of the time at n = 4096).
+
+        ``sigma``: the noise level in f's units where it is known (one number, or one per signal; see
+        :func:`check_noise_level`), used instead of σ̂: D(f; σ) = c + σ·N((f − c)/σ), so D(a·f + b; a·σ) =
+        a·D(f; σ) + b. σ̂ assumes white Gaussian noise; for heavy-tailed or coloured noise of known standard
+        deviation the given σ is worth 0.5–3.5 dB (docs/denoiser.md)."""
         super().check_input(f)
         if chunk_samples < 1:
             raise ValueError(f"chunk_samples must be ≥ 1, got {chunk_samples}")
-        sigma = self.noise_sigma(f)
-        check_finite_scale(f, sigma)
+        given = sigma is not None
+        sigma = (torch.from_numpy(check_noise_level(sigma, f.shape[0])).reshape(-1, 1, 1) if given
+                 else self.noise_sigma(f))
+        check_finite_scale(f, sigma, given=given)   # before the cast: a σ below f's dtype is named, not rounded to 0
+        sigma = sigma.to(f.dtype)
         step = max(1, chunk_samples // f.shape[-1])
         out = torch.cat([self.denoise_with_sigma(f[i:i + step], sigma[i:i + step]) for i in range(0, f.shape[0], step)])
         flat = (sigma == 0).flatten()
@@ -866,11 +874,11 @@ def scale_limits(dtype: torch.dtype) -> Tuple[float, float]:
     return float(info.tiny), float(info.max) / 16.0
 
 
-def check_finite_scale(f: torch.Tensor, sigma: Optional[torch.Tensor] = None) -> None:
+def check_finite_scale(f: torch.Tensor, sigma: Optional[torch.Tensor] = None, given: bool = False) -> None:
     """One-line ValueErrors for NaN/Inf samples and for scales outside :func:`scale_limits` of f's dtype.
 
     ``f``: ``[B, 1, n]`` floating point, n ≥ 4 for the σ̂ check (shorter signals are the length check's);
-    ``sigma``: :func:`noise_sigma` (f) where the caller has it already.
+    ``sigma``: :func:`noise_sigma` (f) where the caller has it already, or the noise level the user ``given``.
     """
     def which(mask: torch.Tensor) -> str:    # the batch index of the offending signals, where there is a batch
         idx = mask.nonzero().flatten().tolist()
@@ -892,7 +900,8 @@ def check_finite_scale(f: torch.Tensor, sigma: Optional[torch.Tensor] = None) ->
         sigma = (noise_sigma(f) if sigma is None else sigma).flatten()
         tiny = (sigma > 0) & (sigma < smallest_sigma)
         if bool(tiny.any()):
-            raise ValueError(f"absurd scale: the noise estimate σ̂ = {float(sigma[tiny][0]):.3g} is below "
+            raise ValueError(f"absurd scale: {'the given noise level σ' if given else 'the noise estimate σ̂'} = "
+                             f"{float(sigma[tiny][0]):.3g} is below "
                              f"{smallest_sigma:.3g}, the smallest normal {dtype} number{which(tiny)}; "
                              f"rescale the units")
 
@@ -911,16 +920,38 @@ def check_signal_1d(signal: Any, min_length: int) -> np.ndarray:
     return x
 
 
+def check_noise_level(sigma: Any, count: int) -> np.ndarray:
+    """A known noise level as float64 ``[count]``: one finite number > 0, or a sequence of ``count`` of them (one
+    per signal); else a one-line ValueError naming what was expected and what came."""
+    try:
+        s = np.asarray(sigma.detach().cpu() if isinstance(sigma, torch.Tensor) else sigma, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"the noise level σ must be a number > 0 or one per signal, got {sigma!r}") from None
+    if s.size == 1:
+        s = np.full(count, float(s.reshape(())))
+    elif s.ndim != 1 and s.squeeze().ndim == 1:
+        s = s.squeeze()
+    if s.shape != (count,):
+        raise ValueError(f"the noise level σ must be one number or one per signal ({count}), got shape {s.shape}")
+    bad = ~(np.isfinite(s) & (s > 0))
+    if bad.any():
+        i = int(bad.nonzero()[0][0])
+        raise ValueError(f"the noise level σ must be finite and > 0, got {float(s[i])!r}"
+                         f"{f' for signal {i + 1} of {count}' if count > 1 else ''}")
+    return s
+
+
 @dataclass
 class DenoiseResult:
-    """What :func:`denoise_signal` returns: the denoised signal, the noise estimate σ̂ and a one-line note."""
+    """What :func:`denoise_signal` returns: the denoised signal, the noise level used (the estimate σ̂, or the σ
+    given) and a one-line note."""
 
     denoised: np.ndarray
     noise_sigma: float
     note: str
 
 
-def denoise_signal(signal: Any, model: Optional[BlindDenoiser1D] = None) -> DenoiseResult:
+def denoise_signal(signal: Any, model: Optional[BlindDenoiser1D] = None, sigma: Any = None) -> DenoiseResult:
     """Denoise one measured trace in its own units (``pdeblocks denoise`` calls :func:`denoise_signals`).
 
     ``signal``: a 1-D array of any real dtype, length ≥ ``model.min_length``. Normalisation and
@@ -928,13 +959,20 @@ def denoise_signal(signal: Any, model: Optional[BlindDenoiser1D] = None) -> Deno
     float64 rounding of the affine map plus the network's rounding times a·σ̂. A constant signal, or one
     where σ̂ = 0, is returned unchanged and the note says so. Bad input raises a one-line ValueError
     (:func:`check_signal_1d`: not 1-D (the shape named), too short, NaN/Inf, absurd scale).
+
+    ``sigma``: the noise's standard deviation in the signal's units where it is known (from a blank run, a
+    detector's specification), used instead of σ̂, so D(a·f + b; a·σ) = a·D(f; σ) + b. σ̂ assumes white Gaussian
+    noise: it reads heavy-tailed noise low (0.85–0.92 σ for Laplacian noise) and coloured noise lower still, where
+    the true σ is worth 0.5–3.5 dB (docs/denoiser.md). :func:`check_noise_level` names a bad value.
     """
     model = _blind_model(model)
-    return _denoise_rows(check_signal_1d(signal, model.min_length)[None], model)[0]
+    x = check_signal_1d(signal, model.min_length)[None]
+    return _denoise_rows(x, model, None if sigma is None else check_noise_level(sigma, 1))[0]
 
 
-def denoise_signals(signals: Any, model: Optional[BlindDenoiser1D] = None) -> List[DenoiseResult]:
-    """:func:`denoise_signal` for each row of a ``[count, length]`` array, run as one batch.
+def denoise_signals(signals: Any, model: Optional[BlindDenoiser1D] = None, sigma: Any = None) -> List[DenoiseResult]:
+    """:func:`denoise_signal` for each row of a ``[count, length]`` array, run as one batch; ``sigma``: one known
+    noise level for all rows or one per row (None: each row's σ̂).
 
     A bad row raises a one-line ValueError that names it ("signal i of count: …"); nothing is
     returned then, so a caller writes all signals or none.
@@ -943,13 +981,14 @@ def denoise_signals(signals: Any, model: Optional[BlindDenoiser1D] = None) -> Li
     x = np.asarray(signals)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"expected signals as a [count, length] array with count ≥ 1, got shape {x.shape}")
+    given = None if sigma is None else check_noise_level(sigma, x.shape[0])
     rows = []
     for i, row in enumerate(x):
         try:
             rows.append(check_signal_1d(row, model.min_length))
         except ValueError as exc:
             raise ValueError(f"signal {i + 1} of {x.shape[0]}: {exc}") from None
-    return _denoise_rows(np.stack(rows), model)
+    return _denoise_rows(np.stack(rows), model, given)
 
 
 def _blind_model(model: Optional[BlindDenoiser1D]) -> BlindDenoiser1D:
@@ -961,22 +1000,27 @@ def _blind_model(model: Optional[BlindDenoiser1D]) -> BlindDenoiser1D:
     return model
 
 
-def _denoise_rows(x: np.ndarray, model: BlindDenoiser1D) -> List[DenoiseResult]:
-    """Checked float64 rows ``[count, n]`` → one result each; rows with σ̂ = 0 bypass the network."""
+def _denoise_rows(x: np.ndarray, model: BlindDenoiser1D, given: Optional[np.ndarray] = None) -> List[DenoiseResult]:
+    """Checked float64 rows ``[count, n]`` → one result each; rows with σ̂ = 0 bypass the network; ``given``: the
+    checked known noise levels ``[count]`` (:func:`check_noise_level`), used instead of σ̂."""
     f = torch.from_numpy(x)[:, None]
-    sigma = model.noise_sigma(f).flatten()
-    active = sigma > 0
+    model.eval()
+    constants = x.max(axis=1) == x.min(axis=1)
+    sigma = model.noise_sigma(f).flatten() if given is None else torch.from_numpy(given)
+    active = (sigma > 0) & torch.from_numpy(~constants)
     out = x.copy()
     if bool(active.any()):
-        model.eval()
-        out[active.numpy()] = model.predict(f[active])[:, 0].numpy()
+        out[active.numpy()] = model.predict(f[active], sigma=None if given is None else given[active.numpy()]
+                                            )[:, 0].numpy()
     results = []
-    for row, s, constant in zip(out, sigma.tolist(), (x.max(axis=1) == x.min(axis=1)).tolist()):
+    for row, s, constant in zip(out, sigma.tolist(), constants.tolist()):
         if constant:
-            note = 'constant signal: σ̂ = 0, returned unchanged'
+            note = f"constant signal: {'σ̂ = 0, ' if given is None else ''}returned unchanged"
+        elif given is not None:
+            note = f"given noise σ = {s:.4g} (in the signal's units; not estimated)"
         elif s == 0.0:
             note = 'no noise found (σ̂ = 0): returned unchanged'
         else:
             note = f"estimated noise σ̂ = {s:.4g} (in the signal's units)"
-        results.append(DenoiseResult(row, s, note))
+        results.append(DenoiseResult(row, 0.0 if constant and given is None else s, note))
     return results
