@@ -28,7 +28,7 @@ from .classical import perona_malik_denoise, tv_denoise
 from .data.families import FAMILIES, make_family_signals
 from .data.signals import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr
 from .hub import BUNDLED_DIR, bundled_revisions, from_pretrained, list_pretrained, published_name, recipe_of
-from .models.blind import BlindDenoiser1D, DenoiseResult, denoise_signals
+from .models.blind import BlindDenoiser1D, DenoiseResult, denoise_signals, noise_sigma
 from .ops.schedules import fed_cycle_length
 from .publish import assemble, hub_tag, upload
 from .signal_io import read_signals, write_signals
@@ -99,11 +99,6 @@ def _sigma_report(results: List[DenoiseResult], unit: str = "in the signals' uni
     return text
 
 
-def estimate_sigma(signals: np.ndarray) -> np.ndarray:
-    """Robust noise level per signal: median |Δf| / (0.6745·√2) (jumps are rare outliers)."""
-    return np.median(np.abs(np.diff(signals, axis=-1)), axis=-1) / (0.6745 * math.sqrt(2.0))
-
-
 def _tv_weight(sigma: float) -> float:
     """TV weight for noise level σ: interpolated (log–log) between the validation-tuned weights."""
     table = _bundled_eval(DEFAULT_DENOISER)
@@ -144,7 +139,8 @@ def cmd_denoise(args) -> int:
         return _denoise_blind(args, model, signals)
     out = _apply(model, signals, source=args.input)
     write_signals(args.output, out, one_dimensional=signals.shape[0] == 1)
-    sigma = args.sigma if args.sigma is not None else float(np.median(estimate_sigma(signals)))
+    sigma = args.sigma if args.sigma is not None else float(noise_sigma(torch.from_numpy(signals)[:, None],
+                                                                         spectral=True).median())
     if args.plot:
         tv = tv_denoise(torch.from_numpy(signals[:1]), _tv_weight(sigma)).numpy()[0]
         _plot(args.plot, [('noisy', signals[0], ':'), (f'TV (w for σ={sigma:.3g})', tv, '-'),
