@@ -346,7 +346,7 @@ def sigma_estimates(sigmas=(0.005, 0.05, 0.3), count: int = 64) -> List[str]:
     (h = (1, −1)/√2, the Haar finest scale) and of third differences (h = (1, −3, 3, −1)/√20, σ̂_D), the spectral
     estimate σ̂_S and min(σ̂_D, σ̂_S) (the wrapper's, with ``spectral_noise``); the oscillating families also drawn up
     to Nyquist."""
-    from pdeblocks.models.blind import noise_sigma, spectral_noise_sigma
+    from pdeblocks.ops.noise import noise_sigma, spectral_noise_sigma
 
     def mad(h):
         def estimate(x):

@@ -40,7 +40,7 @@ from bench_denoise_general import LENGTH, apply_peers, cached_tuning, family_val
 
 from pdeblocks.data import bayes_segment_means, psnr  # noqa: E402
 from pdeblocks.data.families import FAMILIES, family_rng, log_uniform, make_family_signals  # noqa: E402
-from pdeblocks.models.blind import noise_sigma  # noqa: E402
+from pdeblocks.ops.noise import noise_sigma  # noqa: E402
 
 MODEL = 'pdeblocks/pretrained/denoiser-1d'
 SIGMAS = (0.05, 0.1)

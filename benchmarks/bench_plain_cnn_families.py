@@ -5,7 +5,7 @@ The general denoiser (``denoiser-1d``, v3) misses two targets at σ = 0.1: the m
 free-step twin misses them too (+1.78, 33.74). This script asks whether a network of another kind, without any
 certificate, gets there under the same parameter limit (≤ 150k) and a comparable training budget: a blind, scale-free
 plain CNN, D(f) = c + σ̂·(u − N(u)), u = (f − c)/σ̂, with c the median and σ̂ the blind model's own noise estimate
-(:func:`pdeblocks.models.blind.noise_sigma`); N = 13 dilated 3-tap convolutions (dilations 1 … 32 twice, then 1;
+(:func:`pdeblocks.ops.noise.noise_sigma`); N = 13 dilated 3-tap convolutions (dilations 1 … 32 twice, then 1;
 width 64, ReLU between, receptive field 255 samples; 136,321 parameters), reflect padding by half the field.
 
 Training: the general recipes' data (:func:`pdeblocks.data.families.training_batch`: every family, σ log-uniform in
@@ -38,7 +38,7 @@ from bench_denoise_general import PEERS, family_rows, todays_piecewise_constant 
 from bench_plain_cnn import PlainCNN  # noqa: E402
 
 from pdeblocks.data.families import FAMILIES, SIGMA_RANGE, training_batch  # noqa: E402
-from pdeblocks.models.blind import median_last, noise_sigma  # noqa: E402
+from pdeblocks.ops.noise import median_last, noise_sigma  # noqa: E402
 from pdeblocks.train.recipes import Recipe  # noqa: E402
 from pdeblocks.train.trainer import learning_rate, optimization_step  # noqa: E402
 

@@ -3,7 +3,7 @@
 The general denoiser's variational tail (``IRLSTail1D``) is a soft Potts segmentation. This script computes the
 exact one: the minimiser of ‖w − f‖² + γ·(number of jumps of w), whose value on each segment is the mean of the noisy
 samples there, by PELT (exact optimal partitioning; ``ruptures.Pelt(model='l2', min_size=1, jump=1)``), with
-γ = κ·σ̂², σ̂ the blind model's own noise estimate (:func:`pdeblocks.models.blind.noise_sigma`). κ runs over a grid
+γ = κ·σ̂², σ̂ the blind model's own noise estimate (:func:`pdeblocks.ops.noise.noise_sigma`). κ runs over a grid
 and every κ is scored on the test signals themselves: the best of the grid is an oracle-tuned segmentation, an
 advantage no model has. The same signals (``make_signals('piecewise_constant', 'test', 64, 1024, σ, seed=0)``) give the
 published ``denoiser-1d`` and the Bayes limit (the posterior mean under the generator's own prior).
@@ -25,7 +25,7 @@ from _common import save_results  # noqa: E402
 
 from pdeblocks.data.signals import bayes_segment_means, make_signals, psnr  # noqa: E402
 from pdeblocks.hub import from_pretrained  # noqa: E402
-from pdeblocks.models.blind import noise_sigma  # noqa: E402
+from pdeblocks.ops.noise import noise_sigma  # noqa: E402
 from pdeblocks.train.evaluate import run_model  # noqa: E402
 
 

@@ -28,7 +28,8 @@ from .classical import perona_malik_denoise, tv_denoise
 from .data.families import FAMILIES, make_family_signals
 from .data.signals import SIGMAS, bayes_segment_means, make_signals, oracle_segment_means, psnr
 from .hub import BUNDLED_DIR, bundled_revisions, from_pretrained, list_pretrained, published_name, recipe_of
-from .models.blind import BlindDenoiser1D, DenoiseResult, denoise_signals, noise_sigma
+from .models.blind import BlindDenoiser1D, DenoiseResult, denoise_signals
+from .ops.noise import noise_sigma
 from .ops.schedules import fed_cycle_length
 from .publish import assemble, hub_tag, upload
 from .signal_io import read_signals, write_signals

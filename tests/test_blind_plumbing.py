@@ -162,9 +162,10 @@ def test_given_sigma_replaces_the_estimate_equivariantly():
     np.testing.assert_allclose(batch[1].denoised, 2 * batch[0].denoised + 1, rtol=0, atol=1e-6)
     assert np.array_equal(batch[2].denoised, rows[2]) and batch[2].note == 'constant signal: returned unchanged'
     assert [r.noise_sigma for r in denoise_signals(rows[:2], m, sigma=0.2)] == [0.2, 0.2]
-    x = torch.from_numpy(rows[:2]).float()[:, None]
-    np.testing.assert_allclose(m.predict(x, sigma=torch.tensor([0.1, 0.2]))[:, 0].numpy(),
-                               np.stack([batch[0].denoised, batch[1].denoised]), rtol=0, atol=1e-5)
+    x = torch.from_numpy(rows).float()[:, None]
+    out = m.predict(x, sigma=torch.tensor([0.1, 0.2, 0.5]))[:, 0].numpy()
+    np.testing.assert_allclose(out[:2], np.stack([batch[0].denoised, batch[1].denoised]), rtol=0, atol=1e-5)
+    assert np.array_equal(out[2], x[2, 0].numpy())
 
 
 def test_given_sigma_helps_where_the_estimate_assumes_the_wrong_noise():

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pdeblocks.hub import load_folder
-from pdeblocks.models.blind import BlindDenoiser1D, ImplicitTail1D, IRLSTail1D, irls_weights
+from pdeblocks.layers.tails import ImplicitTail1D, IRLSTail1D, irls_weights
+from pdeblocks.models.blind import BlindDenoiser1D
 from pdeblocks.ops.stencils import first_difference
 
 

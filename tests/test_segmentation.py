@@ -12,7 +12,8 @@ import pdeblocks.ops.segmentation as segmentation
 from pdeblocks import certify
 from pdeblocks._native import native_available
 from pdeblocks.hub import load_folder
-from pdeblocks.models.blind import BayesSegmentTail1D, BlindDenoiser1D
+from pdeblocks.layers.tails import BayesSegmentTail1D
+from pdeblocks.models.blind import BlindDenoiser1D
 from pdeblocks.ops.segmentation import segment_posterior, segment_posterior_mean
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pdeblocks.hub import load_folder
-from pdeblocks.models.blind import BlindDenoiser1D, ResidualShrinkTail1D
+from pdeblocks.layers.tails import ResidualShrinkTail1D
+from pdeblocks.models.blind import BlindDenoiser1D
 from pdeblocks.ops.spectral import spectral_shrink, stft_frame, stft_frame_inverse
 from pdeblocks.stability import certify
 

@@ -1,5 +1,6 @@
 """Discrete operators: convolutions with exact adjoints, finite-difference stencils, norm bounds, tridiagonal solves,
-the posterior mean of a piecewise-constant signal, a Parseval short-time Fourier frame and its spectral shrinkage."""
+the posterior mean of a piecewise-constant signal, a Parseval short-time Fourier frame and its spectral shrinkage,
+blind noise estimates."""
 from .conv import BOUNDARIES, check_signal, conv, conv_adjoint, min_signal_size
 from .multigrid import (
     GramOperator,
@@ -12,6 +13,7 @@ from .multigrid import (
     max_levels,
     poisson_stencil,
 )
+from .noise import MAD_TO_SIGMA, NOISE_FILTER, NOISE_FRAME, median_last, noise_sigma, spectral_noise_sigma
 from .norms import bound_settings, gram_spectral_bound, norm_bound, power_iteration_norm, symbol_norm_sup, tap_norm_sum
 from .segmentation import SegmentPosterior, segment_posterior, segment_posterior_mean
 from .spectral import spectral_shrink, stft_frame, stft_frame_inverse
@@ -27,4 +29,5 @@ __all__ = [
     'galerkin_operator', 'gram_stencil', 'jacobi_solve', 'max_levels', 'poisson_stencil',
     'implicit_diffusion_step', 'solve_tridiagonal', 'SegmentPosterior', 'segment_posterior', 'segment_posterior_mean',
     'spectral_shrink', 'stft_frame', 'stft_frame_inverse',
+    'MAD_TO_SIGMA', 'NOISE_FILTER', 'NOISE_FRAME', 'median_last', 'noise_sigma', 'spectral_noise_sigma',
 ]

@@ -23,7 +23,7 @@ of the range, and the prefix sums of the recursion would lose the digits its wei
 
 :func:`pdeblocks.data.bayes_segment_means` is the same recursion under the piecewise-constant generator's own prior
 (minimum segment length, levels uniform in [0, 1]): the Bayes limit of that task, O(n²), a reference. This one knows
-nothing of a generator: it is the blind denoiser's segmentation (:class:`~pdeblocks.models.blind.BayesSegmentTail1D`).
+nothing of a generator: it is the blind denoiser's segmentation (:class:`~pdeblocks.layers.tails.BayesSegmentTail1D`).
 """
 import math
 from typing import NamedTuple, Optional, Tuple, Union

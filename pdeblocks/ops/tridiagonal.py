@@ -34,7 +34,7 @@ is stable for every τ ≥ 0 (:func:`implicit_diffusion_step`): M = I + τDᵀWD
 is a convex combination of the u_j, min u ≤ u⁺ ≤ max u (the discrete max–min principle; Weickert's semi-implicit
 scheme), and the mean is kept (1ᵀM = 1ᵀ). In floating point these hold to about eps·(1 + 4τ max w) (the condition
 number of M): once τ·w·eps approaches 1 the identity drowns in the diagonal's rounding (a dense LU fares no better),
-so callers bound τ·w (:class:`~pdeblocks.models.blind.ImplicitTail1D`: τ ≤ 10⁶, w ≤ 1, in float64).
+so callers bound τ·w (:class:`~pdeblocks.layers.tails.ImplicitTail1D`: τ ≤ 10⁶, w ≤ 1, in float64).
 """
 from typing import List, Optional, Tuple
 
