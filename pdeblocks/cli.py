@@ -86,7 +86,10 @@ def _sigma_report(results: List[DenoiseResult], unit: str = "in the signals' uni
     if len(results) == 1:
         return results[0].note
     if given:
-        return f"given noise σ = {sigmas[0]:.4g} ({unit}; not estimated) for all {len(results)} signals"
+        constant = [i + 1 for i, r in enumerate(results) if r.note.startswith('constant')]
+        return (f"given noise σ = {sigmas[0]:.4g} ({unit}; not estimated) for all {len(results)} signals"
+                + (f"; {len(constant)} constant signal(s) returned unchanged: {constant[:SIGMA_LINES]}"
+                   f"{'…' if len(constant) > SIGMA_LINES else ''}" if constant else ''))
     if len(results) <= SIGMA_LINES:
         lines = [f"  signal {i + 1}: " + (f"σ̂ = {r.noise_sigma:.4g}" if r.noise_sigma > 0 else r.note)
                  for i, r in enumerate(results)]

@@ -276,12 +276,13 @@ def test_cli_blind_bad_input_exit_2_no_files(tmp_path, blind_folder, capsys, arr
 def test_cli_blind_uses_a_given_sigma(tmp_path, blind_folder, capsys):
     """``--sigma`` reaches a blind model: the file equals denoise_signals(…, sigma=…) and differs from the blind run,
     and the report says the σ was given; a bad --sigma is exit 2 with nothing written."""
-    rows = np.stack([1e3 * trace(1024, 0.05, seed=s) + 5000 for s in range(2)])
+    rows = np.stack([1e3 * trace(1024, 0.05, seed=s) + 5000 for s in range(2)] + [np.full(1024, 7.5)])
     src, dst = tmp_path / 'mv.npy', tmp_path / 'out.npy'
     np.save(src, rows)
     assert main(['denoise', str(src), str(dst), '--model', str(blind_folder), '--sigma', '80']) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[1] == "given noise σ = 80 (in the signals' units; not estimated) for all 2 signals", out
+    assert out[1] == ("given noise σ = 80 (in the signals' units; not estimated) for all 3 signals; 1 constant "
+                      "signal(s) returned unchanged: [3]"), out
     m = load_folder(blind_folder)
     expected = np.stack([r.denoised for r in denoise_signals(rows, m, sigma=80.0)])
     np.testing.assert_allclose(np.load(dst), expected, rtol=0, atol=1e-9 * np.ptp(rows))
