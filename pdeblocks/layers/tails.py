@@ -412,15 +412,22 @@ class BayesSegmentTail1D(nn.Module):
     through (1 − γ)v, everything before; none flows from w back to the input. Certified for any weights and input:
     w = Σ_S p(S | u)·Π_S u, a convex combination over segmentations S of the orthogonal projections Π_S onto their
     piecewise constants, so ‖w‖₂ ≤ ‖u‖₂ and min u ≤ w ≤ max u, and f is a convex combination of v and w.
+
+    ``degree`` D > 0: the pieces are polynomials of degree ≤ D instead (model-averaged; ``segment_posterior_mean``'s
+    ``degree``), still a convex combination of orthogonal projections, so ‖w‖₂ ≤ ‖u‖₂; a fitted piece may overshoot
+    [min u, max u]. Quadratic pieces fit peaks and smooth segments where constants need many boundaries
+    (docs/denoiser.md: "What is left of the σ = 0.1 mean").
     """
 
     features = ImplicitTail1D.features
 
     def __init__(self, hidden: int = 32, lags: Tuple[int, ...] = (1, 4, 16, 64), hazard: float = 1 / 32,
-                 max_length: int = 256, select_init: float = 0.12):
+                 max_length: int = 256, select_init: float = 0.12, degree: int = 0):
         super().__init__()
         if hidden < 1 or not lags or min(lags) < 1:
             raise ValueError(f"need hidden ≥ 1 and lags ≥ 1; got hidden={hidden}, lags={lags}")
+        if isinstance(degree, bool) or degree not in (0, 1, 2):
+            raise ValueError(f"degree must be 0, 1 or 2, got {degree!r}")
         if not 0.0 < hazard < 1.0 or not 0.0 < select_init < 1.0:
             raise ValueError(f"need 0 < hazard < 1 and 0 < select_init < 1, got {hazard}, {select_init}")
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
@@ -428,12 +435,14 @@ class BayesSegmentTail1D(nn.Module):
         self.lags = tuple(int(lag) for lag in lags)
         self.hazard = float(hazard)
         self.max_length = max_length
+        self.degree = degree
         self.selector = selector(len(self.lags), hidden, select_init, extra=1)
         self.evidence_weight = nn.Parameter(torch.tensor(1.0))
 
     def forward(self, v: torch.Tensor, u: torch.Tensor, evidence: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``v``, ``u`` [B, 1, n]; ``evidence``: the IRLS tail's selector logit [B, 1] (None: 0)."""
-        w = segment_posterior_mean(u, 1.0, self.hazard, self.max_length).to(device=v.device, dtype=v.dtype)
+        w = segment_posterior_mean(u, 1.0, self.hazard, self.max_length, degree=self.degree
+                                   ).to(device=v.device, dtype=v.dtype)
         if evidence is None:
             evidence = v.new_zeros(v.shape[0], 1)
         x = torch.cat([self.features(v, u), residual_features(u, v, w), evidence], 1)
@@ -442,15 +451,20 @@ class BayesSegmentTail1D(nn.Module):
     @torch.jit.unused
     def stability_certificate(self) -> Certificate:
         """Unconditional: w is a convex combination of projections of u⁰, f one of v and w (class docstring)."""
+        if self.degree:
+            bound = '‖f‖ ≤ max(‖v‖, ‖u⁰‖)'
+            pieces = f'its least-squares fits by polynomials of degree ≤ {self.degree} on segments'
+        else:
+            bound, pieces = '‖f‖ ≤ max(‖v‖, ‖u⁰‖) and min(v, u⁰) ≤ f ≤ max(v, u⁰)', 'u⁰\'s segment means'
         return Certificate(mode='posterior-mean', step_size=float('nan'), norm_bound=None, sector_bound=None, norm_factor=1.0,
                            lipschitz=None,
-                           guarantee=f'‖f‖ ≤ max(‖v‖, ‖u⁰‖) and min(v, u⁰) ≤ f ≤ max(v, u⁰) for every input and weight '
-                                     f'(w = E[s | u⁰] under a product-partition prior: a convex combination of u⁰\'s '
-                                     f'segment means; hazard {self.hazard:g}, segments of at most {self.max_length} '
-                                     f'samples)', passes='all')
+                           guarantee=f'{bound} for every input and weight (w = E[s | u⁰] under a product-partition '
+                                     f'prior: a convex combination of {pieces}; hazard {self.hazard:g}, segments of '
+                                     f'at most {self.max_length} samples)', passes='all')
 
     def extra_repr(self) -> str:
-        return f"hazard={self.hazard:g}, max_length={self.max_length}, lags={self.lags}"
+        return f"hazard={self.hazard:g}, max_length={self.max_length}, lags={self.lags}" + \
+            (f", degree={self.degree}" if self.degree else '')
 
 
 class ResidualShrinkTail1D(nn.Module):

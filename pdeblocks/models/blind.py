@@ -184,8 +184,10 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
     features, the powers of this base up to 64 (4: 1, 4, 16, 64)); ``step_init``: the explicit steps' τ at start, as a
     fraction of the stable limit (:class:`~pdeblocks.layers.symmetric.SymmetricResidual`; small: steps that start near
     the identity, e.g. blocks added to a trained network); ``segment_select`` (0: none), ``segment_hazard``,
-    ``segment_max_length``: the Bayesian segmentation tail after the IRLS tail (:class:`BayesSegmentTail1D`: γ at
-    start where the IRLS selector is undecided, the prior's boundary probability and longest segment);
+    ``segment_max_length``, ``segment_degree``: the Bayesian segmentation tail after the IRLS tail
+    (:class:`BayesSegmentTail1D`: γ at start where the IRLS selector is undecided, the prior's boundary probability,
+    longest segment and the pieces' highest polynomial degree); ``poly_select`` (0: none), ``poly_degree``: a second
+    segmentation tail after it, with pieces of degree ≤ ``poly_degree`` and a selector of its own (γ at start);
     ``spectral_noise``: σ̂ = min(σ̂_D, σ̂_S) instead of σ̂_D (:func:`noise_sigma`); ``residual_threshold`` (0: none),
     ``residual_frame``: the residual tail last (:class:`ResidualShrinkTail1D`: κ and the frame)."""
 
@@ -201,7 +203,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
                  irls_contrast: float = 0.05, irls_mix: float = 0.02, irls_select: float = 0.0,
                  irls_exponent: float = 1.0, irls_lag_base: int = 4, step_init: float = 0.5,
                  segment_select: float = 0.0, segment_hazard: float = 1 / 32, segment_max_length: int = 256,
-                 spectral_noise: bool = False, residual_threshold: float = 0.0, residual_frame: int = 64):
+                 segment_degree: int = 0, poly_select: float = 0.0, poly_degree: int = 2, spectral_noise: bool = False, residual_threshold: float = 0.0, residual_frame: int = 64):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -248,7 +250,12 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
             raise ValueError(f"need 0 ≤ segment_select < 1 (0: no segmentation tail; else γ at start), got "
                              f"{segment_select}")
         self.segment = BayesSegmentTail1D(tail_hidden, lags=lags, hazard=segment_hazard, max_length=segment_max_length,
-                                          select_init=segment_select) if segment_select > 0 else None
+                                          select_init=segment_select, degree=segment_degree) if segment_select > 0 else None
+        if not 0.0 <= poly_select < 1.0:
+            raise ValueError(f"need 0 ≤ poly_select < 1 (0: no polynomial segmentation tail; else γ at start), got "
+                             f"{poly_select}")
+        self.poly = BayesSegmentTail1D(tail_hidden, lags=lags, hazard=segment_hazard, max_length=segment_max_length,
+                                       select_init=poly_select, degree=poly_degree) if poly_select > 0 else None
         if not residual_threshold >= 0.0:
             raise ValueError(f"need residual_threshold ≥ 0 (0: no residual tail), got {residual_threshold}")
         self.residual = ResidualShrinkTail1D(residual_threshold, residual_frame) if residual_threshold > 0 else None
@@ -298,6 +305,8 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
             v, evidence = self.irls.blend(v, x.to(v.dtype))
         if self.segment is not None:
             v = self.segment(v, x.to(v.dtype), evidence)
+        if self.poly is not None:
+            v = self.poly(v, x.to(v.dtype))
         v = v[..., p:p + n]
         if self.residual is not None:      # on the signal's own samples: reflected noise is no noise to S
             v = self.residual(v, u.to(v.dtype))
