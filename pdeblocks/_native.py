@@ -1394,6 +1394,7 @@ static void poly_tables(poly_len* tab, int64_t W, double log_q, int64_t degree, 
 /* log φ_D of one piece from its moments (B1 = Σz·x, B2 = Σz²·x in the piece's basis); fitted coefficients in q0 … q2 */
 static inline void poly_terms(const poly_len* q, double logR, double S0, double B1, double B2, double Sxx, double iL,
                               double* l, double* fit) {
+    for (int j = 1; j < 6; ++j) fit[j] = 0.0;           /* a degree the piece is too short for weighs 0, its fit too */
     l[0] = q->c[0] - logR - 0.5 * (Sxx - S0 * S0 * iL);
     fit[0] = S0 * iL;
     l[1] = l[2] = -INFINITY;
@@ -1465,8 +1466,9 @@ int segment_poly_posterior(const double* x, const double* rowp, const double* pr
                     vf64 t;
                     memcpy(&t, Te + j, sizeof t);
                     t = t - top;
-                    t = (vf64)(((vi64)t & ~(vi64)(t < lim)) | ((vi64)lim & (vi64)(t < lim)));
-                    t = vexp64_poly(t);
+                    const vi64 under = (vi64)(t < lim);             /* e^t below 1e−304 (or a degree the piece */
+                    t = (vf64)(((vi64)t & ~under) | ((vi64)lim & under));   /* cannot have): exactly 0 */
+                    t = (vf64)((vi64)vexp64_poly(t) & ~under);
                     memcpy(Te + j, &t, sizeof t);
                     vs += t;
                 }
