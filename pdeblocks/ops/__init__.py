@@ -1,6 +1,6 @@
 """Discrete operators: convolutions with exact adjoints, finite-difference stencils, norm bounds, tridiagonal solves,
-the posterior mean of a piecewise-constant signal, a Parseval short-time Fourier frame and its spectral shrinkage,
-blind noise estimates."""
+the posterior mean of a piecewise-constant (or piecewise-polynomial) signal, a Parseval short-time Fourier frame and
+its spectral shrinkage, blind noise estimates."""
 from .conv import BOUNDARIES, check_signal, conv, conv_adjoint, min_signal_size
 from .multigrid import (
     GramOperator,
