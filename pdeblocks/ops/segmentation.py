@@ -49,10 +49,11 @@ def segment_posterior_mean(x: torch.Tensor, sigma: Union[float, torch.Tensor] = 
     """E[u | x] of :func:`segment_posterior` (without the boundary probabilities).
 
     ``degree`` D > 0: u is piecewise polynomial instead, each segment a polynomial of degree d ∈ {0, …, D} (prior
-    π_d = ``degree_prior[d]``, normalised, 1/(D + 1) each by default; at least d + 1 samples) with its values flat over R per coefficient: in the segment's own basis
-    z = (e − 1 − t)/L ∈ [0, 1) the coefficients have density R^(−(d+1)), and a segment has the weight
+    π_d = ``degree_prior[d]``, normalised, 1/(D + 1) each by default; at least d + 1 samples) with its values flat
+    over R per coefficient: in the segment's own basis z = (e − 1 − t)/L ∈ [0, 1) the coefficients have density
+    R^(−(d+1)), and a segment has the weight
 
-        φ_d(s, e) = (2π)^((d+1)/2)·det(G_L)^(−½)·R^(−(d+1))·exp(−RSS_d(s, e)/(2σ²))·(1 − h)^(L−1)·(h if e < n),
+        φ_d(s, e) = π_d·(2π)^((d+1)/2)·det(G_L)^(−½)·R^(−(d+1))·exp(−RSS_d(s, e)/(2σ²))·(1 − h)^(L−1)·(h if e < n),
 
     G_L = Σ_z (1, z, …, z^d)ᵀ(1, z, …, z^d), RSS_d the least-squares residual; E[u_t | x] sums the fitted pieces.
     The same forward–backward recursion (D = 0 is the default's prior exactly). E[u | x] is a convex combination of
@@ -63,7 +64,10 @@ def segment_posterior_mean(x: torch.Tensor, sigma: Union[float, torch.Tensor] = 
     """
     if isinstance(degree, bool) or degree not in (0, 1, 2):
         raise ValueError(f"degree must be 0, 1 or 2, got {degree!r}")
-    prior = [1.0] * (degree + 1) if degree_prior is None else [float(p) for p in degree_prior]
+    try:
+        prior = [1.0] * (degree + 1) if degree_prior is None else [float(p) for p in degree_prior]
+    except (TypeError, ValueError):
+        prior = []
     if len(prior) != degree + 1 or not all(math.isfinite(p) and p > 0 for p in prior):
         raise ValueError(f"degree_prior must hold {degree + 1} finite numbers > 0 (one per degree 0 … {degree}), "
                          f"got {degree_prior!r}")
@@ -189,7 +193,9 @@ def _poly_torch(x: torch.Tensor, log_range: float, hazard: float, w: int, degree
                 ) -> torch.Tensor:
     """One row of :func:`_poly_recursion` without the C kernel, every window whole (no pruning): moments from prefix
     sums in y = (t − (n − 1)/2)/n, flat prior density R^(−p)·(L/n)^(d(d+1)/2) in that basis (the same evidence as the
-    segment's own basis), solves of the normal equations per segment, O(n·W·D³) memory n·W."""
+    segment's own basis), solves of the normal equations per segment, O(n·W·D³) memory n·W. In that basis the Gram
+    determinant of a short quadratic piece underflows on rows far beyond 10⁴ samples; such pieces are dropped there
+    (the C kernel's own basis has no such limit)."""
     n = x.shape[0]
     t = (torch.arange(n, dtype=x.dtype) - (n - 1) / 2) / n
     zero = x.new_zeros(1)
