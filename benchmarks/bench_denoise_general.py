@@ -35,7 +35,8 @@ method ran first after another was up to 2× slower; the figures before this cha
 at the loosest duality gap per sample in (1e-4 … 1e-7) whose PSNR on 50 signals is within 0.01 dB of the 1e-7
 solve (as bench_denoise). ``--throughput-only OTHER …`` times only that, with further models in the same rounds.
 ``--known-sigma`` writes only OUT_known_sigma.md: per noise type (Gaussian, Laplacian, AR(1)), family and σ, the
-model with its own σ̂ and with the true σ given, against the best peer.
+model with its own σ̂ and with the true σ given, for AR(1) noise also with its correlation given (with σ̂ of the
+whitened signal, and with σ), against the best peer.
 
 Writes benchmarks/results/denoise_general.md and .json; the tuned peer parameters are cached in
 benchmarks/results/denoise_general_tuned.json (delete it to re-tune).
@@ -58,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 from _results import RESULTS, save_results, write_atomic  # noqa: E402
 
 from pdeblocks.classical import perona_malik_denoise, tune_perona_malik, tune_tv, tv_denoise  # noqa: E402
-from pdeblocks.data.families import FAMILIES, MAX_FREQUENCY, NOISES, NYQUIST, make_family_signals, unit_range  # noqa: E402
+from pdeblocks.data.families import AR1_RHO, FAMILIES, MAX_FREQUENCY, NOISES, NYQUIST, make_family_signals, unit_range  # noqa: E402
 from pdeblocks.data.signals import bayes_segment_means, make_signals, psnr  # noqa: E402
 from pdeblocks.hub import load_folder  # noqa: E402
 from pdeblocks.models.blind import BlindDenoiser1D  # noqa: E402
@@ -90,11 +91,14 @@ def load_model(path: str) -> BlindDenoiser1D:
     return model.eval()
 
 
-def run_model(model, noisy: np.ndarray, sigma: Optional[float] = None) -> np.ndarray:
-    """The model on float32 rows, blind, or with the noise level ``sigma`` given (``BlindDenoiser1D.predict``)."""
+def run_model(model, noisy: np.ndarray, sigma: Optional[float] = None, correlation: Optional[float] = None
+              ) -> np.ndarray:
+    """The model on float32 rows, blind, or with the noise level ``sigma`` and/or the AR(1) ``correlation`` given
+    (``BlindDenoiser1D.predict``)."""
     with torch.no_grad():
         x = torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32))[:, None]
-        run = model if sigma is None else (lambda f: model.predict(f, sigma=sigma))
+        given = sigma is not None or correlation is not None
+        run = (lambda f: model.predict(f, sigma=sigma, correlation=correlation)) if given else model
         return torch.cat([run(x[i:i + 64]) for i in range(0, len(x), 64)])[:, 0].numpy()
 
 
@@ -109,6 +113,9 @@ def known_sigma_rows(model, sigmas, count: int) -> List[dict]:
                 out = dict(noisy=s.noisy.astype(np.float64),
                            **apply_peers(s.noisy, cached_tuning(f'{fam}/{sigma}', family_val, fam, sigma)),
                            estimated=run_model(model, s.noisy), given=run_model(model, s.noisy, sigma))
+                if noise == 'ar1':
+                    out.update(correlation=run_model(model, s.noisy, correlation=AR1_RHO),
+                               both=run_model(model, s.noisy, sigma, AR1_RHO))
                 row = dict(noise=noise, family=fam, sigma=sigma, psnr=scores(out, s.clean))
                 row['best_peer'] = max(row['psnr'][p] for p in PEERS)
                 rows.append(row)
@@ -120,18 +127,21 @@ def known_sigma_lines(rows, name: str) -> List[str]:
     lines = [f"{name} with its own noise estimate σ̂ and with the true σ given (`predict(f, sigma=σ)`, "
              "`denoise_signal(f, sigma=σ)`, `pdeblocks denoise --sigma`), test split, length 1024; peers tuned for "
              "Gaussian noise on the validation split. PSNR (dB); − best peer in brackets.", '']
+    columns = {'estimated': 'σ̂ (blind)', 'given': 'σ given', 'correlation': f'ρ = {AR1_RHO:g} given (σ̂ whitened)',
+               'both': 'σ and ρ given'}
     for noise in NOISES:
         sel = [r for r in rows if r['noise'] == noise]
-        lines += [f'{noise} noise:', '', '| family | σ | noisy | best peer | σ̂ (blind) | σ given |', '|---|---|---|---|---|---|']
+        keys = [k for k in columns if k in sel[0]['psnr']]
+        lines += [f'{noise} noise:', '', '| family | σ | noisy | best peer | ' + ' | '.join(columns[k] for k in keys) + ' |',
+                  '|---' * (4 + len(keys)) + '|']
         for r in sel:
             p = r['psnr']
             lines.append(f"| {r['family']} | {r['sigma']:g} | {p['noisy']:.2f} | {r['best_peer']:.2f} | "
-                         f"{p['estimated']:.2f} ({p['estimated'] - r['best_peer']:+.2f}) | "
-                         f"{p['given']:.2f} ({p['given'] - r['best_peer']:+.2f}) |")
+                         + ' | '.join(f"{p[k]:.2f} ({p[k] - r['best_peer']:+.2f})" for k in keys) + ' |')
         for sigma in sorted({r['sigma'] for r in sel}):
             at = [r for r in sel if r['sigma'] == sigma]
-            est, giv = (float(np.mean([r['psnr'][k] - r['best_peer'] for r in at])) for k in ('estimated', 'given'))
-            lines.append(f"| **mean − best peer** | {sigma:g} | | | **{est:+.2f}** | **{giv:+.2f}** |")
+            means = [float(np.mean([r['psnr'][k] - r['best_peer'] for r in at])) for k in keys]
+            lines.append(f"| **mean − best peer** | {sigma:g} | | | " + ' | '.join(f'**{v:+.2f}**' for v in means) + ' |')
         lines.append('')
     return lines
 

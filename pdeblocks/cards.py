@@ -613,8 +613,9 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
               "Gaussian noise: heavy-tailed noise is under-estimated a little and coloured noise more (see the "
               "Laplacian and AR(1) rows). Where the noise's standard deviation is known (a blank run, a detector's "
               "specification), give it: `denoise_signal(trace, sigma=…)`, `model.predict(x, sigma=…)` or "
-              "`pdeblocks denoise --sigma …` use it instead of σ̂. Constant or noise-free signals (σ̂ = 0) are "
-              "returned unchanged. The stability certificate covers each symmetric step of N and the tails "
+              "`pdeblocks denoise --sigma …` use it instead of σ̂. For AR(1) noise of known lag-one correlation ρ "
+              "(a blank run's), `correlation=ρ` (`--correlation`) whitens the trace, denoises it and colours it back. "
+              "Constant or noise-free signals (σ̂ = 0) are returned unchanged. The stability certificate covers each symmetric step of N and the tails "
               "(`pdeblocks.certify`); the normalisation is exact affine arithmetic, the lifting and projection "
               "layers are not covered.\n"]
     lines += _denoiser_pictures(f"Clean / noisy / denoised test signals of each family (σ = {EXAMPLE_SIGMA})"

@@ -10,7 +10,8 @@ through :func:`~pdeblocks.models.blind.denoise_signals` (normalised by its own m
 estimate σ̂, so any units work) and prints σ̂ in the signal's units: per signal for up to
 :data:`SIGMA_LINES` signals, else a summary. Signals with σ̂ = 0 (constant or noise-free) are written
 unchanged, and the output says which. ``--sigma`` gives the noise level in the input's units instead of σ̂ (for
-noise that is not white Gaussian, where σ̂ reads low).
+noise that is not white Gaussian, where σ̂ reads low); ``--correlation`` the lag-one correlation of AR(1) noise, which
+the model whitens first.
 """
 import argparse
 import json
@@ -135,6 +136,8 @@ def _plot(path: str, curves, title: str) -> None:
 def cmd_denoise(args) -> int:
     if args.sigma is not None and not (args.sigma > 0 and math.isfinite(args.sigma)):
         raise UsageError(f"--sigma must be a positive number, got {args.sigma}")
+    if args.correlation is not None and not abs(args.correlation) < 1:
+        raise UsageError(f"--correlation must be in (−1, 1), got {args.correlation}")
     if args.plot and not args.plot.lower().endswith('.png'):
         raise UsageError(f"--plot must name a .png file, got {args.plot}")
     signals = read_signals(args.input)
@@ -158,7 +161,7 @@ def _denoise_blind(args, model: BlindDenoiser1D, signals: np.ndarray) -> int:
     """``denoise`` with a blind model: every signal through :func:`denoise_signals`, σ̂ printed in its units."""
     _check_length(model, signals, args.input)
     try:
-        results = denoise_signals(signals, model, sigma=args.sigma)
+        results = denoise_signals(signals, model, sigma=args.sigma, correlation=args.correlation)
     except ValueError as exc:
         raise UsageError(f"{args.input}: {exc}") from None
     out = np.stack([r.denoised for r in results])
@@ -375,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the noise's standard deviation in the input's units where it is known (a blind model "
                         "uses it instead of its estimate σ̂, which assumes white Gaussian noise; also the TV curve "
                         "of --plot); estimated when omitted")
+    d.add_argument('--correlation', type=float, default=None,
+                   help="the noise's lag-one correlation ρ in (−1, 1) where the noise is AR(1) (e.g. measured on a blank "
+                        "run); a blind model whitens the input, denoises it and colours it back")
     d.add_argument('--plot', default=None, help='write a PNG of the first signal')
     d.set_defaults(func=cmd_denoise)
     d = sub.add_parser('diffuse', help='Perona–Malik diffusion of signals to time T')

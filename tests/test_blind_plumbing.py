@@ -396,3 +396,102 @@ def test_hub_round_trip_offline(tmp_path, scheme):
     save_file(tensors, str(bad / 'model.safetensors'))
     with pytest.raises(ValueError, match=re.escape(f"missing keys ['{key}']")):
         from_pretrained(bad)
+
+
+# ---------------------------------------------------------------- AR(1) noise of known correlation
+def test_whitening_inverts_and_makes_ar1_noise_white():
+    """colour_ar1 undoes whiten_ar1 to rounding for ρ ∈ {−0.9, 0, 0.5, 0.95} (one ρ or one per row); the families'
+    AR(1) test noise (ρ = 0.5, standard deviation σ) comes out white (lag-one correlation within 0.03 of 0 over 64 ×
+    4096 samples, measured −0.003) with the same standard deviation (within 2 %)."""
+    from pdeblocks.data.families import AR1_RHO, add_noise
+    from pdeblocks.ops.noise import colour_ar1, whiten_ar1
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 300, generator=g, dtype=torch.float64)
+    for rho in (-0.9, 0.0, 0.5, 0.95):
+        torch.testing.assert_close(colour_ar1(whiten_ar1(x, rho), rho), x, rtol=0, atol=1e-12)
+    rows = torch.tensor([-0.9, 0.0, 0.5, 0.95], dtype=torch.float64).reshape(4, 1, 1)
+    torch.testing.assert_close(colour_ar1(whiten_ar1(x, rows), rows), x, rtol=0, atol=1e-12)
+    assert float((whiten_ar1(x, rows)[1] - x[1]).abs().max()) == 0.0
+    rng = np.random.default_rng(0)
+    noise = torch.from_numpy(np.stack([add_noise(np.zeros(4096), 0.1, rng, 'ar1') for _ in range(64)]))
+    assert abs(float(np.corrcoef(noise[:, :-1].flatten(), noise[:, 1:].flatten())[0, 1]) - AR1_RHO) < 0.03
+    white = whiten_ar1(noise, AR1_RHO)
+    assert abs(float(np.corrcoef(white[:, :-1].flatten(), white[:, 1:].flatten())[0, 1])) < 0.03
+    assert abs(float(white.std()) / 0.1 - 1) < 0.02
+
+
+def test_correlation_given_whitens_denoises_and_colours_back():
+    """correlation=ρ runs D on the whitened, centred signal and colours the result back: equal to that composition
+    computed here (to the network's float32 rounding), ρ = 0 equal to the plain call, affine-equivariant, per-row ρ, constant rows unchanged, the note
+    names ρ."""
+    from pdeblocks.ops.noise import colour_ar1, median_last, whiten_ar1
+    m = tiny_blind('explicit')
+    f = trace(512, 0.1)
+    x = torch.from_numpy(f)[None, None]
+    c = median_last(x)
+    expected = c + colour_ar1(m.predict(whiten_ar1(x - c, 0.5)), 0.5)
+    got = denoise_signal(f, m, correlation=0.5)
+    np.testing.assert_allclose(got.denoised, expected[0, 0].numpy(), rtol=0, atol=1e-6)   # the network's float32
+    assert 'AR(1) noise with ρ = 0.5' in got.note
+    np.testing.assert_allclose(denoise_signal(f, m, correlation=0.0).denoised, denoise_signal(f, m).denoised,
+                               rtol=0, atol=1e-9)
+    assert np.abs(got.denoised - denoise_signal(f, m).denoised).max() > 1e-3
+    for a, b in ((1e-3, -3.0), (1e3, 5000.0)):
+        moved = (denoise_signal(a * f + b, m, correlation=0.5).denoised - b) / a
+        np.testing.assert_allclose(moved, got.denoised, rtol=0, atol=1e-6)
+        moved = (denoise_signal(a * f + b, m, sigma=0.2 * a, correlation=0.5).denoised - b) / a
+        np.testing.assert_allclose(moved, denoise_signal(f, m, sigma=0.2, correlation=0.5).denoised, rtol=0, atol=1e-6)
+    rows = np.stack([f, f, np.full(512, 2.5)])
+    batch = denoise_signals(rows, m, correlation=[0.5, 0.0, 0.3])
+    np.testing.assert_allclose(batch[0].denoised, got.denoised, rtol=0, atol=1e-6)     # batched float32 convolutions
+    np.testing.assert_allclose(batch[1].denoised, denoise_signal(f, m).denoised, rtol=0, atol=1e-6)
+    assert np.array_equal(batch[2].denoised, rows[2])
+
+
+def test_correlation_given_helps_on_ar1_noise():
+    """The bundled model on AR(1) noise (ρ = 0.5, σ = 0.1), 8 test signals of two families: ρ given raises the mean
+    PSNR over the blind call by more than 2 dB (measured 3.0 and 9.3), and over σ given alone by more than 0.5."""
+    from pdeblocks.data.families import make_family_signals
+    from pdeblocks.data.signals import psnr
+    m = from_pretrained('denoiser-1d')
+    for fam in ('piecewise_smooth', 'smooth_trend'):
+        s = make_family_signals(fam, 'test', 8, 1024, 0.1, noise='ar1')
+
+        def mean_psnr(s=s, **kw):
+            return np.mean([psnr(r.denoised, c) for r, c in zip(denoise_signals(s.noisy, m, **kw), s.clean)])
+
+        with_rho = mean_psnr(correlation=0.5)
+        assert with_rho > mean_psnr() + 2.0 and with_rho > mean_psnr(sigma=0.1) + 0.5, fam
+
+
+@pytest.mark.parametrize('rho, match', [
+    (1.0, r'in \(−1, 1\), got 1\.0$'), (-1.0, r'got -1\.0$'), (float('nan'), 'got nan'),
+    ('x', r"a number in \(−1, 1\) or one per signal, got 'x'"),
+    ([0.1, 0.2], r'one number or one per signal \(1\), got shape \(2,\)'),
+])
+def test_correlation_bad_values_one_line(rho, match):
+    with pytest.raises(ValueError, match=match):
+        denoise_signal(trace(), tiny_blind(), correlation=rho)
+
+
+def test_cli_correlation(tmp_path, blind_folder, capsys):
+    """``--correlation`` reaches a blind model (the file equals denoise_signals(…, correlation=…), the report names
+    ρ); |ρ| ≥ 1 is exit 2 with nothing written."""
+    rows = np.stack([1e3 * trace(1024, 0.05, seed=s) + 5000 for s in range(2)])
+    src, dst = tmp_path / 'mv.npy', tmp_path / 'out.npy'
+    np.save(src, rows)
+    assert main(['denoise', str(src), str(dst), '--model', str(blind_folder), '--correlation', '0.5']) == 0
+    out = capsys.readouterr().out
+    m = load_folder(blind_folder)
+    expected = np.stack([r.denoised for r in denoise_signals(rows, m, correlation=0.5)])
+    np.testing.assert_allclose(np.load(dst), expected, rtol=0, atol=1e-9 * np.ptp(rows))
+    assert 'σ̂ = ' in out
+    dst.unlink()
+    src1 = tmp_path / 'one.npy'
+    np.save(src1, rows[0])
+    assert main(['denoise', str(src1), str(dst), '--model', str(blind_folder), '--correlation', '0.5']) == 0
+    assert 'AR(1) noise with ρ = 0.5' in capsys.readouterr().out
+    dst.unlink()
+    src1.unlink()
+    err = _bad_cli(tmp_path, 'mv.npy', rows, capsys, '--model', str(blind_folder), '--correlation', '1')
+    assert '--correlation must be in (−1, 1), got 1.0' in err

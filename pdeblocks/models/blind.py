@@ -61,12 +61,20 @@ from ..layers.implicit import ImplicitBlock
 from ..layers.multigrid import MultigridUNet
 from ..layers.symmetric import SymmetricResidual
 from ..layers.tails import BayesSegmentTail1D, ImplicitTail1D, IRLSTail1D, ResidualShrinkTail1D, irls_weights
-from ..ops.noise import MAD_TO_SIGMA, NOISE_FILTER, median_last, noise_sigma, spectral_noise_sigma
+from ..ops.noise import (
+    MAD_TO_SIGMA,
+    NOISE_FILTER,
+    colour_ar1,
+    median_last,
+    noise_sigma,
+    spectral_noise_sigma,
+    whiten_ar1,
+)
 from .denoise1d import Denoiser1D, Pretrained1D, _shuffle, _Skeleton1D, _unshuffle
 
 __all__ = ['NOISE_FILTER', 'MAD_TO_SIGMA', 'SCHEMES', 'scale_limits', 'noise_sigma', 'spectral_noise_sigma', 'median_last', 'RepeatedStep',
            'ImplicitTail1D', 'IRLSTail1D', 'BayesSegmentTail1D', 'ResidualShrinkTail1D', 'irls_weights', 'BlindDenoiser1D', 'DenoiseResult', 'denoise_signal', 'denoise_signals', 'check_signal_1d',
-           'check_finite_scale', 'check_noise_level']
+           'check_finite_scale', 'check_noise_level', 'check_noise_correlation']
 
 SCHEMES = ('explicit', 'fed', 'fsi', 'implicit', 'multigrid')
 MIN_LENGTH = 16                           # shortest signal: σ̂ rests on n − 3 filtered samples
@@ -314,7 +322,8 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         return torch.where(sigma > 0, centre + scale * v, f)
 
     @torch.no_grad()
-    def predict(self, f: torch.Tensor, chunk_samples: int = 1 << 17, sigma: Any = None) -> torch.Tensor:
+    def predict(self, f: torch.Tensor, chunk_samples: int = 1 << 17, sigma: Any = None,
+                correlation: Any = None) -> torch.Tensor:
         """As :meth:`Pretrained1D.predict`, with the input checks of :func:`check_finite_scale`; signals with
         σ̂ = 0 (constant, or no noise found) come back unchanged, with a warning naming them. σ̂ is computed once
         for the checks, the chunks and the warning (three medians per sample: about 6 % of the time at n = 4096).
@@ -323,10 +332,21 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         :func:`check_noise_level`), used instead of σ̂: D(f; σ) = c + σ·N((f − c)/σ), so D(a·f + b; a·σ) =
         a·D(f; σ) + b; constant signals come back unchanged. σ̂ assumes white Gaussian noise; for heavy-tailed or
         coloured noise of known standard deviation the given σ is worth 0.4–4.8 dB per signal family
-        (docs/denoiser.md)."""
+        (docs/denoiser.md).
+
+        ``correlation``: the lag-one correlation ρ of AR(1) noise where it is known (a blank run's), one number or one
+        per signal (:func:`check_noise_correlation`): f is centred on its median c, whitened (:func:`~pdeblocks.ops.
+        noise.whiten_ar1`: the noise becomes white of the same σ), denoised, and coloured back,
+        c + colour(D(whiten(f − c))); affine-equivariant as D. ``sigma`` (or σ̂ of the whitened signal) is the noise's
+        own standard deviation."""
         super().check_input(f)
         if chunk_samples < 1:
             raise ValueError(f"chunk_samples must be ≥ 1, got {chunk_samples}")
+        if correlation is not None:
+            rho = torch.from_numpy(check_noise_correlation(correlation, f.shape[0])).to(f.dtype).reshape(-1, 1, 1)
+            check_finite_scale(f)
+            centre = median_last(f)
+            return centre + colour_ar1(self.predict(whiten_ar1(f - centre, rho), chunk_samples, sigma), rho)
         given = sigma is not None
         sigma = (torch.from_numpy(check_noise_level(sigma, f.shape[0])).reshape(-1, 1, 1) if given
                  else self.noise_sigma(f))
@@ -406,25 +426,39 @@ def check_signal_1d(signal: Any, min_length: int) -> np.ndarray:
     return x
 
 
+def _per_signal(value: Any, count: int, name: str, kind: str, condition: str, valid) -> np.ndarray:
+    """``value`` as float64 ``[count]``: one number for every signal or one per signal, each with ``valid`` true;
+    else a one-line ValueError: "the {name} must be {kind} or one per signal" / "… must be {condition}"."""
+    try:
+        v = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"the {name} must be {kind} or one per signal, got {value!r}") from None
+    if v.size == 1:
+        v = np.full(count, float(v.reshape(())))
+    elif v.ndim != 1 and v.squeeze().ndim == 1:
+        v = v.squeeze()
+    if v.shape != (count,):
+        raise ValueError(f"the {name} must be one number or one per signal ({count}), got shape {v.shape}")
+    bad = ~valid(v)
+    if bad.any():
+        i = int(bad.nonzero()[0][0])
+        raise ValueError(f"the {name} must be {condition}, got {float(v[i])!r}"
+                         f"{f' for signal {i + 1} of {count}' if count > 1 else ''}")
+    return v
+
+
 def check_noise_level(sigma: Any, count: int) -> np.ndarray:
     """A known noise level as float64 ``[count]``: one finite number > 0, or a sequence of ``count`` of them (one
     per signal); else a one-line ValueError naming what was expected and what came."""
-    try:
-        s = np.asarray(sigma.detach().cpu() if isinstance(sigma, torch.Tensor) else sigma, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"the noise level σ must be a number > 0 or one per signal, got {sigma!r}") from None
-    if s.size == 1:
-        s = np.full(count, float(s.reshape(())))
-    elif s.ndim != 1 and s.squeeze().ndim == 1:
-        s = s.squeeze()
-    if s.shape != (count,):
-        raise ValueError(f"the noise level σ must be one number or one per signal ({count}), got shape {s.shape}")
-    bad = ~(np.isfinite(s) & (s > 0))
-    if bad.any():
-        i = int(bad.nonzero()[0][0])
-        raise ValueError(f"the noise level σ must be finite and > 0, got {float(s[i])!r}"
-                         f"{f' for signal {i + 1} of {count}' if count > 1 else ''}")
-    return s
+    return _per_signal(sigma, count, 'noise level σ', 'a number > 0', 'finite and > 0',
+                       lambda v: np.isfinite(v) & (v > 0))
+
+
+def check_noise_correlation(correlation: Any, count: int) -> np.ndarray:
+    """The lag-one correlation ρ of AR(1) noise as float64 ``[count]``: one finite number in (−1, 1), or a sequence of
+    ``count`` of them; else a one-line ValueError naming what was expected and what came."""
+    return _per_signal(correlation, count, 'noise correlation ρ', 'a number in (−1, 1)', 'in (−1, 1)',
+                       lambda v: np.isfinite(v) & (np.abs(v) < 1))
 
 
 @dataclass
@@ -437,7 +471,8 @@ class DenoiseResult:
     note: str
 
 
-def denoise_signal(signal: Any, model: Optional[BlindDenoiser1D] = None, sigma: Any = None) -> DenoiseResult:
+def denoise_signal(signal: Any, model: Optional[BlindDenoiser1D] = None, sigma: Any = None,
+                   correlation: Any = None) -> DenoiseResult:
     """Denoise one measured trace in its own units (``pdeblocks denoise`` calls :func:`denoise_signals`).
 
     ``signal``: a 1-D array of any real dtype, length ≥ ``model.min_length``. Normalisation and
@@ -451,15 +486,22 @@ def denoise_signal(signal: Any, model: Optional[BlindDenoiser1D] = None, sigma: 
     noise: it reads heavy-tailed noise low (0.85–0.92 σ for Laplacian noise) and coloured noise lower still, where
     the true σ is worth 0.4–4.8 dB per signal family (docs/denoiser.md). :func:`check_noise_level` names a bad
     value.
+
+    ``correlation``: the lag-one correlation ρ ∈ (−1, 1) of AR(1) noise (e.g. ``np.corrcoef(blank[:-1], blank[1:])[0,
+    1]`` of a blank run): the trace is whitened, denoised and coloured back (:meth:`BlindDenoiser1D.predict`); with
+    ``sigma`` too, σ is the noise's own standard deviation. :func:`check_noise_correlation` names a bad value.
     """
     model = _blind_model(model)
     x = check_signal_1d(signal, model.min_length)[None]
-    return _denoise_rows(x, model, None if sigma is None else check_noise_level(sigma, 1))[0]
+    return _denoise_rows(x, model, None if sigma is None else check_noise_level(sigma, 1),
+                         None if correlation is None else check_noise_correlation(correlation, 1))[0]
 
 
-def denoise_signals(signals: Any, model: Optional[BlindDenoiser1D] = None, sigma: Any = None) -> List[DenoiseResult]:
-    """:func:`denoise_signal` for each row of a ``[count, length]`` array, run as one batch; ``sigma``: one known
-    noise level for all rows or one per row (None: each row's σ̂).
+def denoise_signals(signals: Any, model: Optional[BlindDenoiser1D] = None, sigma: Any = None,
+                    correlation: Any = None) -> List[DenoiseResult]:
+    """:func:`denoise_signal` for each row of a ``[count, length]`` array, run as one batch; ``sigma``,
+    ``correlation``: one known noise level or AR(1) correlation for all rows, or one per row (None: each row's σ̂,
+    white noise).
 
     A bad row raises a one-line ValueError that names it ("signal i of count: …"); nothing is
     returned then, so a caller writes all signals or none.
@@ -469,13 +511,14 @@ def denoise_signals(signals: Any, model: Optional[BlindDenoiser1D] = None, sigma
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"expected signals as a [count, length] array with count ≥ 1, got shape {x.shape}")
     given = None if sigma is None else check_noise_level(sigma, x.shape[0])
+    rho = None if correlation is None else check_noise_correlation(correlation, x.shape[0])
     rows = []
     for i, row in enumerate(x):
         try:
             rows.append(check_signal_1d(row, model.min_length))
         except ValueError as exc:
             raise ValueError(f"signal {i + 1} of {x.shape[0]}: {exc}") from None
-    return _denoise_rows(np.stack(rows), model, given)
+    return _denoise_rows(np.stack(rows), model, given, rho)
 
 
 def _blind_model(model: Optional[BlindDenoiser1D]) -> BlindDenoiser1D:
@@ -487,20 +530,28 @@ def _blind_model(model: Optional[BlindDenoiser1D]) -> BlindDenoiser1D:
     return model
 
 
-def _denoise_rows(x: np.ndarray, model: BlindDenoiser1D, given: Optional[np.ndarray] = None) -> List[DenoiseResult]:
+def _denoise_rows(x: np.ndarray, model: BlindDenoiser1D, given: Optional[np.ndarray] = None,
+                  rho: Optional[np.ndarray] = None) -> List[DenoiseResult]:
     """Checked float64 rows ``[count, n]`` → one result each; rows with σ̂ = 0 bypass the network; ``given``: the
-    checked known noise levels ``[count]`` (:func:`check_noise_level`), used instead of σ̂."""
+    checked known noise levels ``[count]`` (:func:`check_noise_level`), used instead of σ̂; ``rho``: the checked AR(1)
+    correlations (:func:`check_noise_correlation`), σ̂ then of the whitened signal."""
     f = torch.from_numpy(x)[:, None]
     model.eval()
     constants = x.max(axis=1) == x.min(axis=1)
-    sigma = model.noise_sigma(f).flatten() if given is None else torch.from_numpy(given)
+    if given is not None:
+        sigma = torch.from_numpy(given)
+    elif rho is not None:
+        sigma = model.noise_sigma(whiten_ar1(f - median_last(f), torch.from_numpy(rho).reshape(-1, 1, 1))).flatten()
+    else:
+        sigma = model.noise_sigma(f).flatten()
     active = (sigma > 0) & torch.from_numpy(~constants)
     out = x.copy()
     if bool(active.any()):
-        out[active.numpy()] = model.predict(f[active], sigma=None if given is None else given[active.numpy()]
-                                            )[:, 0].numpy()
+        pick = active.numpy()
+        out[pick] = model.predict(f[active], sigma=None if given is None else given[pick],
+                                  correlation=None if rho is None else rho[pick])[:, 0].numpy()
     results = []
-    for row, s, constant in zip(out, sigma.tolist(), constants.tolist()):
+    for i, (row, s, constant) in enumerate(zip(out, sigma.tolist(), constants.tolist())):
         if constant:
             note = f"constant signal: {'σ̂ = 0, ' if given is None else ''}returned unchanged"
         elif given is not None:
@@ -509,5 +560,7 @@ def _denoise_rows(x: np.ndarray, model: BlindDenoiser1D, given: Optional[np.ndar
             note = 'no noise found (σ̂ = 0): returned unchanged'
         else:
             note = f"estimated noise σ̂ = {s:.4g} (in the signal's units)"
+        if rho is not None and not constant:
+            note += f"; AR(1) noise with ρ = {rho[i]:.4g}: whitened, denoised, coloured back"
         results.append(DenoiseResult(row, 0.0 if constant and given is None else s, note))
     return results

@@ -10,7 +10,8 @@ h has unit norm, so for white noise of standard deviation σ, h ∗ noise has st
 oscillations inflate σ̂ far less than with first differences. σ̂_S (:func:`spectral_noise_sigma`) is the median power
 of a short-time Fourier transform, which oscillations near Nyquist do not inflate. Both are positively homogeneous
 and blind to offsets: σ̂(a·f + b) = a·σ̂(f) for a > 0. Both assume white Gaussian noise: heavy-tailed noise reads low
-(the MAD measures the noise's core) and coloured noise lower still.
+(the MAD measures the noise's core) and coloured noise lower still. For AR(1) noise of known lag-one correlation ρ,
+:func:`whiten_ar1` makes the noise white (of the same standard deviation) and :func:`colour_ar1` undoes it.
 
 :class:`~pdeblocks.models.blind.BlindDenoiser1D` normalises by them; :func:`median_last` is the median they use.
 """
@@ -19,7 +20,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ['NOISE_FILTER', 'MAD_TO_SIGMA', 'NOISE_FRAME', 'noise_sigma', 'spectral_noise_sigma', 'median_last']
+__all__ = ['NOISE_FILTER', 'MAD_TO_SIGMA', 'NOISE_FRAME', 'noise_sigma', 'spectral_noise_sigma', 'median_last',
+           'whiten_ar1', 'colour_ar1']
 
 NOISE_FILTER = (1.0 / math.sqrt(20.0), -3.0 / math.sqrt(20.0), 3.0 / math.sqrt(20.0), -1.0 / math.sqrt(20.0))
 MAD_TO_SIGMA = 1.482602218505602          # 1/Φ⁻¹(3/4): MAD → σ for Gaussian samples
@@ -78,3 +80,25 @@ def median_last(x: torch.Tensor) -> torch.Tensor:
     if bool(nan.any()):
         value = torch.where(torch.isnan(x).any(-1, keepdim=True), torch.full_like(value, float('nan')), value)
     return value
+
+
+def whiten_ar1(x: torch.Tensor, rho) -> torch.Tensor:
+    """w₀ = x₀, w_t = (x_t − ρ·x_{t−1})/√(1 − ρ²) along the last axis; ``rho`` a number or broadcastable ``[..., 1]``,
+    |ρ| < 1. For AR(1) noise n_t = ρ·n_{t−1} + ε_t of standard deviation σ (stationary), w is white noise of standard
+    deviation σ; linear, so a signal under the noise becomes (u_t − ρ·u_{t−1})/√(1 − ρ²)."""
+    rho = torch.as_tensor(rho, dtype=x.dtype, device=x.device)
+    return torch.cat([x[..., :1], (x[..., 1:] - rho * x[..., :-1]) / torch.sqrt(1 - rho * rho)], -1)
+
+
+def colour_ar1(w: torch.Tensor, rho) -> torch.Tensor:
+    """The inverse of :func:`whiten_ar1`: x₀ = w₀, x_t = √(1 − ρ²)·w_t + ρ·x_{t−1} (a first-order recursive filter,
+    stable for |ρ| < 1: an error in w at t decays as ρ^k in x at t + k)."""
+    rho = torch.as_tensor(rho, dtype=w.dtype, device=w.device)
+    scaled = torch.sqrt(1 - rho * rho) * w
+    out = torch.empty_like(w)
+    out[..., 0] = w[..., 0]
+    rho_t = rho[..., 0] if rho.ndim else rho
+    for t in range(1, w.shape[-1]):
+        out[..., t] = scaled[..., t] + rho_t * out[..., t - 1]
+    return out
+
