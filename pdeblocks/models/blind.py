@@ -211,7 +211,8 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
                  irls_contrast: float = 0.05, irls_mix: float = 0.02, irls_select: float = 0.0,
                  irls_exponent: float = 1.0, irls_lag_base: int = 4, step_init: float = 0.5,
                  segment_select: float = 0.0, segment_hazard: float = 1 / 32, segment_max_length: int = 256,
-                 segment_degree: int = 0, poly_select: float = 0.0, poly_degree: int = 2, spectral_noise: bool = False, residual_threshold: float = 0.0, residual_frame: int = 64):
+                 segment_degree: int = 0, poly_select: float = 0.0, poly_degree: int = 2,
+                 spectral_noise: bool = False, residual_threshold: float = 0.0, residual_frame: int = 64):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -258,7 +259,8 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
             raise ValueError(f"need 0 ≤ segment_select < 1 (0: no segmentation tail; else γ at start), got "
                              f"{segment_select}")
         self.segment = BayesSegmentTail1D(tail_hidden, lags=lags, hazard=segment_hazard, max_length=segment_max_length,
-                                          select_init=segment_select, degree=segment_degree) if segment_select > 0 else None
+                                          select_init=segment_select,
+                                          degree=segment_degree) if segment_select > 0 else None
         if not 0.0 <= poly_select < 1.0:
             raise ValueError(f"need 0 ≤ poly_select < 1 (0: no polynomial segmentation tail; else γ at start), got "
                              f"{poly_select}")

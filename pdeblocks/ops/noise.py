@@ -92,13 +92,12 @@ def whiten_ar1(x: torch.Tensor, rho) -> torch.Tensor:
 
 def colour_ar1(w: torch.Tensor, rho) -> torch.Tensor:
     """The inverse of :func:`whiten_ar1`: x₀ = w₀, x_t = √(1 − ρ²)·w_t + ρ·x_{t−1} (a first-order recursive filter,
-    stable for |ρ| < 1: an error in w at t decays as ρ^k in x at t + k)."""
+    stable for |ρ| < 1: an error in w at t decays as ρ^k in x at t + k). Computed as a scan in ⌈log₂ n⌉ vectorised
+    passes, b_t ← b_t + ρ^d·b_{t−d} for d = 1, 2, 4, …, which leaves b_t = Σ_{k≤t} ρ^(t−k)·b_k, not a loop over t."""
     rho = torch.as_tensor(rho, dtype=w.dtype, device=w.device)
-    scaled = torch.sqrt(1 - rho * rho) * w
-    out = torch.empty_like(w)
-    out[..., 0] = w[..., 0]
-    rho_t = rho[..., 0] if rho.ndim else rho
-    for t in range(1, w.shape[-1]):
-        out[..., t] = scaled[..., t] + rho_t * out[..., t - 1]
-    return out
-
+    b = torch.cat([w[..., :1], torch.sqrt(1 - rho * rho) * w[..., 1:]], -1)
+    n, d, power = w.shape[-1], 1, rho
+    while d < n:
+        b = torch.cat([b[..., :d], b[..., d:] + power * b[..., :-d]], -1)
+        d, power = 2 * d, power * power
+    return b
