@@ -144,6 +144,9 @@ def cmd_denoise(args) -> int:
     model = _load_model(args.model)
     if isinstance(model, BlindDenoiser1D):
         return _denoise_blind(args, model, signals)
+    if args.correlation is not None:
+        raise UsageError(f"--correlation needs a blind model (a BlindDenoiser1D, e.g. {DEFAULT_DENOISER}); "
+                         f"{args.model} is a {type(model).__name__}")
     out = _apply(model, signals, source=args.input)
     write_signals(args.output, out, one_dimensional=signals.shape[0] == 1)
     sigma = args.sigma if args.sigma is not None else float(noise_sigma(torch.from_numpy(signals)[:, None],

@@ -476,7 +476,7 @@ def test_correlation_bad_values_one_line(rho, match):
 
 def test_cli_correlation(tmp_path, blind_folder, capsys):
     """``--correlation`` reaches a blind model (the file equals denoise_signals(…, correlation=…), the report names
-    ρ); |ρ| ≥ 1 is exit 2 with nothing written."""
+    ρ); |ρ| ≥ 1, or a model that cannot use it, is exit 2 with nothing written."""
     rows = np.stack([1e3 * trace(1024, 0.05, seed=s) + 5000 for s in range(2)])
     src, dst = tmp_path / 'mv.npy', tmp_path / 'out.npy'
     np.save(src, rows)
@@ -495,3 +495,5 @@ def test_cli_correlation(tmp_path, blind_folder, capsys):
     src1.unlink()
     err = _bad_cli(tmp_path, 'mv.npy', rows, capsys, '--model', str(blind_folder), '--correlation', '1')
     assert '--correlation must be in (−1, 1), got 1.0' in err
+    err = _bad_cli(tmp_path, 'mv.npy', rows, capsys, '--model', 'denoiser-1d-piecewise-constant', '--correlation', '0.5')
+    assert '--correlation needs a blind model' in err and 'is a Denoiser1D' in err
