@@ -14,7 +14,8 @@ seed 0), certified − free, parameters, training seconds, and speed: 200 signal
 (σ = 0.1, piecewise constant), tuned TV's time over the model's, interleaved, TV stopped as in
 bench_denoise, the bundled denoiser-1d timed alongside (0.97× TV there).
 
-Writes benchmarks/results/denoise_schemes.md and .json.
+Writes benchmarks/results/denoise_schemes.md and .json (``--out NAME``: NAME.md and .json); the table has a row for
+every scheme trained into ``runs/schemes/``.
 """
 import argparse
 import json
@@ -73,6 +74,7 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument('--train', nargs='*', default=None, metavar='SCHEME', help='train these schemes (default: all)')
     p.add_argument('--report', action='store_true')
+    p.add_argument('--out', default='denoise_schemes', help='results name (benchmarks/results/OUT.md and .json)')
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     if a.train is not None:
@@ -118,7 +120,7 @@ def main(argv=None):
         lines.append('')
     text = '\n'.join(lines) + '\n'
     print(text)
-    save_results('denoise_schemes', text, dict(rows={f'{s}-{lb}': r for (s, lb), r in rows.items()}, timing=tp,
+    save_results(a.out, text, dict(rows={f'{s}-{lb}': r for (s, lb), r in rows.items()}, timing=tp,
                                                budget=SCHEME_BUDGET, models=SCHEME_MODELS))
 
 

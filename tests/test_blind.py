@@ -543,3 +543,59 @@ def test_fine_tune_chain_reads_the_sources_back_to_a_bundled_model():
     assert get_recipe(chain[0]).start_from == 'pdeblocks/pretrained/denoiser-1d-v2'
     assert source_recipe(get_recipe('denoiser-1d')) is None and fine_tune_chain('denoiser-1d') == ['denoiser-1d']
     assert source_recipe(Recipe(name='x', task='denoise', architecture='a', start_from='runs/no-such-recipe/model')) is None
+
+
+def test_dilated_steps_act_on_each_polyphase_component_and_keep_the_certificate(tmp_path):
+    """dilation=2: every second explicit step acts on the even and the odd positions of the unshuffled grid on their
+    own (equal to the undilated step applied to z[..., 0::2] and z[..., 1::2], computed here slice by slice), is
+    certified as its block, keeps ‖step(z)‖ ≤ ‖z‖ with huge weights changed between passes, and the model keeps
+    its lengths, equivariance and config; bad dilations are named."""
+    from pdeblocks import certify
+    from pdeblocks.layers.symmetric import SymmetricResidual
+    from pdeblocks.models.denoise1d import Dilated1D
+    torch.manual_seed(0)
+    m = BlindDenoiser1D(scheme='explicit', scale=4, channels=6, hidden_channels=6, blocks=4, dilation=2).double()
+    kinds = [type(b).__name__ for b in m.net.blocks]
+    assert kinds == ['SymmetricResidual', 'Dilated1D', 'SymmetricResidual', 'Dilated1D']
+    assert [b.path for b in certify(m).blocks[:4]] == ['net.blocks.0', 'net.blocks.1.block', 'net.blocks.2',
+                                                       'net.blocks.3.block']
+    step = m.net.blocks[1]
+    g = torch.Generator().manual_seed(3)
+    for trial in range(3):
+        with torch.no_grad():
+            step.block.weight.copy_(1e3 * torch.randn(step.block.weight.shape, generator=g, dtype=torch.float64))
+            for p in step.block.flux.parameters():
+                p.copy_(10 * torch.rand(p.shape, generator=g, dtype=torch.float64))
+            z = 100 * torch.randn(3, 6, 40, generator=g, dtype=torch.float64)
+            out = step(z)
+            assert torch.equal(out[..., 0::2], step.block(z[..., 0::2].contiguous()))
+            assert torch.equal(out[..., 1::2], step.block(z[..., 1::2].contiguous()))
+            assert float(out.norm()) <= float(z.norm()) * (1 + 1e-12), trial
+    assert m.net.min_length == 40 and m.min_length == 16
+    for n in (16, 41, 203):
+        f = torch.randn(2, 1, n, dtype=torch.float64).cumsum(-1)
+        with torch.no_grad():
+            out = m(f)
+            assert out.shape == f.shape and bool(torch.isfinite(out).all())
+            torch.testing.assert_close(m(1e3 * f - 7), 1e3 * out - 7, rtol=0, atol=1e-9 * 1e3 * float(f.abs().max()))
+    fresh = BlindDenoiser1D(scheme='explicit', scale=4, channels=6, hidden_channels=6, blocks=4, dilation=2).eval()
+    fresh.save_pretrained(tmp_path / 'm')
+    loaded = load_folder(tmp_path / 'm')
+    assert isinstance(loaded.net.blocks[3], Dilated1D) and loaded.net.blocks[3].dilation == 2
+    f = torch.randn(2, 1, 100).cumsum(-1)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(f), fresh(f), rtol=0, atol=0)
+    assert isinstance(BlindDenoiser1D(scheme='explicit', blocks=2).net.blocks[1], SymmetricResidual)
+    for bad in (0, True, 1.5):
+        with pytest.raises(ValueError, match='dilation must be an int ≥ 1'):
+            Dilated1D(step.block, bad)
+    for bad in (0, 3, 6, True, 2.0):
+        with pytest.raises(ValueError, match=rf'dilation must be a power of two \(the largest of the cycle 1, 2, 4, …\), '
+                                             rf'got {bad!r}'):
+            BlindDenoiser1D(scheme='explicit', dilation=bad)
+    cycle = BlindDenoiser1D(scheme='explicit', scale=4, blocks=7, dilation=8).net
+    assert [getattr(b, 'dilation', 1) for b in cycle.blocks] == [1, 2, 4, 8, 1, 2, 4]
+    assert cycle.min_length == 4 * 5 * 8
+    with pytest.raises(ValueError, match=r"scheme 'fed' has none \(expected scheme='explicit' or dilation=1, got "
+                                         r"dilation=2\)"):
+        BlindDenoiser1D(scheme='fed', dilation=2)

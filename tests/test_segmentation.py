@@ -416,3 +416,17 @@ def test_second_polynomial_tail_is_certified_and_keeps_the_norm_bound():
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match=rf'need 0 ≤ poly_select < 1 .*got {bad}'):
             BlindDenoiser1D(scheme='explicit', blocks=1, poly_select=bad)
+
+
+def test_a_tail_option_without_its_tail_is_an_error():
+    """segment_degree needs the segmentation tail and poly_degree the second one: given with the tail off they would
+    be silently unused, so the constructor names them and the select that is 0."""
+    with pytest.raises(ValueError, match=r'^segment_degree=2 needs segment_select > 0 \(its tail is off\), got '
+                                         r'segment_select=0.0, poly_select=0.0$'):
+        BlindDenoiser1D(scheme='explicit', blocks=1, segment_degree=2)
+    with pytest.raises(ValueError, match=r'^poly_degree=1 needs poly_select > 0 \(its tail is off\)'):
+        BlindDenoiser1D(scheme='explicit', blocks=1, segment_select=0.1, poly_degree=1)
+    with pytest.raises(ValueError, match=r'segment_degree=1 needs segment_select > 0; poly_degree=1 needs poly_select'):
+        BlindDenoiser1D(scheme='explicit', blocks=1, segment_degree=1, poly_degree=1)
+    assert BlindDenoiser1D(scheme='explicit', blocks=1, poly_select=0.1, poly_degree=1).poly.degree == 1
+    assert BlindDenoiser1D(scheme='explicit', blocks=1, segment_select=0.1, segment_degree=1).segment.degree == 1

@@ -197,7 +197,8 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
     longest segment and the pieces' highest polynomial degree); ``poly_select`` (0: none), ``poly_degree``: a second
     segmentation tail after it, with pieces of degree ≤ ``poly_degree`` and a selector of its own (γ at start);
     ``spectral_noise``: σ̂ = min(σ̂_D, σ̂_S) instead of σ̂_D (:func:`noise_sigma`); ``residual_threshold`` (0: none),
-    ``residual_frame``: the residual tail last (:class:`ResidualShrinkTail1D`: κ and the frame)."""
+    ``residual_frame``: the residual tail last (:class:`ResidualShrinkTail1D`: κ and the frame); ``dilation``: the explicit
+    steps cycle through the dilations 1, 2, …, ``dilation`` (a power of two; :class:`~pdeblocks.models.denoise1d.Dilated1D`)."""
 
     architecture = 'blind_denoiser_1d'
 
@@ -212,7 +213,8 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
                  irls_exponent: float = 1.0, irls_lag_base: int = 4, step_init: float = 0.5,
                  segment_select: float = 0.0, segment_hazard: float = 1 / 32, segment_max_length: int = 256,
                  segment_degree: int = 0, poly_select: float = 0.0, poly_degree: int = 2,
-                 spectral_noise: bool = False, residual_threshold: float = 0.0, residual_frame: int = 64):
+                 spectral_noise: bool = False, residual_threshold: float = 0.0, residual_frame: int = 64,
+                 dilation: int = 1):
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -223,6 +225,9 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         if refine_cycles < 0 or refine_steps < 1 or refine_channels < 1:
             raise ValueError(f"need refine_cycles ≥ 0, refine_steps ≥ 1 and refine_channels ≥ 1; got "
                              f"{refine_cycles}, {refine_steps}, {refine_channels}")
+        if dilation != 1 and scheme != 'explicit':
+            raise ValueError(f"dilation dilates the explicit steps; scheme {scheme!r} has none (expected "
+                             f"scheme='explicit' or dilation=1, got dilation={dilation})")
         if step_init != 0.5 and scheme != 'explicit':
             raise ValueError(f"step_init sets the explicit steps' τ at start; scheme {scheme!r} has its own "
                              f"(expected scheme='explicit' or step_init=0.5, got step_init={step_init})")
@@ -232,7 +237,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         if scheme == 'explicit':
             self.net: nn.Module = Denoiser1D(scale, channels, hidden_channels, blocks, kernel_size, knots, contrast,
                                              support, step_init=step_init, stability=stability,
-                                             interp_slack=interp_slack)
+                                             interp_slack=interp_slack, dilation=dilation)
         elif scheme == 'multigrid':
             self.net = MultigridResidual1D(channels, levels, kernel_size, stability, interp_slack, steps, scale, growth)
         else:
@@ -264,6 +269,12 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         if not 0.0 <= poly_select < 1.0:
             raise ValueError(f"need 0 ≤ poly_select < 1 (0: no polynomial segmentation tail; else γ at start), got "
                              f"{poly_select}")
+        unused = [f'{name}={value!r} needs {select} > 0' for name, value, default, select, on in (
+            ('segment_degree', segment_degree, 0, 'segment_select', segment_select),
+            ('poly_degree', poly_degree, 2, 'poly_select', poly_select)) if value != default and not on]
+        if unused:     # a tail's option without its tail would be silently ignored
+            raise ValueError(f"{'; '.join(unused)} (its tail is off), got segment_select={segment_select}, "
+                             f"poly_select={poly_select}")
         self.poly = BayesSegmentTail1D(tail_hidden, lags=lags, hazard=segment_hazard, max_length=segment_max_length,
                                        select_init=poly_select, degree=poly_degree) if poly_select > 0 else None
         if not residual_threshold >= 0.0:

@@ -148,6 +148,29 @@ def _shuffle(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, 1, m * s)
 
 
+class Dilated1D(nn.Module):
+    """A step applied at dilation d: to each of the d polyphase components z[..., j::d] of z ``[B, C, m]`` (m a
+    multiple of d) on its own, so a K of k taps reaches (k − 1)·d positions, as the kernel dilated by d would (with
+    Neumann boundaries per component). The split is a permutation of z, so ‖step(z)‖ ≤ ‖z‖ holds as for the step
+    itself: the block keeps its certificate."""
+
+    def __init__(self, block: nn.Module, dilation: int):
+        super().__init__()
+        if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+            raise ValueError(f"dilation must be an int ≥ 1, got {dilation!r}")
+        self.block = block
+        self.dilation = dilation
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        b, c, m = z.shape
+        d = self.dilation
+        phases = z.reshape(b, c, m // d, d).permute(0, 3, 1, 2).reshape(b * d, c, m // d)
+        return self.block(phases).reshape(b, d, c, m // d).permute(0, 2, 3, 1).reshape(b, c, m)
+
+    def extra_repr(self) -> str:
+        return f'dilation={self.dilation}'
+
+
 class _Skeleton1D(Pretrained1D):
     """unshuffle → lift → residual blocks → project the change → shuffle: f − P(z₀ − z_N).
 
@@ -157,12 +180,15 @@ class _Skeleton1D(Pretrained1D):
     smoothed features.
     """
 
-    def build_skeleton(self, scale: int, channels: int, kernel_size: int) -> None:
-        if scale < 1 or channels < 1 or kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"need scale ≥ 1, channels ≥ 1 and an odd kernel_size; got scale={scale}, "
-                             f"channels={channels}, kernel_size={kernel_size}")
+    def build_skeleton(self, scale: int, channels: int, kernel_size: int, dilation: int = 1) -> None:
+        """The lift and the projection; ``dilation``: the largest dilation of a block (:class:`Dilated1D`), so that
+        the unshuffled length is padded to a multiple of it."""
+        if scale < 1 or channels < 1 or kernel_size < 1 or kernel_size % 2 == 0 or dilation < 1:
+            raise ValueError(f"need scale ≥ 1, channels ≥ 1, an odd kernel_size and dilation ≥ 1; got scale={scale}, "
+                             f"channels={channels}, kernel_size={kernel_size}, dilation={dilation}")
         self.scale = scale
         self.kernel_size = kernel_size
+        self.dilation = dilation
         pad = kernel_size // 2
         self.lift = nn.Conv1d(scale, channels, kernel_size, padding=pad, padding_mode='replicate')
         self.project = nn.Conv1d(channels, scale, kernel_size, padding=pad, padding_mode='replicate')
@@ -171,12 +197,12 @@ class _Skeleton1D(Pretrained1D):
 
     @property
     def min_length(self) -> int:
-        return self.scale * self.kernel_size
+        return self.scale * self.kernel_size * self.dilation
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         self.check_input(f)
         n = f.shape[-1]
-        extra = (-n) % self.scale
+        extra = (-n) % (self.scale * self.dilation)
         x = F.pad(f, (0, extra), mode='replicate') if extra else f
         z0 = self.lift(_unshuffle(x, self.scale))
         z = z0
@@ -195,8 +221,13 @@ class Denoiser1D(_Skeleton1D, tags=['denoising', 'symmetric-resnet', 'nonlinear-
     Euclidean stability, or ``stability='none'``: a free step, no guarantee) → project the change
     z₀ − z_N (conv C→s) → shuffle → f − P(z₀ − z_N).
 
-    Minimum length: ``scale · kernel_size`` samples; any longer length works (padded by edge
-    replication to a multiple of ``scale`` internally, cropped back).
+    Minimum length: ``scale · kernel_size · dilation`` samples; any longer length works (padded by edge
+    replication to a multiple of ``scale · dilation`` internally, cropped back).
+
+    ``dilation`` D > 1, a power of two: the blocks cycle through the dilations 1, 2, 4, …, D (:class:`Dilated1D`;
+    D = 2: every second block at dilation 2), a K at dilation d reaching d times as far: at the same certified τ
+    such a step diffuses d² times as far, so the network reaches further on a fine grid (``scale``) without more
+    steps or parameters.
 
     ``interp_slack``: how far the norm bound B ≥ ‖K‖ may exceed the symbol's maximum on its frequency
     grid (:func:`~pdeblocks.ops.norms.default_grid`). Since τ ≤ 2/(L·B²), a tighter B allows larger
@@ -207,17 +238,24 @@ class Denoiser1D(_Skeleton1D, tags=['denoising', 'symmetric-resnet', 'nonlinear-
 
     def __init__(self, scale: int = 8, channels: int = 32, hidden_channels: int = 32, blocks: int = 8,
                  kernel_size: int = 5, knots: int = 16, contrast: float = 1.0, support: float = 4.0,
-                 step_init: float = 0.5, stability: str = 'euclidean', interp_slack: float = 1.1):
+                 step_init: float = 0.5, stability: str = 'euclidean', interp_slack: float = 1.1,
+                 dilation: int = 1):
         super().__init__()
         if stability not in ('euclidean', 'none'):
             raise ValueError(f"stability must be 'euclidean' or 'none' (nonmonotone fluxes), got {stability!r}")
-        self.build_skeleton(scale, channels, kernel_size)
-        self.blocks = nn.ModuleList([
-            SymmetricResidual(channels, hidden_channels, kernel_size, dim=1,
-                              flux=LearnedFlux(hidden_channels, contrast=contrast, knots=knots, support=support),
-                              boundary='neumann', stability=stability, step_init=step_init,
-                              interp_slack=interp_slack)
-            for _ in range(blocks)])
+        if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1 or dilation & (dilation - 1):
+            raise ValueError(f"dilation must be a power of two (the largest of the cycle 1, 2, 4, …), got {dilation!r}")
+        self.build_skeleton(scale, channels, kernel_size, dilation)
+        cycle = dilation.bit_length()     # 1, 2, …, D: log₂ D + 1 dilations
+
+        def step(i: int) -> nn.Module:
+            block = SymmetricResidual(channels, hidden_channels, kernel_size, dim=1,
+                                      flux=LearnedFlux(hidden_channels, contrast=contrast, knots=knots,
+                                                       support=support),
+                                      boundary='neumann', stability=stability, step_init=step_init,
+                                      interp_slack=interp_slack)
+            return Dilated1D(block, 1 << i % cycle) if i % cycle else block
+        self.blocks = nn.ModuleList([step(i) for i in range(blocks)])
 
 
 class StandardBlock1D(nn.Module):
