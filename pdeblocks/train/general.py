@@ -33,6 +33,10 @@ SCHEME_MODELS: Dict[str, Dict[str, Any]] = {
     # the explicit skeleton followed by the semi-implicit full-resolution tail (exact tridiagonal solves, gated τ)
     'explicit-tail': dict(scheme='explicit', blocks=16, tail_steps=2),
     'explicit-tail-edges': dict(scheme='explicit', blocks=16, tail_steps=2, tail_edges=8),
+    # finer grids: half and a quarter of the reach per step, twice and four times the positions (the same parameters)
+    'explicit-scale4': dict(scheme='explicit', scale=4, blocks=16),
+    'explicit-scale2': dict(scheme='explicit', scale=2, blocks=16),
+    'explicit-scale4-dilation2': dict(scheme='explicit', scale=4, blocks=16, dilation=2),   # every second step dilated
 }
 SCHEME_BUDGET = dict(steps=1200, batch_size=16, length=512, lr=3e-3, warmup=50, checkpoint_every=200)
 
@@ -233,3 +237,38 @@ register_general(dict(IRLS4_MODEL, segment_select=0.12, spectral_noise=True, res
 # measured (as above): the mean +0.09 / +0.10 (peaks +0.23 / +0.32, piecewise smooth +0.22 / +0.25, piecewise constant
 # −0.01 / +0.01); the quadratic pieces' kernel takes 6–9× the constant one's time (10–18 s per 1000 × 4096 samples):
 # not published (docs/denoiser.md, "What is left of the σ = 0.1 mean")
+
+# The network on the 4× unshuffled grid instead of 8× (twice the positions, the same widths and parameters): at the
+# scheme comparison's short budget (1,200 steps × 16 signals, validation) +0.71 / +0.64 dB in the families' mean over
+# scale 8 (peaks +0.98 / +0.82, piecewise constant +1.88 / +1.39, oscillations +0.04 / +0.03); scale 2 +0.66 / +0.55 at
+# 5× the network's time, scale 4 with 24 channels +0.55 / +0.45. v5's chain again on that network, from scratch, with
+# σ̂ = min(σ̂_D, σ̂_S) throughout (v5 took it at the end); -irls4-joint-long's 6,000 steps left out (+0.05 / +0.02 in v3)
+S4_MODEL = dict(GENERAL_MODEL, scale=4, spectral_noise=True)
+
+
+def register_chain(prefix: str, model: Dict[str, Any]) -> None:
+    """v5's chain of stages on the network ``model`` (and its free twin): the network from scratch (30,000 steps),
+    then each stage fine-tunes the one before it on batches no stage saw, with the tails added as v5's were
+    (``PREFIX``, ``-implicit``, ``-irls4``, ``-irls4-joint``, ``-bayes``, ``-bayes-joint``, ``-residual``)."""
+    irls4 = dict(model, **{k: v for k, v in IRLS4_MODEL.items() if k not in GENERAL_MODEL})
+    chain = (   # (suffix, model, steps, lr, loss, trainable)
+        ('', model, 30000, 3e-3, 'relative_mse', ()),
+        ('-implicit', dict(model, tail_steps=2), 4000, 1e-3, 'relative_mse', ()),
+        ('-irls4', irls4, 3000, 3e-3, 'log_relative_mse', ('irls',)),
+        ('-irls4-joint', irls4, 2500, 3e-4, 'log_relative_mse', ()),
+        ('-bayes', dict(irls4, segment_select=0.12), 3000, 3e-3, 'log_relative_mse', ('segment',)),
+        ('-bayes-joint', dict(irls4, segment_select=0.12), 2500, 3e-4, 'log_relative_mse', ()),
+        ('-residual', dict(irls4, segment_select=0.12, residual_threshold=8.0), 0, 3e-4, 'log_relative_mse', ()),
+    )
+    source, offset = '', 0
+    for suffix, stage, steps, lr, loss, trainable in chain:
+        register_general(stage, prefix + suffix, steps=steps, lr=lr, loss=loss, start_from=source,
+                         data_offset=offset, trainable=trainable)
+        source, offset = f'runs/{prefix}{suffix}/model', offset + steps
+
+
+register_chain('denoiser-1d-general-s4', S4_MODEL)
+# measured at stage 1 (validation, against v2 = the same stage at scale 8): +0.52 / +0.47 dB in the mean, but its free
+# twin is ahead by 0.33 / 0.39 (oscillations 0.68 at σ 0.1): the certified steps end at 0.90–1.00 of the stable limit
+# (v2: 0.55–0.99), the free ones at 1.7–18×. Every second step at dilation 2 reaches as far as scale 8's steps
+register_chain('denoiser-1d-general-s4d2', dict(S4_MODEL, dilation=2))
