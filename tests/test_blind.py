@@ -551,8 +551,7 @@ def test_dilated_steps_act_on_each_polyphase_component_and_keep_the_certificate(
     certified as its block, keeps ‖step(z)‖ ≤ ‖z‖ with huge weights changed between passes, and the model keeps
     its lengths, equivariance and config; bad dilations are named."""
     from pdeblocks import certify
-    from pdeblocks.layers.symmetric import SymmetricResidual
-    from pdeblocks.models.denoise1d import Dilated1D
+    from pdeblocks.layers import Dilated1D, SymmetricResidual
     torch.manual_seed(0)
     m = BlindDenoiser1D(scheme='explicit', scale=4, channels=6, hidden_channels=6, blocks=4, dilation=2).double()
     kinds = [type(b).__name__ for b in m.net.blocks]

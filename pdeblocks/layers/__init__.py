@@ -25,7 +25,7 @@ from .implicit import ImplicitBlock
 from .multigrid import GridTransfer, MultigridCycle, MultigridUNet
 from .registry import RESIDUAL_BLOCKS, create_block, register_block
 from .reversible import ReversibleState, ReversibleStep
-from .symmetric import STABILITY_MODES, OperatorNormBound, SymmetricBasicBlock, SymmetricResidual
+from .symmetric import STABILITY_MODES, Dilated1D, OperatorNormBound, SymmetricBasicBlock, SymmetricResidual
 from .tails import BayesSegmentTail1D, ImplicitTail1D, IRLSTail1D, ResidualShrinkTail1D
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     'TVNorm', 'GridTransfer', 'MultigridCycle', 'MultigridUNet',
     'CDELayer', 'CDELayerM2', 'CDELayerR2', 'ConvectionM2', 'ConvectionR2', 'DiffusionM2', 'DiffusionR2',
     'FractionalDilationM2', 'FractionalDilationR2', 'FractionalErosionM2', 'FractionalErosionR2', 'LiftM2Cartesian',
-    'LinearM2', 'ProjectM2', 'max_plus_convolution_m2', 'min_plus_convolution_m2', 'rotate_m2', 'OperatorNormBound', 'SymmetricBasicBlock', 'SymmetricResidual',
+    'LinearM2', 'ProjectM2', 'max_plus_convolution_m2', 'min_plus_convolution_m2', 'rotate_m2', 'Dilated1D', 'OperatorNormBound', 'SymmetricBasicBlock',
+    'SymmetricResidual',
     'BayesSegmentTail1D', 'ImplicitTail1D', 'IRLSTail1D', 'ResidualShrinkTail1D',
 ]

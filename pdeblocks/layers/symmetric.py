@@ -401,6 +401,29 @@ class SymmetricBasicBlock(nn.Module):
         return self.step(x)
 
 
+class Dilated1D(nn.Module):
+    """A step applied at dilation d: to each of the d polyphase components z[..., j::d] of z ``[B, C, m]`` (m a
+    multiple of d) on its own, so a K of k taps reaches (k − 1)·d positions, as the kernel dilated by d would (with
+    Neumann boundaries per component). The split is a permutation of z, so ‖step(z)‖ ≤ ‖z‖ holds as for the step
+    itself: the block keeps its certificate."""
+
+    def __init__(self, block: nn.Module, dilation: int):
+        super().__init__()
+        if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+            raise ValueError(f"dilation must be an int ≥ 1, got {dilation!r}")
+        self.block = block
+        self.dilation = dilation
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        b, c, m = z.shape
+        d = self.dilation
+        phases = z.reshape(b, c, m // d, d).permute(0, 3, 1, 2).reshape(b * d, c, m // d)
+        return self.block(phases).reshape(b, d, c, m // d).permute(0, 2, 3, 1).reshape(b, c, m)
+
+    def extra_repr(self) -> str:
+        return f'dilation={self.dilation}'
+
+
 def optional_state_keys(model: nn.Module) -> Set[str]:
     """The ``state_dict`` keys of ``model`` that files saved by earlier versions may lack (stored norm bounds)."""
     return {f"{name}.{NORM_BOUND_STATE}" if name else NORM_BOUND_STATE

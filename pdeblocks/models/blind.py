@@ -198,7 +198,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
     segmentation tail after it, with pieces of degree ≤ ``poly_degree`` and a selector of its own (γ at start);
     ``spectral_noise``: σ̂ = min(σ̂_D, σ̂_S) instead of σ̂_D (:func:`noise_sigma`); ``residual_threshold`` (0: none),
     ``residual_frame``: the residual tail last (:class:`ResidualShrinkTail1D`: κ and the frame); ``dilation``: the explicit
-    steps cycle through the dilations 1, 2, …, ``dilation`` (a power of two; :class:`~pdeblocks.models.denoise1d.Dilated1D`)."""
+    steps cycle through the dilations 1, 2, …, ``dilation`` (a power of two; :class:`~pdeblocks.layers.symmetric.Dilated1D`)."""
 
     architecture = 'blind_denoiser_1d'
 

@@ -31,7 +31,7 @@ from torch import nn
 # ARCHITECTURES: the hub's one registry, importable here where it used to live
 from ..hub import ARCHITECTURES, CONFIG_CODERS, load_pretrained, register_architecture, save_folder  # noqa: F401
 from ..layers.flux import LearnedFlux
-from ..layers.symmetric import SymmetricResidual
+from ..layers.symmetric import Dilated1D, SymmetricResidual
 from ..ops.schedules import fed_step_sizes, fed_tau_max
 from ..ops.stencils import difference_stencil
 
@@ -148,29 +148,6 @@ def _shuffle(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, 1, m * s)
 
 
-class Dilated1D(nn.Module):
-    """A step applied at dilation d: to each of the d polyphase components z[..., j::d] of z ``[B, C, m]`` (m a
-    multiple of d) on its own, so a K of k taps reaches (k − 1)·d positions, as the kernel dilated by d would (with
-    Neumann boundaries per component). The split is a permutation of z, so ‖step(z)‖ ≤ ‖z‖ holds as for the step
-    itself: the block keeps its certificate."""
-
-    def __init__(self, block: nn.Module, dilation: int):
-        super().__init__()
-        if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
-            raise ValueError(f"dilation must be an int ≥ 1, got {dilation!r}")
-        self.block = block
-        self.dilation = dilation
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        b, c, m = z.shape
-        d = self.dilation
-        phases = z.reshape(b, c, m // d, d).permute(0, 3, 1, 2).reshape(b * d, c, m // d)
-        return self.block(phases).reshape(b, d, c, m // d).permute(0, 2, 3, 1).reshape(b, c, m)
-
-    def extra_repr(self) -> str:
-        return f'dilation={self.dilation}'
-
-
 class _Skeleton1D(Pretrained1D):
     """unshuffle → lift → residual blocks → project the change → shuffle: f − P(z₀ − z_N).
 
@@ -181,8 +158,8 @@ class _Skeleton1D(Pretrained1D):
     """
 
     def build_skeleton(self, scale: int, channels: int, kernel_size: int, dilation: int = 1) -> None:
-        """The lift and the projection; ``dilation``: the largest dilation of a block (:class:`Dilated1D`), so that
-        the unshuffled length is padded to a multiple of it."""
+        """The lift and the projection; ``dilation``: the largest dilation of a block
+        (:class:`~pdeblocks.layers.symmetric.Dilated1D`): the unshuffled length is padded to a multiple of it."""
         if scale < 1 or channels < 1 or kernel_size < 1 or kernel_size % 2 == 0 or dilation < 1:
             raise ValueError(f"need scale ≥ 1, channels ≥ 1, an odd kernel_size and dilation ≥ 1; got scale={scale}, "
                              f"channels={channels}, kernel_size={kernel_size}, dilation={dilation}")
@@ -224,10 +201,10 @@ class Denoiser1D(_Skeleton1D, tags=['denoising', 'symmetric-resnet', 'nonlinear-
     Minimum length: ``scale · kernel_size · dilation`` samples; any longer length works (padded by edge
     replication to a multiple of ``scale · dilation`` internally, cropped back).
 
-    ``dilation`` D > 1, a power of two: the blocks cycle through the dilations 1, 2, 4, …, D (:class:`Dilated1D`;
-    D = 2: every second block at dilation 2), a K at dilation d reaching d times as far: at the same certified τ
-    such a step diffuses d² times as far, so the network reaches further on a fine grid (``scale``) without more
-    steps or parameters.
+    ``dilation`` D > 1, a power of two: the blocks cycle through the dilations 1, 2, 4, …, D
+    (:class:`~pdeblocks.layers.symmetric.Dilated1D`; D = 2: every second block at dilation 2). A K at dilation d
+    reaches d times as far, so at the same certified τ its step diffuses d² times as far: the network reaches
+    further on a fine grid (``scale``) without more steps or parameters.
 
     ``interp_slack``: how far the norm bound B ≥ ‖K‖ may exceed the symbol's maximum on its frequency
     grid (:func:`~pdeblocks.ops.norms.default_grid`). Since τ ≤ 2/(L·B²), a tighter B allows larger

@@ -37,6 +37,7 @@ SCHEME_MODELS: Dict[str, Dict[str, Any]] = {
     'explicit-scale4': dict(scheme='explicit', scale=4, blocks=16),
     'explicit-scale2': dict(scheme='explicit', scale=2, blocks=16),
     'explicit-scale4-dilation2': dict(scheme='explicit', scale=4, blocks=16, dilation=2),   # every second step dilated
+    'explicit-scale4-dilation8': dict(scheme='explicit', scale=4, blocks=16, dilation=8),   # the cycle 1, 2, 4, 8
 }
 SCHEME_BUDGET = dict(steps=1200, batch_size=16, length=512, lr=3e-3, warmup=50, checkpoint_every=200)
 
