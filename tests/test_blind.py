@@ -598,3 +598,31 @@ def test_dilated_steps_act_on_each_polyphase_component_and_keep_the_certificate(
     with pytest.raises(ValueError, match=r"scheme 'fed' has none \(expected scheme='explicit' or dilation=1, got "
                                          r"dilation=2\)"):
         BlindDenoiser1D(scheme='fed', dilation=2)
+
+
+@pytest.mark.parametrize('n', [2, 5, 16])
+def test_reflect_pad_reflects_again_where_one_reflection_is_too_short(n):
+    """reflect_pad equals numpy's whole-sample reflection (np.pad mode 'reflect', which reflects again for pads
+    longer than the signal) for pads up to ten times the length, and F.pad where one reflection suffices."""
+    from pdeblocks.models.blind import reflect_pad
+    x = np.random.default_rng(n).normal(size=(2, 1, n))
+    for p in (0, 1, n - 1, n, 3 * n + 1, 10 * n):
+        expected = np.pad(x, ((0, 0), (0, 0), (p, p)), mode='reflect')
+        got = reflect_pad(torch.from_numpy(x), p)
+        assert got.shape[-1] == n + 2 * p and np.array_equal(got.numpy(), expected), p
+    with pytest.raises(ValueError, match='reflecting needs at least 2 samples, got 1'):
+        reflect_pad(torch.zeros(1, 1, 1), 3)
+
+
+def test_a_network_longer_than_the_signal_still_takes_the_minimum_length():
+    """The cycle 1, 2, 4, 8 on the 4× grid needs 160 samples for its network; the blind model still takes 16 (the
+    reflection repeats) and denoises them finitely and equivariantly."""
+    m = BlindDenoiser1D(scheme='explicit', scale=4, channels=6, hidden_channels=6, blocks=4, dilation=8).double()
+    assert m.inner_min_length == 160 and m.min_length == 16
+    _, f = _noisy(n=16)
+    f = f[None, None]
+    with torch.no_grad():
+        out = m(f)
+        assert out.shape == f.shape and bool(torch.isfinite(out).all())
+        torch.testing.assert_close(m(1e3 * f + 5), 1e3 * out + 5, rtol=0, atol=1e-9)
+        assert float((out - f).abs().max()) > 0

@@ -25,7 +25,8 @@ loses digits) and max |f| ≤ ``finfo.max``/16 (h∗f, f − c and c + σ̂·v s
 σ̂ ≥ 2.2e-308 and |f| ≤ 1.1e307: traces at 1e-30 or 1e30 denoise exactly like the same trace at 1.
 
 Edges. N sees the normalised signal extended by ``pad`` samples of even (whole-sample) reflection on
-each side (at most n − 1, and at least what N's minimum length needs), and the output is cropped.
+each side (at most n − 1, and at least what N's minimum length needs: reflected again where one reflection is
+too short, :func:`reflect_pad`), and the output is cropped.
 
 Schemes of N (``scheme``), each with its certified form (``stability='euclidean'``) and its free-step
 twin (``stability='none'``: the same skeleton, parameters and operator applications, no bound on τ):
@@ -45,7 +46,6 @@ The free twin of a cycle (``'fed'``, ``'fsi'``, ``'implicit'``) is one free symm
 ``steps`` times with its weights shared (:class:`RepeatedStep`): the same K and flux, the same number
 of K/Kᵀ pairs, τ unconstrained, the flux re-evaluated at every step.
 """
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -173,6 +173,22 @@ class MultigridResidual1D(nn.Module):
         return f - _shuffle(self.unet(_unshuffle(x, self.scale)))[..., :n]
 
 
+def reflect_pad(u: torch.Tensor, p: int) -> torch.Tensor:
+    """``u`` [..., n] extended by ``p`` samples of whole-sample reflection on each side: u[−i] = u[i], u[n − 1 + i] =
+    u[n − 1 − i], reflected again as often as ``p`` needs (the extension is even about both ends, period 2(n − 1));
+    ``F.pad(u, (p, p), mode='reflect')`` where p ≤ n − 1. Needs n ≥ 2 where p > 0."""
+    n = u.shape[-1]
+    if p <= 0:
+        return u
+    if p <= n - 1:
+        return F.pad(u, (p, p), mode='reflect')
+    if n < 2:
+        raise ValueError(f"reflecting needs at least 2 samples, got {n}")
+    period = 2 * (n - 1)
+    i = torch.arange(-p, n + p, device=u.device) % period
+    return u[..., torch.where(i < n, i, period - i)]
+
+
 class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffusion']):
     """D(f) = c + σ̂·N((f − c)/σ̂): blind (σ̂ from the data), affine-equivariant, any length ≥ ``min_length``.
 
@@ -283,8 +299,7 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
 
     @property
     def min_length(self) -> int:
-        # reflection adds at most n − 1 samples per side: 3n − 2 ≥ N's minimum
-        return max(MIN_LENGTH, math.ceil((self.inner_min_length + 2) / 3))
+        return MIN_LENGTH      # σ̂'s; the reflection makes up any length N needs
 
     def check_input(self, f: torch.Tensor) -> None:
         super().check_input(f)
@@ -313,8 +328,9 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         computed (:meth:`predict` computes it once for its checks, its chunks and its warning). No checks."""
         n = f.shape[-1]
         u, centre, scale, sigma = self.normalise(f, sigma)
-        p = min(max(self.pad, (self.inner_min_length - n + 1) // 2), n - 1)
-        x = F.pad(u, (p, p), mode='reflect') if p > 0 else u
+        need = (self.inner_min_length - n + 1) // 2
+        p = max(min(max(self.pad, need), n - 1), need)
+        x = reflect_pad(u, p)
         w = next(self.net.parameters())
         v = self.net(x.to(w.dtype))
         if self.refine is not None:
