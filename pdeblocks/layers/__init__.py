@@ -36,7 +36,7 @@ __all__ = [
     'TVNorm', 'GridTransfer', 'MultigridCycle', 'MultigridUNet',
     'CDELayer', 'CDELayerM2', 'CDELayerR2', 'ConvectionM2', 'ConvectionR2', 'DiffusionM2', 'DiffusionR2',
     'FractionalDilationM2', 'FractionalDilationR2', 'FractionalErosionM2', 'FractionalErosionR2', 'LiftM2Cartesian',
-    'LinearM2', 'ProjectM2', 'max_plus_convolution_m2', 'min_plus_convolution_m2', 'rotate_m2', 'Dilated1D', 'OperatorNormBound', 'SymmetricBasicBlock',
-    'SymmetricResidual',
+    'LinearM2', 'ProjectM2', 'max_plus_convolution_m2', 'min_plus_convolution_m2', 'rotate_m2',
+    'Dilated1D', 'OperatorNormBound', 'SymmetricBasicBlock', 'SymmetricResidual',
     'BayesSegmentTail1D', 'ImplicitTail1D', 'IRLSTail1D', 'ResidualShrinkTail1D',
 ]
