@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import timm  # noqa: E402
-from _results import save_results  # noqa: E402
+from _common import save_results  # noqa: E402
 
 import pdeblocks  # noqa: E402,F401
 from pdeblocks.layers import SymmetricResidual  # noqa: E402

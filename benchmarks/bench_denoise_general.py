@@ -56,7 +56,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _results import RESULTS, save_results, write_atomic  # noqa: E402
+from _common import RESULTS, save_results, write_atomic  # noqa: E402
 
 from pdeblocks.classical import perona_malik_denoise, tune_perona_malik, tune_tv, tv_denoise  # noqa: E402
 from pdeblocks.data.families import AR1_RHO, FAMILIES, MAX_FREQUENCY, NOISES, NYQUIST, make_family_signals, unit_range  # noqa: E402

@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _results import save_results  # noqa: E402
+from _common import save_results  # noqa: E402
 from bench_denoise_general import tv_chunked, tv_stop  # noqa: E402
 
 from pdeblocks.data.signals import make_signals  # noqa: E402

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from _results import RESULTS, write_atomic  # noqa: E402
+from _common import RESULTS, write_atomic  # noqa: E402
 
 from pdeblocks.layers.gcnn import CDELayerM2, LiftM2Cartesian, ProjectM2, SpatialMaxPoolM2  # noqa: E402
 

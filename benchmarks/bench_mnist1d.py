@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _results import RESULTS, save_results  # noqa: E402
+from _common import RESULTS, save_results  # noqa: E402
 from mnist1d_levers import VARIANTS, LeverBlock, PlainCNN, mnist1d_data, step_stats, train  # noqa: E402
 
 import pdeblocks  # noqa: E402

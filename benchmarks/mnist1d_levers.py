@@ -336,7 +336,7 @@ LEVERS = {
 def write_table(jsonl: str, stem: str = 'mnist1d_levers') -> str:
     """The screening table (one row per variant and seed) from the JSON lines of earlier runs."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _results import save_results
+    from _common import save_results
     rows = [json.loads(line) for line in open(jsonl) if line.strip()]
     lines = ['| variant | lever | params | test % | train % | τ after training | τ·L·B²/2 | B | ρ |',
              '|---|---|---:|---:|---:|---|---|---|---|']
