@@ -2,10 +2,11 @@
 that give up one half of the certificate at a time.
 
 Usage:
-    OMP_NUM_THREADS=1 python benchmarks/bench_certificate_cost.py [--seeds 0 1 2] [--variants ...]
+    OMP_NUM_THREADS=1 python benchmarks/bench_certificate_cost.py [--scheme explicit] [--seeds 0 1 2] [--variants ...]
 
-The network is the scheme comparison's explicit one (``schemes-explicit-*``: 16 steps u − τKᵀΦ(Ku) on the 8×
-unshuffled grid, :data:`pdeblocks.train.general.SCHEME_MODELS`), trained at its short budget
+The network is one of the scheme comparison's explicit ones (``schemes-SCHEME-*``, default ``explicit``: 16 steps
+u − τKᵀΦ(Ku) on the 8× unshuffled grid; ``explicit-scale4`` on the 4× grid; :data:`pdeblocks.train.general.SCHEME_MODELS`),
+trained at its short budget
 (:data:`~pdeblocks.train.general.SCHEME_BUDGET`, 1 thread) with each seed. Variants, by what τ of each step may be:
 
 * ``certified``: 0 ≤ τ ≤ 2/(L·B²), τ = sigmoid(θ)·2/(L·B²) (the published parameterisation);
@@ -18,8 +19,9 @@ unshuffled grid, :data:`pdeblocks.train.general.SCHEME_MODELS`), trained at its 
 
 So ``free − nonnegative`` is what negative steps are worth and ``nonnegative − certified`` what steps beyond the
 limit are worth. The table: mean validation PSNR over the families at σ = 0.05 and 0.1 per variant (mean and range
-over the seeds), then per family; each step's τ over its limit for seed 0. Runs go to ``runs/certificate_cost/``
-(a finished one is only read); writes ``benchmarks/results/certificate_cost.md`` and ``.json``.
+over the seeds), then per family; each step's τ over its limit for each seed. Runs go to
+``runs/certificate_cost/SCHEME/`` (a finished one is only read); writes ``benchmarks/results/certificate_cost.md`` and
+``.json`` (``certificate_cost_SCHEME`` for another scheme).
 """
 import argparse
 import dataclasses
@@ -40,14 +42,14 @@ from _common import save_results  # noqa: E402
 from pdeblocks.layers.symmetric import _TYPICAL_NORM_SQ, SymmetricResidual  # noqa: E402
 from pdeblocks.train.batches import denoise_batch  # noqa: E402
 from pdeblocks.train.evaluate import family_psnr  # noqa: E402
-from pdeblocks.train.general import SCHEME_BUDGET  # noqa: E402
+from pdeblocks.train.general import SCHEME_BUDGET, SCHEME_MODELS  # noqa: E402
 from pdeblocks.train.recipes import get_recipe  # noqa: E402
 from pdeblocks.train.trainer import build_model, optimization_step  # noqa: E402
 
 RUNS = ROOT / 'runs' / 'certificate_cost'
 VARIANTS = ('certified', 'certified-raw', 'certified-repeat', 'nonnegative', 'free')
 SIGMAS = ('0.05', '0.1')
-REPEAT_FROM = 12     # certified-repeat: steps 12 … 15 taken twice
+REPEATED = 4     # certified-repeat: the last four steps taken twice
 
 
 class Repeated(nn.Module):
@@ -72,10 +74,10 @@ def _nonnegative_step(block: SymmetricResidual) -> torch.Tensor:
     return block.step_param.clamp_min(0.0)
 
 
-def build(variant: str, seed: int) -> nn.Module:
+def build(scheme: str, variant: str, seed: int) -> nn.Module:
     """The variant's network (the recipe's model, its steps re-parameterised per instance)."""
     certified = variant.startswith('certified')
-    recipe = dataclasses.replace(get_recipe(f"schemes-explicit-{'certified' if certified else 'free'}"), seed=seed)
+    recipe = dataclasses.replace(get_recipe(f"schemes-{scheme}-{'certified' if certified else 'free'}"), seed=seed)
     torch.manual_seed(seed)
     model = build_model(recipe)
     for block in (m for m in model.modules() if isinstance(m, SymmetricResidual)):
@@ -87,13 +89,14 @@ def build(variant: str, seed: int) -> nn.Module:
             block.step_size = types.MethodType(_nonnegative_step, block)
     if variant == 'certified-repeat':
         blocks = model.net.blocks
-        for i in range(REPEAT_FROM, len(blocks)):
+        for i in range(len(blocks) - REPEATED, len(blocks)):
             blocks[i] = Repeated(blocks[i], 2)
     return model
 
 
 def steps_over_limit(model: nn.Module) -> list:
-    """τ/(2/(L·B)²) per step with the rigorous B (the step this variant takes, before any clamp)."""
+    """τ over 2/(L·B²) per step, rigorous B; for the raw-τ variants θ itself, before their clamp (a value > 1 or < 0 is
+    a step the variant cuts to the limit or to 0)."""
     out = []
     with torch.no_grad():
         for block in (m for m in model.modules() if isinstance(m, SymmetricResidual)):
@@ -105,13 +108,13 @@ def steps_over_limit(model: nn.Module) -> list:
     return out
 
 
-def run(variant: str, seed: int) -> dict:
+def run(scheme: str, variant: str, seed: int) -> dict:
     """Train (or read) one variant at one seed: validation PSNR per family and σ, τ/limit per step."""
-    path = RUNS / f'{variant}-seed{seed}.json'
+    path = RUNS / scheme / f'{variant}-seed{seed}.json'
     if path.is_file():
         return json.loads(path.read_text())
-    model = build(variant, seed)
-    recipe = dataclasses.replace(get_recipe('schemes-explicit-free'), seed=seed)
+    model = build(scheme, variant, seed)
+    recipe = dataclasses.replace(get_recipe(f'schemes-{scheme}-free'), seed=seed)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     model.train()
     for step in range(recipe.steps):
@@ -119,25 +122,26 @@ def run(variant: str, seed: int) -> dict:
         optimization_step(recipe, step, model, opt, x, y)
     model.eval()
     result = dict(variant=variant, seed=seed, val_psnr=family_psnr(model), step_over_limit=steps_over_limit(model))
-    RUNS.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
     return result
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--scheme', default='explicit', choices=[s for s, m in SCHEME_MODELS.items() if m['scheme'] == 'explicit'])
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     p.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=VARIANTS)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    results = {v: [run(v, s) for s in a.seeds] for v in a.variants}
+    results = {v: [run(a.scheme, v, s) for s in a.seeds] for v in a.variants}
     fams = list(results[a.variants[0]][0]['val_psnr'])
 
     def mean(r: dict, sigma: str) -> float:
         return float(np.mean([r['val_psnr'][f][sigma] for f in fams]))
 
     lines = [f"What the certificate costs: validation PSNR (dB), mean over the families (16 signals per family and σ, "
-             f"length 1024), the scheme comparison's explicit network at its budget ({SCHEME_BUDGET['steps']} steps × "
+             f"length 1024), the scheme comparison's `{a.scheme}` network at its budget ({SCHEME_BUDGET['steps']} steps × "
              f"{SCHEME_BUDGET['batch_size']} signals, 1 thread), seeds {a.seeds}: mean [lowest, highest]", '',
              '| variant | τ may be | σ = 0.05 | σ = 0.1 | − certified, σ = 0.05 / 0.1 |', '|---|---|---|---|---|']
     allowed = {'certified': '[0, limit]', 'certified-raw': '[0, limit], raw τ', 'certified-repeat':
@@ -156,12 +160,14 @@ def main(argv=None) -> None:
         for v, rs in results.items():
             lines.append(f'| {v} | ' + ' | '.join(f"{np.mean([r['val_psnr'][f][s] for r in rs]):.2f}" for f in fams)
                          + ' |')
-    lines += ['', f'τ over its limit 2/(L·B²) per step (rigorous B), seed {a.seeds[0]}:', '']
+    lines += ['', 'τ over its limit 2/(L·B²) per step (rigorous B):', '']
     for v, rs in results.items():
-        lines.append(f"- {v}: " + ' '.join(f'{x:.2f}' for x in rs[0]['step_over_limit']))
+        for r in rs:
+            lines.append(f"- {v}, seed {r['seed']}: " + ' '.join(f'{x:.2f}' for x in r['step_over_limit']))
     text = '\n'.join(lines) + '\n'
     print(text)
-    save_results('certificate_cost', text, dict(results=results, seeds=a.seeds, budget=SCHEME_BUDGET))
+    stem = 'certificate_cost' if a.scheme == 'explicit' else f"certificate_cost_{a.scheme.replace('-', '_')}"
+    save_results(stem, text, dict(scheme=a.scheme, results=results, seeds=a.seeds, budget=SCHEME_BUDGET))
 
 
 if __name__ == '__main__':
