@@ -544,6 +544,25 @@ def test_fine_tune_chain_reads_the_sources_back_to_a_bundled_model():
     assert source_recipe(get_recipe('denoiser-1d')) is None and fine_tune_chain('denoiser-1d') == ['denoiser-1d']
     assert source_recipe(Recipe(name='x', task='denoise', architecture='a', start_from='runs/no-such-recipe/model')) is None
 
+def test_a_branched_chain_shares_its_trunk_and_continues_its_data():
+    """register_chain(trunk=…): the stages after -irls4-joint start from the trunk's run, on the batches after it,
+    and the trunk's own recipes are not re-registered (its later stages keep their sources)."""
+    from pdeblocks.train.recipes import fine_tune_chain, get_recipe
+    chain = fine_tune_chain('denoiser-1d-general-s4-long-residual')
+    assert chain == ['denoiser-1d-general-s4', 'denoiser-1d-general-s4-implicit', 'denoiser-1d-general-s4-irls4',
+                     'denoiser-1d-general-s4-irls4-joint', 'denoiser-1d-general-s4-long-irls4-joint-long',
+                     'denoiser-1d-general-s4-long-bayes', 'denoiser-1d-general-s4-long-bayes-joint',
+                     'denoiser-1d-general-s4-long-residual']
+    steps = [get_recipe(n).steps for n in chain]
+    assert steps == [30000, 4000, 3000, 2500, 6000, 3000, 2500, 0]
+    assert [get_recipe(n).data_offset for n in chain] == [0, 30000, 34000, 37000, 39500, 45500, 48500, 51000]
+    assert get_recipe('denoiser-1d-general-s4-bayes').start_from == 'runs/denoiser-1d-general-s4-irls4-joint/model'
+    free = get_recipe('denoiser-1d-general-s4-long-irls4-joint-long-free')
+    assert free.start_from == 'runs/denoiser-1d-general-s4-irls4-joint-free/model'
+    assert free.model_kwargs['stability'] == 'none'
+    assert fine_tune_chain('denoiser-1d-general-s4-long-residual-free')[3] == 'denoiser-1d-general-s4-irls4-joint-free'
+
+
 
 def test_dilated_steps_act_on_each_polyphase_component_and_keep_the_certificate(tmp_path):
     """dilation=2: every second explicit step acts on the even and the odd positions of the unshuffled grid on their

@@ -247,12 +247,16 @@ register_general(dict(IRLS4_MODEL, segment_select=0.12, spectral_noise=True, res
 S4_MODEL = dict(GENERAL_MODEL, scale=4, spectral_noise=True)
 
 
-def register_chain(prefix: str, model: Dict[str, Any]) -> None:
+def register_chain(prefix: str, model: Dict[str, Any], joint_long: int = 0, trunk: str = '') -> None:
     """v5's chain of stages on the network ``model`` (and its free twin): the network from scratch (30,000 steps),
     then each stage fine-tunes the one before it on batches no stage saw, with the tails added as v5's were
-    (``PREFIX``, ``-implicit``, ``-irls4``, ``-irls4-joint``, ``-bayes``, ``-bayes-joint``, ``-residual``)."""
+    (``PREFIX``, ``-implicit``, ``-irls4``, ``-irls4-joint``, ``-bayes``, ``-bayes-joint``, ``-residual``).
+
+    ``joint_long`` > 0: v5's longer joint fine-tune (``-irls4-joint-long``, that many steps) after ``-irls4-joint``.
+    ``trunk``: a chain registered before on the same network whose stages up to ``-irls4-joint`` this one shares; only
+    the stages after them are registered under ``prefix``, the first starting from the trunk's ``-irls4-joint`` run."""
     irls4 = dict(model, **{k: v for k, v in IRLS4_MODEL.items() if k not in GENERAL_MODEL})
-    chain = (   # (suffix, model, steps, lr, loss, trainable)
+    chain = [   # (suffix, model, steps, lr, loss, trainable)
         ('', model, 30000, 3e-3, 'relative_mse', ()),
         ('-implicit', dict(model, tail_steps=2), 4000, 1e-3, 'relative_mse', ()),
         ('-irls4', irls4, 3000, 3e-3, 'log_relative_mse', ('irls',)),
@@ -260,12 +264,17 @@ def register_chain(prefix: str, model: Dict[str, Any]) -> None:
         ('-bayes', dict(irls4, segment_select=0.12), 3000, 3e-3, 'log_relative_mse', ('segment',)),
         ('-bayes-joint', dict(irls4, segment_select=0.12), 2500, 3e-4, 'log_relative_mse', ()),
         ('-residual', dict(irls4, segment_select=0.12, residual_threshold=8.0), 0, 3e-4, 'log_relative_mse', ()),
-    )
+    ]
+    shared = 4      # the network, -implicit, -irls4, -irls4-joint
+    if joint_long:
+        chain.insert(shared, ('-irls4-joint-long', irls4, joint_long, 3e-4, 'log_relative_mse', ()))
     source, offset = '', 0
-    for suffix, stage, steps, lr, loss, trainable in chain:
-        register_general(stage, prefix + suffix, steps=steps, lr=lr, loss=loss, start_from=source,
-                         data_offset=offset, trainable=trainable)
-        source, offset = f'runs/{prefix}{suffix}/model', offset + steps
+    for i, (suffix, stage, steps, lr, loss, trainable) in enumerate(chain):
+        name = (trunk if trunk and i < shared else prefix) + suffix
+        if not (trunk and i < shared):
+            register_general(stage, name, steps=steps, lr=lr, loss=loss, start_from=source, data_offset=offset,
+                             trainable=trainable)
+        source, offset = f'runs/{name}/model', offset + steps
 
 
 register_chain('denoiser-1d-general-s4', S4_MODEL)
@@ -273,3 +282,5 @@ register_chain('denoiser-1d-general-s4', S4_MODEL)
 # twin is ahead by 0.33 / 0.39 (oscillations 0.68 at σ 0.1): the certified steps end at 0.90–1.00 of the stable limit
 # (v2: 0.55–0.99), the free ones at 1.7–18×. Every second step at dilation 2 reaches as far as scale 8's steps
 register_chain('denoiser-1d-general-s4d2', dict(S4_MODEL, dilation=2))
+# the scale-4 chain with v5's -irls4-joint-long (6,000 steps) put back, branching off its -irls4-joint run
+register_chain('denoiser-1d-general-s4-long', S4_MODEL, joint_long=6000, trunk='denoiser-1d-general-s4')
