@@ -54,7 +54,8 @@ def main(argv=None) -> None:
     p.add_argument('--recipe', default='denoiser-1d')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--out', default=None, help='run folder (default runs/retrain-RECIPE-THREADSthreads)')
-    p.add_argument('--against', default=None, help='the bundled model to compare with (default: the recipe\'s own)')
+    p.add_argument('--against', default=None, help='the recipe of the bundled model to compare with (default: --recipe; '
+                                                  'e.g. denoiser-1d-general-residual for revision v5 of denoiser-1d)')
     p.add_argument('--evaluated', action='store_true', help='compare OUT/eval.json as it is (no training run)')
     a = p.parse_args(argv)
     against = a.against or a.recipe
@@ -77,6 +78,10 @@ def main(argv=None) -> None:
     mine = json.loads((out / 'eval.json').read_text())
     theirs = json.loads((published / 'eval.json').read_text())
     new, old = psnr_by_kind(mine), psnr_by_kind(theirs)
+    cells = lambda t: sorted((k, sg) for k, row in t.items() for sg in row)  # noqa: E731
+    if cells(new) != cells(old):
+        p.error(f"{out / 'eval.json'} and {published / 'eval.json'} evaluate different cells (kind, σ): expected "
+                f"{cells(old)}, got {cells(new)}; is --against the recipe of the model this one should match?")
     w_new, w_old = load_file(str(out / 'model' / 'model.safetensors')), load_file(str(published / 'model.safetensors'))
     bitwise = w_new.keys() == w_old.keys() and all(bool((w_new[k] == w_old[k]).all()) for k in w_new)
     rows = drift(new, old)
