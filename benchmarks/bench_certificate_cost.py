@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from _common import save_results  # noqa: E402
 
 from pdeblocks.layers.symmetric import _TYPICAL_NORM_SQ, SymmetricResidual  # noqa: E402
+from pdeblocks.models.blind import RepeatedStep  # noqa: E402
 from pdeblocks.train.batches import denoise_batch  # noqa: E402
 from pdeblocks.train.evaluate import family_psnr  # noqa: E402
 from pdeblocks.train.general import SCHEME_BUDGET, SCHEME_MODELS  # noqa: E402
@@ -50,20 +51,6 @@ RUNS = ROOT / 'runs' / 'certificate_cost'
 VARIANTS = ('certified', 'certified-raw', 'certified-repeat', 'nonnegative', 'free')
 SIGMAS = ('0.05', '0.1')
 REPEATED = 4     # certified-repeat: the last four steps taken twice
-
-
-class Repeated(nn.Module):
-    """``block`` applied ``times`` times (one set of weights)."""
-
-    def __init__(self, block: nn.Module, times: int):
-        super().__init__()
-        self.block = block
-        self.times = times
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        for _ in range(self.times):
-            z = self.block(z)
-        return z
 
 
 def _raw_step(block: SymmetricResidual) -> torch.Tensor:
@@ -90,7 +77,7 @@ def build(scheme: str, variant: str, seed: int) -> nn.Module:
     if variant == 'certified-repeat':
         blocks = model.net.blocks
         for i in range(len(blocks) - REPEATED, len(blocks)):
-            blocks[i] = Repeated(blocks[i], 2)
+            blocks[i] = RepeatedStep(blocks[i], 2)
     return model
 
 
