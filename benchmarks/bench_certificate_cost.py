@@ -14,6 +14,8 @@ trained at its short budget
   (so a difference from ``certified`` would be the parameterisation's, not the certificate's);
 * ``certified-repeat``: ``certified`` with each of the last four steps taken twice (weights shared: twice the
   diffusion time there, no parameters);
+* ``growth``: −limit/2 ≤ τ ≤ limit, raw τ as ``certified-raw`` (a negative step grows ‖u‖ at most by
+  1 + |τ|·L·B² ≤ 2: a certificate of bounded growth instead of nonexpansiveness);
 * ``nonnegative``: τ ≥ 0, no upper limit (steps may overshoot: expansive on K's highest frequencies);
 * ``free``: any τ (negative τ is backward diffusion: expansive everywhere).
 
@@ -48,7 +50,7 @@ from pdeblocks.train.recipes import get_recipe  # noqa: E402
 from pdeblocks.train.trainer import build_model, optimization_step  # noqa: E402
 
 RUNS = ROOT / 'runs' / 'certificate_cost'
-VARIANTS = ('certified', 'certified-raw', 'certified-repeat', 'nonnegative', 'free')
+VARIANTS = ('certified', 'certified-raw', 'certified-repeat', 'growth', 'nonnegative', 'free')
 SIGMAS = ('0.05', '0.1')
 REPEATED = 4     # certified-repeat: the last four steps taken twice
 
@@ -57,21 +59,26 @@ def _raw_step(block: SymmetricResidual) -> torch.Tensor:
     return torch.minimum(block.step_param.clamp_min(0.0), block.step_limit().to(block.step_param.dtype))
 
 
+def _growth_step(block: SymmetricResidual) -> torch.Tensor:
+    limit = block.step_limit().to(block.step_param.dtype)
+    return torch.maximum(torch.minimum(block.step_param, limit), -0.5 * limit)
+
+
 def _nonnegative_step(block: SymmetricResidual) -> torch.Tensor:
     return block.step_param.clamp_min(0.0)
 
 
 def build(scheme: str, variant: str, seed: int) -> nn.Module:
     """The variant's network (the recipe's model, its steps re-parameterised per instance)."""
-    certified = variant.startswith('certified')
+    certified = variant.startswith('certified') or variant == 'growth'
     recipe = dataclasses.replace(get_recipe(f"schemes-{scheme}-{'certified' if certified else 'free'}"), seed=seed)
     torch.manual_seed(seed)
     model = build_model(recipe)
     for block in (m for m in model.modules() if isinstance(m, SymmetricResidual)):
-        if variant == 'certified-raw':
+        if variant in ('certified-raw', 'growth'):
             with torch.no_grad():   # where the free step starts: half the limit at the typical ‖K‖² = 4
                 block.step_param.fill_(0.5 * 2.0 / (block.step_constant * _TYPICAL_NORM_SQ))
-            block.step_size = types.MethodType(_raw_step, block)
+            block.step_size = types.MethodType(_raw_step if variant == 'certified-raw' else _growth_step, block)
         elif variant == 'nonnegative':
             block.step_size = types.MethodType(_nonnegative_step, block)
     if variant == 'certified-repeat':
@@ -132,7 +139,8 @@ def main(argv=None) -> None:
              f"{SCHEME_BUDGET['batch_size']} signals, 1 thread), seeds {a.seeds}: mean [lowest, highest]", '',
              '| variant | τ may be | σ = 0.05 | σ = 0.1 | − certified, σ = 0.05 / 0.1 |', '|---|---|---|---|---|']
     allowed = {'certified': '[0, limit]', 'certified-raw': '[0, limit], raw τ', 'certified-repeat':
-               '[0, limit], last 4 steps twice', 'nonnegative': '[0, ∞)', 'free': '(−∞, ∞)'}
+               '[0, limit], last 4 steps twice', 'growth': '[−limit/2, limit], raw τ', 'nonnegative': '[0, ∞)',
+               'free': '(−∞, ∞)'}
     base = {s: np.mean([mean(r, s) for r in results['certified']]) for s in SIGMAS} if 'certified' in results else None
     for v, rs in results.items():
         cells = []
