@@ -44,6 +44,11 @@ def psnr_by_kind(result: dict) -> dict:
     return {kind: {sigma: row['model'] for sigma, row in rows.items()} for kind, rows in result['evaluation']['table'].items()}
 
 
+def cells(table: dict) -> list:
+    """The (kind, σ) cells of a :func:`psnr_by_kind` table, sorted."""
+    return sorted((kind, sigma) for kind, row in table.items() for sigma in row)
+
+
 def drift(new: dict, old: dict) -> list:
     return [dict(kind=kind, sigma=sigma, published=old[kind][sigma], retrained=new[kind][sigma],
                  difference=new[kind][sigma] - old[kind][sigma]) for kind in old for sigma in old[kind]]
@@ -78,7 +83,6 @@ def main(argv=None) -> None:
     mine = json.loads((out / 'eval.json').read_text())
     theirs = json.loads((published / 'eval.json').read_text())
     new, old = psnr_by_kind(mine), psnr_by_kind(theirs)
-    cells = lambda t: sorted((k, sg) for k, row in t.items() for sg in row)  # noqa: E731
     if cells(new) != cells(old):
         p.error(f"{out / 'eval.json'} and {published / 'eval.json'} evaluate different cells (kind, σ): expected "
                 f"{cells(old)}, got {cells(new)}; is --against the recipe of the model this one should match?")

@@ -544,9 +544,11 @@ def test_fine_tune_chain_reads_the_sources_back_to_a_bundled_model():
     assert source_recipe(get_recipe('denoiser-1d')) is None and fine_tune_chain('denoiser-1d') == ['denoiser-1d']
     assert source_recipe(Recipe(name='x', task='denoise', architecture='a', start_from='runs/no-such-recipe/model')) is None
 
+
 def test_a_branched_chain_shares_its_trunk_and_continues_its_data():
     """register_chain(trunk=…): the stages after -irls4-joint start from the trunk's run, on the batches after it,
     and the trunk's own recipes are not re-registered (its later stages keep their sources)."""
+    from pdeblocks.train.general import register_chain
     from pdeblocks.train.recipes import fine_tune_chain, get_recipe
     chain = fine_tune_chain('denoiser-1d-general-s4-long-residual')
     assert chain == ['denoiser-1d-general-s4', 'denoiser-1d-general-s4-implicit', 'denoiser-1d-general-s4-irls4',
@@ -561,7 +563,8 @@ def test_a_branched_chain_shares_its_trunk_and_continues_its_data():
     assert free.start_from == 'runs/denoiser-1d-general-s4-irls4-joint-free/model'
     assert free.model_kwargs['stability'] == 'none'
     assert fine_tune_chain('denoiser-1d-general-s4-long-residual-free')[3] == 'denoiser-1d-general-s4-irls4-joint-free'
-
+    with pytest.raises(ValueError, match=r"trunk 'no-such-chain' has no stage 'no-such-chain-irls4-joint'"):
+        register_chain('x', {}, joint_long=10, trunk='no-such-chain')
 
 
 def test_dilated_steps_act_on_each_polyphase_component_and_keep_the_certificate(tmp_path):

@@ -13,7 +13,7 @@ from typing import Any, Dict, Tuple
 
 from ..data.families import FAMILIES, MAX_FREQUENCY
 from ..models.blind import BlindDenoiser1D
-from .recipes import Recipe, register_recipe
+from .recipes import RECIPES, Recipe, register_recipe
 
 __all__ = ['register_general', 'SCHEME_MODELS', 'SCHEME_BUDGET', 'GENERAL_SIGMAS', 'GENERAL_MODEL', 'V2_WEIGHTS']
 
@@ -266,6 +266,8 @@ def register_chain(prefix: str, model: Dict[str, Any], joint_long: int = 0, trun
         ('-residual', dict(irls4, segment_select=0.12, residual_threshold=8.0), 0, 3e-4, 'log_relative_mse', ()),
     ]
     shared = 4      # the network, -implicit, -irls4, -irls4-joint
+    if trunk and f'{trunk}-irls4-joint' not in RECIPES:
+        raise ValueError(f"trunk {trunk!r} has no stage {trunk + '-irls4-joint'!r}: register_chain({trunk!r}, …) first")
     if joint_long:
         chain.insert(shared, ('-irls4-joint-long', irls4, joint_long, 3e-4, 'log_relative_mse', ()))
     source, offset = '', 0
