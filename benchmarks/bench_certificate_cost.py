@@ -39,7 +39,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _common import save_results  # noqa: E402
+from _common import save_results, write_atomic  # noqa: E402
 
 from pdeblocks.layers.symmetric import _TYPICAL_NORM_SQ, SymmetricResidual  # noqa: E402
 from pdeblocks.models.blind import RepeatedStep  # noqa: E402
@@ -89,8 +89,8 @@ def build(scheme: str, variant: str, seed: int) -> nn.Module:
 
 
 def steps_over_limit(model: nn.Module) -> list:
-    """τ over 2/(L·B²) per step, rigorous B; for the raw-τ variants θ itself, before their clamp (a value > 1 or < 0 is
-    a step the variant cuts to the limit or to 0)."""
+    """τ over 2/(L·B²) per step, rigorous B; for the raw-τ variants θ itself, before their clamp (a value outside the
+    variant's interval is a step it cuts to that interval)."""
     out = []
     with torch.no_grad():
         for block in (m for m in model.modules() if isinstance(m, SymmetricResidual)):
@@ -108,7 +108,7 @@ def run(scheme: str, variant: str, seed: int) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     model = build(scheme, variant, seed)
-    recipe = dataclasses.replace(get_recipe(f'schemes-{scheme}-free'), seed=seed)
+    recipe = dataclasses.replace(get_recipe(f'schemes-{scheme}-free'), seed=seed)   # data and schedule: as certified's
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     model.train()
     for step in range(recipe.steps):
@@ -116,8 +116,7 @@ def run(scheme: str, variant: str, seed: int) -> dict:
         optimization_step(recipe, step, model, opt, x, y)
     model.eval()
     result = dict(variant=variant, seed=seed, val_psnr=family_psnr(model), step_over_limit=steps_over_limit(model))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
+    write_atomic(path, json.dumps(result, indent=1))
     return result
 
 
