@@ -286,3 +286,6 @@ register_chain('denoiser-1d-general-s4', S4_MODEL)
 register_chain('denoiser-1d-general-s4d2', dict(S4_MODEL, dilation=2))
 # the scale-4 chain with v5's -irls4-joint-long (6,000 steps) put back, branching off its -irls4-joint run
 register_chain('denoiser-1d-general-s4-long', S4_MODEL, joint_long=6000, trunk='denoiser-1d-general-s4')
+# more certified steps on the 4× grid (24 instead of 16: 1.5× the diffusion time, about 140k parameters): does the twin
+# gap close where the certified steps end at their limit (docs/denoiser.md, "What the certificate costs")?
+register_chain('denoiser-1d-general-s4b24', dict(S4_MODEL, blocks=24), joint_long=6000)
