@@ -328,8 +328,8 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         computed (:meth:`predict` computes it once for its checks, its chunks and its warning). No checks."""
         n = f.shape[-1]
         u, centre, scale, sigma = self.normalise(f, sigma)
-        need = (self.inner_min_length - n + 1) // 2
-        p = max(min(max(self.pad, need), n - 1), need)
+        need = (self.inner_min_length - n + 1) // 2      # per side, for N's minimum length
+        p = max(min(self.pad, n - 1), need)
         x = reflect_pad(u, p)
         w = next(self.net.parameters())
         v = self.net(x.to(w.dtype))
