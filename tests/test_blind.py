@@ -245,6 +245,8 @@ def test_bad_constructor_arguments():
         BlindDenoiser1D(scheme='spectral')
     with pytest.raises(ValueError, match='stability'):
         BlindDenoiser1D(stability='lipschitz')
+    with pytest.raises(ValueError, match=r"scheme 'fed' has none \(expected scheme='explicit', got 'fed'\)"):
+        BlindDenoiser1D(scheme='fed', stability='retracted')
     for bad in (dict(refine_cycles=-1), dict(refine_cycles=1, refine_steps=0), dict(refine_cycles=1, refine_channels=0)):
         with pytest.raises(ValueError, match='refine_cycles ≥ 0, refine_steps ≥ 1 and refine_channels ≥ 1'):
             BlindDenoiser1D(scheme='explicit', **bad)
@@ -565,6 +567,44 @@ def test_a_branched_chain_shares_its_trunk_and_continues_its_data():
     assert fine_tune_chain('denoiser-1d-general-s4-long-residual-free')[3] == 'denoiser-1d-general-s4-irls4-joint-free'
     with pytest.raises(ValueError, match=r"trunk 'no-such-chain' has no stage 'no-such-chain-irls4-joint'"):
         register_chain('x', {}, joint_long=10, trunk='no-such-chain')
+
+
+def test_retracted_denoiser_keeps_the_norm_of_every_step_with_huge_free_steps(tmp_path):
+    """stability='retracted': the free twin's parameters, every explicit step certified ‖f(z)‖ ≤ ‖z‖ (certify), and
+    the promise kept with τ of both signs far past the limit and weights ×100, changed between passes; the model
+    round-trips through its folder; its recipe chain registers no free twin of its own."""
+    from pdeblocks import certify
+    from pdeblocks.hub import load_folder
+    from pdeblocks.train.recipes import RECIPES, fine_tune_chain, get_recipe
+    kw = dict(scheme='explicit', scale=4, channels=4, hidden_channels=4, blocks=3)
+    m = BlindDenoiser1D(stability='retracted', **kw).eval()
+    assert m.parameter_count() == BlindDenoiser1D(stability='none', **kw).parameter_count()
+    report = certify(m)
+    assert [b.mode for b in report.blocks] == ['retracted'] * 3 and report.composed_norm_factor == 1.0
+    assert m.certificate_schemes()['stability'] == 'retracted'
+    torch.manual_seed(0)
+    f = torch.randn(4, 1, 300)
+    norms = []
+    hooks = [b.register_forward_hook(lambda mod, i, o: norms.append((i[0].flatten(1).norm(dim=1),
+                                                                     o.flatten(1).norm(dim=1)))) for b in m.net.blocks]
+    for tau in (-20.0, 50.0, 1e4):
+        with torch.no_grad():
+            for b in m.net.blocks:
+                b.weight.mul_(100 if tau == 50.0 else 1)
+                b.step_param.fill_(tau)
+            out = m(f)
+        assert torch.isfinite(out).all()
+    for h in hooks:
+        h.remove()
+    assert len(norms) == 9 and all((o <= i * (1 + 1e-6)).all() for i, o in norms)
+    assert any((o > i * 0.999).any() for i, o in norms)   # steps the retraction held at ‖z‖
+    m.save_pretrained(tmp_path / 'r')
+    loaded = load_folder(tmp_path / 'r')
+    assert loaded.net.blocks[0].stability == 'retracted'
+    assert torch.equal(loaded(f), m(f))
+    chain = fine_tune_chain('denoiser-1d-general-s4r-residual')
+    assert all(get_recipe(n).model_kwargs['stability'] == 'retracted' for n in chain)
+    assert not any(f'{n}-free' in RECIPES for n in chain)
 
 
 def test_dilated_steps_act_on_each_polyphase_component_and_keep_the_certificate(tmp_path):

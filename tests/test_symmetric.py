@@ -85,7 +85,8 @@ def test_lipschitz_never_expands(case):
 
 @pytest.mark.parametrize('passes', CERTIFIED)
 @pytest.mark.parametrize('stability,flux', [('euclidean', 'perona_malik'), ('euclidean', 'weickert'),
-                                            ('euclidean', 'learned'), ('lipschitz', 'charbonnier')])
+                                            ('euclidean', 'learned'), ('lipschitz', 'charbonnier'),
+                                            ('retracted', 'learned'), ('retracted', 'perona_malik')])
 def test_guarantee_survives_absurd_training(stability, flux, passes):
     """100 SGD steps at lr=10 on a loss that rewards growth: the guarantee holds on every training pass
     (strict) and on eval passes afterwards (both kinds)."""
@@ -97,7 +98,7 @@ def test_guarantee_survives_absurd_training(stability, flux, passes):
     y = torch.randn_like(x)
     for _ in range(100):
         out = blk(x)
-        if stability == 'euclidean':
+        if stability != 'lipschitz':
             loss = -out.pow(2).sum() / x.pow(2).sum()
             if passes == 'all':
                 assert (_norms(out) <= _norms(x) * (1 + 1e-12)).all()
@@ -114,7 +115,7 @@ def test_guarantee_survives_absurd_training(stability, flux, passes):
     with torch.no_grad():
         u = torch.randn(64, 4, 10, 10, dtype=torch.float64) * 10
         v = u + torch.randn_like(u) * 0.1
-        if stability == 'euclidean':
+        if stability != 'lipschitz':
             assert (_norms(blk(u)) <= _norms(u) * (1 + 1e-12)).all()
             assert (_norms(blk(x)) <= _norms(x) * (1 + 1e-12)).all()
         else:
@@ -160,6 +161,113 @@ def test_thousand_block_stack_is_monotone_layer_by_layer():
     norms = torch.stack(norms)
     assert (norms[1:] <= norms[:-1] * (1 + 1e-12)).all()
     assert (norms[-1] < 0.99 * norms[0]).all()  # and it does diffuse
+
+
+# ------------------------------------------------------------------------------------------ retracted steps
+@HYP
+@given(block_and_inputs('retracted'))
+def test_retracted_norm_never_grows(case):
+    """A free τ from −5 to 30 (backward diffusion, thousands of stable limits), weights up to 1e3, a bias, any flux
+    and boundary: ‖f(u)‖ ≤ ‖u‖."""
+    blk, u, _ = case
+    with torch.no_grad():
+        out = blk(u)
+    assert (_norms(out) <= _norms(u) * (1 + 1e-12)).all()
+
+
+@HYP
+@given(block_and_inputs('retracted'))
+def test_retracted_lipschitz_bound_of_its_certificate(case):
+    """‖f(u) − f(v)‖ ≤ (2 + |τ|·L_Φ·B²)·‖u − v‖ with B = ops.norm_bound(K) and L_Φ the flux's declared slope
+    bound, for close and distant pairs."""
+    blk, u, v = case
+    lip_phi = blk.flux.lipschitz_bound
+    if lip_phi is None:
+        return
+    bound = float(norm_bound(blk.weight.detach(), blk.boundary))
+    lipschitz = 2.0 + abs(float(blk.step_param.detach())) * lip_phi * bound ** 2
+    with torch.no_grad():
+        d_out = _norms(blk(u) - blk(v))
+    assert (d_out <= _norms(u - v) * lipschitz * (1 + 1e-9) + 1e-300).all()
+
+
+def test_retracted_step_is_the_free_step_where_that_keeps_the_norm_and_retracted_where_not():
+    """The same weights as a free step: equal outputs where the free step does not grow ‖u‖; where it does, the
+    retracted output has the free output's direction and ‖u‖'s length."""
+    torch.manual_seed(3)
+    free = SymmetricResidual(2, dim=1, flux='charbonnier', stability='none').double()
+    retracted = SymmetricResidual(2, dim=1, flux='charbonnier', stability='retracted').double()
+    retracted.load_state_dict(free.state_dict())
+    u = torch.randn(64, 2, 16, dtype=torch.float64)
+    for tau in (0.05, -2.0, 50.0):
+        with torch.no_grad():
+            free.step_param.fill_(tau)
+            retracted.step_param.fill_(tau)
+            y, out = free(u), retracted(u)
+        grew = _norms(y) > _norms(u)
+        assert torch.equal(out[~grew], y[~grew])
+        if tau != 0.05:
+            assert grew.any()   # the free step does grow the norm here: the retraction acts
+        assert torch.allclose(_norms(out[grew]), _norms(u[grew]), rtol=1e-12)
+        cos = (out[grew] * y[grew]).flatten(1).sum(1) / (_norms(out[grew]) * _norms(y[grew]))
+        assert torch.allclose(cos, torch.ones_like(cos))
+
+
+def test_retracted_inputs_optimised_to_break_the_bound():
+    """Gradient ascent on ‖f(u)‖/‖u‖ over u, weights ×100, τ = 40 and a bias: at most 1, and the search reaches 1."""
+    torch.manual_seed(1)
+    blk = SymmetricResidual(3, kernel_size=3, dim=1, flux='exp_perona_malik', contrast=0.1,
+                            stability='retracted').double()
+    with torch.no_grad():
+        blk.weight.mul_(100)
+        blk.step_param.fill_(40.0)
+        blk.bias.normal_()
+    blk.requires_grad_(False)
+    u = torch.randn(16, 3, 12, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([u], lr=0.05)
+    best = 0.0
+    for _ in range(300):
+        ratio = _norms(blk(u)) / _norms(u)
+        best = max(best, float(ratio.detach().max()))
+        opt.zero_grad()
+        (-ratio.sum()).backward()
+        opt.step()
+    assert 1 - 1e-9 < best <= 1 + 1e-12
+
+
+def test_retracted_overflow_gives_zero_and_nan_input_still_propagates():
+    """float32, τ = 1e38: the free step overflows to ±inf; the retracted one returns 0 for those samples (‖0‖ ≤ ‖u‖),
+    not NaN. A NaN in u is not hidden: it propagates as in the other modes."""
+    blk = SymmetricResidual(2, dim=1, flux='charbonnier', stability='retracted')
+    with torch.no_grad():
+        blk.step_param.fill_(1e38)
+        blk.weight.mul_(100)
+    u = torch.randn(3, 2, 16) * 10
+    with torch.no_grad():
+        free = u - blk.step_param * blk.update(u)
+        out = blk(u)
+    assert not torch.isfinite(free).all()
+    assert torch.isfinite(out).all() and (_norms(out) <= _norms(u)).all()
+    u[1, 0, 3] = float('nan')
+    with torch.no_grad():
+        out = blk(u)
+    assert torch.isnan(out[1]).any() and torch.isfinite(out[[0, 2]]).all()
+
+
+def test_retracted_certificate():
+    """certify reports ‖f(u)‖ ≤ ‖u‖ on every pass, Lipschitz 2 + |τ|·L_Φ·B² (B from ops.norm_bound), and nothing to
+    verify (no bound on K is involved)."""
+    from pdeblocks import certify
+    blk = SymmetricResidual(3, dim=1, flux='charbonnier', stability='retracted')
+    with torch.no_grad():
+        blk.step_param.fill_(-7.5)
+    report = certify(blk, verify=True)
+    (c,) = report.blocks
+    assert (c.mode, c.norm_factor, c.passes, c.verified) == ('retracted', 1.0, 'all', None)
+    assert c.step_size == -7.5
+    b = float(norm_bound(blk.weight.detach(), 'neumann'))
+    assert c.lipschitz == pytest.approx(2.0 + 7.5 * 1.0 * b ** 2, rel=1e-3)
+    assert report.composed_norm_factor == 1.0
 
 
 def test_none_mode_can_blow_up():
@@ -360,10 +468,14 @@ def test_initial_kernel_from_stencil():
     assert torch.diff(out).abs().sum() < torch.diff(u).abs().sum()
 
 
-def test_scriptable_and_traceable():
+@pytest.mark.parametrize('stability', ['euclidean', 'retracted'])
+def test_scriptable_and_traceable(stability):
     from timm.models import get_notrace_functions, get_notrace_modules
     from torchvision.models.feature_extraction import NodePathTracer
-    blk = SymmetricResidual(4, dim=2, boundary='reflect', flux='learned')
+    blk = SymmetricResidual(4, dim=2, boundary='reflect', flux='learned', stability=stability)
+    if stability == 'retracted':     # a step that grows the norm, so the retraction acts
+        with torch.no_grad():
+            blk.step_param.fill_(-3.0)
     x = torch.randn(2, 4, 8, 8)
     scripted = torch.jit.script(blk)
     assert torch.allclose(scripted(x), blk(x), atol=1e-6)

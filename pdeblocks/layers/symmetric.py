@@ -11,6 +11,11 @@ Stability modes (``stability=``):
   ‖u − τKᵀΦ‖² = ‖u‖² − 2τ⟨Ku, Φ(Ku)⟩ + τ²‖KᵀΦ‖², and ‖KᵀΦ‖² ≤ ‖K‖²‖Φ‖² ≤ ‖K‖² L ⟨Ku, Φ(Ku)⟩.
 * ``'lipschitz'`` — ‖f(u) − f(v)‖₂ ≤ ‖u − v‖₂ (convex-potential form, as CPL): monotone flux with
   slope in [0, L], bias allowed, τ ≤ 2/(L‖K‖²).
+* ``'retracted'`` — ‖f(u)‖₂ ≤ ‖u‖₂ for every input by retraction: a free τ, and the step's output y
+  replaced by y·min(1, ‖u‖/‖y‖) per sample (:func:`retract`, the nearest point of the ball of radius ‖u‖),
+  any flux, bias allowed. The promise of ``'euclidean'`` without a limit on τ: a step may overshoot on some
+  components where it contracts others more. Lipschitz ≤ 2 + |τ|·L_Φ·‖K‖² (the projection is 1-Lipschitz in y
+  and in the radius ‖u‖). Not local: the factor is one number per sample.
 * ``'none'`` — a free trainable τ, for comparison with an unconstrained ResNet.
 
 In both stable modes τ = sigmoid(θ) · 2/(L·B²), B ≥ ‖K‖₂ a rigorous bound
@@ -35,7 +40,8 @@ from .certificate import Certification, NormCertificate
 from .flux import Flux, ReLUFlux, create_flux, flux_constants
 from .registry import register_block
 
-STABILITY_MODES = ('euclidean', 'lipschitz', 'none')
+STABILITY_MODES = ('euclidean', 'lipschitz', 'retracted', 'none')
+FREE_STEP_MODES = ('retracted', 'none')     # τ is the parameter itself, not a fraction of 2/(L·B²)
 # state_dict key suffix of the stored norm bound (PyTorch's extra-state key); optional when loading
 NORM_BOUND_STATE = '_extra_state'
 # ‖K‖² of the default initialisation is about 4 (the Marchenko–Pastur edge (1 + 1)²); used only to
@@ -48,6 +54,20 @@ register_notrace_function(conv)
 register_notrace_function(conv_adjoint)
 register_notrace_function(strided_conv)
 register_notrace_function(strided_conv_adjoint)
+
+
+@register_notrace_function
+def retract(y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """y·min(1, ‖u‖/‖y‖), norms per sample (over every axis but the first): the point of the ball of radius ‖u‖
+    nearest to y, so ‖out‖ ≤ ‖u‖. Where u is finite and y is not (a step that overflowed), 0; a non-finite u
+    propagates. A leaf for torch.fx."""
+    norm_y = torch.linalg.vector_norm(y.flatten(1), dim=1)
+    norm_u = torch.linalg.vector_norm(u.flatten(1), dim=1)
+    ratio = torch.where(norm_y > norm_u, norm_u / norm_y, torch.ones_like(norm_y))
+    overflow = torch.isfinite(norm_u) & ~torch.isfinite(norm_y)
+    ratio = torch.where(overflow, torch.zeros_like(ratio), ratio)
+    shape = [-1] + [1] * (y.dim() - 1)
+    return torch.where(overflow.reshape(shape), torch.zeros_like(y), y * ratio.reshape(shape))
 
 
 @register_notrace_function
@@ -88,9 +108,9 @@ class SymmetricResidual(nn.Module):
         flux: name (``'perona_malik'``, ``'charbonnier'``, ``'exp_perona_malik'``, ``'weickert'``,
             ``'relu'``, ``'learned'``), a Flux class, or a flux module.
         boundary: ``'neumann'`` (default), ``'zeros'``, ``'circular'`` or ``'reflect'``.
-        stability: ``'euclidean'`` (default), ``'lipschitz'`` or ``'none'``.
+        stability: ``'euclidean'`` (default), ``'lipschitz'``, ``'retracted'`` or ``'none'``.
         bias: trainable b; default False for ``'euclidean'`` (where it is not allowed), else True.
-        step_init: initial fraction sigmoid(θ) of the stable limit (or τ·L·‖K‖²/2 for ``'none'``).
+        step_init: initial fraction sigmoid(θ) of the stable limit (or τ·L·‖K‖²/2 for a free τ).
         contrast: initial λ of the flux (per hidden channel).
         weight: optional initial kernel ``[H, C, *k]``, e.g. a finite-difference stencil.
         trainable_weight: whether K is trained.
@@ -155,7 +175,7 @@ class SymmetricResidual(nn.Module):
         if len(ks) != dim:
             raise ValueError(f"kernel_size needs {dim} entries for dim={dim}, got {kernel_size}")
         check_kernel_size(ks, boundary)
-        if not 0.0 < step_init < 1.0 and stability != 'none':
+        if not 0.0 < step_init < 1.0 and stability not in FREE_STEP_MODES:
             raise ValueError(f"step_init is a fraction of the stable limit, in (0, 1); got {step_init}")
         if step_init <= 0.0:
             raise ValueError(f"step_init must be > 0, got {step_init}")
@@ -170,6 +190,7 @@ class SymmetricResidual(nn.Module):
         self.dim = dim
         self.boundary = boundary
         self.stability = stability
+        self.free_step = stability in FREE_STEP_MODES     # τ is step_param itself
         self.stride = stride
 
         self.flux = _resolve_flux(flux, hidden, contrast, device=device, dtype=dtype)
@@ -194,7 +215,7 @@ class SymmetricResidual(nn.Module):
         self.weight = nn.Parameter(w, requires_grad=trainable_weight)
         self.bias = nn.Parameter(torch.zeros(hidden, device=device, dtype=dtype)) if use_bias else None
 
-        if stability == 'none':
+        if stability in FREE_STEP_MODES:
             tau0 = step_init * 2.0 / (self.step_constant * _TYPICAL_NORM_SQ)
             self.step_param = nn.Parameter(torch.tensor(tau0, device=device, dtype=dtype))
         else:
@@ -229,8 +250,9 @@ class SymmetricResidual(nn.Module):
             self.step_param.fill_(math.log(f / (1.0 - f)))
 
     def step_size(self) -> torch.Tensor:
-        """τ: fraction·2/(L·B²) in the stable modes, the free parameter for ``'none'``."""
-        if self.stability == 'none':
+        """τ: fraction·2/(L·B²) in the modes with a step limit, the free parameter for ``'retracted'`` and
+        ``'none'``."""
+        if self.free_step:
             return self.step_param
         return self.step_fraction() * self.step_limit().to(self.step_param.dtype)
 
@@ -247,7 +269,10 @@ class SymmetricResidual(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         u = check_input(u, self.weight, self.boundary)
         tau = self.step_size().to(u.dtype)
-        return u - self.drop_path(tau * self.update(u))
+        out = u - self.drop_path(tau * self.update(u))
+        if self.stability == 'retracted':
+            out = retract(out, u)
+        return out
 
     # τ depends on B, and B on the weights' history (the cached perturbation bound); so B travels in
     # the state_dict (key ``<prefix>_extra_state``) and a reload reproduces τ exactly.
@@ -275,7 +300,7 @@ class SymmetricResidual(nn.Module):
         b = float(state)
         if not math.isfinite(b) or b < 0.0:
             raise ValueError(f"the saved norm bound of {type(self).__name__} must be finite and ≥ 0, got {b}")
-        if b == 0.0 or self.stability == 'none':
+        if b == 0.0 or self.free_step:
             self.bound.clear()
         elif not self.bound.restore(self.weight, state):
             full = float(self.bound._b0)
@@ -300,19 +325,19 @@ class SymmetricResidual(nn.Module):
             return float('nan'), float('nan')
         with torch.no_grad():
             b = self.bound.rigorous(self.weight)
-            tau = self.step_param if self.stability == 'none' else self.step_fraction() * self.step_limit(b)
+            tau = self.step_param if self.free_step else self.step_fraction() * self.step_limit(b)
             return float(tau), float(b)
 
     @torch.jit.unused
     def certified_passes(self) -> str:
         """Which passes the certificate covers: ``'all'``, ``'eval'`` (the training contract) or ``'none'``."""
-        return 'none' if self.stability == 'none' else self.bound.settings.passes
+        return {'none': 'none', 'retracted': 'all'}.get(self.stability, self.bound.settings.passes)
 
     @torch.jit.unused
     def verify_certificate(self) -> Optional[bool]:
         """Recompute the full bound at the current weight from scratch and confirm that the B of an
-        eval pass is at least it (None for ``stability='none'``: nothing to verify)."""
-        if self.stability == 'none' or self.weight.is_meta:
+        eval pass is at least it (None for a free τ: nothing rests on B)."""
+        if self.free_step or self.weight.is_meta:
             return None
         with torch.no_grad():
             used = self.bound.rigorous(self.weight)
@@ -329,6 +354,10 @@ class SymmetricResidual(nn.Module):
             norm_factor: Optional[float] = 1.0
             guarantee = '‖f(u)‖ ≤ ‖u‖'
             lipschitz = 1.0 if monotone else (None if lip_phi is None else 1.0 + tau * lip_phi * bound ** 2)
+        elif self.stability == 'retracted':
+            norm_factor = 1.0
+            lipschitz = None if lip_phi is None else 2.0 + abs(tau) * lip_phi * bound ** 2
+            guarantee = '‖f(u)‖ ≤ ‖u‖ (retraction)'
         elif self.stability == 'lipschitz':
             lipschitz = 1.0
             norm_factor = 1.0 if self.bias is None else None

@@ -29,7 +29,9 @@ each side (at most n − 1, and at least what N's minimum length needs: reflecte
 too short, :func:`reflect_pad`), and the output is cropped.
 
 Schemes of N (``scheme``), each with its certified form (``stability='euclidean'``) and its free-step
-twin (``stability='none'``: the same skeleton, parameters and operator applications, no bound on τ):
+twin (``stability='none'``: the same skeleton, parameters and operator applications, no bound on τ); the explicit
+scheme also with free steps that keep ‖step(z)‖ ≤ ‖z‖ by retraction (``stability='retracted'``, the free twin's
+parameters; :func:`~pdeblocks.layers.symmetric.retract`):
 
 * ``'explicit'`` — :class:`~pdeblocks.models.denoise1d.Denoiser1D`: ``blocks`` symmetric steps
   u − τKᵀΦ(Ku) (τ ≤ 2/(L B²)) between a pixel-unshuffle by ``scale`` and its inverse.
@@ -234,8 +236,12 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
         super().__init__()
         if scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-        if stability not in ('euclidean', 'none'):
-            raise ValueError(f"stability must be 'euclidean' (certified) or 'none' (free-step twin), got {stability!r}")
+        if stability not in ('euclidean', 'retracted', 'none'):
+            raise ValueError(f"stability must be 'euclidean' (certified), 'retracted' (certified by retraction) or "
+                             f"'none' (free-step twin), got {stability!r}")
+        if stability == 'retracted' and scheme != 'explicit':
+            raise ValueError(f"stability='retracted' retracts the explicit steps; scheme {scheme!r} has none "
+                             f"(expected scheme='explicit', got {scheme!r})")
         if pad < 0 or blocks < 1 or steps < 1:
             raise ValueError(f"need pad ≥ 0, blocks ≥ 1 and steps ≥ 1; got pad={pad}, blocks={blocks}, steps={steps}")
         if refine_cycles < 0 or refine_steps < 1 or refine_channels < 1:
@@ -394,9 +400,9 @@ class BlindDenoiser1D(Pretrained1D, tags=['denoising', 'blind', 'nonlinear-diffu
 
     def certificate_schemes(self) -> Dict[str, Any]:
         """The scheme, stability and parameter count (the blocks' own certificates come from ``pdeblocks.certify``)."""
-        return dict(scheme=self.scheme, stability='none' if any(
-            isinstance(m, SymmetricResidual) and m.stability == 'none' for m in self.modules()) else 'euclidean',
-            parameters=self.parameter_count())
+        modes = {m.stability for m in self.modules() if isinstance(m, SymmetricResidual)}
+        stability = next((m for m in ('none', 'retracted') if m in modes), 'euclidean')
+        return dict(scheme=self.scheme, stability=stability, parameters=self.parameter_count())
 
 
 def scale_limits(dtype: torch.dtype) -> Tuple[float, float]:

@@ -195,7 +195,8 @@ class Denoiser1D(_Skeleton1D, tags=['denoising', 'symmetric-resnet', 'nonlinear-
 
     f ∈ [B, 1, L] → unshuffle by s → lift (conv s→C) → ``blocks`` × [u − τKᵀΦ(Ku)] (K: C→H,
     kernel k, Neumann boundary, :class:`~pdeblocks.layers.flux.LearnedFlux` with g ∈ [0, 1],
-    Euclidean stability, or ``stability='none'``: a free step, no guarantee) → project the change
+    Euclidean stability; ``stability='retracted'``: a free τ with the same guarantee ‖step(z)‖ ≤ ‖z‖ kept by
+    :func:`~pdeblocks.layers.symmetric.retract`; ``stability='none'``: a free step, no guarantee) → project the change
     z₀ − z_N (conv C→s) → shuffle → f − P(z₀ − z_N).
 
     Minimum length: ``scale · kernel_size · dilation`` samples; any longer length works (padded by edge
@@ -218,8 +219,9 @@ class Denoiser1D(_Skeleton1D, tags=['denoising', 'symmetric-resnet', 'nonlinear-
                  step_init: float = 0.5, stability: str = 'euclidean', interp_slack: float = 1.1,
                  dilation: int = 1):
         super().__init__()
-        if stability not in ('euclidean', 'none'):
-            raise ValueError(f"stability must be 'euclidean' or 'none' (nonmonotone fluxes), got {stability!r}")
+        if stability not in ('euclidean', 'retracted', 'none'):
+            raise ValueError(f"stability must be 'euclidean', 'retracted' or 'none' (nonmonotone fluxes), got "
+                             f"{stability!r}")
         if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1 or dilation & (dilation - 1):
             raise ValueError(f"dilation must be a power of two (the largest of the cycle 1, 2, 4, …), got {dilation!r}")
         self.build_skeleton(scale, channels, kernel_size, dilation)
