@@ -237,7 +237,7 @@ def test_retracted_inputs_optimised_to_break_the_bound():
 
 def test_retracted_overflow_gives_zero_and_nan_input_still_propagates():
     """float32, τ = 1e38: the free step overflows to ±inf; the retracted one returns 0 for those samples (‖0‖ ≤ ‖u‖),
-    not NaN. A NaN in u is not hidden: it propagates as in the other modes."""
+    not NaN. A NaN in u is not hidden: it propagates as in the other modes. A zero input has finite gradients."""
     blk = SymmetricResidual(2, dim=1, flux='charbonnier', stability='retracted')
     with torch.no_grad():
         blk.step_param.fill_(1e38)
@@ -252,6 +252,12 @@ def test_retracted_overflow_gives_zero_and_nan_input_still_propagates():
     with torch.no_grad():
         out = blk(u)
     assert torch.isnan(out[1]).any() and torch.isfinite(out[[0, 2]]).all()
+    zero = SymmetricResidual(2, dim=1, flux='charbonnier', stability='retracted', bias=False)
+    u = torch.zeros(2, 2, 16, requires_grad=True)
+    out = zero(u)      # y = 0 = u: nothing to retract, and no 0/0 in the gradient
+    out.square().sum().backward()
+    assert torch.equal(out, torch.zeros_like(out)) and torch.isfinite(u.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in zero.parameters() if p.grad is not None)
 
 
 def test_retracted_certificate():

@@ -18,7 +18,7 @@ Stability modes (``stability=``):
   and in the radius ‖u‖). Not local: the factor is one number per sample.
 * ``'none'`` — a free trainable τ, for comparison with an unconstrained ResNet.
 
-In both stable modes τ = sigmoid(θ) · 2/(L·B²), B ≥ ‖K‖₂ a rigorous bound
+In ``'euclidean'`` and ``'lipschitz'`` τ = sigmoid(θ) · 2/(L·B²), B ≥ ‖K‖₂ a rigorous bound
 (:func:`pdeblocks.ops.norms.norm_bound`) that follows every change of the weight, so no optimizer
 step can leave the stable region. Which passes use the rigorous B (all, or eval-mode passes under
 the training contract) and how B's gradient flows is the block's ``certification``
@@ -63,7 +63,10 @@ def retract(y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     propagates. A leaf for torch.fx."""
     norm_y = torch.linalg.vector_norm(y.flatten(1), dim=1)
     norm_u = torch.linalg.vector_norm(u.flatten(1), dim=1)
-    ratio = torch.where(norm_y > norm_u, norm_u / norm_y, torch.ones_like(norm_y))
+    grew = norm_y > norm_u
+    one = torch.ones_like(norm_y)
+    # the quotient only where it is taken: elsewhere (y = 0 included) its gradient would be 0/0
+    ratio = torch.where(grew, norm_u / torch.where(grew, norm_y, one), one)
     overflow = torch.isfinite(norm_u) & ~torch.isfinite(norm_y)
     ratio = torch.where(overflow, torch.zeros_like(ratio), ratio)
     shape = [-1] + [1] * (y.dim() - 1)
