@@ -292,10 +292,13 @@ register_chain('denoiser-1d-general-s4d2', dict(S4_MODEL, dilation=2))
 # the scale-4 chain with v5's -irls4-joint-long (6,000 steps) put back, branching off its -irls4-joint run
 register_chain('denoiser-1d-general-s4-long', S4_MODEL, joint_long=6000, trunk='denoiser-1d-general-s4')
 # more certified steps on the 4× grid (24 instead of 16: 1.5× the diffusion time, about 140k parameters): does the twin
-# gap close where the certified steps end at their limit (docs/denoiser.md, "What the certificate costs")?
+# gap close where the certified steps end at their limit (docs/denoiser.md, "What the certificate costs")? No: the
+# network stage is +0.07 / +0.09 over 16 steps and 0.26 / 0.30 behind their free twin (later stages not run)
 register_chain('denoiser-1d-general-s4b24', dict(S4_MODEL, blocks=24), joint_long=6000)
 # the scale-4 chain with its steps certified by retraction instead of by τ ≤ 2/(L·B²): any τ, each step's output
 # scaled to at most its input's norm (the same promise ‖step(z)‖ ≤ ‖z‖). At the short budget (3 seeds) +0.15 / +0.15 dB
 # over the certified steps, where the free twin is +0.20 / +0.20 (benchmarks/bench_certificate_cost.py). Its free twin
-# is denoiser-1d-general-s4's (the same model, stability='none')
+# is denoiser-1d-general-s4's (the same model, stability='none'). The whole chain, test split: +2.94 / +2.28 over the
+# best peer, its free twin within 0.073 dB in every family (256 paired signals; docs/denoiser.md, "Certified by
+# retraction")
 register_chain('denoiser-1d-general-s4r', S4_MODEL, joint_long=6000, stability='retracted')
