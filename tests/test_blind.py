@@ -605,6 +605,9 @@ def test_retracted_denoiser_keeps_the_norm_of_every_step_with_huge_free_steps(tm
     chain = fine_tune_chain('denoiser-1d-general-s4r-residual')
     assert all(get_recipe(n).model_kwargs['stability'] == 'retracted' for n in chain)
     assert not any(f'{n}-free' in RECIPES for n in chain)
+    from pdeblocks.train.general import register_chain
+    with pytest.raises(ValueError, match=r"stability 'euclidean' or 'retracted' .*got 'none'"):
+        register_chain('x', {}, stability='none')
 
 
 def test_dilated_steps_act_on_each_polyphase_component_and_keep_the_certificate(tmp_path):

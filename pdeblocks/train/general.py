@@ -79,6 +79,9 @@ def register_general(model: Dict[str, Any], name: str = 'denoiser-1d-general', s
     """(Re)register recipe ``name`` (its steps' ``stability``) and, with ``twin``, its free twin ``name-free`` for
     ``model`` kwargs. A fine-tune's twin starts from the free run of its source's stage, at the same data step, with
     the same trained stages."""
+    if stability not in ('euclidean', 'retracted'):
+        raise ValueError(f"a general recipe's steps are certified: stability 'euclidean' or 'retracted' (the free "
+                         f"twin is registered with it), got {stability!r}")
     train = dict(steps=steps, batch_size=32, length=512, lr=lr, warmup=100, checkpoint_every=250, loss=loss,
                  data_offset=data_offset, trainable=trainable, restart=restart, max_frequency=max_frequency)
     _general(name, dict(model, stability=stability),
