@@ -510,9 +510,13 @@ def _general_body(name: str, ev: Dict[str, Any]) -> str:
     model = load_folder(_bundled(name))
     cfg = model.config()
     table = bundled_revisions(name)
-    scheme = (f"{cfg['blocks']} explicit certified symmetric steps u ↦ u − τKᵀΦ(Ku) (τ ≤ 2/(L‖K‖²) with a rigorous "
-              f"bound on ‖K‖, so ‖step(u)‖ ≤ ‖u‖) with learned nonmonotone fluxes, between a pixel-unshuffle by "
-              f"{cfg['scale']} and its inverse" if cfg['scheme'] == 'explicit' else
+    retracted = cfg.get('stability') == 'retracted'
+    certified = ("certified by retraction: a free τ, and each step's output y scaled to y·min(1, ‖u‖/‖y‖) per signal, "
+                 "so ‖step(u)‖ ≤ ‖u‖ for every input" if retracted else
+                 "τ ≤ 2/(L‖K‖²) with a rigorous bound on ‖K‖, so ‖step(u)‖ ≤ ‖u‖")
+    scheme = (f"{cfg['blocks']} explicit {'' if retracted else 'certified '}symmetric steps u ↦ u − τKᵀΦ(Ku) "
+              f"({certified}) with learned nonmonotone fluxes{' and a bias' if retracted else ''}, between a "
+              f"pixel-unshuffle by {cfg['scale']} and its inverse" if cfg['scheme'] == 'explicit' else
               f"the certified '{cfg['scheme']}' scheme of `pdeblocks.models.blind` ({cfg['blocks']} blocks)")
     if cfg.get('refine_cycles'):
         scheme += (f", then {cfg['refine_cycles']} FED cycles of {cfg['refine_steps']} edge-preserving diffusion "

@@ -14,9 +14,9 @@
 **Revisions.** A bundled folder may hold ``revisions.json`` (:func:`bundled_revisions`), the map from
 the Hub tags of ``pdeblocks/<name>`` to the bundled models that carry them::
 
-    {"repo_id": "pdeblocks/denoiser-1d", "current": "v5",
+    {"repo_id": "pdeblocks/denoiser-1d", "current": "v6",
      "revisions": {"v1": "denoiser-1d-piecewise-constant", "v2": "denoiser-1d-v2", "v3": "denoiser-1d-v3",
-                   "v4": "denoiser-1d-v4", "v5": "denoiser-1d"}}
+                   "v4": "denoiser-1d-v4", "v5": "denoiser-1d-v5", "v6": "denoiser-1d"}}
 
 so that ``from_pretrained('pdeblocks/denoiser-1d', revision='v1')`` gives the Hub's v1 when the Hub
 (or its cache) has it, and the bundled ``denoiser-1d-piecewise-constant`` when it does not. A bare

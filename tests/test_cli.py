@@ -333,8 +333,8 @@ def test_list(capsys):
     assert main(['list']) == 0
     lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()}
     assert set(lines) == set(list_pretrained())
-    assert lines['denoiser-1d'].split(None, 1)[1] == ('recipe denoiser-1d-general-residual, pdeblocks/denoiser-1d '
-                                                      'revision v5 (current)')
+    assert lines['denoiser-1d'].split(None, 1)[1] == ('recipe denoiser-1d-general-s4r-residual, pdeblocks/denoiser-1d '
+                                                      'revision v6 (current)')
     assert lines['denoiser-1d-piecewise-constant'].split(None, 1)[1] == \
         'recipe denoiser-1d, pdeblocks/denoiser-1d revision v1'
     assert lines['denoiser-1d-multigrid'].split(None, 1)[1] == 'recipe denoiser-1d-multigrid'
@@ -348,7 +348,7 @@ def test_train_notes_a_recipe_named_like_another_bundled_model(monkeypatch, caps
     assert main(['train', 'denoiser-1d', '--no-eval']) == 0
     err = capsys.readouterr().err
     assert err == ("note: recipe 'denoiser-1d' trains the bundled 'denoiser-1d-piecewise-constant'; the bundled "
-                   "'denoiser-1d' comes from recipe 'denoiser-1d-general-residual'\n")
+                   "'denoiser-1d' comes from recipe 'denoiser-1d-general-s4r-residual'\n")
     assert main(['train', 'denoiser-1d-multigrid', '--no-eval']) == 0
     assert capsys.readouterr().err == ''
 

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import pdeblocks.hub as hub
+from pdeblocks import certify
 from pdeblocks.hub import BUNDLED_DIR, from_pretrained, list_pretrained, load_folder, validate_config
 from pdeblocks.models.blind import BlindDenoiser1D
 from pdeblocks.models.denoise1d import Denoiser1D, Diffusion1D, StandardResNet1D
@@ -345,7 +346,7 @@ def test_hub_cache_resolution_offline(tmp_path):
     n_b = sum(p.numel() for p in tiny_denoiser(blocks=3).parameters())
     commit_a, commit_b = 'a' * 40, 'b' * 40
     fill_hub_cache(cache, 'pdeblocks/denoiser-1d', a, commit_a, refs=('main',))
-    fill_hub_cache(cache, 'pdeblocks/denoiser-1d', b, commit_b, refs=('v5',))
+    fill_hub_cache(cache, 'pdeblocks/denoiser-1d', b, commit_b, refs=('v6',))
     fill_hub_cache(cache, 'someone/my-denoiser', b, commit_b, refs=('main',))
     # a second cache (passed as cache_dir) holding a truncated copy of pdeblocks/denoiser-1d
     bad_cache, bad = tmp_path / 'bad-hub', tmp_path / 'bad'
@@ -356,7 +357,7 @@ def test_hub_cache_resolution_offline(tmp_path):
     res = run_offline(cache, [
         ['corrupted', 'pdeblocks/denoiser-1d', {'cache_dir': str(bad_cache)}],
         ['main', 'pdeblocks/denoiser-1d', {}],
-        ['tag', 'pdeblocks/denoiser-1d', {'revision': 'v5'}],
+        ['tag', 'pdeblocks/denoiser-1d', {'revision': 'v6'}],
         ['commit', 'pdeblocks/denoiser-1d', {'revision': commit_b}],
         ['bare', 'denoiser-1d', {}],
         ['other', 'someone/my-denoiser', {}],
@@ -366,7 +367,7 @@ def test_hub_cache_resolution_offline(tmp_path):
     assert {k: res['main'][k] for k in ('params', 'arch', 'source', 'warned')} == \
         dict(params=n_a, arch='denoiser_1d', source='hub', warned=[])
     assert res['tag']['params'] == n_b and res['commit']['params'] == n_b
-    # a bare name with a revisions map looks in the cache at the bundled weights' tag (v5), not at main
+    # a bare name with a revisions map looks in the cache at the bundled weights' tag (v6), not at main
     assert res['bare']['params'] == n_b and res['bare']['source'] == 'hub'
     assert res['other']['params'] == n_b
     # not in the offline cache: the bundled copy, with a warning
@@ -396,6 +397,7 @@ def test_torch_hub_entrypoints_offline():
 GENERAL, PREVIOUS, SPECIALIST = 'denoiser-1d', 'denoiser-1d-v2', 'denoiser-1d-piecewise-constant'
 V3 = 'denoiser-1d-v3'   # revision v3: the IRLS-tail model before the Bayesian segmentation tail
 V4 = 'denoiser-1d-v4'   # revision v4: the same weights as v5, before the spectral σ̂ and the residual tail
+V5 = 'denoiser-1d-v5'   # revision v5: v4's weights with the spectral σ̂ and the residual tail
 
 
 def _probe(m) -> float:
@@ -404,31 +406,35 @@ def _probe(m) -> float:
 
 
 def test_bundled_names_and_revisions_map():
-    """denoiser-1d is the general blind model (v5); the specialist (v1) and the earlier general models (v2, v3, v4)
-    keep their own names; v5 is v4's weights with the spectral σ̂ and the residual tail."""
+    """denoiser-1d is the general blind model (v6: the 4× grid, steps certified by retraction); the specialist (v1)
+    and the earlier general models (v2 … v5) keep their own names; v5 is v4's weights with the spectral σ̂ and the
+    residual tail."""
     general, previous, specialist = from_pretrained(GENERAL), from_pretrained(PREVIOUS), from_pretrained(SPECIALIST)
-    v3, v4 = from_pretrained(V3), from_pretrained(V4)
+    v3, v4, v5 = from_pretrained(V3), from_pretrained(V4), from_pretrained(V5)
     assert type(general) is BlindDenoiser1D and type(previous) is BlindDenoiser1D and type(specialist) is Denoiser1D
     assert type(v3) is BlindDenoiser1D and v3.segment is None and general.segment is not None
     assert v4.segment is not None and v4.residual is None and not v4.spectral_noise
-    assert general.residual is not None and general.spectral_noise
-    v4_state, state = v4.state_dict(), general.state_dict()
+    assert v5.residual is not None and v5.spectral_noise and general.residual is not None and general.spectral_noise
+    assert {b.stability for b in general.net.blocks} == {'retracted'} and general.net.scale == 4
+    assert {b.mode for b in certify(general).blocks if b.path.startswith('net.')} == {'retracted'}
+    v4_state, state = v4.state_dict(), v5.state_dict()
     assert v4_state.keys() == state.keys() and all(torch.equal(v4_state[k], state[k]) for k in state
                                                    if isinstance(state[k], torch.Tensor))
     assert general.parameter_count() <= 150_000 and specialist.parameter_count() == 47_664
     assert previous.parameter_count() == 92_728 and v3.parameter_count() == 94_927
-    assert hub.bundled_revisions(GENERAL) == dict(repo_id='pdeblocks/denoiser-1d', current='v5',
+    assert hub.bundled_revisions(GENERAL) == dict(repo_id='pdeblocks/denoiser-1d', current='v6',
                                                   revisions={'v1': SPECIALIST, 'v2': PREVIOUS, 'v3': V3, 'v4': V4,
-                                                             'v5': GENERAL})
-    assert hub.known_revisions(GENERAL) == ['main', 'v1', 'v2', 'v3', 'v4', 'v5']
+                                                             'v5': V5, 'v6': GENERAL})
+    assert hub.known_revisions(GENERAL) == ['main', 'v1', 'v2', 'v3', 'v4', 'v5', 'v6']
     assert hub.known_revisions('denoiser-1d-multigrid') == ['main']
     assert hub.bundled_for_revision(GENERAL, 'v1') == SPECIALIST
     assert hub.bundled_for_revision(GENERAL, 'v2') == PREVIOUS
     assert hub.bundled_for_revision(GENERAL, 'v3') == V3
     assert hub.bundled_for_revision(GENERAL, 'v4') == V4
+    assert hub.bundled_for_revision(GENERAL, 'v5') == V5
     assert hub.bundled_for_revision(GENERAL, None) == hub.bundled_for_revision(GENERAL, 'main') == GENERAL
     with pytest.raises(ValueError,
-                       match=r"unknown revision 'v9' of pdeblocks/denoiser-1d.*\['main', 'v1', 'v2', 'v3', 'v4', 'v5'\]"):
+                       match=r"unknown revision 'v9' of pdeblocks/denoiser-1d.*\['main', 'v1', 'v2', 'v3', 'v4', 'v5', 'v6'\]"):
         hub.bundled_for_revision(GENERAL, 'v9')
     # offline (no cache for these repos in a fresh HF cache is the subprocess test below): in-process the bare
     # name with revision v1 is the specialist's weights, with v2 and v3 the earlier general models'
@@ -436,7 +442,9 @@ def test_bundled_names_and_revisions_map():
     assert _probe(from_pretrained(GENERAL, revision='v2')) == _probe(previous)
     assert _probe(from_pretrained(GENERAL, revision='v3')) == _probe(v3)
     assert _probe(from_pretrained(GENERAL, revision='v4')) == _probe(v4)
-    assert _probe(from_pretrained(GENERAL)) == _probe(general) not in (_probe(specialist), _probe(previous), _probe(v3))
+    assert _probe(from_pretrained(GENERAL, revision='v5')) == _probe(v5)
+    assert _probe(from_pretrained(GENERAL)) == _probe(general) not in (_probe(specialist), _probe(previous), _probe(v3),
+                                                                      _probe(v5))
     with pytest.raises(ValueError, match=r"unknown revision 'v1'.*\['main'\]"):
         from_pretrained('denoiser-1d-multigrid', revision='v1')
 
@@ -445,7 +453,8 @@ def test_published_name_maps_recipes_to_bundled_folders():
     assert hub.published_name('denoiser-1d-general') == PREVIOUS   # the first general model: revision v2
     assert hub.published_name('denoiser-1d-general-irls4-joint-long') == V3   # revision v3
     assert hub.published_name('denoiser-1d-general-bayes-joint') == V4   # revision v4
-    assert hub.published_name('denoiser-1d-general-residual') == GENERAL   # revision v5
+    assert hub.published_name('denoiser-1d-general-residual') == V5   # revision v5
+    assert hub.published_name('denoiser-1d-general-s4r-residual') == GENERAL   # revision v6
     assert hub.published_name('denoiser-1d') == SPECIALIST      # the specialist's recipe keeps its name
     assert hub.published_name('denoiser-1d-multigrid') == 'denoiser-1d-multigrid'
     with pytest.raises(ValueError, match=r"one bundled model trained by recipe 'nope', found \[\]"):
@@ -479,8 +488,8 @@ def bundled_copy(tmp_path, monkeypatch):
     return root
 
 
-REVISIONS = dict(repo_id='pdeblocks/denoiser-1d', current='v5',
-                 revisions={'v1': SPECIALIST, 'v2': PREVIOUS, 'v3': V3, 'v4': V4, 'v5': GENERAL})
+REVISIONS = dict(repo_id='pdeblocks/denoiser-1d', current='v6',
+                 revisions={'v1': SPECIALIST, 'v2': PREVIOUS, 'v3': V3, 'v4': V4, 'v5': V5, 'v6': GENERAL})
 
 
 @pytest.mark.parametrize('content, match', [
@@ -495,7 +504,8 @@ REVISIONS = dict(repo_id='pdeblocks/denoiser-1d', current='v5',
     (dict(REVISIONS, revisions={'v1/../x': SPECIALIST, 'v2': GENERAL}), r"revision 'v1/../x' must be a tag name"),
     (dict(REVISIONS, revisions={'v1': 'denoiser-9d', 'v2': GENERAL}), "names 'denoiser-9d', which is not a bundled"),
     (dict(REVISIONS, revisions={'v1': ['x'], 'v2': GENERAL}), "which is not a bundled model"),
-    (dict(REVISIONS, current='v6'), r"'current' must be a tag of 'revisions' that names 'denoiser-1d', got 'v6'"),
+    (dict(REVISIONS, current='v7'), r"'current' must be a tag of 'revisions' that names 'denoiser-1d', got 'v7'"),
+    (dict(REVISIONS, current='v5'), r"'current' must be a tag .* got 'v5'"),
     (dict(REVISIONS, current='v4'), r"'current' must be a tag .* got 'v4'"),
     (dict(REVISIONS, current='v2'), r"'current' must be a tag .* got 'v2'"),
     (dict(REVISIONS, current='v1'), r"'current' must be a tag .* got 'v1'"),
@@ -519,28 +529,28 @@ def test_revisions_map_copy_is_valid_and_without_it_only_main(bundled_copy):
 
 def test_two_revisions_of_denoiser_1d_offline(tmp_path):
     """huggingface_hub's real resolution, HF_HUB_OFFLINE=1: a cache holding the specialist at commit a (tag v1)
-    and the general model at commit b (tags v5 and main) gives each by revision; with an empty cache the
+    and the general model at commit b (tags v6 and main) gives each by revision; with an empty cache the
     bundled copies stand in for the known revisions and an unknown revision names the known ones."""
     cache, empty = tmp_path / 'hub', tmp_path / 'empty'
     empty.mkdir()
     commit_a, commit_b = 'a' * 40, 'b' * 40
     fill_hub_cache(cache, 'pdeblocks/denoiser-1d', BUNDLED_DIR / SPECIALIST, commit_a, refs=('v1',))
-    fill_hub_cache(cache, 'pdeblocks/denoiser-1d', BUNDLED_DIR / GENERAL, commit_b, refs=('v5', 'main'))
+    fill_hub_cache(cache, 'pdeblocks/denoiser-1d', BUNDLED_DIR / GENERAL, commit_b, refs=('v6', 'main'))
     general, specialist = _probe(from_pretrained(GENERAL)), _probe(from_pretrained(SPECIALIST))
     cases = [['main', 'pdeblocks/denoiser-1d', {}], ['v1', 'pdeblocks/denoiser-1d', {'revision': 'v1'}],
-             ['v5', 'pdeblocks/denoiser-1d', {'revision': 'v5'}], ['commit', 'pdeblocks/denoiser-1d',
+             ['v6', 'pdeblocks/denoiser-1d', {'revision': 'v6'}], ['commit', 'pdeblocks/denoiser-1d',
                                                                    {'revision': commit_a}],
              ['bare', GENERAL, {}], ['bare-v1', GENERAL, {'revision': 'v1'}],
              ['unknown', 'pdeblocks/denoiser-1d', {'revision': 'v9'}], ['bare-unknown', GENERAL, {'revision': 'v9'}]]
     cached, uncached = run_offline(cache, cases), run_offline(empty, cases)
-    for key in ('main', 'v5', 'bare'):
+    for key in ('main', 'v6', 'bare'):
         assert (cached[key]['arch'], cached[key]['source']) == ('blind_denoiser_1d', 'hub'), key
         assert cached[key]['probe'] == pytest.approx(general, rel=1e-6) and cached[key]['warned'] == []
     for key in ('v1', 'commit', 'bare-v1'):
         assert (cached[key]['arch'], cached[key]['source']) == ('denoiser_1d', 'hub'), key
         assert cached[key]['probe'] == pytest.approx(specialist, rel=1e-6)
     # nothing cached: the bundled copies, a warning for the repo id (none for the bare name)
-    for key, arch, probe in (('main', 'blind_denoiser_1d', general), ('v5', 'blind_denoiser_1d', general),
+    for key, arch, probe in (('main', 'blind_denoiser_1d', general), ('v6', 'blind_denoiser_1d', general),
                              ('bare', 'blind_denoiser_1d', general), ('v1', 'denoiser_1d', specialist),
                              ('bare-v1', 'denoiser_1d', specialist)):
         assert (uncached[key]['arch'], uncached[key]['source']) == (arch, 'bundled'), key
@@ -549,7 +559,7 @@ def test_two_revisions_of_denoiser_1d_offline(tmp_path):
     assert SPECIALIST in uncached['v1']['warned'][0] and "revision 'v1'" in uncached['v1']['warned'][0]
     for res in (cached, uncached):
         for key in ('unknown', 'bare-unknown'):
-            assert re.search(r"unknown revision 'v9' of pdeblocks/denoiser-1d.*\['main', 'v1', 'v2', 'v3', 'v4', 'v5'\]",
+            assert re.search(r"unknown revision 'v9' of pdeblocks/denoiser-1d.*\['main', 'v1', 'v2', 'v3', 'v4', 'v5', 'v6'\]",
                              res[key]['error']), res[key]
     # a commit that is not in the cache is no known revision either
     assert 'unknown revision' in uncached['commit']['error']
