@@ -68,7 +68,6 @@ def retract(y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     # the quotient only where it is taken: elsewhere (y = 0 included) its gradient would be 0/0
     ratio = torch.where(grew, norm_u / torch.where(grew, norm_y, one), one)
     overflow = torch.isfinite(norm_u) & ~torch.isfinite(norm_y)
-    ratio = torch.where(overflow, torch.zeros_like(ratio), ratio)
     shape = [-1] + [1] * (y.dim() - 1)
     return torch.where(overflow.reshape(shape), torch.zeros_like(y), y * ratio.reshape(shape))
 
