@@ -39,6 +39,22 @@ def test_adjoint_is_exact(dim, boundary, kernel_size, channels):
     assert abs(float(lhs - rhs)) <= 1e-12 * max(1.0, abs(float(lhs)))
 
 
+@pytest.mark.parametrize('dim', [1, 2, 3])
+@pytest.mark.parametrize('boundary', BOUNDARIES)
+def test_conv_bias_is_added_per_output_channel(dim, boundary):
+    """K u + b in one call: b[h] added to every sample of output channel h, as a sum after the convolution (float64),
+    and the scripted function agrees."""
+    gen = torch.Generator().manual_seed(7 + dim)
+    w = torch.randn([3, 2] + [3] * dim, generator=gen, dtype=torch.float64)
+    u = torch.randn([2, 2] + SIZES[dim], generator=gen, dtype=torch.float64)
+    b = torch.tensor([1.5, -2.0, 0.25], dtype=torch.float64)
+    plain = conv(u, w, boundary)
+    expected = plain + b.reshape([1, 3] + [1] * dim)
+    assert torch.allclose(conv(u, w, boundary, b), expected, rtol=0, atol=1e-12)
+    assert torch.allclose(torch.jit.script(conv)(u, w, boundary, b), expected, rtol=0, atol=1e-12)
+    assert torch.equal(conv(u, w, boundary, None), plain)
+
+
 def test_adjoint_matches_dense_matrix():
     """Kᵀ equals the transpose of K's dense matrix, built column by column (reflect, 1D)."""
     w = torch.randn(2, 1, 5, dtype=torch.float64)

@@ -257,6 +257,16 @@ def test_retracted_overflow_gives_zero_and_nan_input_still_propagates():
     assert all(torch.isfinite(p.grad).all() for p in zero.parameters() if p.grad is not None)
 
 
+def test_retract_waits_for_no_device():
+    """Off the CPU the overflow mask is applied by a where, not tested by bool() (a host sync per step on a GPU): on
+    the meta device, where bool() of a tensor raises, retract still gives the shape."""
+    from pdeblocks.layers.symmetric import retract
+    y, u = torch.empty(4, 2, 16, device='meta'), torch.empty(4, 2, 16, device='meta')
+    with pytest.raises(RuntimeError):
+        bool((y > 0).any())
+    assert retract(y, u).shape == (4, 2, 16)
+
+
 def test_retracted_certificate():
     """certify reports ‖f(u)‖ ≤ ‖u‖ on every pass, Lipschitz 2 + |τ|·L_Φ·B² (B from ops.norm_bound), and nothing to
     verify (no bound on K is involved)."""

@@ -69,7 +69,11 @@ def retract(y: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     ratio = torch.where(grew, norm_u / torch.where(grew, norm_y, one), one)
     overflow = torch.isfinite(norm_u) & ~torch.isfinite(norm_y)
     shape = [-1] + [1] * (y.dim() - 1)
-    return torch.where(overflow.reshape(shape), torch.zeros_like(y), y * ratio.reshape(shape))
+    out = y * ratio.reshape(shape)
+    # on the CPU a full-size where costs 2–3× the rest, and overflow is rare; elsewhere bool() would wait for the device
+    if not y.is_cpu or bool(overflow.any()):
+        out = torch.where(overflow.reshape(shape), torch.zeros_like(y), out)
+    return out
 
 
 @register_notrace_function
@@ -260,12 +264,11 @@ class SymmetricResidual(nn.Module):
 
     def update(self, u: torch.Tensor) -> torch.Tensor:
         """Kᵀ Φ(K u + b), the (un-scaled) diffusion update (K_s and Kᵀ_s with a stride)."""
-        s = conv(u, self.weight, self.boundary) if self.stride == 1 \
-            else strided_conv(u, self.weight, self.boundary, self.stride)
+        if self.stride == 1:
+            return conv_adjoint(self.flux(conv(u, self.weight, self.boundary, self.bias)), self.weight, self.boundary)
+        s = strided_conv(u, self.weight, self.boundary, self.stride)
         if self.bias is not None:
             s = s + self.bias.reshape([1, -1] + [1] * self.dim)
-        if self.stride == 1:
-            return conv_adjoint(self.flux(s), self.weight, self.boundary)
         return strided_conv_adjoint(self.flux(s), self.weight, u.shape[2:], self.boundary, self.stride)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ difference stencil ``[-1, 1]`` K is the (n-1)×n matrix D, and KᵀΦ(Ku) vanish
 Every Kᵀ here is the true adjoint, ⟨Ku, v⟩ = ⟨u, Kᵀv⟩, for every boundary, which the tests check
 in float64. All functions are TorchScript-scriptable; shape checks live in :func:`check_signal`.
 """
-from typing import List
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -87,14 +87,15 @@ def check_signal(u: torch.Tensor, weight: torch.Tensor, boundary: str) -> torch.
     return u
 
 
-def _conv(u: torch.Tensor, weight: torch.Tensor, padding: List[int]) -> torch.Tensor:
+def _conv(u: torch.Tensor, weight: torch.Tensor, padding: List[int], bias: Optional[torch.Tensor] = None
+          ) -> torch.Tensor:
     dim = weight.dim() - 2
     if dim == 1:
-        return F.conv1d(u, weight, None, 1, padding)
+        return F.conv1d(u, weight, bias, 1, padding)
     if dim == 2:
-        return F.conv2d(u, weight, None, 1, padding)
+        return F.conv2d(u, weight, bias, 1, padding)
     if dim == 3:
-        return F.conv3d(u, weight, None, 1, padding)
+        return F.conv3d(u, weight, bias, 1, padding)
     raise ValueError(f"expected a 1D, 2D or 3D kernel, got weight shape {list(weight.shape)}")
 
 
@@ -149,15 +150,17 @@ def _fold_pad(x: torch.Tensor, half: List[int], mode: str) -> torch.Tensor:
     return x
 
 
-def conv(u: torch.Tensor, weight: torch.Tensor, boundary: str = 'neumann') -> torch.Tensor:
-    """K u: convolution (cross-correlation, as ``torch.nn.Conv``) with the given boundary."""
+def conv(u: torch.Tensor, weight: torch.Tensor, boundary: str = 'neumann', bias: Optional[torch.Tensor] = None
+         ) -> torch.Tensor:
+    """K u (+ b): convolution (cross-correlation, as ``torch.nn.Conv``) with the given boundary; ``bias`` [H], one
+    per output channel, is added in the same call (one pass over the output fewer than adding it after)."""
     if boundary == 'neumann':
-        return _conv(u, weight, [0] * (weight.dim() - 2))
+        return _conv(u, weight, [0] * (weight.dim() - 2), bias)
     half = _half_widths(weight)
     if boundary == 'zeros':
-        return _conv(u, weight, half)
+        return _conv(u, weight, half, bias)
     if boundary == 'circular' or boundary == 'reflect':
-        return _conv(F.pad(u, _pad_spec(half), mode=boundary), weight, [0] * len(half))
+        return _conv(F.pad(u, _pad_spec(half), mode=boundary), weight, [0] * len(half), bias)
     raise ValueError("boundary must be one of ('neumann', 'zeros', 'circular', 'reflect'), got '" + boundary + "'")
 
 
