@@ -103,10 +103,10 @@ def main(argv=None) -> None:
     theirs_threads = theirs.get('threads')   # train() records it; the bundled evaluations predate that
     published_threads = f"{theirs_threads} thread(s)" if theirs_threads else 'thread count not recorded'
     steps = sum(get_recipe(st).steps for st in stages)
+    origin = f"`{get_recipe(stages[0]).start_from}`" if get_recipe(stages[0]).start_from else 'scratch'
     lines = [f"Retraining `{a.recipe}` with OMP_NUM_THREADS={a.threads} against the bundled `{published.name}` "
              f"(published: {published_threads}), "
-             + (f"the chain {' → '.join(f'`{st}`' for st in stages)} from `{get_recipe(stages[0]).start_from}`, "
-                if len(stages) > 1 else '')
+             + (f"the chain {' → '.join(f'`{st}`' for st in stages)} from {origin}, " if len(stages) > 1 else '')
              + f"{steps} steps in {seconds / 60:.1f} min; weights bitwise equal to the "
              f"published ones: {'yes' if bitwise else 'no'}", '',
              '| signals | σ | published PSNR (dB) | retrained PSNR (dB) | difference (dB) |', '|---|---|---|---|---|']
