@@ -14,6 +14,7 @@ from pdeblocks.ops import (
     first_difference_adjoint,
     norm_bound,
     power_iteration_norm,
+    strided_conv,
 )
 from pdeblocks.ops.norms import gram_spectral_bound, interpolation_factor
 from pdeblocks.ops.schedules import fed_cycle_length, fed_cycle_time, fed_step_sizes, fed_tau_max, fsi_weights
@@ -41,18 +42,23 @@ def test_adjoint_is_exact(dim, boundary, kernel_size, channels):
 
 @pytest.mark.parametrize('dim', [1, 2, 3])
 @pytest.mark.parametrize('boundary', BOUNDARIES)
-def test_conv_bias_is_added_per_output_channel(dim, boundary):
-    """K u + b in one call: b[h] added to every sample of output channel h, as a sum after the convolution (float64),
-    and the scripted function agrees."""
+@pytest.mark.parametrize('stride', [1, 2])
+def test_conv_bias_is_added_per_output_channel(dim, boundary, stride):
+    """K u + b (and the strided R u + b) in one call: b[h] added to every sample of output channel h, as a sum after
+    the convolution (float64), and the scripted function agrees."""
     gen = torch.Generator().manual_seed(7 + dim)
     w = torch.randn([3, 2] + [3] * dim, generator=gen, dtype=torch.float64)
     u = torch.randn([2, 2] + SIZES[dim], generator=gen, dtype=torch.float64)
     b = torch.tensor([1.5, -2.0, 0.25], dtype=torch.float64)
-    plain = conv(u, w, boundary)
+    if stride == 1:
+        op, args = conv, (boundary,)
+    else:
+        op, args = strided_conv, (boundary, stride)
+    plain = op(u, w, *args)
     expected = plain + b.reshape([1, 3] + [1] * dim)
-    assert torch.allclose(conv(u, w, boundary, b), expected, rtol=0, atol=1e-12)
-    assert torch.allclose(torch.jit.script(conv)(u, w, boundary, b), expected, rtol=0, atol=1e-12)
-    assert torch.equal(conv(u, w, boundary, None), plain)
+    assert torch.allclose(op(u, w, *args, bias=b), expected, rtol=0, atol=1e-12)
+    assert torch.allclose(torch.jit.script(op)(u, w, *args, bias=b), expected, rtol=0, atol=1e-12)
+    assert torch.equal(op(u, w, *args, bias=None), plain)
 
 
 def test_adjoint_matches_dense_matrix():

@@ -266,9 +266,7 @@ class SymmetricResidual(nn.Module):
         """Kᵀ Φ(K u + b), the (un-scaled) diffusion update (K_s and Kᵀ_s with a stride)."""
         if self.stride == 1:
             return conv_adjoint(self.flux(conv(u, self.weight, self.boundary, self.bias)), self.weight, self.boundary)
-        s = strided_conv(u, self.weight, self.boundary, self.stride)
-        if self.bias is not None:
-            s = s + self.bias.reshape([1, -1] + [1] * self.dim)
+        s = strided_conv(u, self.weight, self.boundary, self.stride, self.bias)
         return strided_conv_adjoint(self.flux(s), self.weight, u.shape[2:], self.boundary, self.stride)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:

@@ -87,15 +87,15 @@ def check_signal(u: torch.Tensor, weight: torch.Tensor, boundary: str) -> torch.
     return u
 
 
-def _conv(u: torch.Tensor, weight: torch.Tensor, padding: List[int], bias: Optional[torch.Tensor] = None
-          ) -> torch.Tensor:
+def _conv(u: torch.Tensor, weight: torch.Tensor, padding: List[int], bias: Optional[torch.Tensor] = None,
+          stride: int = 1) -> torch.Tensor:
     dim = weight.dim() - 2
     if dim == 1:
-        return F.conv1d(u, weight, bias, 1, padding)
+        return F.conv1d(u, weight, bias, stride, padding)
     if dim == 2:
-        return F.conv2d(u, weight, bias, 1, padding)
+        return F.conv2d(u, weight, bias, stride, padding)
     if dim == 3:
-        return F.conv3d(u, weight, bias, 1, padding)
+        return F.conv3d(u, weight, bias, stride, padding)
     raise ValueError(f"expected a 1D, 2D or 3D kernel, got weight shape {list(weight.shape)}")
 
 

@@ -22,12 +22,12 @@ Full weighting is W = w ⊗ … ⊗ w with w = [1, 2, 1]/4 per axis; P = 2^d·R�
 neighbours. Sharing one weight for R and P (P = c·Rᵀ) is the Galerkin-consistent choice that makes
 R A P symmetric whenever A is, and is what the U-net's transposed up-path does.
 """
-from typing import List
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 
-from .conv import _fold_pad, _half_widths, _pad_spec, check_boundary
+from .conv import _conv, _fold_pad, _half_widths, _pad_spec, check_boundary
 
 __all__ = ['FULL_WEIGHTING_1D', 'check_restriction_input', 'coarse_size', 'full_weighting', 'interpolation_scale',
            'prolong', 'restrict', 'strided_conv', 'strided_conv_adjoint']
@@ -92,17 +92,6 @@ def check_restriction_input(u: torch.Tensor, weight: torch.Tensor, boundary: str
     return u
 
 
-def _strided(u: torch.Tensor, weight: torch.Tensor, stride: int, padding: List[int]) -> torch.Tensor:
-    dim = weight.dim() - 2
-    if dim == 1:
-        return F.conv1d(u, weight, None, stride, padding)
-    if dim == 2:
-        return F.conv2d(u, weight, None, stride, padding)
-    if dim == 3:
-        return F.conv3d(u, weight, None, stride, padding)
-    raise ValueError(f"expected a 1D, 2D or 3D kernel, got weight shape {list(weight.shape)}")
-
-
 def _strided_transpose(v: torch.Tensor, weight: torch.Tensor, stride: int, padding: List[int],
                        output_padding: List[int]) -> torch.Tensor:
     dim = weight.dim() - 2
@@ -115,16 +104,18 @@ def _strided_transpose(v: torch.Tensor, weight: torch.Tensor, stride: int, paddi
     raise ValueError(f"expected a 1D, 2D or 3D kernel, got weight shape {list(weight.shape)}")
 
 
-def strided_conv(u: torch.Tensor, weight: torch.Tensor, boundary: str = 'neumann', stride: int = 2) -> torch.Tensor:
-    """R u: strided convolution (cross-correlation) with the given boundary; see the module table."""
+def strided_conv(u: torch.Tensor, weight: torch.Tensor, boundary: str = 'neumann', stride: int = 2,
+                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """R u (+ b): strided convolution (cross-correlation) with the given boundary; see the module table. ``bias`` as
+    in :func:`~pdeblocks.ops.conv.conv`."""
     dim = weight.dim() - 2
     if boundary == 'neumann':
-        return _strided(u, weight, stride, [0] * dim)
+        return _conv(u, weight, [0] * dim, bias, stride)
     half = _half_widths(weight)
     if boundary == 'zeros':
-        return _strided(u, weight, stride, half)
+        return _conv(u, weight, half, bias, stride)
     if boundary == 'circular' or boundary == 'reflect':
-        return _strided(F.pad(u, _pad_spec(half), mode=boundary), weight, stride, [0] * dim)
+        return _conv(F.pad(u, _pad_spec(half), mode=boundary), weight, [0] * dim, bias, stride)
     raise ValueError("boundary must be one of ('neumann', 'zeros', 'circular', 'reflect'), got '" + boundary + "'")
 
 
